@@ -1,0 +1,457 @@
+// Node-API binding: one async-worker pattern (Job) runs every heavy call off the JS thread and settles a Promise.
+// No torch headers here; no V8/libnode symbols anywhere (Node-API only, context-aware, no mutable globals).
+#include <napi.h>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include "session.h"
+
+namespace {
+
+using bert::Batch;
+using bert::Blob;
+using bert::Session;
+
+// c10::Error messages carry a C++ backtrace; users need the first part only.
+std::string CleanMessage(const char* what) {
+  std::string m(what);
+  for (const char* cut : {"\nException raised from", "Exception raised from "}) {
+    size_t i = m.find(cut);
+    if (i != std::string::npos) m = m.substr(0, i);
+  }
+  while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
+  return m;
+}
+
+// A heavy call: `exec` runs on a libuv worker thread, `done` builds the JS result on the JS thread.
+class Job : public Napi::AsyncWorker {
+ public:
+  Job(Napi::Env env, std::function<void()> exec, std::function<Napi::Value(Napi::Env)> done,
+      std::vector<Napi::Value> keep_alive = {})
+      : Napi::AsyncWorker(env, "bert-addon"), deferred_(Napi::Promise::Deferred::New(env)),
+        exec_(std::move(exec)), done_(std::move(done)) {
+    for (auto& v : keep_alive)
+      if (v.IsObject()) refs_.push_back(Napi::Persistent(v.As<Napi::Object>()));  // typed arrays stay alive
+  }
+  static Napi::Promise Run(Napi::Env env, std::function<void()> exec, std::function<Napi::Value(Napi::Env)> done,
+                           std::vector<Napi::Value> keep_alive = {}) {
+    auto* job = new Job(env, std::move(exec), std::move(done), std::move(keep_alive));
+    Napi::Promise p = job->deferred_.Promise();
+    job->Queue();
+    return p;
+  }
+
+ protected:
+  void Execute() override {
+    try {
+      exec_();
+    } catch (const std::exception& e) {
+      SetError(CleanMessage(e.what()));
+    } catch (...) {
+      SetError("unknown native error");
+    }
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    try {
+      deferred_.Resolve(done_ ? done_(env) : env.Undefined());
+    } catch (const Napi::Error& e) {
+      deferred_.Reject(e.Value());
+    }
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::function<void()> exec_;
+  std::function<Napi::Value(Napi::Env)> done_;
+  std::vector<Napi::ObjectReference> refs_;
+};
+
+int64_t GetInt(const Napi::Object& o, const char* key, int64_t fallback) {
+  Napi::Value v = o.Get(key);
+  return v.IsNumber() ? v.As<Napi::Number>().Int64Value() : fallback;
+}
+double GetNum(const Napi::Object& o, const char* key, double fallback) {
+  Napi::Value v = o.Get(key);
+  return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : fallback;
+}
+std::string GetStr(const Napi::Object& o, const char* key, const std::string& fallback) {
+  Napi::Value v = o.Get(key);
+  return v.IsString() ? v.As<Napi::String>().Utf8Value() : fallback;
+}
+
+bert::Config ParseConfig(const Napi::Object& c) {
+  bert::Config k;
+  k.vocab_size = GetInt(c, "vocab_size", k.vocab_size);
+  k.hidden_size = GetInt(c, "hidden_size", k.hidden_size);
+  k.num_hidden_layers = GetInt(c, "num_hidden_layers", k.num_hidden_layers);
+  k.num_attention_heads = GetInt(c, "num_attention_heads", k.num_attention_heads);
+  k.intermediate_size = GetInt(c, "intermediate_size", k.intermediate_size);
+  k.max_position_embeddings = GetInt(c, "max_position_embeddings", k.max_position_embeddings);
+  k.type_vocab_size = GetInt(c, "type_vocab_size", k.type_vocab_size);
+  k.pad_token_id = GetInt(c, "pad_token_id", k.pad_token_id);
+  k.num_labels = GetInt(c, "num_labels", k.num_labels);
+  k.hidden_act = GetStr(c, "hidden_act", k.hidden_act);
+  k.hidden_dropout_prob = GetNum(c, "hidden_dropout_prob", k.hidden_dropout_prob);
+  k.attention_probs_dropout_prob = GetNum(c, "attention_probs_dropout_prob", k.attention_probs_dropout_prob);
+  k.layer_norm_eps = GetNum(c, "layer_norm_eps", k.layer_norm_eps);
+  k.initializer_range = GetNum(c, "initializer_range", k.initializer_range);
+  k.classifier_dropout = GetNum(c, "classifier_dropout", -1);
+  k.problem_type = GetStr(c, "problem_type", k.problem_type);
+  return k;
+}
+
+const int32_t* Int32Data(const Napi::Object& o, const char* key, size_t n, bool required) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) {
+    if (required) throw std::invalid_argument(std::string(key) + " is required");
+    return nullptr;
+  }
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+    throw std::invalid_argument(std::string(key) + " must be an Int32Array");
+  auto a = v.As<Napi::Int32Array>();
+  if (a.ElementLength() != n)
+    throw std::invalid_argument(std::string(key) + " has " + std::to_string(a.ElementLength()) + " elements, expected " +
+                                std::to_string(n));
+  return a.Data();
+}
+
+// Validates again what src/model.ts validated: an out-of-range id must never reach a kernel (on CUDA it aborts).
+Batch ParseBatch(const Napi::Object& o, const bert::Config& cfg, std::vector<Napi::Value>& keep) {
+  Batch b;
+  b.batch = GetInt(o, "batch", 0);
+  b.seq = GetInt(o, "seq", 0);
+  if (b.batch <= 0 || b.seq <= 0) throw std::invalid_argument("batch and seq must be positive");
+  if (b.seq > cfg.max_position_embeddings)
+    throw std::invalid_argument("seq " + std::to_string(b.seq) + " exceeds max_position_embeddings " +
+                                std::to_string(cfg.max_position_embeddings));
+  const size_t n = static_cast<size_t>(b.batch * b.seq);
+  b.input_ids = Int32Data(o, "inputIds", n, true);
+  b.attention_mask = Int32Data(o, "attentionMask", n, false);
+  b.token_type_ids = Int32Data(o, "tokenTypeIds", n, false);
+  for (size_t i = 0; i < n; ++i) {
+    if (b.input_ids[i] < 0 || b.input_ids[i] >= cfg.vocab_size) throw std::range_error("inputIds out of range");
+    if (b.token_type_ids && (b.token_type_ids[i] < 0 || b.token_type_ids[i] >= cfg.type_vocab_size))
+      throw std::range_error("tokenTypeIds out of range");
+  }
+  keep.push_back(o.Get("inputIds"));
+  keep.push_back(o.Get("attentionMask"));
+  keep.push_back(o.Get("tokenTypeIds"));
+  Napi::Value labels = o.Get("labels");
+  if (!labels.IsUndefined() && !labels.IsNull()) {
+    if (!labels.IsTypedArray()) throw std::invalid_argument("labels must be an Int32Array or Float32Array");
+    auto t = labels.As<Napi::TypedArray>();
+    const bool multi = cfg.problem_type == "multi_label_classification";
+    b.labels_per_row = (multi || (cfg.problem_type == "regression" && cfg.num_labels > 1)) ? cfg.num_labels : 1;
+    if (t.ElementLength() != static_cast<size_t>(b.batch * b.labels_per_row))
+      throw std::invalid_argument("labels has " + std::to_string(t.ElementLength()) + " elements, expected " +
+                                  std::to_string(b.batch * b.labels_per_row));
+    if (t.TypedArrayType() == napi_float32_array) {
+      if (cfg.problem_type == "single_label_classification")
+        throw std::invalid_argument("labels must be an Int32Array for single-label classification");
+      b.labels_float = true;
+      b.labels = labels.As<Napi::Float32Array>().Data();
+    } else if (t.TypedArrayType() == napi_int32_array) {
+      if (cfg.problem_type == "regression") throw std::invalid_argument("labels must be a Float32Array for regression");
+      const int32_t* y = labels.As<Napi::Int32Array>().Data();
+      for (int64_t i = 0; i < b.batch * b.labels_per_row; ++i)
+        if (!multi && y[i] != -100 && (y[i] < 0 || y[i] >= cfg.num_labels)) throw std::range_error("labels out of range");
+      b.labels = y;
+    } else {
+      throw std::invalid_argument("labels must be an Int32Array or Float32Array");
+    }
+    keep.push_back(labels);
+  }
+  return b;
+}
+
+std::vector<Blob> ParseBlobs(const Napi::Value& v, std::vector<Napi::Value>& keep) {
+  if (!v.IsArray()) throw std::invalid_argument("tensors must be an array");
+  auto arr = v.As<Napi::Array>();
+  std::vector<Blob> blobs;
+  for (uint32_t i = 0; i < arr.Length(); ++i) {
+    Napi::Object o = arr.Get(i).As<Napi::Object>();
+    Blob b;
+    b.name = GetStr(o, "name", "");
+    b.dtype = GetStr(o, "dtype", "");
+    Napi::Value shape = o.Get("shape");
+    if (!shape.IsArray()) throw std::invalid_argument("tensor " + b.name + ": shape must be an array");
+    auto s = shape.As<Napi::Array>();
+    for (uint32_t j = 0; j < s.Length(); ++j) b.shape.push_back(s.Get(j).As<Napi::Number>().Int64Value());
+    Napi::Value data = o.Get("data");
+    if (!data.IsTypedArray()) throw std::invalid_argument("tensor " + b.name + ": data must be a Uint8Array");
+    auto u = data.As<Napi::TypedArray>();
+    b.data = static_cast<const uint8_t*>(u.ArrayBuffer().Data()) + u.ByteOffset();
+    b.nbytes = u.ByteLength();
+    keep.push_back(data);
+    blobs.push_back(std::move(b));
+  }
+  return blobs;
+}
+
+Napi::Array BlobsToJs(Napi::Env env, const std::vector<Blob>& blobs) {
+  Napi::Array out = Napi::Array::New(env, blobs.size());
+  for (size_t i = 0; i < blobs.size(); ++i) {
+    const Blob& b = blobs[i];
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", b.name);
+    o.Set("dtype", b.dtype);
+    Napi::Array shape = Napi::Array::New(env, b.shape.size());
+    for (size_t j = 0; j < b.shape.size(); ++j) shape.Set(j, Napi::Number::New(env, static_cast<double>(b.shape[j])));
+    o.Set("shape", shape);
+    // A copy, not an external buffer: Electron's V8 sandbox forbids external buffers.
+    o.Set("data", Napi::Buffer<uint8_t>::Copy(env, b.owned.data(), b.owned.size()));
+    out.Set(i, o);
+  }
+  return out;
+}
+
+Napi::Array Strings(Napi::Env env, const std::vector<std::string>& v) {
+  Napi::Array a = Napi::Array::New(env, v.size());
+  for (size_t i = 0; i < v.size(); ++i) a.Set(i, v[i]);
+  return a;
+}
+
+class Model : public Napi::ObjectWrap<Model> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Model", {
+        InstanceMethod<&Model::Init>("init"),
+        InstanceMethod<&Model::Load>("load"),
+        InstanceMethod<&Model::Forward>("forward"),
+        InstanceMethod<&Model::ForwardBackward>("forwardBackward"),
+        InstanceMethod<&Model::OptimizerStep>("optimizerStep"),
+        InstanceMethod<&Model::ZeroGrad>("zeroGrad"),
+        InstanceMethod<&Model::StateDict>("stateDict"),
+        InstanceMethod<&Model::OptimizerState>("optimizerState"),
+        InstanceMethod<&Model::LoadOptimizerState>("loadOptimizerState"),
+        InstanceMethod<&Model::Seed>("seed"),
+        InstanceMethod<&Model::RngState>("rngState"),
+        InstanceMethod<&Model::SetRngState>("setRngState"),
+        InstanceMethod<&Model::Dispose>("dispose"),
+    });
+  }
+  explicit Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {}
+
+ private:
+  // Every method: validate on the JS thread, then run on a worker; errors become rejected Promises.
+  template <typename Fn>
+  Napi::Value Guard(const Napi::CallbackInfo& info, Fn fn) {
+    Napi::Env env = info.Env();
+    try {
+      return fn(env);
+    } catch (const Napi::Error&) {
+      throw;
+    } catch (const std::range_error& e) {
+      auto d = Napi::Promise::Deferred::New(env);
+      d.Reject(Napi::RangeError::New(env, e.what()).Value());
+      return d.Promise();
+    } catch (const std::exception& e) {
+      auto d = Napi::Promise::Deferred::New(env);
+      d.Reject(Napi::TypeError::New(env, e.what()).Value());
+      return d.Promise();
+    }
+  }
+  std::shared_ptr<Session> Live() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!session_) throw std::logic_error("the model is disposed (or was never initialised)");
+    return session_;
+  }
+
+  Napi::Value Init(const Napi::CallbackInfo& info) {
+    return Guard(info, [&](Napi::Env env) -> Napi::Value {
+      Napi::Object o = info[0].As<Napi::Object>();
+      auto opts = std::make_shared<bert::Options>();
+      opts->config = ParseConfig(o.Get("config").As<Napi::Object>());
+      opts->device = GetStr(o, "device", "cpu");
+      opts->seed = static_cast<uint64_t>(GetNum(o, "seed", 42));
+      opts->threads = static_cast<int>(GetInt(o, "threads", 0));
+      config_ = opts->config;
+      return Job::Run(env, [this, opts] {
+        auto s = std::shared_ptr<Session>(Session::Create(*opts));
+        std::lock_guard<std::mutex> lock(mu_);
+        session_ = s;
+      }, [this](Napi::Env env) -> Napi::Value {
+        auto s = Live();
+        Napi::Object r = Napi::Object::New(env);
+        r.Set("device", s->Device());
+        r.Set("numParameters", Napi::Number::New(env, static_cast<double>(s->NumParameters())));
+        r.Set("parameterNames", Strings(env, s->ParameterNames()));
+        return r;
+      }, {info.This()});
+    });
+  }
+
+  Napi::Value Load(const Napi::CallbackInfo& info) {
+    return Guard(info, [&](Napi::Env env) -> Napi::Value {
+      auto s = Live();
+      std::vector<Napi::Value> keep{info.This()};
+      auto blobs = std::make_shared<std::vector<Blob>>(ParseBlobs(info[0], keep));
+      auto report = std::make_shared<bert::LoadReport>();
+      return Job::Run(env, [s, blobs, report] { *report = s->Load(*blobs); },
+                      [report](Napi::Env env) -> Napi::Value {
+                        Napi::Object r = Napi::Object::New(env);
+                        r.Set("missing", Strings(env, report->missing));
+                        r.Set("unexpected", Strings(env, report->unexpected));
+                        return r;
+                      }, keep);
+    });
+  }
+
+  Napi::Value Forward(const Napi::CallbackInfo& info) {
+    return Guard(info, [&](Napi::Env env) -> Napi::Value {
+      auto s = Live();
+      std::vector<Napi::Value> keep{info.This()};
+      Batch b = ParseBatch(info[0].As<Napi::Object>(), config_, keep);
+      auto out = std::make_shared<bert::ForwardResult>();
+      return Job::Run(env, [s, b, out] { *out = s->Forward(b); }, [out](Napi::Env env) -> Napi::Value {
+        Napi::Object r = Napi::Object::New(env);
+        auto logits = Napi::Float32Array::New(env, out->logits.size());
+        std::copy(out->logits.begin(), out->logits.end(), logits.Data());
+        r.Set("logits", logits);
+        if (out->has_loss) r.Set("loss", out->loss);
+        return r;
+      }, keep);
+    });
+  }
+
+  Napi::Value ForwardBackward(const Napi::CallbackInfo& info) {
+    return Guard(info, [&](Napi::Env env) -> Napi::Value {
+      auto s = Live();
+      std::vector<Napi::Value> keep{info.This()};
+      Batch b = ParseBatch(info[0].As<Napi::Object>(), config_, keep);
+      if (!b.labels) throw std::invalid_argument("labels are required for a training step");
+      double scale = info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : 1.0;
+      auto loss = std::make_shared<double>(0);
+      return Job::Run(env, [s, b, scale, loss] { *loss = s->ForwardBackward(b, scale); },
+                      [loss](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *loss); }, keep);
+    });
+  }
+
+  Napi::Value OptimizerStep(const Napi::CallbackInfo& info) {
+    return Guard(info, [&](Napi::Env env) -> Napi::Value {
+      auto s = Live();
+      Napi::Object o = info[0].As<Napi::Object>();
+      bert::StepOptions so;
+      so.lr = GetNum(o, "lr", so.lr);
+      so.beta1 = GetNum(o, "beta1", so.beta1);
+      so.beta2 = GetNum(o, "beta2", so.beta2);
+      so.eps = GetNum(o, "eps", so.eps);
+      so.weight_decay = GetNum(o, "weightDecay", so.weight_decay);
+      so.max_grad_norm = GetNum(o, "maxGradNorm", so.max_grad_norm);
+      auto norm = std::make_shared<double>(0);
+      return Job::Run(env, [s, so, norm] { *norm = s->OptimizerStep(so); },
+                      [norm](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *norm); }, {info.This()});
+    });
+  }
+
+  Napi::Value ZeroGrad(const Napi::CallbackInfo& info) {
+    return Guard(info, [&](Napi::Env env) -> Napi::Value {
+      auto s = Live();
+      return Job::Run(env, [s] { s->ZeroGrad(); }, nullptr, {info.This()});
+    });
+  }
+
+  Napi::Value StateDict(const Napi::CallbackInfo& info) {
+    return Guard(info, [&](Napi::Env env) -> Napi::Value {
+      auto s = Live();
+      auto out = std::make_shared<std::vector<Blob>>();
+      return Job::Run(env, [s, out] { *out = s->StateDict(); },
+                      [out](Napi::Env env) -> Napi::Value { return BlobsToJs(env, *out); }, {info.This()});
+    });
+  }
+
+  Napi::Value OptimizerState(const Napi::CallbackInfo& info) {
+    return Guard(info, [&](Napi::Env env) -> Napi::Value {
+      auto s = Live();
+      auto out = std::make_shared<std::vector<Blob>>();
+      return Job::Run(env, [s, out] { *out = s->OptimizerState(); },
+                      [out](Napi::Env env) -> Napi::Value { return BlobsToJs(env, *out); }, {info.This()});
+    });
+  }
+
+  Napi::Value LoadOptimizerState(const Napi::CallbackInfo& info) {
+    return Guard(info, [&](Napi::Env env) -> Napi::Value {
+      auto s = Live();
+      std::vector<Napi::Value> keep{info.This()};
+      auto blobs = std::make_shared<std::vector<Blob>>(ParseBlobs(info[0], keep));
+      return Job::Run(env, [s, blobs] { s->LoadOptimizerState(*blobs); }, nullptr, keep);
+    });
+  }
+
+  Napi::Value Seed(const Napi::CallbackInfo& info) {
+    return Guard(info, [&](Napi::Env env) -> Napi::Value {
+      auto s = Live();
+      uint64_t seed = static_cast<uint64_t>(info[0].As<Napi::Number>().Int64Value());
+      return Job::Run(env, [s, seed] { s->Seed(seed); }, nullptr, {info.This()});
+    });
+  }
+
+  Napi::Value RngState(const Napi::CallbackInfo& info) {
+    return Guard(info, [&](Napi::Env env) -> Napi::Value {
+      auto s = Live();
+      auto out = std::make_shared<std::vector<uint8_t>>();
+      return Job::Run(env, [s, out] { *out = s->RngState(); }, [out](Napi::Env env) -> Napi::Value {
+        return Napi::Buffer<uint8_t>::Copy(env, out->data(), out->size());
+      }, {info.This()});
+    });
+  }
+
+  Napi::Value SetRngState(const Napi::CallbackInfo& info) {
+    return Guard(info, [&](Napi::Env env) -> Napi::Value {
+      auto s = Live();
+      if (!info[0].IsTypedArray()) throw std::invalid_argument("state must be a Uint8Array");
+      auto u = info[0].As<Napi::Uint8Array>();
+      auto state = std::make_shared<std::vector<uint8_t>>(u.Data(), u.Data() + u.ByteLength());
+      return Job::Run(env, [s, state] { s->SetRngState(*state); }, nullptr, {info.This()});
+    });
+  }
+
+  // Drops this handle's reference; the session is freed once the last queued job holding it has finished.
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    std::shared_ptr<Session> s;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      s.swap(session_);
+    }
+    return Job::Run(info.Env(), [s]() mutable { s.reset(); }, nullptr, {info.This()});
+  }
+
+  std::mutex mu_;
+  std::shared_ptr<Session> session_;
+  bert::Config config_;
+};
+
+class Addon : public Napi::Addon<Addon> {
+ public:
+  Addon(Napi::Env env, Napi::Object exports) {
+    DefineAddon(exports, {
+        InstanceValue("Model", Model::Define(env), napi_enumerable),
+        InstanceMethod<&Addon::RuntimeInfo>("runtime", napi_enumerable),
+        InstanceMethod<&Addon::SetThreads>("setNumThreads", napi_enumerable),
+    });
+  }
+
+ private:
+  Napi::Value RuntimeInfo(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    bert::RuntimeInfo r = bert::Runtime();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("torchVersion", r.torch_version);
+    o.Set("cudaAvailable", r.cuda_available);
+    o.Set("cudaDeviceCount", r.cuda_device_count);
+    o.Set("numThreads", r.num_threads);
+    return o;
+  }
+  Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+    int n = info[0].As<Napi::Number>().Int32Value();
+    if (n < 1) throw Napi::RangeError::New(info.Env(), "threads must be >= 1");
+    bert::SetNumThreads(n);
+    return info.Env().Undefined();
+  }
+};
+
+}  // namespace
+
+NODE_API_ADDON(Addon)

@@ -1,0 +1,212 @@
+// BertForSequenceClassification as modeling_bert.py defines it, written functionally over named tensors
+// (the var_store idea): a parameter's Hugging Face key is how it is found, loaded and saved.
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/cuda.h>
+#include <torch/version.h>
+#include <cmath>
+#include <stdexcept>
+#include "torch_session.h"
+
+namespace bert {
+
+static at::Device ResolveDevice(const std::string& spec) {
+  if (spec == "cpu") return at::Device(at::kCPU);
+  bool cuda_ok = torch::cuda::is_available();
+  if (spec == "auto") return cuda_ok ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+  if (spec.rfind("cuda", 0) == 0) {
+    if (!cuda_ok)
+      throw std::invalid_argument("device '" + spec + "' was requested but this libtorch sees no CUDA device "
+                                  "(CPU-only build, or no GPU/driver); use device 'cpu' or 'auto'");
+    at::Device d(spec);
+    if (d.has_index() && d.index() >= static_cast<int64_t>(torch::cuda::device_count()))
+      throw std::invalid_argument("device '" + spec + "': only " + std::to_string(torch::cuda::device_count()) +
+                                  " CUDA device(s) visible");
+    return d.has_index() ? d : at::Device(at::kCUDA, 0);
+  }
+  throw std::invalid_argument("device '" + spec + "' is not one of auto, cpu, cuda, cuda:N");
+}
+
+RuntimeInfo Runtime() {
+  RuntimeInfo r;
+  r.torch_version = TORCH_VERSION;
+  r.cuda_available = torch::cuda::is_available();
+  r.cuda_device_count = static_cast<int>(torch::cuda::device_count());
+  r.num_threads = at::get_num_threads();
+  return r;
+}
+
+void SetNumThreads(int n) { at::set_num_threads(n); }
+
+std::unique_ptr<Session> Session::Create(const Options& options) {
+  return std::make_unique<TorchSession>(options);
+}
+
+TorchSession::TorchSession(const Options& o) : cfg_(o.config), device_(ResolveDevice(o.device)) {
+  const Config& c = cfg_;
+  if (c.hidden_size % c.num_attention_heads != 0)
+    throw std::invalid_argument("config: hidden_size (" + std::to_string(c.hidden_size) +
+                                ") is not a multiple of num_attention_heads (" + std::to_string(c.num_attention_heads) + ")");
+  Activation(at::zeros({1}));  // rejects an unknown hidden_act before any allocation
+  if (o.threads > 0) at::set_num_threads(o.threads);
+
+  // Initialise as BertPreTrainedModel._init_weights does, from a seeded generator so runs repeat.
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
+  const double std = c.initializer_range;
+  auto normal = [&](std::vector<int64_t> shape) { return at::empty(shape, at::kFloat).normal_(0, std, gen); };
+  auto add = [&](const std::string& name, at::Tensor t, bool decay) {
+    index_[name] = params_.size();
+    params_.push_back(Param{name, t, decay, {}, {}});
+  };
+  auto linear = [&](const std::string& n, int64_t out, int64_t in) {
+    add(n + ".weight", normal({out, in}), true);
+    add(n + ".bias", at::zeros({out}), false);
+  };
+  auto layer_norm = [&](const std::string& n, int64_t dim) {
+    add(n + ".weight", at::ones({dim}), false);
+    add(n + ".bias", at::zeros({dim}), false);
+  };
+  const int64_t H = c.hidden_size;
+  at::Tensor word = normal({c.vocab_size, H});
+  if (c.pad_token_id >= 0 && c.pad_token_id < c.vocab_size) word[c.pad_token_id].zero_();
+  add("bert.embeddings.word_embeddings.weight", word, true);
+  add("bert.embeddings.position_embeddings.weight", normal({c.max_position_embeddings, H}), true);
+  add("bert.embeddings.token_type_embeddings.weight", normal({c.type_vocab_size, H}), true);
+  layer_norm("bert.embeddings.LayerNorm", H);
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    std::string p = "bert.encoder.layer." + std::to_string(i) + ".";
+    linear(p + "attention.self.query", H, H);
+    linear(p + "attention.self.key", H, H);
+    linear(p + "attention.self.value", H, H);
+    linear(p + "attention.output.dense", H, H);
+    layer_norm(p + "attention.output.LayerNorm", H);
+    linear(p + "intermediate.dense", c.intermediate_size, H);
+    linear(p + "output.dense", H, c.intermediate_size);
+    layer_norm(p + "output.LayerNorm", H);
+  }
+  linear("bert.pooler.dense", H, H);
+  linear("classifier", c.num_labels, H);
+
+  for (auto& p : params_) p.value = p.value.to(device_).detach().requires_grad_(true);
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    std::string p = "bert.encoder.layer." + std::to_string(i) + ".";
+    auto w = [&](const std::string& n) { return P(p + n); };
+    layers_.push_back(Layer{w("attention.self.query.weight"), w("attention.self.query.bias"),
+                            w("attention.self.key.weight"), w("attention.self.key.bias"),
+                            w("attention.self.value.weight"), w("attention.self.value.bias"),
+                            w("attention.output.dense.weight"), w("attention.output.dense.bias"),
+                            w("attention.output.LayerNorm.weight"), w("attention.output.LayerNorm.bias"),
+                            w("intermediate.dense.weight"), w("intermediate.dense.bias"),
+                            w("output.dense.weight"), w("output.dense.bias"),
+                            w("output.LayerNorm.weight"), w("output.LayerNorm.bias")});
+  }
+}
+
+const at::Tensor& TorchSession::P(const std::string& name) const { return params_.at(index_.at(name)).value; }
+
+std::vector<std::string> TorchSession::ParameterNames() const {
+  std::vector<std::string> names;
+  for (const auto& p : params_) names.push_back(p.name);
+  return names;
+}
+
+int64_t TorchSession::NumParameters() const {
+  int64_t n = 0;
+  for (const auto& p : params_) n += p.value.numel();
+  return n;
+}
+
+at::Tensor TorchSession::Activation(const at::Tensor& x) const {
+  const std::string& a = cfg_.hidden_act;
+  if (a == "gelu") return at::gelu(x);  // the exact erf form, as transformers' "gelu"
+  if (a == "gelu_new" || a == "gelu_pytorch_tanh" || a == "gelu_fast") return at::gelu(x, "tanh");
+  if (a == "quick_gelu") return x * at::sigmoid(1.702 * x);
+  if (a == "relu") return at::relu(x);
+  if (a == "silu" || a == "swish") return at::silu(x);
+  if (a == "tanh") return at::tanh(x);
+  throw std::invalid_argument("config: hidden_act '" + a + "' is not supported (gelu, gelu_new, gelu_pytorch_tanh, "
+                              "gelu_fast, quick_gelu, relu, silu, swish, tanh)");
+}
+
+static at::Tensor Ids(const int32_t* data, int64_t b, int64_t s, const at::Device& device) {
+  return at::from_blob(const_cast<int32_t*>(data), {b, s}, at::kInt).to(device, at::kLong);
+}
+
+at::Tensor TorchSession::Logits(const Batch& in, bool train) {
+  const Config& c = cfg_;
+  const int64_t B = in.batch, S = in.seq, H = c.hidden_size, nh = c.num_attention_heads, hd = H / nh;
+  at::Tensor ids = Ids(in.input_ids, B, S, device_);
+  at::Tensor types = in.token_type_ids ? Ids(in.token_type_ids, B, S, device_) : at::zeros({B, S}, ids.options());
+  at::Tensor positions = at::arange(S, ids.options()).unsqueeze(0);
+
+  // Key-padding mask (True = attend). An all-ones mask is dropped so SDPA can use its fastest kernel.
+  std::optional<at::Tensor> mask;
+  if (in.attention_mask) {
+    bool all = true;
+    for (int64_t i = 0, n = B * S; i < n && all; ++i) all = in.attention_mask[i] != 0;
+    if (!all) mask = Ids(in.attention_mask, B, S, device_).ne(0).view({B, 1, 1, S});
+  }
+
+  const double p_hidden = train ? c.hidden_dropout_prob : 0.0;
+  const double p_attn = train ? c.attention_probs_dropout_prob : 0.0;
+  at::Tensor x = at::embedding(P("bert.embeddings.word_embeddings.weight"), ids, c.pad_token_id) +
+                 at::embedding(P("bert.embeddings.token_type_embeddings.weight"), types) +
+                 at::embedding(P("bert.embeddings.position_embeddings.weight"), positions);
+  x = at::layer_norm(x, {H}, P("bert.embeddings.LayerNorm.weight"), P("bert.embeddings.LayerNorm.bias"), c.layer_norm_eps);
+  x = at::dropout(x, p_hidden, train);
+
+  auto heads = [&](const at::Tensor& t) { return t.view({B, S, nh, hd}).transpose(1, 2); };
+  for (const Layer& L : layers_) {
+    at::Tensor q = heads(at::linear(x, L.q_w, L.q_b));
+    at::Tensor k = heads(at::linear(x, L.k_w, L.k_b));
+    at::Tensor v = heads(at::linear(x, L.v_w, L.v_b));
+    at::Tensor ctx = at::scaled_dot_product_attention(q, k, v, mask, p_attn, false);
+    ctx = ctx.transpose(1, 2).reshape({B, S, H});
+    at::Tensor a = at::dropout(at::linear(ctx, L.ao_w, L.ao_b), p_hidden, train);
+    at::Tensor x1 = at::layer_norm(a + x, {H}, L.aln_w, L.aln_b, c.layer_norm_eps);
+    at::Tensor h = Activation(at::linear(x1, L.i_w, L.i_b));
+    at::Tensor o = at::dropout(at::linear(h, L.o_w, L.o_b), p_hidden, train);
+    x = at::layer_norm(o + x1, {H}, L.oln_w, L.oln_b, c.layer_norm_eps);
+  }
+  at::Tensor pooled = at::tanh(at::linear(x.select(1, 0), P("bert.pooler.dense.weight"), P("bert.pooler.dense.bias")));
+  const double p_cls = train ? (c.classifier_dropout >= 0 ? c.classifier_dropout : c.hidden_dropout_prob) : 0.0;
+  pooled = at::dropout(pooled, p_cls, train);
+  return at::linear(pooled, P("classifier.weight"), P("classifier.bias"));
+}
+
+// The loss BertForSequenceClassification picks for its problem_type.
+at::Tensor TorchSession::Loss(const at::Tensor& logits, const Batch& in) {
+  const int64_t B = in.batch, nl = cfg_.num_labels;
+  if (cfg_.problem_type == "regression") {
+    at::Tensor y = at::from_blob(const_cast<void*>(in.labels), {B, in.labels_per_row}, at::kFloat).to(device_);
+    return nl == 1 ? at::mse_loss(logits.squeeze(), y.squeeze()) : at::mse_loss(logits, y);
+  }
+  if (cfg_.problem_type == "multi_label_classification") {
+    at::Tensor y = in.labels_float
+        ? at::from_blob(const_cast<void*>(in.labels), {B, nl}, at::kFloat).to(device_)
+        : at::from_blob(const_cast<void*>(in.labels), {B, nl}, at::kInt).to(device_, at::kFloat);
+    return at::binary_cross_entropy_with_logits(logits, y);
+  }
+  at::Tensor y = at::from_blob(const_cast<void*>(in.labels), {B}, at::kInt).to(device_, at::kLong);
+  return at::cross_entropy_loss(logits.view({-1, nl}), y.view(-1));  // ignore_index -100 as in PyTorch
+}
+
+ForwardResult TorchSession::Forward(const Batch& batch) {
+  c10::InferenceMode guard;
+  at::Tensor logits = Logits(batch, false);
+  ForwardResult r;
+  if (batch.labels) {
+    r.loss = Loss(logits, batch).item<double>();
+    r.has_loss = true;
+  }
+  at::Tensor cpu = logits.to(at::kCPU, at::kFloat).contiguous();
+  r.logits.assign(cpu.data_ptr<float>(), cpu.data_ptr<float>() + cpu.numel());
+  return r;
+}
+
+double TorchSession::ForwardBackward(const Batch& batch, double loss_scale) {
+  at::Tensor loss = Loss(Logits(batch, true), batch);
+  (loss_scale == 1.0 ? loss : loss * loss_scale).backward();
+  return loss.item<double>();
+}
+
+}  // namespace bert

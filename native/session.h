@@ -1,0 +1,96 @@
+// The torch-free interface between the Node-API binding (addon.cc) and the libtorch code (model.cc, train.cc).
+// Keeping torch out of this header keeps addon.cc a light translation unit.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace bert {
+
+// Mirrors Hugging Face's BertConfig fields that change computation.
+struct Config {
+  int64_t vocab_size = 30522, hidden_size = 768, num_hidden_layers = 12, num_attention_heads = 12;
+  int64_t intermediate_size = 3072, max_position_embeddings = 512, type_vocab_size = 2, pad_token_id = 0;
+  int64_t num_labels = 2;
+  std::string hidden_act = "gelu";
+  double hidden_dropout_prob = 0.1, attention_probs_dropout_prob = 0.1, layer_norm_eps = 1e-12;
+  double initializer_range = 0.02;
+  double classifier_dropout = -1;  // < 0: use hidden_dropout_prob, as transformers does for None
+  std::string problem_type = "single_label_classification";  // or regression, multi_label_classification
+};
+
+struct Options {
+  Config config;
+  std::string device = "cpu";  // cpu | cuda | cuda:N | auto
+  uint64_t seed = 42;          // seeds the initialisation of weights that no checkpoint provides
+  int threads = 0;             // intra-op threads; 0 leaves libtorch's default
+};
+
+// A batch as the collator produces it: int32 arrays of batch*seq, labels int32 (classes) or float32.
+struct Batch {
+  const int32_t* input_ids = nullptr;
+  const int32_t* attention_mask = nullptr;  // may be null: all ones
+  const int32_t* token_type_ids = nullptr;  // may be null: all zeros
+  const void* labels = nullptr;             // may be null: no loss
+  bool labels_float = false;
+  int64_t labels_per_row = 1;               // num_labels for multi-label, else 1
+  int64_t batch = 0, seq = 0;
+};
+
+struct Blob {  // a tensor crossing the boundary as raw bytes
+  std::string name;
+  std::string dtype;  // F32 F16 BF16 F64 I64 U8
+  std::vector<int64_t> shape;
+  std::vector<uint8_t> owned;            // filled when native hands data out
+  const uint8_t* data = nullptr;         // set when JS hands data in (borrowed)
+  size_t nbytes = 0;
+};
+
+struct LoadReport {
+  std::vector<std::string> missing;     // model parameters no blob provided (kept as initialised)
+  std::vector<std::string> unexpected;  // blobs that match no parameter
+};
+
+struct ForwardResult {
+  std::vector<float> logits;  // batch * num_labels
+  double loss = 0;
+  bool has_loss = false;
+};
+
+struct StepOptions {
+  double lr = 5e-5, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+  double max_grad_norm = 1.0;  // <= 0: no clipping
+};
+
+class Session {
+ public:
+  static std::unique_ptr<Session> Create(const Options& options);
+  virtual ~Session() = default;
+  virtual std::string Device() const = 0;
+  virtual std::vector<std::string> ParameterNames() const = 0;
+  virtual int64_t NumParameters() const = 0;
+  virtual LoadReport Load(const std::vector<Blob>& blobs) = 0;
+  virtual ForwardResult Forward(const Batch& batch) = 0;                // eval mode, no grad
+  virtual double ForwardBackward(const Batch& batch, double loss_scale) = 0;  // train mode, grads accumulate
+  virtual double OptimizerStep(const StepOptions& options) = 0;         // clip, AdamW, zero grads; returns grad norm
+  virtual void ZeroGrad() = 0;
+  virtual std::vector<Blob> StateDict() = 0;           // F32, Hugging Face names
+  virtual std::vector<Blob> OptimizerState() = 0;      // exp_avg/exp_avg_sq per parameter + step
+  virtual void LoadOptimizerState(const std::vector<Blob>& blobs) = 0;
+  virtual void Seed(uint64_t seed) = 0;                // the generator dropout draws from
+  virtual std::vector<uint8_t> RngState() = 0;
+  virtual void SetRngState(const std::vector<uint8_t>& state) = 0;
+};
+
+// Process-wide facts and settings of the libtorch in use.
+struct RuntimeInfo {
+  std::string torch_version;
+  bool cuda_available = false;
+  int cuda_device_count = 0;
+  int num_threads = 0;
+};
+RuntimeInfo Runtime();
+void SetNumThreads(int n);
+
+}  // namespace bert

@@ -1,0 +1,59 @@
+// Internal to model.cc and train.cc: the libtorch-side state of one model.
+#pragma once
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/grad_mode.h>
+#include <unordered_map>
+#include "session.h"
+
+namespace bert {
+
+struct Param {
+  std::string name;  // the Hugging Face checkpoint key: the contract for loading and saving
+  at::Tensor value;
+  bool decay;        // AdamW weight decay applies (not biases, not LayerNorm), as the HF Trainer groups them
+  at::Tensor exp_avg, exp_avg_sq;  // AdamW state, created on the first step
+};
+
+struct Layer {  // handles into Param::value, in the order of modeling_bert.py
+  at::Tensor q_w, q_b, k_w, k_b, v_w, v_b, ao_w, ao_b, aln_w, aln_b, i_w, i_b, o_w, o_b, oln_w, oln_b;
+};
+
+class TorchSession : public Session {
+ public:
+  explicit TorchSession(const Options& options);
+  std::string Device() const override { return device_.str(); }
+  std::vector<std::string> ParameterNames() const override;
+  int64_t NumParameters() const override;
+  LoadReport Load(const std::vector<Blob>& blobs) override;
+  ForwardResult Forward(const Batch& batch) override;
+  double ForwardBackward(const Batch& batch, double loss_scale) override;
+  double OptimizerStep(const StepOptions& options) override;
+  void ZeroGrad() override;
+  std::vector<Blob> StateDict() override;
+  std::vector<Blob> OptimizerState() override;
+  void LoadOptimizerState(const std::vector<Blob>& blobs) override;
+  void Seed(uint64_t seed) override;
+  std::vector<uint8_t> RngState() override;
+  void SetRngState(const std::vector<uint8_t>& state) override;
+
+ private:
+  at::Tensor Logits(const Batch& batch, bool train);
+  at::Tensor Loss(const at::Tensor& logits, const Batch& batch);
+  at::Tensor Activation(const at::Tensor& x) const;
+  const at::Tensor& P(const std::string& name) const;
+
+  Config cfg_;
+  at::Device device_;
+  std::vector<Param> params_;
+  std::unordered_map<std::string, size_t> index_;
+  std::vector<Layer> layers_;
+  int64_t step_ = 0;  // optimizer steps taken (AdamW bias correction)
+};
+
+at::ScalarType DtypeOf(const std::string& dtype);
+std::string DtypeName(at::ScalarType t);
+Blob ToBlob(const std::string& name, const at::Tensor& t);
+at::Tensor FromBlob(const Blob& b, const at::Device& device);
+
+}  // namespace bert

@@ -1,0 +1,52 @@
+#!/usr/bin/env node
+// Makes sure the Python used by tests and benchmarks has torch (the same one the addon links) plus
+// requirements-test.txt. Prefers the project's .venv; else python3 if it already has everything; else creates
+// .venv (--system-site-packages, so the machine's torch is reused) and pip-installs what is missing.
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { venvDir, venvPython } from './find-libtorch.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const CHECK = 'import torch, transformers, safetensors, sklearn, scipy, numpy';
+
+function works(py) {
+  try {
+    execFileSync(py, ['-c', CHECK], { cwd: os.tmpdir(), stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function testPython() {
+  if (existsSync(venvPython)) return venvPython;
+  return process.env.PYTHON || 'python3';
+}
+
+export function ensurePythonEnv() {
+  if (existsSync(venvPython) && works(venvPython)) return venvPython;
+  if (!existsSync(venvPython) && works(process.env.PYTHON || 'python3')) return process.env.PYTHON || 'python3';
+  if (!existsSync(venvPython)) {
+    console.error(`[python-env] creating ${venvDir}`);
+    execFileSync(process.env.PYTHON || 'python3', ['-m', 'venv', '--system-site-packages', venvDir], { stdio: 'inherit' });
+  }
+  console.error('[python-env] pip install -r requirements-test.txt (and torch if missing)');
+  const torchOk = (() => { try { execFileSync(venvPython, ['-c', 'import torch'], { cwd: os.tmpdir(), stdio: 'ignore' }); return true; } catch { return false; } })();
+  const args = ['-m', 'pip', 'install', '--disable-pip-version-check', '-q', '-r', path.join(root, 'requirements-test.txt')];
+  if (!torchOk) args.push(`torch==${process.env.TORCH_VERSION || '2.13.0'}`);
+  execFileSync(venvPython, args, { stdio: 'inherit', cwd: root });
+  if (!works(venvPython)) throw new Error(`${venvPython} still cannot \`${CHECK}\` after pip install`);
+  return venvPython;
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) {
+  try {
+    console.log(ensurePythonEnv());
+  } catch (e) {
+    console.error(`[python-env] ${e.message}`);
+    process.exit(1);
+  }
+}

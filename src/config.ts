@@ -1,0 +1,144 @@
+// BertConfig as transformers reads config.json: defaults, validation with the file and field named, overrides.
+import { InputError } from './errors.js';
+
+export type ProblemType = 'regression' | 'single_label_classification' | 'multi_label_classification';
+
+export interface BertConfig {
+  model_type: 'bert';
+  vocab_size: number;
+  hidden_size: number;
+  num_hidden_layers: number;
+  num_attention_heads: number;
+  intermediate_size: number;
+  hidden_act: string;
+  hidden_dropout_prob: number;
+  attention_probs_dropout_prob: number;
+  max_position_embeddings: number;
+  type_vocab_size: number;
+  initializer_range: number;
+  layer_norm_eps: number;
+  pad_token_id: number;
+  position_embedding_type: string;
+  classifier_dropout: number | null;
+  id2label: Record<string, string>;
+  label2id: Record<string, number>;
+  problem_type: ProblemType | null;
+  [key: string]: unknown;
+}
+
+export interface ConfigOverrides {
+  numLabels?: number;
+  /** Label names in id order; sets id2label/label2id (and numLabels). */
+  labels?: string[];
+  problemType?: ProblemType;
+}
+
+export const BERT_BASE_UNCASED: Omit<BertConfig, 'id2label' | 'label2id' | 'problem_type'> = {
+  model_type: 'bert', vocab_size: 30522, hidden_size: 768, num_hidden_layers: 12, num_attention_heads: 12,
+  intermediate_size: 3072, hidden_act: 'gelu', hidden_dropout_prob: 0.1, attention_probs_dropout_prob: 0.1,
+  max_position_embeddings: 512, type_vocab_size: 2, initializer_range: 0.02, layer_norm_eps: 1e-12, pad_token_id: 0,
+  position_embedding_type: 'absolute', classifier_dropout: null,
+};
+
+const ACTS = ['gelu', 'gelu_new', 'gelu_pytorch_tanh', 'gelu_fast', 'quick_gelu', 'relu', 'silu', 'swish', 'tanh'];
+
+export function numLabels(c: BertConfig): number {
+  return Object.keys(c.id2label).length;
+}
+
+export function problemType(c: BertConfig): ProblemType {
+  return c.problem_type ?? (numLabels(c) === 1 ? 'regression' : 'single_label_classification');
+}
+
+function labelMaps(n: number, names?: string[]): Pick<BertConfig, 'id2label' | 'label2id'> {
+  const id2label: Record<string, string> = {};
+  const label2id: Record<string, number> = {};
+  for (let i = 0; i < n; i++) {
+    const name = names?.[i] ?? `LABEL_${i}`;
+    id2label[String(i)] = name;
+    label2id[name] = i;
+  }
+  return { id2label, label2id };
+}
+
+/** Parses a config.json object; `file` names the source in every error. */
+export function parseConfig(raw: unknown, file: string, o: ConfigOverrides = {}): BertConfig {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new InputError(file, 'config is not a JSON object');
+  const r = raw as Record<string, unknown>;
+  if (r.model_type !== undefined && r.model_type !== 'bert')
+    throw new InputError(file, `model_type is ${JSON.stringify(r.model_type)}; only BERT ("bert") models are supported`);
+  const c = { ...BERT_BASE_UNCASED, ...r, model_type: 'bert' } as BertConfig;
+  const int = (k: string, min: number, max = 1e9) => {
+    const v = c[k];
+    if (!Number.isInteger(v) || (v as number) < min || (v as number) > max)
+      throw new InputError(file, `${k} must be an integer in [${min}, ${max}], got ${JSON.stringify(v)}`);
+  };
+  const prob = (k: string) => {
+    const v = c[k];
+    if (typeof v !== 'number' || !(v >= 0 && v < 1)) throw new InputError(file, `${k} must be a number in [0, 1), got ${JSON.stringify(v)}`);
+  };
+  int('vocab_size', 1, 10_000_000);
+  int('hidden_size', 1, 65536);
+  int('num_hidden_layers', 0, 1000);
+  int('num_attention_heads', 1, 4096);
+  int('intermediate_size', 1, 1 << 20);
+  int('max_position_embeddings', 1, 1 << 20);
+  int('type_vocab_size', 1, 1 << 16);
+  if (c.pad_token_id === null) c.pad_token_id = -1;
+  int('pad_token_id', -1, c.vocab_size - 1);
+  prob('hidden_dropout_prob');
+  prob('attention_probs_dropout_prob');
+  if (c.classifier_dropout !== null && c.classifier_dropout !== undefined) prob('classifier_dropout');
+  else c.classifier_dropout = null;
+  for (const k of ['initializer_range', 'layer_norm_eps']) {
+    const v = c[k];
+    if (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v)) throw new InputError(file, `${k} must be a positive number, got ${JSON.stringify(v)}`);
+  }
+  if (c.hidden_size % c.num_attention_heads !== 0)
+    throw new InputError(file, `hidden_size ${c.hidden_size} is not a multiple of num_attention_heads ${c.num_attention_heads}`);
+  if (!ACTS.includes(c.hidden_act)) throw new InputError(file, `hidden_act ${JSON.stringify(c.hidden_act)} is not supported (${ACTS.join(', ')})`);
+  if (c.position_embedding_type !== 'absolute')
+    throw new InputError(file, `position_embedding_type ${JSON.stringify(c.position_embedding_type)} is not supported (only "absolute")`);
+
+  // Labels: config.json's id2label (keys "0".."n-1"), else num_labels, else 2, as PretrainedConfig does.
+  let n = 2;
+  let names: string[] | undefined;
+  if (r.id2label !== undefined) {
+    if (typeof r.id2label !== 'object' || r.id2label === null) throw new InputError(file, 'id2label must be an object');
+    const entries = Object.entries(r.id2label as Record<string, unknown>);
+    n = entries.length;
+    names = [];
+    for (const [k, v] of entries) {
+      const i = Number(k);
+      if (!Number.isInteger(i) || i < 0 || i >= n || typeof v !== 'string') throw new InputError(file, `id2label must map "0".."${n - 1}" to names`);
+      names[i] = v;
+    }
+  } else if (r.num_labels !== undefined) {
+    n = r.num_labels as number;
+  }
+  if (o.labels) {
+    n = o.labels.length;
+    names = o.labels;
+  } else if (o.numLabels !== undefined && o.numLabels !== n) {
+    n = o.numLabels;
+    names = undefined;
+  }
+  if (!Number.isInteger(n) || n < 1 || n > 100000) throw new InputError(file, `the number of labels must be an integer >= 1, got ${JSON.stringify(n)}`);
+  Object.assign(c, labelMaps(n, names));
+  delete c.num_labels;
+  const pt = o.problemType ?? (r.problem_type as ProblemType | null | undefined) ?? null;
+  if (pt !== null && !['regression', 'single_label_classification', 'multi_label_classification'].includes(pt))
+    throw new InputError(file, `problem_type ${JSON.stringify(pt)} is not one of regression, single_label_classification, multi_label_classification`);
+  c.problem_type = pt;
+  return c;
+}
+
+/** What save() writes: the config as transformers writes it for BertForSequenceClassification. */
+export function configToJson(c: BertConfig): Record<string, unknown> {
+  return { ...c, architectures: ['BertForSequenceClassification'], model_type: 'bert', pad_token_id: c.pad_token_id < 0 ? null : c.pad_token_id, dtype: 'float32' };
+}
+
+/** What the addon needs. */
+export function nativeConfig(c: BertConfig): Record<string, unknown> {
+  return { ...c, num_labels: numLabels(c), problem_type: problemType(c), classifier_dropout: c.classifier_dropout ?? -1 };
+}

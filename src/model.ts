@@ -1,0 +1,294 @@
+// BertForSequenceClassification for JS: validates every argument, serialises calls per model, maps checkpoint
+// keys to the model's Hugging Face names, and saves files that transformers' from_pretrained loads.
+import path from 'node:path';
+import { promises as fs } from 'node:fs';
+import { addon, type NativeBatch, type NativeBlob, type NativeModel } from './native.js';
+import { type BertConfig, type ConfigOverrides, configToJson, nativeConfig, numLabels, parseConfig, problemType } from './config.js';
+import { readSafetensors, writeSafetensors, type TensorEntry } from './safetensors.js';
+import { fileSource, type HubOptions, HubError } from './hub.js';
+import { readJson, writeFileAtomic } from './fsutil.js';
+import { InputError } from './errors.js';
+
+export type Device = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
+
+export interface Batch {
+  /** [batch, sequence length] */
+  shape: [number, number];
+  inputIds: Int32Array;
+  attentionMask?: Int32Array;
+  tokenTypeIds?: Int32Array;
+  /** Int32Array of class ids (or -100 to ignore) for classification; Float32Array for regression. */
+  labels?: Int32Array | Float32Array;
+}
+
+export interface ModelOptions extends ConfigOverrides, HubOptions {
+  device?: Device;
+  /** Seeds the initialisation of weights the checkpoint lacks (a new classifier head). Default 42. */
+  seed?: number;
+  /** libtorch intra-op threads (process-wide). Default: libtorch's choice. */
+  threads?: number;
+}
+
+export interface LoadReport {
+  /** Checkpoint tensors the model did not use (e.g. a pre-training head). */
+  unused: string[];
+  /** Model parameters the checkpoint did not provide; they keep their fresh initialisation. */
+  newlyInitialized: string[];
+}
+
+export interface OptimizerStepOptions {
+  lr: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  weightDecay?: number;
+  /** Clip the gradient 2-norm to this; 0 disables clipping. Default 1.0. */
+  maxGradNorm?: number;
+}
+
+const DEVICE_RE = /^(auto|cpu|cuda|cuda:\d+)$/;
+// Buffers transformers ignores when loading (non-persistent in current versions, present in older checkpoints).
+const IGNORED_KEYS = /(^|\.)embeddings\.(position_ids|token_type_ids)$/;
+
+function checkInt(name: string, v: unknown, min: number, max: number): number {
+  if (typeof v !== 'number' || !Number.isInteger(v)) throw new TypeError(`${name} must be an integer, got ${typeof v === 'number' ? v : typeof v}`);
+  if (v < min || v > max) throw new RangeError(`${name} must be in [${min}, ${max}], got ${v}`);
+  return v;
+}
+function checkNum(name: string, v: unknown, ok: (x: number) => boolean, range: string): number {
+  if (typeof v !== 'number') throw new TypeError(`${name} must be a number, got ${typeof v}`);
+  if (!ok(v)) throw new RangeError(`${name} must be ${range}, got ${v}`);
+  return v;
+}
+
+/** Maps a checkpoint key to this model's key; null for keys transformers ignores. */
+function mapKey(key: string, addPrefix: boolean): string {
+  let k = key.replace(/LayerNorm\.gamma$/, 'LayerNorm.weight').replace(/LayerNorm\.beta$/, 'LayerNorm.bias');
+  if (addPrefix && !k.startsWith('cls.') && !k.startsWith('classifier.')) k = `bert.${k}`;
+  return k;
+}
+
+export class BertForSequenceClassification {
+  private queue: Promise<unknown> = Promise.resolve();
+  private disposed = false;
+
+  private constructor(
+    private readonly native: NativeModel,
+    readonly config: BertConfig,
+    readonly device: string,
+    readonly numParameters: number,
+    readonly parameterNames: string[],
+    readonly loadReport: LoadReport,
+  ) {}
+
+  get numLabels(): number { return numLabels(this.config); }
+  get problemType() { return problemType(this.config); }
+
+  /** A randomly initialised model (seeded), e.g. with bert-base-uncased's config for speed work. */
+  static async fromConfig(config: BertConfig, o: ModelOptions = {}): Promise<BertForSequenceClassification> {
+    const device = o.device ?? 'auto';
+    if (typeof device !== 'string' || !DEVICE_RE.test(device)) throw new TypeError(`device must be auto, cpu, cuda or cuda:N, got ${JSON.stringify(device)}`);
+    const seed = checkInt('seed', o.seed ?? 42, 0, Number.MAX_SAFE_INTEGER);
+    const threads = checkInt('threads', o.threads ?? 0, 0, 1024);
+    const a = addon();
+    const native = new a.Model();
+    const info = await native.init({ config: nativeConfig(config), device, seed, threads });
+    return new BertForSequenceClassification(native, config, info.device, info.numParameters, info.parameterNames,
+      { unused: [], newlyInitialized: info.parameterNames.slice() });
+  }
+
+  /**
+   * Loads config.json + model.safetensors from a local folder or a Hub repo id (through the HF cache). Accepts
+   * BertModel, BertForPreTraining/MaskedLM and BertForSequenceClassification checkpoints; pickle is refused.
+   */
+  static async fromPretrained(nameOrPath: string, o: ModelOptions = {}): Promise<BertForSequenceClassification> {
+    if (typeof nameOrPath !== 'string' || !nameOrPath) throw new TypeError('nameOrPath must be a non-empty string');
+    const src = await fileSource(nameOrPath, o);
+    const configFile = (await src.get('config.json'))!;
+    const config = parseConfig(await readJson(configFile), configFile, o);
+    const files = await weightFiles(src, nameOrPath);
+    const model = await BertForSequenceClassification.fromConfig(config, o);
+    try {
+      const tensors: TensorEntry[] = [];
+      for (const f of files) tensors.push(...(await readSafetensors(f)).tensors);
+      const addPrefix = !tensors.some((t) => t.name.startsWith('bert.'));
+      const unused: string[] = [];
+      const blobs: NativeBlob[] = [];
+      for (const t of tensors) {
+        if (IGNORED_KEYS.test(t.name)) continue;
+        const k = mapKey(t.name, addPrefix);
+        if (k.startsWith('cls.')) unused.push(t.name);
+        else blobs.push({ ...t, name: k });
+      }
+      let report;
+      try {
+        report = await model.native.load(blobs);
+      } catch (e) {
+        throw new InputError(files.join(', '), (e as Error).message);
+      }
+      (model as { loadReport: LoadReport }).loadReport = { unused: [...unused, ...report.unexpected], newlyInitialized: report.missing };
+      return model;
+    } catch (e) {
+      await model.dispose();
+      throw e;
+    }
+  }
+
+  /** Serialises calls: one native call per model at a time, in call order. Rejects at once after dispose(). */
+  private run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.disposed) return Promise.reject(new Error('this model was disposed; load a new one'));
+    const p = this.queue.then(fn);
+    this.queue = p.catch(() => undefined);
+    return p;
+  }
+
+  private toNative(b: Batch, needLabels: boolean): NativeBatch {
+    if (typeof b !== 'object' || b === null) throw new TypeError('batch must be an object');
+    if (!Array.isArray(b.shape) || b.shape.length !== 2) throw new TypeError('batch.shape must be [batch, sequenceLength]');
+    const c = this.config;
+    const bs = checkInt('batch.shape[0]', b.shape[0], 1, 1 << 20);
+    const seq = checkInt('batch.shape[1]', b.shape[1], 1, c.max_position_embeddings);
+    const n = bs * seq;
+    const ints = (name: string, a: unknown, max: number, required: boolean) => {
+      if (a === undefined && !required) return undefined;
+      if (!(a instanceof Int32Array)) throw new TypeError(`batch.${name} must be an Int32Array`);
+      if (a.length !== n) throw new RangeError(`batch.${name} has ${a.length} elements; shape [${bs}, ${seq}] needs ${n}`);
+      for (let i = 0; i < n; i++)
+        if (a[i] < 0 || a[i] >= max) throw new RangeError(`batch.${name}[${i}] = ${a[i]} is outside [0, ${max})`);
+      return a;
+    };
+    const out: NativeBatch = {
+      batch: bs, seq,
+      inputIds: ints('inputIds', b.inputIds, c.vocab_size, true)!,
+      attentionMask: ints('attentionMask', b.attentionMask, 2, false),
+      tokenTypeIds: ints('tokenTypeIds', b.tokenTypeIds, c.type_vocab_size, false),
+    };
+    if (b.labels === undefined) {
+      if (needLabels) throw new TypeError('batch.labels is required for a training step');
+      return out;
+    }
+    const pt = this.problemType;
+    const per = pt === 'multi_label_classification' || (pt === 'regression' && this.numLabels > 1) ? this.numLabels : 1;
+    if (pt === 'regression') {
+      if (!(b.labels instanceof Float32Array)) throw new TypeError('batch.labels must be a Float32Array for regression');
+      if (b.labels.length !== bs * per) throw new RangeError(`batch.labels has ${b.labels.length} elements; needs ${bs * per}`);
+      for (let i = 0; i < b.labels.length; i++) if (!Number.isFinite(b.labels[i])) throw new RangeError(`batch.labels[${i}] is not finite`);
+    } else if (pt === 'single_label_classification') {
+      if (!(b.labels instanceof Int32Array)) throw new TypeError('batch.labels must be an Int32Array of class ids');
+      if (b.labels.length !== bs) throw new RangeError(`batch.labels has ${b.labels.length} elements; needs ${bs}`);
+      for (let i = 0; i < bs; i++)
+        if (b.labels[i] !== -100 && (b.labels[i] < 0 || b.labels[i] >= this.numLabels))
+          throw new RangeError(`batch.labels[${i}] = ${b.labels[i]} is outside [0, ${this.numLabels}) (or -100 to ignore)`);
+    } else if (b.labels.length !== bs * per) {
+      throw new RangeError(`batch.labels has ${b.labels.length} elements; needs ${bs * per}`);
+    }
+    out.labels = b.labels;
+    return out;
+  }
+
+  /** Eval mode, no gradients: logits [batch, numLabels] (row-major), and the loss when labels are given. */
+  forward(batch: Batch): Promise<{ logits: Float32Array; loss?: number }> {
+    try {
+      const nb = this.toNative(batch, false);
+      return this.run(() => this.native.forward(nb));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** Train mode (dropout on): forward, loss, backward of loss * lossScale; gradients accumulate. Returns the loss. */
+  trainStep(batch: Batch, o: { lossScale?: number } = {}): Promise<number> {
+    try {
+      const nb = this.toNative(batch, true);
+      const scale = checkNum('lossScale', o.lossScale ?? 1, (x) => Number.isFinite(x) && x > 0, 'a positive finite number');
+      return this.run(() => this.native.forwardBackward(nb, scale));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** clip_grad_norm_ then AdamW (decay skips biases and LayerNorm weights), then zero the gradients. Returns the pre-clip norm. */
+  optimizerStep(o: OptimizerStepOptions): Promise<number> {
+    try {
+      if (typeof o !== 'object' || o === null) throw new TypeError('optimizerStep options must be an object with lr');
+      const fin = (x: number) => Number.isFinite(x);
+      const opts = {
+        lr: checkNum('lr', o.lr, (x) => fin(x) && x >= 0, 'a finite number >= 0'),
+        beta1: checkNum('beta1', o.beta1 ?? 0.9, (x) => x >= 0 && x < 1, 'in [0, 1)'),
+        beta2: checkNum('beta2', o.beta2 ?? 0.999, (x) => x >= 0 && x < 1, 'in [0, 1)'),
+        eps: checkNum('eps', o.eps ?? 1e-8, (x) => fin(x) && x > 0, 'a positive finite number'),
+        weightDecay: checkNum('weightDecay', o.weightDecay ?? 0, (x) => fin(x) && x >= 0, 'a finite number >= 0'),
+        maxGradNorm: checkNum('maxGradNorm', o.maxGradNorm ?? 1, (x) => fin(x) && x >= 0, 'a finite number >= 0 (0: no clipping)'),
+      };
+      return this.run(() => this.native.optimizerStep(opts));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  zeroGrad(): Promise<void> { return this.run(() => this.native.zeroGrad()); }
+
+  /** Seeds the generator dropout draws from (torch.manual_seed). */
+  seed(n: number): Promise<void> {
+    try {
+      checkInt('seed', n, 0, Number.MAX_SAFE_INTEGER);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.run(() => this.native.seed(n));
+  }
+  rngState(): Promise<Uint8Array> { return this.run(() => this.native.rngState()); }
+  setRngState(s: Uint8Array): Promise<void> {
+    if (!(s instanceof Uint8Array)) return Promise.reject(new TypeError('state must be a Uint8Array'));
+    return this.run(() => this.native.setRngState(s));
+  }
+
+  stateDict(): Promise<NativeBlob[]> { return this.run(() => this.native.stateDict()); }
+
+  /** Writes model.safetensors and config.json (what BertForSequenceClassification.from_pretrained reads). */
+  async save(dir: string): Promise<void> {
+    const tensors = await this.stateDict();
+    await fs.mkdir(dir, { recursive: true });
+    await writeSafetensors(path.join(dir, 'model.safetensors'), tensors, { format: 'pt' });
+    await writeFileAtomic(path.join(dir, 'config.json'), JSON.stringify(configToJson(this.config), null, 2) + '\n');
+  }
+
+  async saveOptimizerState(file: string): Promise<void> {
+    const tensors = await this.run(() => this.native.optimizerState());
+    await writeSafetensors(file, tensors, { format: 'pt', content: 'adamw-state' });
+  }
+
+  async loadOptimizerState(file: string): Promise<void> {
+    const { tensors } = await readSafetensors(file);
+    await this.run(() => this.native.loadOptimizerState(tensors)).catch((e) => { throw new InputError(file, (e as Error).message); });
+  }
+
+  /** Frees the native memory once queued calls finish; later calls reject. */
+  dispose(): Promise<void> {
+    if (this.disposed) return Promise.resolve();
+    const p = this.queue.then(() => this.native.dispose());
+    this.disposed = true;
+    this.queue = p.catch(() => undefined);
+    return p;
+  }
+}
+
+async function weightFiles(src: Awaited<ReturnType<typeof fileSource>>, name: string): Promise<string[]> {
+  const single = await src.get('model.safetensors', true);
+  if (single) return [single];
+  const index = await src.get('model.safetensors.index.json', true);
+  if (index) {
+    const j = (await readJson(index)) as { weight_map?: Record<string, string> };
+    if (!j.weight_map || typeof j.weight_map !== 'object') throw new InputError(index, 'no weight_map object');
+    const shards = [...new Set(Object.values(j.weight_map))];
+    const out: string[] = [];
+    for (const s of shards) out.push((await src.get(s))!);
+    return out;
+  }
+  for (const pickle of ['pytorch_model.bin', 'tf_model.h5', 'model.ckpt.index', 'flax_model.msgpack']) {
+    const p = await src.get(pickle, true).catch(() => null);
+    if (p) throw new InputError(p, 'only safetensors weights are loaded (a pickle/TF/Flax file can run code or needs another framework); ' +
+      'convert it once with Python: `AutoModel.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)`');
+  }
+  throw new HubError(`${name}: no model.safetensors (or model.safetensors.index.json) found`);
+}

@@ -1,0 +1,46 @@
+// Loads the addon built by `npm install` (build/Release) or shipped in prebuilds/.
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface NativeBlob { name: string; dtype: string; shape: number[]; data: Uint8Array }
+export interface NativeBatch {
+  batch: number; seq: number;
+  inputIds: Int32Array; attentionMask?: Int32Array; tokenTypeIds?: Int32Array;
+  labels?: Int32Array | Float32Array;
+}
+export interface NativeModel {
+  init(o: { config: object; device: string; seed: number; threads: number }): Promise<{ device: string; numParameters: number; parameterNames: string[] }>;
+  load(t: NativeBlob[]): Promise<{ missing: string[]; unexpected: string[] }>;
+  forward(b: NativeBatch): Promise<{ logits: Float32Array; loss?: number }>;
+  forwardBackward(b: NativeBatch, lossScale: number): Promise<number>;
+  optimizerStep(o: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; maxGradNorm: number }): Promise<number>;
+  zeroGrad(): Promise<void>;
+  stateDict(): Promise<NativeBlob[]>;
+  optimizerState(): Promise<NativeBlob[]>;
+  loadOptimizerState(t: NativeBlob[]): Promise<void>;
+  seed(n: number): Promise<void>;
+  rngState(): Promise<Uint8Array>;
+  setRngState(s: Uint8Array): Promise<void>;
+  dispose(): Promise<void>;
+}
+export interface Addon {
+  Model: new () => NativeModel;
+  runtime(): { torchVersion: string; cudaAvailable: boolean; cudaDeviceCount: number; numThreads: number };
+  setNumThreads(n: number): void;
+}
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+let cached: Addon | undefined;
+
+export function addon(): Addon {
+  if (cached) return cached;
+  const require = createRequire(import.meta.url);
+  try {
+    cached = require('node-gyp-build')(root) as Addon;
+  } catch (e) {
+    throw new Error(`the native addon could not be loaded from ${root}/build/Release (${(e as Error).message.split('\n')[0]}); ` +
+      'run `npm install` (or `npm run build`) in the package folder to build it against libtorch');
+  }
+  return cached;
+}

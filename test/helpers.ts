@@ -1,0 +1,71 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+export function pythonForTests(): string {
+  const venv = path.join(root, '.venv', 'bin', 'python');
+  return existsSync(venv) ? venv : process.env.PYTHON || 'python3';
+}
+
+/** Runs test/python/hf_ref.py; resolves with its JSON output. */
+export function hfRef(command: string, args: object): Promise<any> {
+  return new Promise((resolve, reject) => {
+    execFile(pythonForTests(), [path.join(root, 'test', 'python', 'hf_ref.py'), command, JSON.stringify(args)],
+      { cwd: os.tmpdir(), maxBuffer: 1 << 28, env: { ...process.env, TRANSFORMERS_VERBOSITY: 'error', HF_HUB_OFFLINE: '1' } },
+      (err, stdout, stderr) => {
+        if (err) return reject(new Error(`hf_ref.py ${command} failed: ${stderr || err.message}`));
+        const last = stdout.trim().split('\n').pop()!;
+        resolve(JSON.parse(last));
+      });
+  });
+}
+
+export function tempDir(prefix = 'bert-test-'): { dir: string; cleanup: () => void } {
+  const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** A tiny BERT config (2 layers, hidden 32, 4 heads, vocab 100), dropout off for exact comparisons. */
+export const TINY = {
+  vocab_size: 100, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 37,
+  max_position_embeddings: 64, type_vocab_size: 2, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0,
+  num_labels: 2,
+};
+
+/** A deterministic batch with padding in the second row. */
+export function tinyBatch(bs = 3, seq = 9, seed = 1) {
+  let s = seed;
+  const rnd = () => ((s = (s * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+  const inputIds = new Int32Array(bs * seq), attentionMask = new Int32Array(bs * seq), tokenTypeIds = new Int32Array(bs * seq);
+  for (let b = 0; b < bs; b++) {
+    const len = b === 1 ? seq - 4 : seq;
+    for (let t = 0; t < seq; t++) {
+      const i = b * seq + t;
+      inputIds[i] = t < len ? 1 + Math.floor(rnd() * 98) : 0;
+      attentionMask[i] = t < len ? 1 : 0;
+      tokenTypeIds[i] = t < len && t > len / 2 ? 1 : 0;
+    }
+  }
+  const labels = new Int32Array(bs).map((_, i) => i % 2);
+  return { shape: [bs, seq] as [number, number], inputIds, attentionMask, tokenTypeIds, labels };
+}
+
+export function batchJson(b: ReturnType<typeof tinyBatch>) {
+  return { shape: b.shape, inputIds: [...b.inputIds], attentionMask: [...b.attentionMask], tokenTypeIds: [...b.tokenTypeIds], labels: [...b.labels] };
+}
+
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+/** A copy of raw little-endian float32 bytes as a Float32Array (Buffer views may be unaligned or shared). */
+export function f32(u8: Uint8Array): Float32Array {
+  return new Float32Array(new Uint8Array(u8).buffer);
+}

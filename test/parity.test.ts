@@ -1,0 +1,86 @@
+// The native core against PyTorch + transformers on the same files: logits, loss, 3 AdamW steps, save/load.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { BertForSequenceClassification } from '../src/model.js';
+import { readSafetensors } from '../src/safetensors.js';
+import { TINY, batchJson, f32, hfRef, maxAbsDiff, tempDir, tinyBatch } from './helpers.js';
+
+const THREADS = 1;
+
+test('forward, loss, 3 AdamW steps and save match transformers', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const modelDir = path.join(dir, 'hf');
+    await hfRef('make-model', { dir: modelDir, seed: 3, config: TINY });
+    const batch = tinyBatch();
+    const lr = 1e-3, weightDecay = 0.01, maxGradNorm = 0.5, steps = 3;
+    const ref = await hfRef('reference', { dir: modelDir, batch: batchJson(batch), lr, weightDecay, maxGradNorm, steps,
+      out: path.join(dir, 'ref-after.safetensors'), threads: THREADS });
+
+    const model = await BertForSequenceClassification.fromPretrained(modelDir, { device: 'cpu', threads: THREADS });
+    assert.deepEqual(model.loadReport, { unused: [], newlyInitialized: [] });
+    const out = await model.forward(batch);
+    const logitDiff = maxAbsDiff(out.logits, ref.logits);
+    const lossDiff = Math.abs(out.loss! - ref.loss);
+    const gradNorms: number[] = [];
+    for (let i = 0; i < steps; i++) {
+      await model.trainStep(batch);
+      gradNorms.push(await model.optimizerStep({ lr, weightDecay, maxGradNorm }));
+    }
+    const ours = new Map((await model.stateDict()).map((t) => [t.name, f32(t.data)]));
+    const theirs = (await readSafetensors(path.join(dir, 'ref-after.safetensors'))).tensors;
+    let paramRel = 0;
+    for (const t of theirs) {
+      const a = ours.get(t.name);
+      assert.ok(a, `missing ${t.name}`);
+      const b = f32(t.data);
+      let num = 0, den = 0;
+      for (let i = 0; i < a.length; i++) { num = Math.max(num, Math.abs(a[i] - b[i])); den = Math.max(den, Math.abs(b[i])); }
+      paramRel = Math.max(paramRel, num / Math.max(den, 1e-12));
+    }
+    const normDiff = maxAbsDiff(gradNorms, ref.gradNorms);
+
+    const saved = path.join(dir, 'saved');
+    await model.save(saved);
+    const after = await model.forward(batch);
+    const check = await hfRef('check-saved', { dir: saved, batch: batchJson(batch) });
+    const savedDiff = maxAbsDiff(after.logits, check.logits);
+    console.log(`parity: logits max abs diff ${logitDiff.toExponential(2)}, loss diff ${lossDiff.toExponential(2)}, ` +
+      `params after ${steps} AdamW steps max rel diff ${paramRel.toExponential(2)}, grad-norm diff ${normDiff.toExponential(2)}, ` +
+      `saved checkpoint logits diff in transformers ${savedDiff.toExponential(2)}`);
+    assert.ok(logitDiff <= 1e-5, `logits differ by ${logitDiff}`);
+    assert.ok(lossDiff <= 1e-6, `loss differs by ${lossDiff}`);
+    assert.ok(paramRel <= 1e-5, `parameters differ by ${paramRel} relative`);
+    assert.deepEqual([check.missing, check.unexpected, check.mismatched], [[], [], []]);
+    assert.ok(savedDiff <= 1e-5, `saved logits differ by ${savedDiff}`);
+    await model.dispose();
+  } finally {
+    cleanup();
+  }
+});
+
+test('BertModel and BertForPreTraining checkpoints load with the transformers report', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    await hfRef('make-model', { dir: path.join(dir, 'base'), seed: 1, config: TINY, kind: 'base' });
+    await hfRef('make-model', { dir: path.join(dir, 'pre'), seed: 1, config: TINY, kind: 'pretraining' });
+    const base = await BertForSequenceClassification.fromPretrained(path.join(dir, 'base'), { device: 'cpu' });
+    assert.deepEqual(base.loadReport.newlyInitialized, ['classifier.weight', 'classifier.bias']);
+    assert.deepEqual(base.loadReport.unused, []);
+    const pre = await BertForSequenceClassification.fromPretrained(path.join(dir, 'pre'), { device: 'cpu' });
+    assert.deepEqual(pre.loadReport.newlyInitialized, ['classifier.weight', 'classifier.bias']);
+    assert.ok(pre.loadReport.unused.length > 0 && pre.loadReport.unused.every((k) => k.startsWith("cls.")), JSON.stringify(pre.loadReport));
+    // The encoder weights are the checkpoint's, under the bert. prefix either way.
+    const key = 'encoder.layer.1.attention.self.query.weight';
+    for (const [m, file, name] of [[base, 'base', key], [pre, 'pre', `bert.${key}`]] as const) {
+      const want = (await readSafetensors(path.join(dir, file, 'model.safetensors'))).tensors.find((t) => t.name === name)!;
+      const got = (await m.stateDict()).find((t) => t.name === `bert.${key}`)!;
+      assert.equal(maxAbsDiff(f32(got.data), f32(want.data)), 0);
+    }
+    await base.dispose();
+    await pre.dispose();
+  } finally {
+    cleanup();
+  }
+});

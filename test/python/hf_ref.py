@@ -1,0 +1,88 @@
+"""Reference computations with PyTorch + Hugging Face transformers, driven by the Node tests.
+
+Usage: python hf_ref.py <command> <json-args>. Prints one JSON object."""
+import json
+import os
+import sys
+
+import torch
+from safetensors.torch import save_file
+
+
+def batch_tensors(b):
+    bs, seq = b["shape"]
+    t = lambda k: torch.tensor(b[k], dtype=torch.long).view(bs, seq)
+    out = {"input_ids": t("inputIds"), "attention_mask": t("attentionMask"), "token_type_ids": t("tokenTypeIds")}
+    return out, torch.tensor(b["labels"], dtype=torch.long if b.get("labelsInt", True) else torch.float)
+
+
+def make_model(a):
+    from transformers import BertConfig, BertForSequenceClassification, BertForPreTraining
+    torch.manual_seed(a.get("seed", 0))
+    cfg = BertConfig(**a["config"])
+    kind = a.get("kind", "classification")
+    if kind == "pretraining":
+        m = BertForPreTraining(cfg)
+    else:
+        m = BertForSequenceClassification(cfg)
+    # A non-trivial LayerNorm and bias state, so loading mistakes show up in the logits.
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            if "LayerNorm" in n or n.endswith("bias"):
+                p.add_(torch.randn_like(p) * 0.1)
+    if kind == "base":
+        m.bert.save_pretrained(a["dir"])
+    else:
+        m.save_pretrained(a["dir"])
+    return {"ok": True}
+
+
+def reference(a):
+    """Eval logits + loss, then `steps` training steps with AdamW + clip_grad_norm_ as the HF Trainer builds them."""
+    from transformers import BertForSequenceClassification
+    torch.set_num_threads(a.get("threads", 1))
+    m = BertForSequenceClassification.from_pretrained(a["dir"])
+    inputs, labels = batch_tensors(a["batch"])
+    m.eval()
+    with torch.no_grad():
+        out = m(**inputs, labels=labels)
+    result = {"logits": out.logits.flatten().tolist(), "loss": out.loss.item()}
+    decay = [p for n, p in m.named_parameters() if not ("LayerNorm" in n or n.endswith("bias"))]
+    no_decay = [p for n, p in m.named_parameters() if "LayerNorm" in n or n.endswith("bias")]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": a["weightDecay"]}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=a["lr"], betas=(0.9, 0.999), eps=1e-8, foreach=False)
+    m.train()  # dropout probabilities are 0 in the config, so train mode is deterministic
+    norms, losses = [], []
+    for _ in range(a["steps"]):
+        out = m(**inputs, labels=labels)
+        out.loss.backward()
+        norms.append(torch.nn.utils.clip_grad_norm_(m.parameters(), a["maxGradNorm"]).item())
+        losses.append(out.loss.item())
+        opt.step()
+        opt.zero_grad()
+    result["gradNorms"] = norms
+    result["trainLosses"] = losses
+    save_file({n: p.detach().contiguous() for n, p in m.named_parameters()}, a["out"])
+    return result
+
+
+def check_saved(a):
+    from transformers import BertForSequenceClassification
+    m, info = BertForSequenceClassification.from_pretrained(a["dir"], output_loading_info=True)
+    m.eval()
+    inputs, labels = batch_tensors(a["batch"])
+    with torch.no_grad():
+        out = m(**inputs)
+    return {"missing": sorted(info["missing_keys"]), "unexpected": sorted(info["unexpected_keys"]),
+            "mismatched": [str(x) for x in info.get("mismatched_keys", [])], "logits": out.logits.flatten().tolist()}
+
+
+def main():
+    cmd, args = sys.argv[1], json.loads(sys.argv[2])
+    fn = {"make-model": make_model, "reference": reference, "check-saved": check_saved}[cmd]
+    print(json.dumps(fn(args)))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    main()

@@ -1,0 +1,83 @@
+// DataCollatorWithPadding: pad each batch to its longest sequence (optionally to a multiple), build the mask,
+// labels as int32 class ids or float32 scores. Plus the samplers that choose which rows form a batch.
+import type { Batch } from './model.js';
+import type { EncodedDataset } from './tokenizer.js';
+
+export interface CollateOptions {
+  padId: number;
+  padToMultipleOf?: number;
+  labels?: Int32Array | Float32Array | null;
+}
+
+export function collate(data: EncodedDataset, rows: ArrayLike<number>, o: CollateOptions): Batch {
+  const bs = rows.length;
+  let seq = 0;
+  for (let i = 0; i < bs; i++) seq = Math.max(seq, data.offsets[rows[i] + 1] - data.offsets[rows[i]]);
+  if (o.padToMultipleOf && seq % o.padToMultipleOf) seq += o.padToMultipleOf - (seq % o.padToMultipleOf);
+  const inputIds = new Int32Array(bs * seq).fill(o.padId);
+  const attentionMask = new Int32Array(bs * seq);
+  const tokenTypeIds = new Int32Array(bs * seq);
+  for (let i = 0; i < bs; i++) {
+    const start = data.offsets[rows[i]], len = data.offsets[rows[i] + 1] - start;
+    inputIds.set(data.ids.subarray(start, start + len), i * seq);
+    attentionMask.fill(1, i * seq, i * seq + len);
+    for (let t = 0; t < len; t++) tokenTypeIds[i * seq + t] = data.typeIds[start + t];
+  }
+  const batch: Batch = { shape: [bs, seq], inputIds, attentionMask, tokenTypeIds };
+  if (o.labels) {
+    const labels = o.labels instanceof Float32Array ? new Float32Array(bs) : new Int32Array(bs);
+    for (let i = 0; i < bs; i++) labels[i] = o.labels[rows[i]];
+    batch.labels = labels;
+  }
+  return batch;
+}
+
+/** A small, fast, seedable PRNG (mulberry32): the same seed gives the same order on every machine. */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** The row order of one epoch: a Fisher-Yates shuffle seeded by seed + epoch (like accelerate's SeedableRandomSampler). */
+export function shuffledOrder(n: number, seed: number, epoch: number): Int32Array {
+  const rnd = mulberry32(seed + epoch * 0x9e3779b1);
+  const order = Int32Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(rnd() * (i + 1));
+    const t = order[i]; order[i] = order[j]; order[j] = t;
+  }
+  return order;
+}
+
+/**
+ * HF's group_by_length (LengthGroupedSampler): shuffle, cut into mega-batches of 50 batches, sort each by length
+ * (longest first) so batches hold similar lengths and pad less. Off by default, as in TrainingArguments.
+ */
+export function lengthGroupedOrder(data: EncodedDataset, batchSize: number, seed: number, epoch: number): Int32Array {
+  const order = shuffledOrder(data.length, seed, epoch);
+  const mega = batchSize * 50;
+  const len = (i: number) => data.offsets[i + 1] - data.offsets[i];
+  const out = new Int32Array(data.length);
+  for (let s = 0; s < order.length; s += mega) {
+    const chunk = Array.from(order.subarray(s, s + mega)).sort((a, b) => len(b) - len(a));
+    out.set(chunk, s);
+  }
+  return out;
+}
+
+/** Cuts an order into batches of `batchSize` row indices; dropLast drops a short final batch. */
+export function batches(order: Int32Array, batchSize: number, dropLast = false): Int32Array[] {
+  const out: Int32Array[] = [];
+  for (let s = 0; s < order.length; s += batchSize) {
+    const b = order.subarray(s, s + batchSize);
+    if (b.length < batchSize && dropLast) break;
+    out.push(b);
+  }
+  return out;
+}

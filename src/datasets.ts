@@ -1,0 +1,214 @@
+// Datasets: GLUE from the Hub dataset nyu-mll/glue (parquet, through the HF cache) and local files
+// (parquet, CSV, TSV including the original GLUE/MRPC formats, JSON Lines). Every row is checked; a bad row is
+// an error naming the file, the row and the reason, never silently dropped.
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { parquetMetadata, parquetReadObjects } from 'hyparquet';
+import { parse as parseCsv } from 'csv-parse/sync';
+import { InputError } from './errors.js';
+import { glueTask, type GlueTask } from './glue.js';
+import { hubFile, type HubOptions } from './hub.js';
+
+export interface TextDataset {
+  /** Where the rows came from, for messages. */
+  source: string;
+  text1: string[];
+  text2: string[] | null;
+  /** Class ids (Int32Array) or scores (Float32Array); null when the split has no labels (GLUE test: -1). */
+  labels: Int32Array | Float32Array | null;
+  labelNames: string[];
+  isRegression: boolean;
+}
+
+export interface ColumnOptions {
+  /** Text column(s); inferred from common names when absent. */
+  textColumns?: string[];
+  /** Label column; inferred ("label", "Quality", "labels", "score") when absent. */
+  labelColumn?: string;
+  /** Class names in id order (string labels in the file are mapped through them). */
+  labelNames?: string[];
+  isRegression?: boolean;
+}
+
+type Row = Record<string, unknown>;
+
+const TEXT_PAIRS: Array<[string, string?]> = [
+  ['sentence1', 'sentence2'], ['#1 String', '#2 String'], ['question1', 'question2'], ['premise', 'hypothesis'],
+  ['question', 'sentence'], ['text_a', 'text_b'], ['text1', 'text2'], ['sentence'], ['text'],
+];
+const LABEL_NAMES = ['label', 'Quality', 'labels', 'score'];
+
+/** A GLUE split, e.g. loadGlue('mrpc', 'train'), from `nyu-mll/glue` via the HF cache (or the Hub). */
+export async function loadGlue(taskName: string, split: string, o: HubOptions = {}): Promise<TextDataset> {
+  const task = glueTask(taskName);
+  if (!task.splits.includes(split)) throw new RangeError(`GLUE ${task.name} has no split ${JSON.stringify(split)}; it has ${task.splits.join(', ')}`);
+  const file = (await hubFile('nyu-mll/glue', `${task.name}/${split}-00000-of-00001.parquet`, { ...o, repoType: 'dataset' }))!;
+  return loadDataFile(file, glueColumns(task));
+}
+
+export function glueColumns(task: GlueTask): ColumnOptions {
+  return { textColumns: task.textColumns, labelColumn: 'label', labelNames: task.labelNames.length ? task.labelNames : undefined, isRegression: task.isRegression };
+}
+
+/** A local data file: .parquet, .csv, .tsv/.txt (tab-separated, unquoted as GLUE ships them), .jsonl/.json. */
+export async function loadDataFile(file: string, o: ColumnOptions = {}): Promise<TextDataset> {
+  let buf: Buffer;
+  try {
+    buf = await fs.readFile(file);
+  } catch (e) {
+    throw new InputError(file, `cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  const ext = path.extname(file).toLowerCase();
+  let rows: Row[];
+  let names = o.labelNames;
+  let firstRow = 1;  // the number users see for rows[0] in messages
+  if (ext === '.parquet') {
+    const ab = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength) as ArrayBuffer;
+    try {
+      const md = parquetMetadata(ab);
+      names ??= labelNamesFromParquet(md.key_value_metadata, o.labelColumn ?? 'label');
+      rows = (await parquetReadObjects({ file: ab })) as Row[];
+    } catch (e) {
+      throw new InputError(file, `not a readable parquet file (${(e as Error).message})`);
+    }
+  } else {
+    const text = decodeUtf8(buf, file);
+    if (ext === '.csv') {
+      try {
+        rows = parseCsv(text, { columns: true, bom: true, skip_empty_lines: true, relax_column_count: false }) as Row[];
+      } catch (e) {
+        throw new InputError(file, `invalid CSV (${(e as Error).message})`);
+      }
+      firstRow = 2;
+    } else if (ext === '.tsv' || ext === '.txt') {
+      rows = parseTsv(text, file);
+      firstRow = 2;
+    } else if (ext === '.jsonl' || ext === '.json') {
+      rows = [];
+      const lines = text.split('\n');
+      for (let i = 0; i < lines.length; i++) {
+        if (!lines[i].trim()) continue;
+        try {
+          const r = JSON.parse(lines[i]);
+          if (typeof r !== 'object' || r === null || Array.isArray(r)) throw new Error('not a JSON object');
+          rows.push({ ...r, __line: i + 1 });
+        } catch (e) {
+          throw new InputError(file, `line ${i + 1}: invalid JSON Lines row (${(e as Error).message})`);
+        }
+      }
+    } else {
+      throw new InputError(file, `unknown data format ${JSON.stringify(ext)} (use .parquet, .csv, .tsv, .txt, .jsonl or .json)`);
+    }
+  }
+  return fromRows(rows, file, { ...o, labelNames: names }, firstRow);
+}
+
+function labelNamesFromParquet(kv: Array<{ key: string; value?: string }> | undefined, labelColumn: string): string[] | undefined {
+  const hf = kv?.find((e) => e.key === 'huggingface')?.value;
+  if (!hf) return undefined;
+  try {
+    const j = JSON.parse(hf);
+    const names = j?.info?.features?.[labelColumn]?.names;
+    return Array.isArray(names) && names.every((n: unknown) => typeof n === 'string') ? names : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function decodeUtf8(buf: Buffer, file: string): string {
+  const dec = new TextDecoder('utf-8', { fatal: true });
+  try {
+    return dec.decode(buf);
+  } catch {
+    // Find the line for the message.
+    let line = 1, start = 0;
+    for (let i = 0; i <= buf.length; i++) {
+      if (i === buf.length || buf[i] === 0x0a) {
+        try {
+          dec.decode(buf.subarray(start, i));
+        } catch {
+          throw new InputError(file, `line ${line}: invalid UTF-8`);
+        }
+        line++;
+        start = i + 1;
+      }
+    }
+    throw new InputError(file, 'invalid UTF-8');
+  }
+}
+
+/** GLUE's TSVs are tab-separated without quoting (MRPC text contains bare quotes), as GLUE's own readers use them. */
+function parseTsv(text: string, file: string): Row[] {
+  const lines = text.replace(/^\uFEFF/, '').split(/\r?\n/);
+  const header = lines[0].split('\t');
+  const rows: Row[] = [];
+  for (let i = 1; i < lines.length; i++) {
+    if (lines[i] === '') continue;
+    const cells = lines[i].split('\t');
+    if (cells.length !== header.length) throw new InputError(file, `line ${i + 1}: ${cells.length} fields, the header has ${header.length}`);
+    const r: Row = { __line: i + 1 };
+    header.forEach((h, j) => { r[h] = cells[j]; });
+    rows.push(r);
+  }
+  return rows;
+}
+
+function fromRows(rows: Row[], file: string, o: ColumnOptions, firstRow: number): TextDataset {
+  if (rows.length === 0) throw new InputError(file, 'no rows');
+  const columns = Object.keys(rows[0]).filter((c) => c !== '__line');
+  const text = o.textColumns ?? TEXT_PAIRS.find((p) => p.every((c) => c === undefined || columns.includes(c)))?.filter((c): c is string => !!c);
+  if (!text || text.length === 0 || text.length > 2)
+    throw new InputError(file, `cannot tell the text column(s) from ${JSON.stringify(columns)}; name them (textColumns / --text-columns)`);
+  const labelCol = o.labelColumn ?? LABEL_NAMES.find((c) => columns.includes(c));
+  const where = (i: number) => `row ${(rows[i].__line as number | undefined) ?? i + firstRow}`;
+  const text1: string[] = [], text2: string[] | null = text.length === 2 ? [] : null;
+  for (let i = 0; i < rows.length; i++) {
+    for (let k = 0; k < text.length; k++) {
+      const v = rows[i][text[k]];
+      if (v === undefined) throw new InputError(file, `${where(i)}: missing column ${JSON.stringify(text[k])}`);
+      if (typeof v !== 'string') throw new InputError(file, `${where(i)}: column ${JSON.stringify(text[k])} is not text`);
+      if (v.trim() === '') throw new InputError(file, `${where(i)}: column ${JSON.stringify(text[k])} is empty`);
+      (k === 0 ? text1 : text2!).push(v);
+    }
+  }
+  let labels: Int32Array | Float32Array | null = null;
+  let labelNames = o.labelNames ?? [];
+  const isRegression = o.isRegression ?? false;
+  if (labelCol !== undefined && columns.includes(labelCol)) {
+    const raw = rows.map((r, i) => {
+      const v = r[labelCol];
+      if (v === undefined || v === null || v === '') throw new InputError(file, `${where(i)}: missing label in column ${JSON.stringify(labelCol)}`);
+      return typeof v === 'bigint' ? Number(v) : v;
+    });
+    const numeric = raw.map((v) => (typeof v === 'number' ? v : typeof v === 'string' && /^-?\d+(\.\d+)?([eE][-+]?\d+)?$/.test(v.trim()) ? Number(v) : NaN));
+    if (isRegression) {
+      labels = new Float32Array(raw.length);
+      raw.forEach((v, i) => {
+        if (!Number.isFinite(numeric[i])) throw new InputError(file, `${where(i)}: label ${JSON.stringify(v)} is not a number`);
+        labels![i] = numeric[i];
+      });
+      if (numeric.every((x) => x === -1)) labels = null;
+    } else if (numeric.every((x) => x === -1)) {
+      labels = null;  // GLUE test splits hide labels as -1
+    } else {
+      if (!o.labelNames) {
+        // As run_glue.py does for custom files: the sorted distinct labels are the classes.
+        const distinct = [...new Set(raw.map(String))];
+        const allInts = distinct.every((d) => /^-?\d+$/.test(d));
+        labelNames = allInts ? distinct.map(Number).sort((a, b) => a - b).map(String) : distinct.sort();
+      }
+      const byName = new Map(labelNames.map((n, i) => [n, i]));
+      const ids = new Int32Array(raw.length);
+      raw.forEach((v, i) => {
+        const id = typeof v === 'number' ? (o.labelNames ? v : byName.get(String(v))) : (byName.get(String(v)) ?? (o.labelNames && /^\d+$/.test(String(v)) ? Number(v) : undefined));
+        if (id === undefined || !Number.isInteger(id) || id < 0 || id >= labelNames.length)
+          throw new InputError(file, `${where(i)}: label ${JSON.stringify(v)} is not one of the ${labelNames.length} classes (${labelNames.map((n, j) => `${j}=${n}`).join(', ')})`);
+        ids[i] = id;
+      });
+      labels = ids;
+    }
+  } else if (o.labelColumn !== undefined) {
+    throw new InputError(file, `no label column ${JSON.stringify(o.labelColumn)} (columns: ${columns.join(', ')})`);
+  }
+  return { source: file, text1, text2, labels, labelNames, isRegression };
+}

@@ -1,0 +1,191 @@
+// BERT tokenization as `tokenizer(s1, s2, truncation=True)` does it with BertTokenizerFast: WordPiece from
+// tokenizer.json (@huggingface/tokenizers), or built from vocab.txt for older repos; [CLS] a [SEP] b [SEP];
+// token_type_ids; longest_first truncation exactly as the Rust `tokenizers` crate computes it.
+import { promises as fs } from 'node:fs';
+import { Tokenizer } from '@huggingface/tokenizers';
+import { InputError } from './errors.js';
+import { readJson } from './fsutil.js';
+import { fileSource, type HubOptions } from './hub.js';
+
+/** A whole split, tokenized: sequence i is ids[offsets[i] .. offsets[i+1]). */
+export interface EncodedDataset {
+  ids: Int32Array;
+  typeIds: Uint8Array;
+  offsets: Int32Array;
+  length: number;
+}
+
+export interface EncodeOptions {
+  /** Truncate to this many tokens, special tokens included. Default: the tokenizer's model_max_length. */
+  maxLength?: number;
+  truncation?: boolean;
+}
+
+export class BertTokenizer {
+  readonly clsId: number;
+  readonly sepId: number;
+  readonly padId: number;
+  private cache = new Map<string, Int32Array>();
+
+  constructor(private readonly tok: Tokenizer, readonly config: Record<string, unknown>, readonly files: Record<string, unknown>) {
+    const id = (key: string, fallback: string) => {
+      const t = typeof config[key] === 'string' ? (config[key] as string) : fallback;
+      const v = tok.token_to_id(t);
+      if (v === undefined) throw new InputError('tokenizer', `special token ${t} (${key}) is not in the vocabulary`);
+      return v;
+    };
+    this.clsId = id('cls_token', '[CLS]');
+    this.sepId = id('sep_token', '[SEP]');
+    this.padId = id('pad_token', '[PAD]');
+  }
+
+  /** model_max_length from tokenizer_config.json (transformers' "very large" default when absent). */
+  get modelMaxLength(): number {
+    const v = this.config.model_max_length;
+    return typeof v === 'number' && v > 0 ? v : Number.MAX_SAFE_INTEGER;
+  }
+
+  get vocabSize(): number { return this.tok.get_vocab(true).size; }
+
+  static async fromPretrained(nameOrPath: string, o: HubOptions = {}): Promise<BertTokenizer> {
+    const src = await fileSource(nameOrPath, o);
+    const configFile = await src.get('tokenizer_config.json', true);
+    const config = configFile ? (await readJson(configFile)) as Record<string, unknown> : {};
+    if (typeof config !== 'object' || config === null || Array.isArray(config)) throw new InputError(configFile!, 'not a JSON object');
+    const jsonFile = await src.get('tokenizer.json', true);
+    const files: Record<string, unknown> = { 'tokenizer_config.json': config };
+    let tokJson: Record<string, unknown>;
+    if (jsonFile) {
+      tokJson = (await readJson(jsonFile)) as Record<string, unknown>;
+      if (typeof tokJson !== 'object' || tokJson === null || typeof tokJson.model !== 'object')
+        throw new InputError(jsonFile, 'not a tokenizer.json (no "model" object)');
+      files['tokenizer.json'] = tokJson;
+    } else {
+      const vocabFile = await src.get('vocab.txt', true);
+      if (!vocabFile) throw new InputError(src.label, 'no tokenizer.json and no vocab.txt: cannot build a tokenizer');
+      const vocab = await fs.readFile(vocabFile, 'utf8');
+      files['vocab.txt'] = vocab;
+      tokJson = wordPieceFromVocab(vocab, vocabFile, config);
+    }
+    let tok: Tokenizer;
+    try {
+      tok = new Tokenizer(tokJson, config);
+    } catch (e) {
+      throw new InputError(jsonFile ?? src.label, `unusable tokenizer (${(e as Error).message})`);
+    }
+    return new BertTokenizer(tok, config, files);
+  }
+
+  /** Token ids of one text without special tokens, computed once per distinct text. */
+  encodeText(text: string): Int32Array {
+    let ids = this.cache.get(text);
+    if (!ids) {
+      ids = Int32Array.from(this.tok.encode(text, { add_special_tokens: false }).ids);
+      this.cache.set(text, ids);
+    }
+    return ids;
+  }
+
+  /** One example, as tokenizer(a, b, truncation=True, max_length=...) returns it. */
+  encode(a: string, b?: string | null, o: EncodeOptions = {}): { inputIds: number[]; tokenTypeIds: number[]; attentionMask: number[] } {
+    const d = this.encodeBatch([a], b == null ? null : [b], o);
+    const ids = Array.from(d.ids);
+    return { inputIds: ids, tokenTypeIds: Array.from(d.typeIds), attentionMask: ids.map(() => 1) };
+  }
+
+  /** A whole split into flat typed arrays (the collator slices them). */
+  encodeBatch(text1: string[], text2: string[] | null, o: EncodeOptions = {}): EncodedDataset {
+    const truncation = o.truncation ?? true;
+    const maxLength = o.maxLength ?? this.modelMaxLength;
+    if (truncation && (!Number.isInteger(maxLength) || maxLength < (text2 ? 3 : 2)))
+      throw new RangeError(`maxLength must be an integer >= ${text2 ? 3 : 2} (room for the special tokens), got ${maxLength}`);
+    const n = text1.length;
+    const lens = new Int32Array(n * 2);
+    let total = 0;
+    for (let i = 0; i < n; i++) {
+      let n1 = this.encodeText(text1[i]).length;
+      let n2 = text2 ? this.encodeText(text2[i]).length : 0;
+      if (truncation) [n1, n2] = truncatedLengths(n1, n2, text2 !== null, maxLength);
+      lens[2 * i] = n1;
+      lens[2 * i + 1] = n2;
+      total += n1 + n2 + (text2 ? 3 : 2);
+    }
+    const ids = new Int32Array(total), typeIds = new Uint8Array(total), offsets = new Int32Array(n + 1);
+    let p = 0;
+    for (let i = 0; i < n; i++) {
+      offsets[i] = p;
+      const a = this.encodeText(text1[i]);
+      ids[p++] = this.clsId;
+      ids.set(a.subarray(0, lens[2 * i]), p);
+      p += lens[2 * i];
+      ids[p++] = this.sepId;
+      if (text2) {
+        const b = this.encodeText(text2[i]);
+        const start = p;
+        ids.set(b.subarray(0, lens[2 * i + 1]), p);
+        p += lens[2 * i + 1];
+        ids[p++] = this.sepId;
+        typeIds.fill(1, start, p);
+      }
+    }
+    offsets[n] = p;
+    return { ids, typeIds, offsets, length: n };
+  }
+
+  /** Releases the per-text cache (it only speeds up repeated texts). */
+  clearCache(): void { this.cache.clear(); }
+
+  /** The files save() writes next to a checkpoint. */
+  async save(dir: string): Promise<void> {
+    const { writeFileAtomic } = await import('./fsutil.js');
+    const path = await import('node:path');
+    for (const [name, content] of Object.entries(this.files))
+      await writeFileAtomic(path.join(dir, name), typeof content === 'string' ? content : JSON.stringify(content, null, 2) + '\n');
+  }
+}
+
+/**
+ * tokenizers' TruncationStrategy::LongestFirst for (n1, n2) content tokens and a limit that includes the special
+ * tokens: balance both sequences, the longer keeping the odd token.
+ */
+export function truncatedLengths(n1: number, n2: number, pair: boolean, maxLength: number): [number, number] {
+  const limit = maxLength - (pair ? 3 : 2);
+  if (n1 + n2 <= limit) return [n1, n2];
+  if (!pair) return [Math.min(n1, limit), 0];
+  let swap = false;
+  let a = n1, b = n2;
+  if (a > b) { swap = true; [a, b] = [b, a]; }
+  if (a > limit) b = a;
+  else b = Math.max(a, limit - a);
+  if (a + b > limit) {
+    a = Math.floor(limit / 2);
+    b = a + (limit % 2);
+  }
+  if (swap) [a, b] = [b, a];
+  return [Math.min(n1, a), Math.min(n2, b)];
+}
+
+/** The tokenizer.json that BertTokenizerFast builds from vocab.txt + tokenizer_config.json. */
+export function wordPieceFromVocab(vocabText: string, file: string, config: Record<string, unknown>): Record<string, unknown> {
+  const vocab: Record<string, number> = {};
+  const lines = vocabText.split('\n');
+  if (lines[lines.length - 1] === '') lines.pop();
+  lines.forEach((line, i) => {
+    const t = line.replace(/\r$/, '');
+    if (!(t in vocab)) vocab[t] = i;
+  });
+  if (Object.keys(vocab).length === 0) throw new InputError(file, 'empty vocabulary');
+  const special = ['unk_token', 'sep_token', 'pad_token', 'cls_token', 'mask_token'].map((k, j) =>
+    typeof config[k] === 'string' ? (config[k] as string) : ['[UNK]', '[SEP]', '[PAD]', '[CLS]', '[MASK]'][j]);
+  for (const s of special) if (!(s in vocab)) throw new InputError(file, `special token ${s} is missing from the vocabulary`);
+  const lower = config.do_lower_case !== false;
+  return {
+    version: '1.0', truncation: null, padding: null,
+    added_tokens: special.map((content) => ({ id: vocab[content], content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
+    normalizer: { type: 'BertNormalizer', clean_text: true, handle_chinese_chars: config.tokenize_chinese_chars !== false, strip_accents: config.strip_accents ?? null, lowercase: lower },
+    pre_tokenizer: { type: 'BertPreTokenizer' },
+    post_processor: { type: 'BertProcessing', sep: [special[1], vocab[special[1]]], cls: [special[3], vocab[special[3]]] },
+    decoder: { type: 'WordPiece', prefix: '##', cleanup: true },
+    model: { type: 'WordPiece', unk_token: special[0], continuing_subword_prefix: '##', max_input_chars_per_word: 100, vocab },
+  };
+}

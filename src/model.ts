@@ -253,6 +253,14 @@ export class BertForSequenceClassification {
     await writeFileAtomic(path.join(dir, 'config.json'), JSON.stringify(configToJson(this.config), null, 2) + '\n');
   }
 
+  /** Loads weights saved by save() (same architecture and names) into this model. */
+  async loadWeights(file: string): Promise<void> {
+    const { tensors } = await readSafetensors(file);
+    const report = await this.run(() => this.native.load(tensors)).catch((e) => { throw new InputError(file, (e as Error).message); });
+    if (report.missing.length || report.unexpected.length)
+      throw new InputError(file, `does not match this model (missing: ${report.missing.slice(0, 5).join(', ') || 'none'}; unexpected: ${report.unexpected.slice(0, 5).join(', ') || 'none'})`);
+  }
+
   async saveOptimizerState(file: string): Promise<void> {
     const tensors = await this.run(() => this.native.optimizerState());
     await writeSafetensors(file, tensors, { format: 'pt', content: 'adamw-state' });

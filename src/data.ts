@@ -1,0 +1,30 @@
+// From text rows to what the Trainer consumes: tokenized in chunks so the event loop keeps breathing.
+import type { TextDataset } from './datasets.js';
+import type { BertTokenizer, EncodedDataset } from './tokenizer.js';
+import type { TokenizedDataset } from './trainer.js';
+
+const CHUNK = 512;
+
+export async function tokenizeDataset(ds: TextDataset, tok: BertTokenizer, maxLength?: number): Promise<TokenizedDataset> {
+  const parts: EncodedDataset[] = [];
+  for (let s = 0; s < ds.text1.length; s += CHUNK) {
+    parts.push(tok.encodeBatch(ds.text1.slice(s, s + CHUNK), ds.text2 ? ds.text2.slice(s, s + CHUNK) : null, { maxLength }));
+    await new Promise((r) => setImmediate(r));
+  }
+  return { enc: concat(parts), labels: ds.labels, labelNames: ds.labelNames, isRegression: ds.isRegression };
+}
+
+function concat(parts: EncodedDataset[]): EncodedDataset {
+  const total = parts.reduce((a, p) => a + p.ids.length, 0), n = parts.reduce((a, p) => a + p.length, 0);
+  const ids = new Int32Array(total), typeIds = new Uint8Array(total), offsets = new Int32Array(n + 1);
+  let p = 0, r = 0;
+  for (const part of parts) {
+    ids.set(part.ids, p);
+    typeIds.set(part.typeIds, p);
+    for (let i = 0; i < part.length; i++) offsets[r + i] = part.offsets[i] + p;
+    p += part.ids.length;
+    r += part.length;
+  }
+  offsets[n] = p;
+  return { ids, typeIds, offsets, length: n };
+}

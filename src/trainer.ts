@@ -1,0 +1,383 @@
+// The Hugging Face Trainer's loop, readable top to bottom: epochs of shuffled, dynamically padded batches;
+// gradient accumulation; clip + AdamW + LR schedule per optimizer step; logging, evaluation and checkpoints on
+// the TrainingArguments schedule; resume from a checkpoint; AbortSignal to stop cleanly after the current step.
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { batches, collate, lengthGroupedOrder, shuffledOrder } from './collator.js';
+import { BertForSequenceClassification } from './model.js';
+import type { BertTokenizer, EncodedDataset } from './tokenizer.js';
+import { exists, readJson, writeFileAtomic } from './fsutil.js';
+import { glueMetric } from './metrics.js';
+import { InputError, UsageError } from './errors.js';
+
+export type LrScheduler = 'linear' | 'cosine' | 'constant';
+export type Strategy = 'no' | 'steps' | 'epoch';
+
+/** TrainingArguments, camelCase; defaults are transformers' (with evalStrategy 'epoch' as the notebook sets it). */
+export interface TrainingArguments {
+  outputDir: string;
+  numTrainEpochs: number;
+  maxSteps: number;
+  learningRate: number;
+  lrSchedulerType: LrScheduler;
+  warmupRatio: number;
+  warmupSteps: number;
+  weightDecay: number;
+  adamBeta1: number;
+  adamBeta2: number;
+  adamEpsilon: number;
+  maxGradNorm: number;
+  perDeviceTrainBatchSize: number;
+  perDeviceEvalBatchSize: number;
+  gradientAccumulationSteps: number;
+  evalStrategy: Strategy;
+  evalSteps: number | null;
+  loggingSteps: number;
+  saveStrategy: Strategy;
+  saveSteps: number;
+  saveTotalLimit: number | null;
+  seed: number;
+  groupByLength: boolean;
+  dataloaderDropLast: boolean;
+  padToMultipleOf: number | null;
+  /** What to do when a training loss is NaN or infinite: stop with an error (default) or skip the update. */
+  onNonFiniteLoss: 'stop' | 'skip';
+}
+
+export const DEFAULT_ARGS: TrainingArguments = {
+  outputDir: 'test-trainer', numTrainEpochs: 3, maxSteps: -1, learningRate: 5e-5, lrSchedulerType: 'linear',
+  warmupRatio: 0, warmupSteps: 0, weightDecay: 0, adamBeta1: 0.9, adamBeta2: 0.999, adamEpsilon: 1e-8, maxGradNorm: 1,
+  perDeviceTrainBatchSize: 8, perDeviceEvalBatchSize: 8, gradientAccumulationSteps: 1, evalStrategy: 'epoch',
+  evalSteps: null, loggingSteps: 500, saveStrategy: 'steps', saveSteps: 500, saveTotalLimit: null, seed: 42,
+  groupByLength: false, dataloaderDropLast: false, padToMultipleOf: null, onNonFiniteLoss: 'stop',
+};
+
+/** A tokenized split with its labels. */
+export interface TokenizedDataset {
+  enc: EncodedDataset;
+  labels: Int32Array | Float32Array | null;
+  labelNames: string[];
+  isRegression: boolean;
+}
+
+export type LogEntry = Record<string, number>;
+export interface TrainerEvents {
+  log?: (entry: LogEntry) => void;
+  progress?: (p: { step: number; maxSteps: number; epoch: number }) => void;
+  evaluate?: (metrics: LogEntry) => void;
+  save?: (checkpointDir: string) => void;
+  warning?: (message: string) => void;
+}
+
+export interface TrainOutput {
+  globalStep: number;
+  trainingLoss: number;
+  metrics: LogEntry;
+  /** True when the AbortSignal stopped the run (a checkpoint was saved). */
+  interrupted: boolean;
+}
+
+export interface TrainerOptions {
+  model: BertForSequenceClassification;
+  args?: Partial<TrainingArguments>;
+  trainDataset?: TokenizedDataset;
+  evalDataset?: TokenizedDataset;
+  tokenizer?: BertTokenizer;
+  /** GLUE task name for evaluate.load("glue", task)-style metrics; without it: accuracy (+ f1 for 2 classes). */
+  task?: string;
+  events?: TrainerEvents;
+  signal?: AbortSignal;
+}
+
+interface TrainerState {
+  global_step: number;
+  epoch: number;
+  max_steps: number;
+  num_train_epochs: number;
+  logging_steps: number;
+  eval_steps: number | null;
+  save_steps: number;
+  train_batch_size: number;
+  total_flos: number;
+  log_history: LogEntry[];
+  best_metric: number | null;
+  best_model_checkpoint: string | null;
+  is_local_process_zero: boolean;
+  is_world_process_zero: boolean;
+  trial_name: null;
+  trial_params: null;
+  stateful_callbacks: Record<string, unknown>;
+}
+
+const round4 = (x: number) => Math.round(x * 1e4) / 1e4;
+
+export function validateArgs(a: Partial<TrainingArguments>): TrainingArguments {
+  const args = { ...DEFAULT_ARGS, ...a };
+  const bad = (name: string, want: string, v: unknown) => { throw new UsageError(`${name} must be ${want}, got ${JSON.stringify(v)}`); };
+  const posInt = (n: keyof TrainingArguments) => { if (!Number.isInteger(args[n]) || (args[n] as number) < 1) bad(n, 'an integer >= 1', args[n]); };
+  const nonNeg = (n: keyof TrainingArguments) => { if (typeof args[n] !== 'number' || !Number.isFinite(args[n]) || (args[n] as number) < 0) bad(n, 'a finite number >= 0', args[n]); };
+  if (typeof args.outputDir !== 'string' || !args.outputDir) bad('outputDir', 'a folder path', args.outputDir);
+  nonNeg('numTrainEpochs');
+  if (!Number.isInteger(args.maxSteps) || args.maxSteps < -1 || args.maxSteps === 0) bad('maxSteps', '-1 (use epochs) or an integer >= 1', args.maxSteps);
+  nonNeg('learningRate'); nonNeg('warmupRatio'); nonNeg('weightDecay'); nonNeg('maxGradNorm');
+  if (args.warmupRatio > 1) bad('warmupRatio', 'in [0, 1]', args.warmupRatio);
+  if (!Number.isInteger(args.warmupSteps) || args.warmupSteps < 0) bad('warmupSteps', 'an integer >= 0', args.warmupSteps);
+  for (const n of ['adamBeta1', 'adamBeta2'] as const) if (!(args[n] >= 0 && args[n] < 1)) bad(n, 'in [0, 1)', args[n]);
+  if (!(args.adamEpsilon > 0)) bad('adamEpsilon', '> 0', args.adamEpsilon);
+  posInt('perDeviceTrainBatchSize'); posInt('perDeviceEvalBatchSize'); posInt('gradientAccumulationSteps');
+  posInt('loggingSteps'); posInt('saveSteps');
+  if (!['linear', 'cosine', 'constant'].includes(args.lrSchedulerType)) bad('lrSchedulerType', 'linear, cosine or constant', args.lrSchedulerType);
+  for (const n of ['evalStrategy', 'saveStrategy'] as const) if (!['no', 'steps', 'epoch'].includes(args[n])) bad(n, 'no, steps or epoch', args[n]);
+  if (args.evalSteps !== null && (!Number.isInteger(args.evalSteps) || args.evalSteps < 1)) bad('evalSteps', 'an integer >= 1', args.evalSteps);
+  if (args.saveTotalLimit !== null && (!Number.isInteger(args.saveTotalLimit) || args.saveTotalLimit < 1)) bad('saveTotalLimit', 'an integer >= 1', args.saveTotalLimit);
+  if (!Number.isInteger(args.seed) || args.seed < 0) bad('seed', 'an integer >= 0', args.seed);
+  if (args.padToMultipleOf !== null && (!Number.isInteger(args.padToMultipleOf) || args.padToMultipleOf < 1)) bad('padToMultipleOf', 'an integer >= 1', args.padToMultipleOf);
+  if (!['stop', 'skip'].includes(args.onNonFiniteLoss)) bad('onNonFiniteLoss', 'stop or skip', args.onNonFiniteLoss);
+  return args;
+}
+
+/** The learning-rate multiplier transformers' get_*_schedule_with_warmup gives at optimizer step `step`. */
+export function lrLambda(kind: LrScheduler, step: number, warmup: number, total: number): number {
+  if (step < warmup) return step / Math.max(1, warmup);
+  if (kind === 'constant') return 1;
+  const progress = (step - warmup) / Math.max(1, total - warmup);
+  if (kind === 'linear') return Math.max(0, (total - step) / Math.max(1, total - warmup));
+  return Math.max(0, 0.5 * (1 + Math.cos(Math.PI * progress)));
+}
+
+export class Trainer {
+  readonly args: TrainingArguments;
+  readonly model: BertForSequenceClassification;
+  private state!: TrainerState;
+
+  constructor(private readonly o: TrainerOptions) {
+    this.model = o.model;
+    this.args = validateArgs(o.args ?? {});
+  }
+
+  private emitLog(entry: LogEntry) {
+    this.state.log_history.push(entry);
+    this.o.events?.log?.(entry);
+  }
+
+  private padId(): number { return this.o.tokenizer?.padId ?? 0; }
+
+  /** Parameters outside the embeddings, as PreTrainedModel.num_parameters(exclude_embeddings=True) counts them. */
+  private nonEmbeddingParams(): number {
+    const c = this.model.config;
+    const emb = (c.vocab_size + c.max_position_embeddings + c.type_vocab_size) * c.hidden_size;
+    return this.model.numParameters - emb;
+  }
+
+  async train(o: { resumeFromCheckpoint?: string } = {}): Promise<TrainOutput> {
+    const { args, model } = this;
+    const data = this.o.trainDataset;
+    if (!data) throw new UsageError('train() needs a trainDataset');
+    if (!data.labels) throw new UsageError('the training dataset has no labels');
+    const bs = args.perDeviceTrainBatchSize, accum = args.gradientAccumulationSteps;
+    const batchesPerEpoch = args.dataloaderDropLast ? Math.floor(data.enc.length / bs) : Math.ceil(data.enc.length / bs);
+    if (batchesPerEpoch === 0) throw new UsageError(`the training dataset has ${data.enc.length} rows, fewer than one batch of ${bs}`);
+    const stepsPerEpoch = Math.max(1, Math.ceil(batchesPerEpoch / accum));
+    const maxSteps = args.maxSteps > 0 ? args.maxSteps : Math.ceil(args.numTrainEpochs * stepsPerEpoch);
+    const numEpochs = args.maxSteps > 0 ? Math.ceil(maxSteps / stepsPerEpoch) : Math.ceil(args.numTrainEpochs);
+    const warmup = args.warmupSteps > 0 ? args.warmupSteps : Math.ceil(args.warmupRatio * maxSteps);
+    const evalEvery = args.evalStrategy === 'steps' ? (args.evalSteps ?? args.loggingSteps) : 0;
+    this.state = {
+      global_step: 0, epoch: 0, max_steps: maxSteps, num_train_epochs: numEpochs, logging_steps: args.loggingSteps,
+      eval_steps: args.evalStrategy === 'steps' ? evalEvery : null, save_steps: args.saveSteps, train_batch_size: bs,
+      total_flos: 0, log_history: [], best_metric: null, best_model_checkpoint: null, is_local_process_zero: true,
+      is_world_process_zero: true, trial_name: null, trial_params: null,
+      stateful_callbacks: { TrainerControl: { args: { should_training_stop: false, should_epoch_stop: false, should_save: true, should_evaluate: false, should_log: false }, attributes: {} } },
+    };
+    await model.seed(args.seed);
+    if (o.resumeFromCheckpoint) await this.resume(o.resumeFromCheckpoint);
+    const start = performance.now();
+    const flopsPerToken = 6 * this.nonEmbeddingParams();
+    let lossSinceLog = 0, stepsSinceLog = 0, totalLoss = 0, totalLossSteps = 0, lastGradNorm = NaN;
+    let interrupted = false;
+    const startStep = this.state.global_step;
+    const lossScale = 1 / accum;
+
+    outer:
+    for (let epoch = Math.floor(startStep / stepsPerEpoch); epoch < numEpochs; epoch++) {
+      const order = args.groupByLength ? lengthGroupedOrder(data.enc, bs, args.seed, epoch) : shuffledOrder(data.enc.length, args.seed, epoch);
+      const epochBatches = batches(order, bs, args.dataloaderDropLast);
+      const skipSteps = epoch === Math.floor(startStep / stepsPerEpoch) ? startStep - epoch * stepsPerEpoch : 0;
+      for (let s = skipSteps; s < stepsPerEpoch && this.state.global_step < maxSteps; s++) {
+        const micro = epochBatches.slice(s * accum, (s + 1) * accum);
+        let stepLoss = 0;
+        for (const rows of micro) {
+          const batch = collate(data.enc, rows, { padId: this.padId(), padToMultipleOf: args.padToMultipleOf ?? undefined, labels: data.labels });
+          const loss = await model.trainStep(batch, { lossScale });
+          stepLoss += loss * lossScale;
+          this.state.total_flos += flopsPerToken * batch.shape[0] * batch.shape[1];
+        }
+        const step = this.state.global_step;
+        if (!Number.isFinite(stepLoss)) {
+          if (args.onNonFiniteLoss === 'stop')
+            throw new Error(`training loss is ${stepLoss} at step ${step + 1} (epoch ${epoch + 1}); stopped before the update. ` +
+              'Lower the learning rate, check the data, or pass onNonFiniteLoss: "skip" (--on-non-finite-loss skip) to drop such steps');
+          this.o.events?.warning?.(`training loss is ${stepLoss} at step ${step + 1}; the update was skipped`);
+          await model.zeroGrad();
+        } else {
+          const lr = args.learningRate * lrLambda(args.lrSchedulerType, step, warmup, maxSteps);
+          lastGradNorm = await model.optimizerStep({ lr, beta1: args.adamBeta1, beta2: args.adamBeta2, eps: args.adamEpsilon, weightDecay: args.weightDecay, maxGradNorm: args.maxGradNorm });
+          lossSinceLog += stepLoss; stepsSinceLog++; totalLoss += stepLoss; totalLossSteps++;
+        }
+        this.state.global_step = step + 1;
+        this.state.epoch = epoch + (s + 1) / stepsPerEpoch;
+        const gs = this.state.global_step;
+        this.o.events?.progress?.({ step: gs, maxSteps, epoch: this.state.epoch });
+
+        if (gs % args.loggingSteps === 0 && stepsSinceLog > 0) {
+          this.emitLog({ loss: round4(lossSinceLog / stepsSinceLog), grad_norm: lastGradNorm,
+            learning_rate: args.learningRate * lrLambda(args.lrSchedulerType, gs, warmup, maxSteps), epoch: this.state.epoch, step: gs });
+          lossSinceLog = 0; stepsSinceLog = 0;
+        }
+        const endOfEpoch = s === stepsPerEpoch - 1 || gs === maxSteps;
+        if (this.o.evalDataset && ((evalEvery && gs % evalEvery === 0) || (args.evalStrategy === 'epoch' && endOfEpoch))) await this.evaluate();
+        const saveNow = (args.saveStrategy === 'steps' && gs % args.saveSteps === 0) || (args.saveStrategy === 'epoch' && endOfEpoch) ||
+          (args.saveStrategy !== 'no' && gs === maxSteps);
+        if (this.o.signal?.aborted) {
+          await this.saveCheckpoint();
+          interrupted = true;
+          break outer;
+        }
+        if (saveNow) await this.saveCheckpoint();
+      }
+    }
+    const runtime = (performance.now() - start) / 1000;
+    const trainedSteps = this.state.global_step - startStep;
+    const samples = trainedSteps * bs * accum;
+    const trainingLoss = totalLossSteps ? totalLoss / totalLossSteps : NaN;
+    const metrics: LogEntry = {
+      train_runtime: Math.round(runtime * 1e4) / 1e4,
+      train_samples_per_second: Math.round((samples / runtime) * 1e3) / 1e3,
+      train_steps_per_second: Math.round((trainedSteps / runtime) * 1e3) / 1e3,
+      total_flos: this.state.total_flos,
+      train_loss: trainingLoss,
+      epoch: this.state.epoch,
+    };
+    this.emitLog({ ...metrics, step: this.state.global_step });
+    return { globalStep: this.state.global_step, trainingLoss, metrics, interrupted };
+  }
+
+  /** Eval loss (batch-size weighted, as the Trainer computes it) and metrics, prefixed eval_. */
+  async evaluate(dataset = this.o.evalDataset, prefix = 'eval'): Promise<LogEntry> {
+    if (!dataset) throw new UsageError('evaluate() needs an evalDataset');
+    const start = performance.now();
+    const { logits, lossSum, count, steps } = await this.runInference(dataset);
+    const runtime = (performance.now() - start) / 1000;
+    const out: LogEntry = {};
+    if (dataset.labels) {
+      out[`${prefix}_loss`] = lossSum / count;
+      const m = this.computeMetrics(logits, dataset);
+      for (const [k, v] of Object.entries(m)) out[`${prefix}_${k}`] = v;
+    }
+    out[`${prefix}_runtime`] = Math.round(runtime * 1e4) / 1e4;
+    out[`${prefix}_samples_per_second`] = Math.round((dataset.enc.length / runtime) * 1e3) / 1e3;
+    out[`${prefix}_steps_per_second`] = Math.round((steps / runtime) * 1e3) / 1e3;
+    if (this.state) {
+      out.epoch = this.state.epoch;
+      out.step = this.state.global_step;
+      this.emitLog(out);
+    }
+    this.o.events?.evaluate?.(out);
+    return out;
+  }
+
+  /** Logits for every row (row-major [n, numLabels]), plus metrics when the dataset has labels. */
+  async predict(dataset: TokenizedDataset): Promise<{ logits: Float32Array; predictions: Float32Array | Int32Array; metrics: LogEntry }> {
+    const { logits, lossSum, count } = await this.runInference(dataset);
+    const metrics: LogEntry = {};
+    if (dataset.labels) {
+      metrics.test_loss = lossSum / count;
+      for (const [k, v] of Object.entries(this.computeMetrics(logits, dataset))) metrics[`test_${k}`] = v;
+    }
+    return { logits, predictions: this.predictionsOf(logits), metrics };
+  }
+
+  private async runInference(dataset: TokenizedDataset) {
+    const nl = this.model.numLabels, bs = this.args.perDeviceEvalBatchSize;
+    const logits = new Float32Array(dataset.enc.length * nl);
+    let lossSum = 0, count = 0, steps = 0;
+    const order = Int32Array.from({ length: dataset.enc.length }, (_, i) => i);
+    for (const rows of batches(order, bs)) {
+      const batch = collate(dataset.enc, rows, { padId: this.padId(), padToMultipleOf: this.args.padToMultipleOf ?? undefined, labels: dataset.labels });
+      const out = await this.model.forward(batch);
+      logits.set(out.logits, rows[0] * nl);
+      if (out.loss !== undefined) { lossSum += out.loss * rows.length; count += rows.length; }
+      steps++;
+    }
+    return { logits, lossSum, count, steps };
+  }
+
+  private predictionsOf(logits: Float32Array): Float32Array | Int32Array {
+    const nl = this.model.numLabels;
+    if (this.model.problemType === 'regression') return logits.slice();
+    const n = logits.length / nl;
+    const pred = new Int32Array(n);
+    for (let i = 0; i < n; i++) {
+      let best = 0;
+      for (let j = 1; j < nl; j++) if (logits[i * nl + j] > logits[i * nl + best]) best = j;
+      pred[i] = best;
+    }
+    return pred;
+  }
+
+  private computeMetrics(logits: Float32Array, dataset: TokenizedDataset): Record<string, number> {
+    const pred = this.predictionsOf(logits);
+    const task = this.o.task ?? (dataset.isRegression ? 'stsb' : this.model.numLabels === 2 ? 'mrpc' : 'sst2');
+    return glueMetric(task, pred, dataset.labels!);
+  }
+
+  /** checkpoint-<step>/ written into a temporary folder, then renamed: a checkpoint that exists is complete. */
+  async saveCheckpoint(): Promise<string> {
+    const dir = path.join(this.args.outputDir, `checkpoint-${this.state.global_step}`);
+    const tmp = `${dir}.tmp-${process.pid}`;
+    await fs.rm(tmp, { recursive: true, force: true });
+    await this.model.save(tmp);
+    await this.o.tokenizer?.save(tmp);
+    await this.model.saveOptimizerState(path.join(tmp, 'optimizer.safetensors'));
+    await writeFileAtomic(path.join(tmp, 'scheduler.json'), JSON.stringify({ last_epoch: this.state.global_step, type: this.args.lrSchedulerType }) + '\n');
+    const rng = await this.model.rngState();
+    const { writeSafetensors } = await import('./safetensors.js');
+    await writeSafetensors(path.join(tmp, 'rng_state.safetensors'), [{ name: 'cpu', dtype: 'U8', shape: [rng.length], data: rng }], { format: 'pt' });
+    await writeFileAtomic(path.join(tmp, 'trainer_state.json'), JSON.stringify(this.state, null, 2) + '\n');
+    await writeFileAtomic(path.join(tmp, 'training_args.json'), JSON.stringify(this.args, null, 2) + '\n');
+    await fs.rm(dir, { recursive: true, force: true });
+    await fs.rename(tmp, dir);
+    this.o.events?.save?.(dir);
+    await this.rotateCheckpoints();
+    return dir;
+  }
+
+  private async rotateCheckpoints() {
+    if (!this.args.saveTotalLimit) return;
+    const all = await listCheckpoints(this.args.outputDir);
+    for (const c of all.slice(0, Math.max(0, all.length - this.args.saveTotalLimit))) await fs.rm(c, { recursive: true, force: true });
+  }
+
+  private async resume(dir: string) {
+    const need = ['model.safetensors', 'optimizer.safetensors', 'trainer_state.json', 'rng_state.safetensors'];
+    for (const f of need) if (!(await exists(path.join(dir, f)))) throw new InputError(dir, `not a complete checkpoint (no ${f})`);
+    const st = (await readJson(path.join(dir, 'trainer_state.json'))) as Partial<TrainerState>;
+    if (!Number.isInteger(st.global_step) || (st.global_step as number) < 0) throw new InputError(path.join(dir, 'trainer_state.json'), 'global_step is missing or invalid');
+    await this.model.loadWeights(path.join(dir, 'model.safetensors'));
+    await this.model.loadOptimizerState(path.join(dir, 'optimizer.safetensors'));
+    const { readSafetensors } = await import('./safetensors.js');
+    const rng = (await readSafetensors(path.join(dir, 'rng_state.safetensors'))).tensors.find((t) => t.name === 'cpu');
+    if (!rng) throw new InputError(path.join(dir, 'rng_state.safetensors'), 'no "cpu" generator state');
+    await this.model.setRngState(rng.data).catch((e) => { throw new InputError(path.join(dir, 'rng_state.safetensors'), (e as Error).message); });
+    this.state.global_step = st.global_step!;
+    this.state.epoch = st.epoch ?? 0;
+    this.state.total_flos = st.total_flos ?? 0;
+    this.state.log_history = Array.isArray(st.log_history) ? st.log_history : [];
+  }
+}
+
+/** checkpoint-N folders of an output dir, oldest (lowest N) first. */
+export async function listCheckpoints(outputDir: string): Promise<string[]> {
+  const names = await fs.readdir(outputDir).catch(() => [] as string[]);
+  return names.filter((n) => /^checkpoint-\d+$/.test(n)).sort((a, b) => Number(a.split('-')[1]) - Number(b.split('-')[1])).map((n) => path.join(outputDir, n));
+}

@@ -70,20 +70,20 @@ export async function main(argv = hideBin(process.argv), out: Out = (l) => proce
         'pad-to-multiple-of': { type: 'number' },
         'resume-from-checkpoint': { type: 'string', describe: 'a checkpoint folder, or "latest" for the newest in --output-dir' },
         'on-non-finite-loss': { type: 'string', default: 'stop', choices: ['stop', 'skip'] },
-      }), async (a) => { code = await train(a as never, out, err, controller.signal); })
+      }), async (a) => { noRepeats(a); code = await train(a as never, out, err, controller.signal); })
       .command('predict', 'classify sentence pairs with a trained model (like a text-classification pipeline)', (y) => y.options({
         ...common,
         model: { ...common.model, default: DEFAULT_ARGS.outputDir },
         sentence1: { type: 'string', array: true, describe: 'first sentence(s)' },
         sentence2: { type: 'string', array: true, describe: 'second sentence(s), one per --sentence1' },
         file: { type: 'string', describe: 'a data file of rows to classify (.csv, .tsv, .jsonl, .parquet)' },
-      }), async (a) => { code = await predict(a as never, out); })
+      }), async (a) => { noRepeats(a); code = await predict(a as never, out); })
       .command('evaluate', 'evaluate a model on a GLUE validation split or --validation-file', (y) => y.options({
         ...common,
         model: { ...common.model, default: DEFAULT_ARGS.outputDir },
         'validation-file': { type: 'string' },
         split: { type: 'string', describe: 'GLUE split (default: the task\'s validation split)' },
-      }), async (a) => { code = await evaluate(a as never, out); })
+      }), async (a) => { noRepeats(a); code = await evaluate(a as never, out); })
       .strictOptions()
       .exitProcess(false)
       .fail((msg, e) => { throw e ?? new UsageError(msg); })
@@ -115,12 +115,30 @@ interface TrainFlags {
   'group-by-length': boolean; 'pad-to-multiple-of'?: number; 'on-non-finite-loss': string;
 }
 
+const FLAG_OF: Record<string, string> = {
+  outputDir: '--output-dir', numTrainEpochs: '--epochs', maxSteps: '--max-steps', learningRate: '--learning-rate',
+  lrSchedulerType: '--lr-scheduler', warmupRatio: '--warmup-ratio', warmupSteps: '--warmup-steps', weightDecay: '--weight-decay',
+  maxGradNorm: '--max-grad-norm', perDeviceTrainBatchSize: '--batch-size', perDeviceEvalBatchSize: '--eval-batch-size',
+  gradientAccumulationSteps: '--gradient-accumulation-steps', evalStrategy: '--eval-strategy', evalSteps: '--eval-steps',
+  loggingSteps: '--logging-steps', saveStrategy: '--save-strategy', saveSteps: '--save-steps', saveTotalLimit: '--save-total-limit',
+  seed: '--seed', padToMultipleOf: '--pad-to-multiple-of', onNonFiniteLoss: '--on-non-finite-loss',
+};
+
 function checkDevice(d: string): Device {
   if (!/^(auto|cpu|cuda|cuda:\d+)$/.test(d)) throw new UsageError(`--device must be auto, cpu, cuda or cuda:N, got ${JSON.stringify(d)}`);
   return d as Device;
 }
+/** yargs turns a repeated flag into an array; only the sentence flags may repeat. */
+function noRepeats(a: Record<string, unknown>) {
+  for (const [k, v] of Object.entries(a))
+    if (Array.isArray(v) && k !== '_' && !/^sentence[12]$/.test(k)) throw new UsageError(`--${k} was given more than once`);
+}
+
 function checkNumberFlags(a: Record<string, unknown>, names: string[]) {
-  for (const n of names) if (a[n] !== undefined && (typeof a[n] !== 'number' || Number.isNaN(a[n]))) throw new UsageError(`--${n} must be a number`);
+  for (const n of names) {
+    if (Array.isArray(a[n])) throw new UsageError(`--${n} was given more than once`);
+    if (a[n] !== undefined && (typeof a[n] !== 'number' || Number.isNaN(a[n]))) throw new UsageError(`--${n} must be a number, got ${JSON.stringify(process.argv[process.argv.indexOf(`--${n}`) + 1] ?? a[n])}`);
+  }
 }
 
 async function loadSplits(a: { task: string; 'train-file'?: string; 'validation-file'?: string; 'text-columns'?: string; 'label-column'?: string }, needTrain: boolean, split?: string) {
@@ -161,7 +179,12 @@ async function train(a: TrainFlags, out: Out, err: Out, signal: AbortSignal): Pr
     onNonFiniteLoss: a['on-non-finite-loss'] as never,
   };
   const { validateArgs } = await import('./trainer.js');
-  validateArgs(args);  // usage errors before any loading
+  try {
+    validateArgs(args);  // usage errors before any loading, named by their flags
+  } catch (e) {
+    const flag = (name: string) => FLAG_OF[name] ?? name;
+    throw new UsageError((e as Error).message.replace(/^(\w+)/, (m) => flag(m)));
+  }
   if (a['max-length'] !== undefined && (!Number.isInteger(a['max-length']) || a['max-length'] < 3)) throw new UsageError('--max-length must be an integer >= 3');
   const log = (o: object, text: string) => out(a.json ? JSON.stringify(o) : text);
 

@@ -139,7 +139,7 @@ test('usage errors exit 2 with one clear line and no stack trace', async () => {
   }
   const h = await cli(['--help']);
   assert.equal(h.code, 0);
-  for (const flag of ['--learning-rate', '--warmup-ratio', '--lr-scheduler', '--resume-from-checkpoint', '--json', '[default: 5e-05]'])
+  for (const flag of ['--learning-rate', '--warmup-ratio', '--lr-scheduler', '--resume-from-checkpoint', '--json', '[default: 0.00005]'])
     assert.ok(h.stdout.includes(flag), flag);
 });
 

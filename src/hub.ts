@@ -207,7 +207,11 @@ async function download(repo: string, file: string, o: HubOptions): Promise<stri
         await fs.copyFile(blob, pointer);  // file systems without symlinks: a plain copy, as huggingface_hub does
       }
     }
-    if (!COMMIT.test(revision)) await writeFileAtomic(path.join(storage, 'refs', revision), commit);
+    if (!COMMIT.test(revision)) {
+      const ref = path.join(storage, 'refs', revision);
+      const current = await fs.readFile(ref, 'utf8').catch(() => '');
+      if (current.trim() !== commit) await writeFileAtomic(ref, commit);  // unchanged refs are not rewritten (read-only caches)
+    }
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'EACCES' || code === 'EROFS' || code === 'EPERM')

@@ -1,9 +1,13 @@
 // Node-API binding: one async-worker pattern (Job) runs every heavy call off the JS thread and settles a Promise.
 // No torch headers here; no V8/libnode symbols anywhere (Node-API only, context-aware, no mutable globals).
 #include <napi.h>
+#include <condition_variable>
+#include <deque>
 #include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
+#include <thread>
 #include "session.h"
 
 namespace {
@@ -23,7 +27,55 @@ std::string CleanMessage(const char* what) {
   return m;
 }
 
-// A heavy call: `exec` runs on a libuv worker thread, `done` builds the JS result on the JS thread.
+// One thread per addon instance runs all libtorch work. libtorch's OpenMP pool belongs to the thread that calls it:
+// calls hopping across libuv's pool threads each wake a pool of their own, and on few cores those pools fight.
+class Executor {
+ public:
+  Executor() : thread_([this] { Loop(); }) {}
+  ~Executor() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+  void Run(const std::function<void()>& fn) {  // blocks the calling (libuv) thread until fn has run here
+    std::packaged_task<void()> task(fn);
+    auto done = task.get_future();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      queue_.push_back(std::move(task));
+    }
+    cv_.notify_one();
+    done.get();  // rethrows what fn threw
+  }
+
+ private:
+  void Loop() {
+    for (;;) {
+      std::packaged_task<void()> task;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+        if (queue_.empty()) return;
+        task = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      task();
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::packaged_task<void()>> queue_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+Executor& ExecutorOf(Napi::Env env);
+
+// A heavy call: `exec` runs on the instance's torch thread (a libuv worker waits for it, so the JS thread never
+// blocks), `done` builds the JS result on the JS thread.
 class Job : public Napi::AsyncWorker {
  public:
   Job(Napi::Env env, std::function<void()> exec, std::function<Napi::Value(Napi::Env)> done,
@@ -36,6 +88,7 @@ class Job : public Napi::AsyncWorker {
   static Napi::Promise Run(Napi::Env env, std::function<void()> exec, std::function<Napi::Value(Napi::Env)> done,
                            std::vector<Napi::Value> keep_alive = {}) {
     auto* job = new Job(env, std::move(exec), std::move(done), std::move(keep_alive));
+    job->executor_ = &ExecutorOf(env);
     Napi::Promise p = job->deferred_.Promise();
     job->Queue();
     return p;
@@ -44,7 +97,7 @@ class Job : public Napi::AsyncWorker {
  protected:
   void Execute() override {
     try {
-      exec_();
+      executor_->Run(exec_);
     } catch (const std::exception& e) {
       SetError(CleanMessage(e.what()));
     } catch (...) {
@@ -66,6 +119,7 @@ class Job : public Napi::AsyncWorker {
   std::function<void()> exec_;
   std::function<Napi::Value(Napi::Env)> done_;
   std::vector<Napi::ObjectReference> refs_;
+  Executor* executor_ = nullptr;
 };
 
 int64_t GetInt(const Napi::Object& o, const char* key, int64_t fallback) {
@@ -447,10 +501,15 @@ class Addon : public Napi::Addon<Addon> {
   Napi::Value SetThreads(const Napi::CallbackInfo& info) {
     int n = info[0].As<Napi::Number>().Int32Value();
     if (n < 1) throw Napi::RangeError::New(info.Env(), "threads must be >= 1");
-    bert::SetNumThreads(n);
+    executor.Run([n] { bert::SetNumThreads(n); });  // a per-thread setting under OpenMP: set it where torch runs
     return info.Env().Undefined();
   }
+
+ public:
+  Executor executor;
 };
+
+Executor& ExecutorOf(Napi::Env env) { return env.GetInstanceData<Addon>()->executor; }
 
 }  // namespace
 

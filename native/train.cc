@@ -110,32 +110,31 @@ double TorchSession::OptimizerStep(const StepOptions& o) {
   if (with_grad.empty()) throw std::logic_error("optimizerStep: no gradients (call trainStep/forwardBackward first)");
 
   // torch.nn.utils.clip_grad_norm_: the 2-norm of the per-tensor 2-norms; scale by max_norm / (norm + 1e-6), capped at 1.
-  std::vector<at::Tensor> norms;
-  for (Param* p : with_grad) norms.push_back(at::linalg_vector_norm(p->value.grad(), 2));
-  at::Tensor total = at::linalg_vector_norm(at::stack(norms), 2);
-  if (o.max_grad_norm > 0) {
-    at::Tensor coef = at::clamp_max(o.max_grad_norm / (total + 1e-6), 1.0);
-    for (Param* p : with_grad) p->value.mutable_grad().mul_(coef);
-  }
+  std::vector<at::Tensor> grads;
+  for (Param* p : with_grad) grads.push_back(p->value.grad());
+  at::Tensor total = at::linalg_vector_norm(at::stack(at::_foreach_norm(grads, 2)), 2);
+  if (o.max_grad_norm > 0) at::_foreach_mul_(grads, at::clamp_max(o.max_grad_norm / (total + 1e-6), 1.0));
 
-  // torch.optim.AdamW, single-tensor path (the CPU default), amsgrad off.
+  // torch.optim.AdamW(fused=True), what the HF Trainer uses by default (adamw_torch_fused): one kernel over the
+  // decay group and one over the no-decay group (biases, LayerNorm), amsgrad off.
   ++step_;
-  const double bc1 = 1 - std::pow(o.beta1, static_cast<double>(step_));
-  const double bc2 = 1 - std::pow(o.beta2, static_cast<double>(step_));
-  const double step_size = o.lr / bc1, bc2_sqrt = std::sqrt(bc2);
-  for (Param* p : with_grad) {
-    at::Tensor& w = p->value;
-    const at::Tensor& g = w.grad();
-    if (!p->exp_avg.defined()) {
-      p->exp_avg = at::zeros_like(w, at::MemoryFormat::Preserve);
-      p->exp_avg_sq = at::zeros_like(w, at::MemoryFormat::Preserve);
+  for (bool decay : {true, false}) {
+    std::vector<at::Tensor> w, g, m, v, steps;
+    for (Param* p : with_grad) {
+      if (p->decay != decay) continue;
+      if (!p->exp_avg.defined()) {
+        p->exp_avg = at::zeros_like(p->value, at::MemoryFormat::Preserve);
+        p->exp_avg_sq = at::zeros_like(p->value, at::MemoryFormat::Preserve);
+      }
+      w.push_back(p->value);
+      g.push_back(p->value.grad());
+      m.push_back(p->exp_avg);
+      v.push_back(p->exp_avg_sq);
+      steps.push_back(at::full({}, static_cast<double>(step_), at::TensorOptions().dtype(at::kFloat).device(p->value.device())));
     }
-    const double wd = p->decay ? o.weight_decay : 0.0;
-    if (wd != 0) w.mul_(1 - o.lr * wd);
-    p->exp_avg.lerp_(g, 1 - o.beta1);
-    p->exp_avg_sq.mul_(o.beta2).addcmul_(g, g, 1 - o.beta2);
-    at::Tensor denom = (p->exp_avg_sq.sqrt() / bc2_sqrt).add_(o.eps);
-    w.addcdiv_(p->exp_avg, denom, -step_size);
+    if (w.empty()) continue;
+    at::_fused_adamw_(w, g, m, v, {}, steps, o.lr, o.beta1, o.beta2, decay ? o.weight_decay : 0.0, o.eps,
+                      /*amsgrad=*/false, /*maximize=*/false, std::nullopt, std::nullopt);
   }
   ZeroGrad();
   return total.item<double>();

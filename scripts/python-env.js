@@ -10,7 +10,8 @@ import { fileURLToPath } from 'node:url';
 import { venvDir, venvPython } from './find-libtorch.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const CHECK = 'import torch, transformers, safetensors, sklearn, scipy, numpy';
+const BENCH = process.argv.includes('--bench');
+const CHECK = 'import torch, transformers, safetensors, sklearn, scipy, numpy' + (BENCH ? ', datasets, accelerate' : '');
 
 function works(py) {
   try {
@@ -33,9 +34,10 @@ export function ensurePythonEnv() {
     console.error(`[python-env] creating ${venvDir}`);
     execFileSync(process.env.PYTHON || 'python3', ['-m', 'venv', '--system-site-packages', venvDir], { stdio: 'inherit' });
   }
-  console.error('[python-env] pip install -r requirements-test.txt (and torch if missing)');
+  console.error(`[python-env] pip install -r requirements-test.txt${BENCH ? ' -r requirements-bench.txt' : ''} (and torch if missing)`);
   const torchOk = (() => { try { execFileSync(venvPython, ['-c', 'import torch'], { cwd: os.tmpdir(), stdio: 'ignore' }); return true; } catch { return false; } })();
   const args = ['-m', 'pip', 'install', '--disable-pip-version-check', '-q', '-r', path.join(root, 'requirements-test.txt')];
+  if (BENCH) args.push('-r', path.join(root, 'requirements-bench.txt'));
   if (!torchOk) args.push(`torch==${process.env.TORCH_VERSION || '2.13.0'}`);
   execFileSync(venvPython, args, { stdio: 'inherit', cwd: root });
   if (!works(venvPython)) throw new Error(`${venvPython} still cannot \`${CHECK}\` after pip install`);

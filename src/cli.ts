@@ -206,12 +206,18 @@ async function train(a: TrainFlags, out: Out, err: Out, signal: AbortSignal): Pr
     const table = new EpochTable(metricNames, a.json ? () => undefined : out);
     let lastTrainLoss: number | undefined;
     const progress = new Progress(a.json ? () => undefined : out);
+    const stepMs: number[] = [], epochEnds: number[] = [];
+    const t0 = performance.now();
     log({ event: 'start', device: model.device, torch: addon().runtime().torchVersion, train_rows: trainData.enc.length, eval_rows: evalData?.enc.length ?? 0, max_length: maxLength },
       `Training on ${model.device} (libtorch ${addon().runtime().torchVersion}): ${trainData.enc.length} training rows, ${evalData?.enc.length ?? 0} validation rows, max length ${maxLength}`);
     const trainer = new Trainer({
       model, args, trainDataset: trainData, evalDataset: evalData, tokenizer: tok, task, signal,
       events: {
-        progress: (p) => progress.update(p.step, p.maxSteps, p.epoch),
+        progress: (p) => {
+          stepMs.push(p.stepMs);
+          if (Math.abs(p.epoch - Math.round(p.epoch)) < 1e-9) epochEnds.push((performance.now() - t0) / 1000);
+          progress.update(p.step, p.maxSteps, p.epoch);
+        },
         log: (e) => {
           if ('loss' in e) lastTrainLoss = e.loss;
           if (a.json) out(JSON.stringify(e));
@@ -236,7 +242,9 @@ async function train(a: TrainFlags, out: Out, err: Out, signal: AbortSignal): Pr
     await writeFileAtomic(path.join(a['output-dir'], 'eval_results.json'), JSON.stringify(evalMetrics, null, 2) + '\n');
     await writeFileAtomic(path.join(a['output-dir'], 'all_results.json'), JSON.stringify(all, null, 2) + '\n');
     await writeFileAtomic(path.join(a['output-dir'], 'trainer_state.json'), JSON.stringify(trainer['state'], null, 2) + '\n');
-    log({ event: 'end', global_step: result.globalStep, training_loss: result.trainingLoss, ...result.metrics },
+    const sorted = [...stepMs].sort((x, y) => x - y), pct = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+    log({ event: 'end', global_step: result.globalStep, training_loss: result.trainingLoss, ...result.metrics,
+      step_ms_p50: pct(0.5), step_ms_p95: pct(0.95), step_ms: stepMs, epoch_end_s: epochEnds, peak_rss_mb: process.resourceUsage().maxRSS / 1024 },
       `TrainOutput(global_step=${result.globalStep}, training_loss=${result.trainingLoss}, metrics={'train_runtime': ${result.metrics.train_runtime}, ` +
       `'train_samples_per_second': ${result.metrics.train_samples_per_second}, 'train_steps_per_second': ${result.metrics.train_steps_per_second}, ` +
       `'total_flos': ${result.metrics.total_flos}, 'train_loss': ${result.metrics.train_loss}, 'epoch': ${result.metrics.epoch}})\n` +

@@ -63,7 +63,7 @@ export interface TokenizedDataset {
 export type LogEntry = Record<string, number>;
 export interface TrainerEvents {
   log?: (entry: LogEntry) => void;
-  progress?: (p: { step: number; maxSteps: number; epoch: number }) => void;
+  progress?: (p: { step: number; maxSteps: number; epoch: number; stepMs: number }) => void;
   evaluate?: (metrics: LogEntry) => void;
   save?: (checkpointDir: string) => void;
   warning?: (message: string) => void;
@@ -204,6 +204,7 @@ export class Trainer {
       const epochBatches = batches(order, bs, args.dataloaderDropLast);
       const skipSteps = epoch === Math.floor(startStep / stepsPerEpoch) ? startStep - epoch * stepsPerEpoch : 0;
       for (let s = skipSteps; s < stepsPerEpoch && this.state.global_step < maxSteps; s++) {
+        const stepStart = performance.now();
         const micro = epochBatches.slice(s * accum, (s + 1) * accum);
         let stepLoss = 0;
         for (const rows of micro) {
@@ -227,7 +228,7 @@ export class Trainer {
         this.state.global_step = step + 1;
         this.state.epoch = epoch + (s + 1) / stepsPerEpoch;
         const gs = this.state.global_step;
-        this.o.events?.progress?.({ step: gs, maxSteps, epoch: this.state.epoch });
+        this.o.events?.progress?.({ step: gs, maxSteps, epoch: this.state.epoch, stepMs: performance.now() - stepStart });
 
         if (gs % args.loggingSteps === 0 && stepsSinceLog > 0) {
           this.emitLog({ loss: round4(lossSinceLog / stepsSinceLog), grad_norm: lastGradNorm,
@@ -235,7 +236,8 @@ export class Trainer {
           lossSinceLog = 0; stepsSinceLog = 0;
         }
         const endOfEpoch = s === stepsPerEpoch - 1 || gs === maxSteps;
-        if (this.o.evalDataset && ((evalEvery && gs % evalEvery === 0) || (args.evalStrategy === 'epoch' && endOfEpoch))) await this.evaluate();
+        // As DefaultFlowCallback: every eval_steps, at each epoch end, and at the last step for the steps strategy.
+        if (this.o.evalDataset && ((evalEvery && (gs % evalEvery === 0 || gs === maxSteps)) || (args.evalStrategy === 'epoch' && endOfEpoch))) await this.evaluate();
         const saveNow = (args.saveStrategy === 'steps' && gs % args.saveSteps === 0) || (args.saveStrategy === 'epoch' && endOfEpoch) ||
           (args.saveStrategy !== 'no' && gs === maxSteps);
         if (this.o.signal?.aborted) {

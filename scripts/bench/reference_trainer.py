@@ -26,7 +26,11 @@ TEXT = {"mrpc": ("sentence1", "sentence2"), "rte": ("sentence1", "sentence2"), "
 
 class StepTimes(TrainerCallback):
     def __init__(self):
-        self.times, self.t = [], None
+        self.times, self.t, self.epoch_ends = [], None, []
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, args, state, control, **kw):
+        self.epoch_ends.append(time.perf_counter() - self.start)
 
     def on_step_begin(self, args, state, control, **kw):
         self.t = time.perf_counter()
@@ -46,6 +50,7 @@ def main():
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--save-strategy", default="steps")
+    p.add_argument("--logging-steps", type=int, default=500)
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -74,17 +79,19 @@ def main():
         return out
 
     args = TrainingArguments(a.output_dir, eval_strategy="epoch", report_to="none", seed=a.seed, num_train_epochs=a.epochs,
-                             max_steps=a.max_steps, use_cpu=a.device == "cpu", save_strategy=a.save_strategy)
+                             max_steps=a.max_steps, use_cpu=a.device == "cpu", save_strategy=a.save_strategy,
+                             logging_steps=a.logging_steps)
     timer = StepTimes()
     trainer = Trainer(model, args, train_dataset=tokenized["train"], eval_dataset=tokenized["validation"],
                       data_collator=collator, processing_class=tokenizer, compute_metrics=compute_metrics, callbacks=[timer])
     t0 = time.perf_counter()
+    timer.start = t0
     out = trainer.train()
     wall = time.perf_counter() - t0
     evals = [e for e in trainer.state.log_history if "eval_loss" in e]
     result = {"global_step": out.global_step, "training_loss": out.training_loss, "metrics": out.metrics,
               "train_wall_s": wall, "log_history": trainer.state.log_history, "final_eval": evals[-1] if evals else None,
-              "step_times_s": timer.times, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+              "step_times_s": timer.times, "epoch_end_s": timer.epoch_ends, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
               "torch": torch.__version__, "threads": torch.get_num_threads()}
     print(json.dumps(result))
 

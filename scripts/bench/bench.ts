@@ -1,0 +1,175 @@
+// `npm run bench -- [--workload quick|full|shape] [--rounds N] [--steps N] [--threads N] [--device cpu|cuda]`
+// Runs the Python Trainer (scripts/bench/reference_trainer.py, the notebook's code) and this product on the same
+// model files, data, hyperparameters, precision, thread count and machine, alternating, several times; reports
+// median and spread, the ratio ours/PyTorch, a JSON file and an SVG chart under bench/results/.
+import { execFile, execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const argv = process.argv.slice(2);
+const opt = (n: string, d: string) => { const i = argv.indexOf(`--${n}`); return i >= 0 ? argv[i + 1] : d; };
+const workload = opt('workload', 'quick');
+if (!['quick', 'full', 'shape'].includes(workload)) { console.error(`--workload must be quick, full or shape, got ${workload}`); process.exit(2); }
+const device = opt('device', 'cpu');
+const threads = Number(opt('threads', String(os.cpus().length)));
+const rounds = Number(opt('rounds', workload === 'full' ? '1' : '3'));
+const steps = Number(opt('steps', '100'));
+const model = opt('model', 'sentence-transformers/all-MiniLM-L6-v2');
+const outDir = path.resolve(opt('out', path.join(root, 'bench', 'results')));
+const python = existsSync(path.join(root, '.venv', 'bin', 'python')) ? path.join(root, '.venv', 'bin', 'python') : 'python3';
+const tmp = mkdtempSync(path.join(os.tmpdir(), 'bench-'));
+
+function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ stdout: string; wall: number }> {
+  const t = performance.now();
+  return new Promise((resolve, reject) => execFile(cmd, args, { env, cwd: tmp, maxBuffer: 1 << 28 }, (err, stdout, stderr) => {
+    if (err) reject(new Error(`${cmd} ${args.join(' ')} failed: ${stderr.slice(-3000)}`));
+    else resolve({ stdout, wall: (performance.now() - t) / 1000 });
+  }));
+}
+const median = (a: number[]) => { const s = a.filter(Number.isFinite).sort((x, y) => x - y); return s.length ? s[Math.floor(s.length / 2)] : NaN; };
+const pct = (a: number[], q: number) => { const s = [...a].sort((x, y) => x - y); return s[Math.min(s.length - 1, Math.floor(q * s.length))]; };
+const spread = (a: number[]) => (a.length > 1 ? `${Math.min(...a).toPrecision(4)}–${Math.max(...a).toPrecision(4)}` : '');
+
+type Fig = Record<string, number>;
+const machine = {
+  cpu: os.cpus()[0]?.model, cores: os.cpus().length, memory_gb: Math.round(os.totalmem() / 2 ** 30), platform: `${os.platform()} ${os.arch()}`,
+  node: process.version, torch: execFileSync(python, ['-c', 'import torch;print(torch.__version__)'], { cwd: os.tmpdir() }).toString().trim(),
+  transformers: execFileSync(python, ['-c', 'import transformers;print(transformers.__version__)'], { cwd: os.tmpdir() }).toString().trim(),
+  device, threads,
+};
+
+async function trainingWorkload(): Promise<{ ours: Fig[]; py: Fig[]; curves: { ours: number[][]; py: number[][]; oursSteps: number[]; pySteps: number[] } }> {
+  let home = process.env.HF_HOME;
+  if (!home || !existsSync(path.join(home, 'hub', 'datasets--nyu-mll--glue'))) {
+    if (!existsSync(path.resolve(root, '..', 'shared', 'hf-home'))) {
+      console.log('SKIP: the quick/full workloads need MRPC: ../shared/hf-home is absent and HF_HOME has no nyu-mll/glue. Try --workload shape.');
+      process.exit(0);
+    }
+    home = execFileSync(process.execPath, [path.join(root, 'dist', 'scripts', 'prepare-minilm.js')], { encoding: 'utf8' }).trim().split('\n').pop()!;
+  }
+  const env = { ...process.env, HF_HOME: home, HF_HUB_OFFLINE: '1', TRANSFORMERS_VERBOSITY: 'error', PYTHONUNBUFFERED: '1' };
+  const limit = workload === 'quick' ? ['--max-steps', String(steps)] : [];
+  const logging = workload === 'quick' ? '10' : '50';
+  const ours: Fig[] = [], py: Fig[] = [];
+  const curves = { ours: [] as number[][], py: [] as number[][], oursSteps: [] as number[], pySteps: [] as number[] };
+  for (let r = 0; r < rounds; r++) {
+    for (const side of r % 2 === 0 ? ['ours', 'py'] : ['py', 'ours']) {
+      process.stderr.write(`round ${r + 1}/${rounds}: ${side === 'ours' ? 'this product' : 'Python Trainer'}... `);
+      if (side === 'ours') {
+        const { stdout, wall } = await run(process.execPath, [path.join(root, 'train.js'), '--model', model, '--threads', String(threads), '--device', device,
+          '--json', '--output-dir', path.join(tmp, `ours-${r}`), '--logging-steps', logging, ...limit], env);
+        const events = stdout.trim().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+        const end = events.find((e) => e.event === 'end'), evals = events.filter((e) => 'eval_loss' in e), last = evals[evals.length - 1] ?? {};
+        const ep = end.epoch_end_s as number[];
+        ours.push({ train_wall_s: end.train_runtime, process_wall_s: wall, samples_per_s: end.train_samples_per_second,
+          epoch_s: ep.length ? ep[0] : NaN, step_ms_p50: end.step_ms_p50, step_ms_p95: end.step_ms_p95, eval_s: last.eval_runtime,
+          peak_rss_mb: end.peak_rss_mb, accuracy: last.eval_accuracy, f1: last.eval_f1 });
+        if (r === 0) { curves.ours = events.filter((e) => 'loss' in e && 'step' in e).map((e) => [e.step, e.loss]); curves.oursSteps = end.step_ms; }
+      } else {
+        const { stdout, wall } = await run(python, [path.join(root, 'scripts', 'bench', 'reference_trainer.py'), '--model', model, '--threads', String(threads),
+          '--device', device, '--output-dir', path.join(tmp, `py-${r}`), '--logging-steps', logging, ...limit], env);
+        const res = JSON.parse(stdout.trim().split('\n').pop()!);
+        const st = (res.step_times_s as number[]).map((x) => x * 1000);
+        const evals = (res.log_history as Fig[]).filter((e) => 'eval_loss' in e), last = evals[evals.length - 1] ?? {};
+        py.push({ train_wall_s: res.metrics.train_runtime, process_wall_s: wall, samples_per_s: res.metrics.train_samples_per_second,
+          epoch_s: res.epoch_end_s.length ? res.epoch_end_s[0] : NaN, step_ms_p50: pct(st, 0.5), step_ms_p95: pct(st, 0.95), eval_s: last.eval_runtime,
+          peak_rss_mb: res.peak_rss_mb, accuracy: last.eval_accuracy, f1: last.eval_f1 });
+        if (r === 0) { curves.py = (res.log_history as Fig[]).filter((e) => 'loss' in e).map((e) => [e.step, e.loss]); curves.pySteps = st; }
+      }
+      process.stderr.write('done\n');
+    }
+  }
+  return { ours, py, curves };
+}
+
+async function shapeWorkload(): Promise<{ ours: Fig[]; py: Fig[] }> {
+  // MRPC-like padded lengths (bert-base-uncased tokens of MRPC pairs are 20-100, mean ~53), fixed for both sides.
+  let s = 7;
+  const rnd = () => ((s = (s * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+  const len = () => Math.round(25 + 55 * rnd());
+  const warmup = 2;
+  const mk = (bs: number, n: number) => Array.from({ length: n }, () => Array.from({ length: bs }, len));
+  const small = device === 'cpu';
+  const spec = { inferLengths: { 1: mk(1, warmup + (small ? 20 : 200)), 8: mk(8, warmup + (small ? 5 : 100)), 32: mk(32, warmup + (small ? 2 : 50)) },
+    trainLengths: mk(8, warmup + (small ? 5 : 100)), threads, device, warmup };
+  const ours: Fig[] = [], py: Fig[] = [];
+  for (let r = 0; r < rounds; r++) {
+    for (const side of r % 2 === 0 ? ['ours', 'py'] : ['py', 'ours']) {
+      process.stderr.write(`round ${r + 1}/${rounds}: ${side}... `);
+      const { stdout } = side === 'ours'
+        ? await run(process.execPath, [path.join(root, 'dist', 'scripts', 'bench', 'shape.js'), JSON.stringify(spec)], process.env)
+        : await run(python, [path.join(root, 'scripts', 'bench', 'shape_ref.py'), JSON.stringify(spec)], process.env);
+      const res = JSON.parse(stdout.trim().split('\n').pop()!);
+      (side === 'ours' ? ours : py).push({ train_steps_per_s: res.train_steps_per_s, infer_seq_per_s_b1: res.infer_seq_per_s['1'],
+        infer_seq_per_s_b8: res.infer_seq_per_s['8'], infer_seq_per_s_b32: res.infer_seq_per_s['32'], peak_rss_mb: res.peak_rss_mb });
+      process.stderr.write('done\n');
+    }
+  }
+  return { ours, py };
+}
+
+function table(ours: Fig[], py: Fig[]): { md: string; summary: Record<string, { ours: number; pytorch: number; ratio: number }> } {
+  const keys = Object.keys(ours[0]);
+  const summary: Record<string, { ours: number; pytorch: number; ratio: number }> = {};
+  const lines = ['| figure | ours (median) | spread | PyTorch (median) | spread | ours/PyTorch |', '|---|---|---|---|---|---|'];
+  for (const k of keys) {
+    const o = median(ours.map((x) => x[k])), p = median(py.map((x) => x[k]));
+    summary[k] = { ours: o, pytorch: p, ratio: o / p };
+    lines.push(`| ${k} | ${o.toPrecision(5)} | ${spread(ours.map((x) => x[k]))} | ${p.toPrecision(5)} | ${spread(py.map((x) => x[k]))} | ${(o / p).toFixed(3)} |`);
+  }
+  return { md: lines.join('\n'), summary };
+}
+
+function svg(curves: { ours: number[][]; py: number[][]; oursSteps: number[]; pySteps: number[] }, title: string): string {
+  const W = 900, H = 330, pad = 50;
+  const panel = (x0: number, series: Array<{ pts: number[][]; color: string; name: string }>, label: string, ylab: string) => {
+    const all = series.flatMap((s) => s.pts);
+    if (!all.length) return '';
+    const xs = all.map((p) => p[0]), ys = all.map((p) => p[1]);
+    const [xmin, xmax, ymin, ymax] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+    const w = W / 2 - pad * 1.5, h = H - pad * 2;
+    const X = (x: number) => x0 + pad + ((x - xmin) / Math.max(1e-9, xmax - xmin)) * w, Y = (y: number) => pad + h - ((y - ymin) / Math.max(1e-9, ymax - ymin)) * h;
+    let g = `<text x="${x0 + pad}" y="${pad - 20}" font-size="14" font-family="sans-serif">${label}</text>`;
+    g += `<rect x="${x0 + pad}" y="${pad}" width="${w}" height="${h}" fill="none" stroke="#999"/>`;
+    g += `<text x="${x0 + pad - 5}" y="${pad + 4}" font-size="10" text-anchor="end" font-family="sans-serif">${ymax.toPrecision(3)}</text><text x="${x0 + pad - 5}" y="${pad + h}" font-size="10" text-anchor="end" font-family="sans-serif">${ymin.toPrecision(3)}</text>`;
+    g += `<text x="${x0 + pad}" y="${pad + h + 15}" font-size="10" font-family="sans-serif">${xmin}</text><text x="${x0 + pad + w}" y="${pad + h + 15}" font-size="10" text-anchor="end" font-family="sans-serif">${xmax} (step)</text>`;
+    g += `<text x="${x0 + 12}" y="${pad + h / 2}" font-size="10" font-family="sans-serif" transform="rotate(-90 ${x0 + 12} ${pad + h / 2})">${ylab}</text>`;
+    series.forEach((s, i) => {
+      g += `<polyline fill="none" stroke="${s.color}" stroke-width="1.5" points="${s.pts.map((p) => `${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join(' ')}"/>`;
+      g += `<text x="${x0 + pad + 10}" y="${pad + 15 + 14 * i}" font-size="11" fill="${s.color}" font-family="sans-serif">${s.name}</text>`;
+    });
+    return g;
+  };
+  const idx = (a: number[]) => a.map((v, i) => [i + 1, v]);
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H + 20}" viewBox="0 0 ${W} ${H + 20}"><rect width="100%" height="100%" fill="white"/>` +
+    `<text x="${W / 2}" y="${H + 12}" font-size="11" text-anchor="middle" font-family="sans-serif">${title}</text>` +
+    panel(0, [{ pts: curves.ours, color: '#d62728', name: 'ours' }, { pts: curves.py, color: '#1f77b4', name: 'PyTorch Trainer' }], 'Training loss (logged)', 'loss') +
+    panel(W / 2, [{ pts: idx(curves.oursSteps), color: '#d62728', name: 'ours' }, { pts: idx(curves.pySteps), color: '#1f77b4', name: 'PyTorch Trainer' }], 'Step time', 'ms') + '</svg>\n';
+}
+
+try {
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
+  const name = `${workload}-${device}-${stamp}`;
+  mkdirSync(outDir, { recursive: true });
+  let result;
+  if (workload === 'shape') {
+    const { ours, py } = await shapeWorkload();
+    const t = table(ours, py);
+    result = { workload, machine, config: 'bert-base-uncased (random weights)', rounds, ours, pytorch: py, summary: t.summary };
+    console.log(`\n### shape: bert-base-uncased config, random weights, MRPC-shaped batches, ${device}, ${threads} threads, ${rounds} rounds\n\n${t.md}`);
+  } else {
+    const { ours, py, curves } = await trainingWorkload();
+    const t = table(ours, py);
+    result = { workload, machine, model, steps: workload === 'quick' ? steps : 'three epochs', rounds, ours, pytorch: py, summary: t.summary, curves };
+    writeFileSync(path.join(outDir, `${name}.svg`), svg(curves, `${workload}: ${model} on MRPC, ${device}, ${threads} threads (round 1)`));
+    console.log(`\n### ${workload}: ${model} on GLUE MRPC, ${workload === 'quick' ? `${steps} steps` : '3 epochs'}, ${device}, ${threads} threads, ${rounds} alternating rounds\n\n${t.md}`);
+    console.log(`\nchart: ${path.relative(root, path.join(outDir, `${name}.svg`))}`);
+  }
+  writeFileSync(path.join(outDir, `${name}.json`), JSON.stringify(result, null, 2) + '\n');
+  console.log(`results: ${path.relative(root, path.join(outDir, `${name}.json`))}\nmachine: ${JSON.stringify(machine)}`);
+} finally {
+  rmSync(tmp, { recursive: true, force: true });
+}

@@ -134,40 +134,66 @@ static at::Tensor Ids(const int32_t* data, int64_t b, int64_t s, const at::Devic
 at::Tensor TorchSession::Logits(const Batch& in, bool train) {
   const Config& c = cfg_;
   const int64_t B = in.batch, S = in.seq, H = c.hidden_size, nh = c.num_attention_heads, hd = H / nh;
-  at::Tensor ids = Ids(in.input_ids, B, S, device_);
-  at::Tensor types = in.token_type_ids ? Ids(in.token_type_ids, B, S, device_) : at::zeros({B, S}, ids.options());
-  at::Tensor positions = at::arange(S, ids.options()).unsqueeze(0);
+  const at::TensorOptions longs = at::TensorOptions().dtype(at::kLong).device(device_);
 
-  // Key-padding mask (True = attend). An all-ones mask is dropped so SDPA can use its fastest kernel.
-  std::optional<at::Tensor> mask;
+  // Padding. With dynamic padding a batch is often a third padding; every layer but attention works token by
+  // token, so those layers run on the real tokens only ("unpadded") and attention alone sees the padded layout.
+  // Results for real tokens are the same computation; padded positions never reach the logits.
+  std::vector<int64_t> keep, cls;  // flat indices of real tokens; each row's [CLS] among them
+  bool padded = false;
   if (in.attention_mask) {
-    bool all = true;
-    for (int64_t i = 0, n = B * S; i < n && all; ++i) all = in.attention_mask[i] != 0;
-    if (!all) mask = Ids(in.attention_mask, B, S, device_).ne(0).view({B, 1, 1, S});
+    for (int64_t i = 0, n = B * S; i < n && !padded; ++i) padded = in.attention_mask[i] == 0;
+    bool cls_real = true;
+    for (int64_t b = 0; b < B; ++b) cls_real = cls_real && in.attention_mask[b * S] != 0;
+    if (padded && cls_real) {
+      for (int64_t i = 0; i < B * S; ++i) {
+        if (i % S == 0) cls.push_back(static_cast<int64_t>(keep.size()));
+        if (in.attention_mask[i] != 0) keep.push_back(i);
+      }
+    }
+  }
+  const bool unpad = !keep.empty();
+  // Key-padding mask (True = attend). No mask without padding, so SDPA can use its fastest kernel.
+  std::optional<at::Tensor> mask;
+  if (padded) mask = Ids(in.attention_mask, B, S, device_).ne(0).view({B, 1, 1, S});
+
+  at::Tensor ids = Ids(in.input_ids, B, S, device_).view(-1);
+  at::Tensor types = in.token_type_ids ? Ids(in.token_type_ids, B, S, device_).view(-1) : at::zeros({B * S}, longs);
+  at::Tensor positions = at::arange(S, longs).repeat({B});
+  at::Tensor index;
+  if (unpad) {
+    index = at::tensor(keep, at::kLong).to(device_);  // a copy: autograd keeps the index past this call
+    ids = ids.index_select(0, index);
+    types = types.index_select(0, index);
+    positions = positions.index_select(0, index);
   }
 
   const double p_hidden = train ? c.hidden_dropout_prob : 0.0;
   const double p_attn = train ? c.attention_probs_dropout_prob : 0.0;
+  // x: [tokens, H], tokens = the real ones (unpadded) or all B*S.
   at::Tensor x = at::embedding(P("bert.embeddings.word_embeddings.weight"), ids, c.pad_token_id) +
                  at::embedding(P("bert.embeddings.token_type_embeddings.weight"), types) +
                  at::embedding(P("bert.embeddings.position_embeddings.weight"), positions);
   x = at::layer_norm(x, {H}, P("bert.embeddings.LayerNorm.weight"), P("bert.embeddings.LayerNorm.bias"), c.layer_norm_eps);
   x = at::dropout(x, p_hidden, train);
 
-  auto heads = [&](const at::Tensor& t) { return t.view({B, S, nh, hd}).transpose(1, 2); };
   for (const Layer& L : layers_) {
-    at::Tensor q = heads(at::linear(x, L.q_w, L.q_b));
-    at::Tensor k = heads(at::linear(x, L.k_w, L.k_b));
-    at::Tensor v = heads(at::linear(x, L.v_w, L.v_b));
-    at::Tensor ctx = at::scaled_dot_product_attention(q, k, v, mask, p_attn, false);
-    ctx = ctx.transpose(1, 2).reshape({B, S, H});
+    // Query, key and value in one matrix product (the same sums as three).
+    at::Tensor qkv = at::linear(x, at::cat({L.q_w, L.k_w, L.v_w}), at::cat({L.q_b, L.k_b, L.v_b}));
+    if (unpad) qkv = at::zeros({B * S, 3 * H}, qkv.options()).index_copy(0, index, qkv);
+    qkv = qkv.view({B, S, 3, nh, hd}).permute({2, 0, 3, 1, 4});
+    at::Tensor ctx = at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], mask, p_attn, false);
+    ctx = ctx.transpose(1, 2).reshape({B * S, H});
+    if (unpad) ctx = ctx.index_select(0, index);
     at::Tensor a = at::dropout(at::linear(ctx, L.ao_w, L.ao_b), p_hidden, train);
     at::Tensor x1 = at::layer_norm(a + x, {H}, L.aln_w, L.aln_b, c.layer_norm_eps);
     at::Tensor h = Activation(at::linear(x1, L.i_w, L.i_b));
     at::Tensor o = at::dropout(at::linear(h, L.o_w, L.o_b), p_hidden, train);
     x = at::layer_norm(o + x1, {H}, L.oln_w, L.oln_b, c.layer_norm_eps);
   }
-  at::Tensor pooled = at::tanh(at::linear(x.select(1, 0), P("bert.pooler.dense.weight"), P("bert.pooler.dense.bias")));
+  at::Tensor first = unpad ? x.index_select(0, at::tensor(cls, at::kLong).to(device_))
+                           : x.view({B, S, H}).select(1, 0);
+  at::Tensor pooled = at::tanh(at::linear(first, P("bert.pooler.dense.weight"), P("bert.pooler.dense.bias")));
   const double p_cls = train ? (c.classifier_dropout >= 0 ? c.classifier_dropout : c.hidden_dropout_prob) : 0.0;
   pooled = at::dropout(pooled, p_cls, train);
   return at::linear(pooled, P("classifier.weight"), P("classifier.bias"));
@@ -177,12 +203,12 @@ at::Tensor TorchSession::Logits(const Batch& in, bool train) {
 at::Tensor TorchSession::Loss(const at::Tensor& logits, const Batch& in) {
   const int64_t B = in.batch, nl = cfg_.num_labels;
   if (cfg_.problem_type == "regression") {
-    at::Tensor y = at::from_blob(const_cast<void*>(in.labels), {B, in.labels_per_row}, at::kFloat).to(device_);
+    at::Tensor y = at::from_blob(const_cast<void*>(in.labels), {B, in.labels_per_row}, at::kFloat).to(device_).clone();  // own the data: autograd may keep it
     return nl == 1 ? at::mse_loss(logits.squeeze(), y.squeeze()) : at::mse_loss(logits, y);
   }
   if (cfg_.problem_type == "multi_label_classification") {
     at::Tensor y = in.labels_float
-        ? at::from_blob(const_cast<void*>(in.labels), {B, nl}, at::kFloat).to(device_)
+        ? at::from_blob(const_cast<void*>(in.labels), {B, nl}, at::kFloat).to(device_).clone()
         : at::from_blob(const_cast<void*>(in.labels), {B, nl}, at::kInt).to(device_, at::kFloat);
     return at::binary_cross_entropy_with_logits(logits, y);
   }

@@ -159,3 +159,34 @@ test('the event loop stays responsive while training (p99 delay < 50 ms)', async
   console.log(`event-loop delay during training: p50 ${(h.percentile(50) / 1e6).toFixed(1)} ms, p99 ${p99.toFixed(1)} ms, max ${(h.max / 1e6).toFixed(1)} ms over ${out.globalStep} steps`);
   assert.ok(p99 < 50, `p99 event-loop delay ${p99} ms`);
 });
+
+test('a non-finite training loss stops the run with the step number, or is skipped on request', async () => {
+  const hub = { cacheDir: path.join(home, 'hub'), offline: true };
+  const tok = await BertTokenizer.fromPretrained('tiny/bert', hub);
+  const train = await tokenizeDataset(await loadGlue('mrpc', 'train', hub), tok);
+  const { readSafetensors, writeSafetensors } = await import('../src/safetensors.js');
+  const dir = path.join(work.dir, 'nan-model');
+  await fs.cp(path.dirname((await (await import('../src/hub.js')).cachedFile('tiny/bert', 'config.json', hub))!), dir, { recursive: true, dereference: true });
+  const file = path.join(dir, 'model.safetensors');
+  const { tensors } = await readSafetensors(file);
+  const w = tensors.find((t) => t.name.endsWith('pooler.dense.weight'))!;
+  const poisoned = new Float32Array(new Uint8Array(w.data).buffer);
+  poisoned[0] = NaN;
+  w.data = new Uint8Array(poisoned.buffer);
+  await writeSafetensors(file, tensors, { format: 'pt' });
+  for (const onNonFiniteLoss of ['stop', 'skip'] as const) {
+    const model = await BertForSequenceClassification.fromPretrained(dir, { device: 'cpu', labels: train.labelNames });
+    const warnings: string[] = [];
+    const trainer = new Trainer({ model, tokenizer: tok, trainDataset: train, events: { warning: (m) => warnings.push(m) },
+      args: { maxSteps: 3, outputDir: path.join(work.dir, 'nan'), saveStrategy: 'no', evalStrategy: 'no', onNonFiniteLoss } });
+    if (onNonFiniteLoss === 'stop') {
+      await assert.rejects(trainer.train(), /training loss is NaN at step 1 \(epoch 1\); stopped before the update/);
+    } else {
+      const out = await trainer.train();
+      assert.equal(out.globalStep, 3);
+      assert.equal(warnings.length, 3);
+      assert.match(warnings[0], /loss is NaN at step 1; the update was skipped/);
+    }
+    await model.dispose();
+  }
+});

@@ -12,7 +12,6 @@ import time
 
 import numpy as np
 import torch
-from datasets import load_dataset
 from huggingface_hub import hf_hub_download, snapshot_download
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from scipy.stats import pearsonr, spearmanr
@@ -56,11 +55,20 @@ def main():
         torch.set_num_threads(a.threads)
     path = a.model if os.path.isdir(a.model) else snapshot_download(a.model)
     files = {s: hf_hub_download("nyu-mll/glue", f"{a.task}/{s}-00000-of-00001.parquet", repo_type="dataset") for s in ("train", "validation")}
-    raw = load_dataset("parquet", data_files=files)
     tokenizer = AutoTokenizer.from_pretrained(path)
     c1, c2 = TEXT[a.task]
     tok = lambda ex: tokenizer(ex[c1], ex[c2], truncation=True) if c2 else tokenizer(ex[c1], truncation=True)
-    tokenized = raw.map(tok, batched=True)
+    try:
+        from datasets import load_dataset
+        tokenized = load_dataset("parquet", data_files=files).map(tok, batched=True)
+    except ImportError:
+        # Machines without `datasets` (the GPU image): the same rows through pyarrow, as a list of features.
+        import pyarrow.parquet as pq
+        tokenized = {}
+        for split, f in files.items():
+            cols = pq.read_table(f).to_pydict()
+            enc = tok(cols)
+            tokenized[split] = [{**{k: v[i] for k, v in enc.items()}, "labels": cols["label"][i]} for i in range(len(cols["label"]))]
     collator = DataCollatorWithPadding(tokenizer=tokenizer)
     num_labels = 1 if a.task == "stsb" else 2
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)

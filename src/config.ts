@@ -1,5 +1,5 @@
 // BertConfig as transformers reads config.json: defaults, validation with the file and field named, overrides.
-import { InputError } from './errors.js';
+import { InputError, show } from './errors.js';
 
 export type ProblemType = 'regression' | 'single_label_classification' | 'multi_label_classification';
 
@@ -66,16 +66,16 @@ export function parseConfig(raw: unknown, file: string, o: ConfigOverrides = {})
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new InputError(file, 'config is not a JSON object');
   const r = raw as Record<string, unknown>;
   if (r.model_type !== undefined && r.model_type !== 'bert')
-    throw new InputError(file, `model_type is ${JSON.stringify(r.model_type)}; only BERT ("bert") models are supported`);
+    throw new InputError(file, `model_type is ${show(r.model_type)}; only BERT ("bert") models are supported`);
   const c = { ...BERT_BASE_UNCASED, ...r, model_type: 'bert' } as BertConfig;
   const int = (k: string, min: number, max = 1e9) => {
     const v = c[k];
     if (!Number.isInteger(v) || (v as number) < min || (v as number) > max)
-      throw new InputError(file, `${k} must be an integer in [${min}, ${max}], got ${JSON.stringify(v)}`);
+      throw new InputError(file, `${k} must be an integer in [${min}, ${max}], got ${show(v)}`);
   };
   const prob = (k: string) => {
     const v = c[k];
-    if (typeof v !== 'number' || !(v >= 0 && v < 1)) throw new InputError(file, `${k} must be a number in [0, 1), got ${JSON.stringify(v)}`);
+    if (typeof v !== 'number' || !(v >= 0 && v < 1)) throw new InputError(file, `${k} must be a number in [0, 1), got ${show(v)}`);
   };
   int('vocab_size', 1, 10_000_000);
   int('hidden_size', 1, 65536);
@@ -92,13 +92,13 @@ export function parseConfig(raw: unknown, file: string, o: ConfigOverrides = {})
   else c.classifier_dropout = null;
   for (const k of ['initializer_range', 'layer_norm_eps']) {
     const v = c[k];
-    if (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v)) throw new InputError(file, `${k} must be a positive number, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v)) throw new InputError(file, `${k} must be a positive number, got ${show(v)}`);
   }
   if (c.hidden_size % c.num_attention_heads !== 0)
     throw new InputError(file, `hidden_size ${c.hidden_size} is not a multiple of num_attention_heads ${c.num_attention_heads}`);
-  if (!ACTS.includes(c.hidden_act)) throw new InputError(file, `hidden_act ${JSON.stringify(c.hidden_act)} is not supported (${ACTS.join(', ')})`);
+  if (!ACTS.includes(c.hidden_act)) throw new InputError(file, `hidden_act ${show(c.hidden_act)} is not supported (${ACTS.join(', ')})`);
   if (c.position_embedding_type !== 'absolute')
-    throw new InputError(file, `position_embedding_type ${JSON.stringify(c.position_embedding_type)} is not supported (only "absolute")`);
+    throw new InputError(file, `position_embedding_type ${show(c.position_embedding_type)} is not supported (only "absolute")`);
 
   // Labels: config.json's id2label (keys "0".."n-1"), else num_labels, else 2, as PretrainedConfig does.
   let n = 2;
@@ -123,12 +123,12 @@ export function parseConfig(raw: unknown, file: string, o: ConfigOverrides = {})
     n = o.numLabels;
     names = undefined;
   }
-  if (!Number.isInteger(n) || n < 1 || n > 100000) throw new InputError(file, `the number of labels must be an integer >= 1, got ${JSON.stringify(n)}`);
+  if (!Number.isInteger(n) || n < 1 || n > 100000) throw new InputError(file, `the number of labels must be an integer >= 1, got ${show(n)}`);
   Object.assign(c, labelMaps(n, names));
   delete c.num_labels;
   const pt = o.problemType ?? (r.problem_type as ProblemType | null | undefined) ?? null;
   if (pt !== null && !['regression', 'single_label_classification', 'multi_label_classification'].includes(pt))
-    throw new InputError(file, `problem_type ${JSON.stringify(pt)} is not one of regression, single_label_classification, multi_label_classification`);
+    throw new InputError(file, `problem_type ${show(pt)} is not one of regression, single_label_classification, multi_label_classification`);
   c.problem_type = pt;
   return c;
 }

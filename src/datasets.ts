@@ -5,7 +5,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { parquetMetadata, parquetReadObjects } from 'hyparquet';
 import { parse as parseCsv } from 'csv-parse/sync';
-import { InputError } from './errors.js';
+import { InputError, show } from './errors.js';
 import { glueTask, type GlueTask } from './glue.js';
 import { hubFile, type HubOptions } from './hub.js';
 
@@ -184,7 +184,7 @@ function fromRows(rows: Row[], file: string, o: ColumnOptions, firstRow: number)
     if (isRegression) {
       labels = new Float32Array(raw.length);
       raw.forEach((v, i) => {
-        if (!Number.isFinite(numeric[i])) throw new InputError(file, `${where(i)}: label ${JSON.stringify(v)} is not a number`);
+        if (!Number.isFinite(numeric[i])) throw new InputError(file, `${where(i)}: label ${show(v)} is not a number`);
         labels![i] = numeric[i];
       });
       if (numeric.every((x) => x === -1)) labels = null;
@@ -202,7 +202,7 @@ function fromRows(rows: Row[], file: string, o: ColumnOptions, firstRow: number)
       raw.forEach((v, i) => {
         const id = typeof v === 'number' ? (o.labelNames ? v : byName.get(String(v))) : (byName.get(String(v)) ?? (o.labelNames && /^\d+$/.test(String(v)) ? Number(v) : undefined));
         if (id === undefined || !Number.isInteger(id) || id < 0 || id >= labelNames.length)
-          throw new InputError(file, `${where(i)}: label ${JSON.stringify(v)} is not one of the ${labelNames.length} classes (${labelNames.map((n, j) => `${j}=${n}`).join(', ')})`);
+          throw new InputError(file, `${where(i)}: label ${show(v)} is not one of the ${labelNames.length} classes (${labelNames.map((n, j) => `${j}=${n}`).join(', ')})`);
         ids[i] = id;
       });
       labels = ids;

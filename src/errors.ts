@@ -12,3 +12,11 @@ export class InputError extends Error {
     super(`${file}: ${reason}`);
   }
 }
+
+/** A value for an error message: short, and safe for hostile input (deep or huge JSON). */
+export function show(v: unknown): string {
+  if (Array.isArray(v)) return `an array of ${v.length}`;
+  if (v !== null && typeof v === 'object') return 'an object';
+  const s = JSON.stringify(v) ?? String(v);
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+}

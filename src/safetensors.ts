@@ -2,7 +2,7 @@
 // {name: {dtype, shape, data_offsets: [begin, end]}, __metadata__?}, then the byte buffer. Everything is checked
 // before any tensor is built, because these files come from the internet.
 import { promises as fs } from 'node:fs';
-import { InputError } from './errors.js';
+import { InputError, show } from './errors.js';
 import { writeFileAtomic } from './fsutil.js';
 
 export const DTYPE_SIZES: Record<string, number> = { F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
@@ -41,7 +41,7 @@ export function parseSafetensors(buf: Uint8Array, file: string): SafetensorsFile
     const e = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
     if (typeof e !== 'object' || e === null) throw new InputError(file, `tensor ${name}: entry is not an object`);
     if (typeof e.dtype !== 'string' || !(e.dtype in DTYPE_SIZES))
-      throw new InputError(file, `tensor ${name}: unknown dtype ${JSON.stringify(e.dtype)} (known: ${Object.keys(DTYPE_SIZES).join(', ')})`);
+      throw new InputError(file, `tensor ${name}: unknown dtype ${show(e.dtype)} (known: ${Object.keys(DTYPE_SIZES).join(', ')})`);
     if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isSafeInteger(d) && d >= 0))
       throw new InputError(file, `tensor ${name}: shape must be an array of non-negative integers`);
     const off = e.data_offsets;

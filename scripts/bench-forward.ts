@@ -3,16 +3,15 @@
 import { execFileSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { BertForSequenceClassification } from '../src/model.js';
 import { BERT_BASE_UNCASED, parseConfig } from '../src/config.js';
 import { addon } from '../src/native.js';
+import { projectPython, root } from './paths.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const arg = (n: string, d: number) => { const i = process.argv.indexOf(`--${n}`); return i > 0 ? Number(process.argv[i + 1]) : d; };
 const threads = arg('threads', os.cpus().length), rounds = arg('rounds', 3), batch = arg('batch', 8), seq = arg('seq', 128);
 const iters = arg('iters', 10), warmup = 3;
-const python = (await import('node:fs')).existsSync(path.join(root, '.venv', 'bin', 'python')) ? path.join(root, '.venv', 'bin', 'python') : 'python3';
+const python = projectPython();
 const median = (a: number[]) => { const s = [...a].sort((x, y) => x - y); return s[Math.floor(s.length / 2)]; };
 
 const model = await BertForSequenceClassification.fromConfig(parseConfig({ ...BERT_BASE_UNCASED }, 'bert-base-uncased config'), { device: 'cpu', threads });

@@ -4,13 +4,12 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { loadGlue } from '../src/datasets.js';
 import { BertTokenizer } from '../src/tokenizer.js';
 import { batches, collate } from '../src/collator.js';
 import { cachedFile } from '../src/hub.js';
+import { projectPython, root } from './paths.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 if (!existsSync(path.resolve(root, '..', 'shared', 'hf-home'))) {
   console.log('SKIP tokenization benchmark: ../shared/hf-home (MRPC) is absent');
   process.exit(0);
@@ -29,7 +28,7 @@ for (let r = 0; r < rounds; r++) {
 }
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'tokbench-'));
 writeFileSync(path.join(tmp, 'pairs.json'), JSON.stringify(train.text1.map((a, i) => [a, train.text2![i]])));
-const python = existsSync(path.join(root, '.venv', 'bin', 'python')) ? path.join(root, '.venv', 'bin', 'python') : 'python3';
+const python = projectPython();
 const py = JSON.parse(execFileSync(python, [path.join(root, 'scripts', 'bench', 'tokenize_ref.py'), tokJson, path.join(tmp, 'pairs.json'), String(rounds)], { cwd: os.tmpdir() }).toString());
 rmSync(tmp, { recursive: true, force: true });
 const med = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];

@@ -1,13 +1,12 @@
 // One-off check that a checkpoint this product wrote gives the same predictions in Python transformers:
 // `node dist/scripts/compare-predictions.js <model-dir> [task]` (GLUE validation split via HF_HOME).
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { BertForSequenceClassification, BertTokenizer, loadGlue, tokenizeDataset, Trainer } from '../src/index.js';
+import { projectPython, root } from './paths.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const [dir, task = 'mrpc'] = process.argv.slice(2);
 const val = await loadGlue(task, 'validation');
 const tok = await BertTokenizer.fromPretrained(dir);
@@ -16,7 +15,7 @@ const ours = await new Trainer({ model, tokenizer: tok }).predict(await tokenize
 await model.dispose();
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'cmp-'));
 writeFileSync(path.join(tmp, 'pairs.json'), JSON.stringify(val.text1.map((a, i) => [a, val.text2?.[i] ?? null])));
-const python = existsSync(path.join(root, '.venv', 'bin', 'python')) ? path.join(root, '.venv', 'bin', 'python') : 'python3';
+const python = projectPython();
 const py = JSON.parse(execFileSync(python, [path.join(root, 'test', 'python', 'predict_ref.py'), path.resolve(dir), path.join(tmp, 'pairs.json')], { cwd: os.tmpdir(), maxBuffer: 1 << 28 }).toString().trim().split('\n').pop()!);
 rmSync(tmp, { recursive: true, force: true });
 let diff = 0, maxLogit = 0;

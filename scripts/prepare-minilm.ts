@@ -4,15 +4,14 @@
 // Usage: npm run prepare-minilm [-- <hf-home>]   (default: .cache/hf-home). Prints the HF home.
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, chmodSync, statSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, chmodSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { projectPython, root } from './paths.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const home = path.resolve(process.argv[2] ?? path.join(root, '.cache', 'hf-home'));
 const shared = path.resolve(root, '..', 'shared', 'hf-home');
-const python = existsSync(path.join(root, '.venv', 'bin', 'python')) ? path.join(root, '.venv', 'bin', 'python') : 'python3';
+const python = projectPython();
 
 function makeWritable(dir: string) {
   for (const e of readdirSync(dir, { withFileTypes: true })) {
@@ -63,5 +62,4 @@ if (!existsSync(path.join(repo, 'refs', 'main'))) {
   writeFileSync(path.join(repo, 'refs', 'main'), commit);
   rmSync(tmp, { recursive: true, force: true });
 }
-void statSync;
 console.log(home);

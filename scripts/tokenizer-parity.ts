@@ -4,11 +4,10 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { loadGlue } from '../src/datasets.js';
 import { BertTokenizer } from '../src/tokenizer.js';
+import { projectPython, root } from './paths.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const shared = path.resolve(root, '..', 'shared', 'hf-home');
 if (!existsSync(shared)) {
   console.log(`SKIP tokenizer parity: ${shared} is absent (it holds the MRPC data this check tokenizes)`);
@@ -21,7 +20,7 @@ const modelDir = path.dirname((await model('sentence-transformers/all-MiniLM-L6-
 const splits = await Promise.all(['train', 'validation', 'test'].map((s) => loadGlue('mrpc', s, hub)));
 const a = splits.flatMap((s) => s.text1), b = splits.flatMap((s) => s.text2!);
 console.log(`${a.length} MRPC pairs`);
-const python = existsSync(path.join(root, '.venv', 'bin', 'python')) ? path.join(root, '.venv', 'bin', 'python') : 'python3';
+const python = projectPython();
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'tokparity-'));
 let failures = 0;
 try {

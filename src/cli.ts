@@ -1,12 +1,11 @@
 // `node train.js`: the notebook's flow from the command line. Usage errors exit 2 with one line; runtime
 // failures exit 1; Ctrl-C saves a checkpoint after the current step and exits 130.
 import path from 'node:path';
-import { promises as fs } from 'node:fs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { BertForSequenceClassification, type Device } from './model.js';
 import { BertTokenizer } from './tokenizer.js';
-import { glueColumns, loadDataFile, loadGlue, type TextDataset } from './datasets.js';
+import { loadDataFile, loadGlue, type TextDataset } from './datasets.js';
 import { glueMetricNames, glueTask, GLUE_TASKS } from './glue.js';
 import { tokenizeDataset } from './data.js';
 import { DEFAULT_ARGS, listCheckpoints, Trainer, type LogEntry, type TrainingArguments } from './trainer.js';
@@ -375,5 +374,3 @@ async function evaluate(a: EvalFlags, out: Out): Promise<number> {
   }
 }
 
-void fs;
-void glueColumns;

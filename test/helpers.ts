@@ -1,15 +1,12 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+import { projectPython, root } from '../scripts/paths.js';
 
-export function pythonForTests(): string {
-  const venv = path.join(root, '.venv', 'bin', 'python');
-  return existsSync(venv) ? venv : process.env.PYTHON || 'python3';
-}
+export { root };
+export const pythonForTests = projectPython;
 
 /** Runs test/python/hf_ref.py; resolves with its JSON output. */
 export function hfRef(command: string, args: object): Promise<any> {

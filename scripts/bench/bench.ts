@@ -6,9 +6,8 @@ import { execFile, execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { projectPython, root } from '../paths.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const argv = process.argv.slice(2);
 const opt = (n: string, d: string) => { const i = argv.indexOf(`--${n}`); return i >= 0 ? argv[i + 1] : d; };
 const workload = opt('workload', 'quick');
@@ -19,7 +18,7 @@ const rounds = Number(opt('rounds', workload === 'full' ? '1' : '3'));
 const steps = Number(opt('steps', '100'));
 const model = opt('model', 'sentence-transformers/all-MiniLM-L6-v2');
 const outDir = path.resolve(opt('out', path.join(root, 'bench', 'results')));
-const python = existsSync(path.join(root, '.venv', 'bin', 'python')) ? path.join(root, '.venv', 'bin', 'python') : 'python3';
+const python = projectPython();
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'bench-'));
 
 function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ stdout: string; wall: number }> {

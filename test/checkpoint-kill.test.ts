@@ -14,7 +14,7 @@ let work: { dir: string; cleanup: () => void }, home: string;
 before(async () => { work = tempDir('kill-test-'); home = await makeHfHome(path.join(work.dir, 'hf')); });
 after(() => work.cleanup());
 
-const ARGS = ['--model', 'tiny/bert', '--device', 'cpu', '--threads', '1', '--learning-rate', '1e-3', '--eval-strategy', 'no', '--save-steps', '1', '--max-steps', '30'];
+const ARGS = ['--model', 'tiny/bert', '--device', 'cpu', '--threads', '1', '--learning-rate', '1e-3', '--eval-strategy', 'no', '--save-steps', '1', '--save-total-limit', '3', '--max-steps', '120'];
 const env = () => ({ ...process.env, HF_HOME: home, HF_HUB_OFFLINE: '1' });
 const run = (args: string[]) => new Promise<number>((resolve) => execFile(process.execPath, [path.join(root, 'train.js'), ...args], { env: env() }, (e) => resolve(e ? (e.code as number) : 0)));
 
@@ -28,9 +28,10 @@ test('checkpoints survive SIGKILL at random moments; resume from the latest give
     const latest = (await listCheckpoints(out)).pop();
     const child = spawn(process.execPath, [path.join(root, 'train.js'), ...ARGS, '--output-dir', out, ...(latest ? ['--resume-from-checkpoint', latest] : [])], { env: env(), stdio: 'ignore' });
     // Kill somewhere after start-up, while steps and checkpoint writes are under way.
-    await new Promise((r) => setTimeout(r, 900 + rnd() * 900));
+    const exited = new Promise((r) => child.on('exit', r));
+    await new Promise((r) => setTimeout(r, 800 + rnd() * 1700));
     child.kill('SIGKILL');
-    await new Promise((r) => child.on('exit', r));
+    await exited;
     for (const cp of await listCheckpoints(out)) {
       await readSafetensors(path.join(cp, 'model.safetensors'));
       await readSafetensors(path.join(cp, 'optimizer.safetensors'));

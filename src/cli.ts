@@ -8,7 +8,7 @@ import { BertTokenizer } from './tokenizer.js';
 import { loadDataFile, loadGlue, type TextDataset } from './datasets.js';
 import { glueMetricNames, glueTask, GLUE_TASKS } from './glue.js';
 import { tokenizeDataset } from './data.js';
-import { DEFAULT_ARGS, listCheckpoints, Trainer, type LogEntry, type TrainingArguments } from './trainer.js';
+import { DEFAULT_ARGS, listCheckpoints, Trainer, validateArgs, type LogEntry, type TrainingArguments } from './trainer.js';
 import { UsageError } from './errors.js';
 import { writeFileAtomic } from './fsutil.js';
 import { addon } from './native.js';
@@ -177,7 +177,6 @@ async function train(a: TrainFlags, out: Out, err: Out, signal: AbortSignal): Pr
     seed: a.seed, groupByLength: a['group-by-length'], padToMultipleOf: a['pad-to-multiple-of'] ?? null,
     onNonFiniteLoss: a['on-non-finite-loss'] as never,
   };
-  const { validateArgs } = await import('./trainer.js');
   try {
     validateArgs(args);  // usage errors before any loading, named by their flags
   } catch (e) {
@@ -235,12 +234,12 @@ async function train(a: TrainFlags, out: Out, err: Out, signal: AbortSignal): Pr
     }
     await model.save(a['output-dir']);
     await tok.save(a['output-dir']);
-    const evalMetrics = trainer['state'].log_history.filter((e) => 'eval_loss' in e).pop() ?? {};
+    const evalMetrics = trainer.trainerState!.log_history.filter((e) => 'eval_loss' in e).pop() ?? {};
     const all = { ...result.metrics, ...evalMetrics };
     await writeFileAtomic(path.join(a['output-dir'], 'train_results.json'), JSON.stringify(result.metrics, null, 2) + '\n');
     await writeFileAtomic(path.join(a['output-dir'], 'eval_results.json'), JSON.stringify(evalMetrics, null, 2) + '\n');
     await writeFileAtomic(path.join(a['output-dir'], 'all_results.json'), JSON.stringify(all, null, 2) + '\n');
-    await writeFileAtomic(path.join(a['output-dir'], 'trainer_state.json'), JSON.stringify(trainer['state'], null, 2) + '\n');
+    await writeFileAtomic(path.join(a['output-dir'], 'trainer_state.json'), JSON.stringify(trainer.trainerState, null, 2) + '\n');
     const sorted = [...stepMs].sort((x, y) => x - y), pct = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
     log({ event: 'end', global_step: result.globalStep, training_loss: result.trainingLoss, ...result.metrics,
       step_ms_p50: pct(0.5), step_ms_p95: pct(0.95), step_ms: stepMs, epoch_end_s: epochEnds, peak_rss_mb: process.resourceUsage().maxRSS / 1024 },

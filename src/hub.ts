@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { createWriteStream, promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { downloadFile, fileDownloadInfo } from '@huggingface/hub';
 import { exists, writeFileAtomic } from './fsutil.js';
@@ -178,7 +178,7 @@ async function download(repo: string, file: string, o: HubOptions): Promise<stri
         if (!body) throw new MissingOnHub();
         const tmp = `${blob}.incomplete-${process.pid}`;
         const hash = createHash('sha256');
-        const hasher = new (await import('node:stream')).Transform({
+        const hasher = new Transform({
           transform(chunk, _enc, cb) { hash.update(chunk); cb(null, chunk); },
         });
         try {

@@ -2,9 +2,10 @@
 // tokenizer.json (@huggingface/tokenizers), or built from vocab.txt for older repos; [CLS] a [SEP] b [SEP];
 // token_type_ids; longest_first truncation exactly as the Rust `tokenizers` crate computes it.
 import { promises as fs } from 'node:fs';
+import path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { InputError } from './errors.js';
-import { readJson } from './fsutil.js';
+import { readJson, writeFileAtomic } from './fsutil.js';
 import { fileSource, type HubOptions } from './hub.js';
 
 /** A whole split, tokenized: sequence i is ids[offsets[i] .. offsets[i+1]). */
@@ -137,8 +138,6 @@ export class BertTokenizer {
 
   /** The files save() writes next to a checkpoint. */
   async save(dir: string): Promise<void> {
-    const { writeFileAtomic } = await import('./fsutil.js');
-    const path = await import('node:path');
     for (const [name, content] of Object.entries(this.files))
       await writeFileAtomic(path.join(dir, name), typeof content === 'string' ? content : JSON.stringify(content, null, 2) + '\n');
   }

@@ -7,6 +7,7 @@ import { batches, collate, lengthGroupedOrder, shuffledOrder } from './collator.
 import { BertForSequenceClassification } from './model.js';
 import type { BertTokenizer, EncodedDataset } from './tokenizer.js';
 import { exists, readJson, writeFileAtomic } from './fsutil.js';
+import { readSafetensors, writeSafetensors } from './safetensors.js';
 import { glueMetric } from './metrics.js';
 import { InputError, UsageError } from './errors.js';
 
@@ -89,7 +90,7 @@ export interface TrainerOptions {
   signal?: AbortSignal;
 }
 
-interface TrainerState {
+export interface TrainerState {
   global_step: number;
   epoch: number;
   max_steps: number;
@@ -154,6 +155,9 @@ export class Trainer {
     this.model = o.model;
     this.args = validateArgs(o.args ?? {});
   }
+
+  /** trainer_state.json's content (log_history and counters) of the last train() call. */
+  get trainerState(): Readonly<TrainerState> | undefined { return this.state; }
 
   private emitLog(entry: LogEntry) {
     this.state.log_history.push(entry);
@@ -343,7 +347,6 @@ export class Trainer {
     await this.model.saveOptimizerState(path.join(tmp, 'optimizer.safetensors'));
     await writeFileAtomic(path.join(tmp, 'scheduler.json'), JSON.stringify({ last_epoch: this.state.global_step, type: this.args.lrSchedulerType }) + '\n');
     const rng = await this.model.rngState();
-    const { writeSafetensors } = await import('./safetensors.js');
     await writeSafetensors(path.join(tmp, 'rng_state.safetensors'), [{ name: 'cpu', dtype: 'U8', shape: [rng.length], data: rng }], { format: 'pt' });
     await writeFileAtomic(path.join(tmp, 'trainer_state.json'), JSON.stringify(this.state, null, 2) + '\n');
     await writeFileAtomic(path.join(tmp, 'training_args.json'), JSON.stringify(this.args, null, 2) + '\n');
@@ -367,7 +370,6 @@ export class Trainer {
     if (!Number.isInteger(st.global_step) || (st.global_step as number) < 0) throw new InputError(path.join(dir, 'trainer_state.json'), 'global_step is missing or invalid');
     await this.model.loadWeights(path.join(dir, 'model.safetensors'));
     await this.model.loadOptimizerState(path.join(dir, 'optimizer.safetensors'));
-    const { readSafetensors } = await import('./safetensors.js');
     const rng = (await readSafetensors(path.join(dir, 'rng_state.safetensors'))).tensors.find((t) => t.name === 'cpu');
     if (!rng) throw new InputError(path.join(dir, 'rng_state.safetensors'), 'no "cpu" generator state');
     await this.model.setRngState(rng.data).catch((e) => { throw new InputError(path.join(dir, 'rng_state.safetensors'), (e as Error).message); });

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // `npm install` step: find (or install) libtorch, then build the addon with cmake-js (Release, offline headers).
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
@@ -19,9 +19,18 @@ try {
 }
 console.error(`[libtorch] using ${torch.prefix}${torch.version ? ` (torch ${torch.version})` : ''} from ${torch.source}`);
 
+// A CUDA libtorch's CMake config needs the CUDA toolkit; FindCUDAToolkit misses it when `nvcc` on PATH is a
+// wrapper script outside the toolkit, so point it at CUDA_HOME / CUDA_PATH / /usr/local/cuda when there is one.
+const cudaRoot = [process.env.CUDA_HOME, process.env.CUDA_PATH, '/usr/local/cuda'].find((d) => d && existsSync(path.join(d, 'bin', 'nvcc')));
+// A toolkit without NVRTC (pip's CUDA wheels carry their own in site-packages/nvidia/*/lib) fails the same config.
+const site = path.resolve(torch.prefix, '..', '..', '..');
+const nvrtc = cudaRoot && !existsSync(path.join(cudaRoot, 'lib64', 'libnvrtc.so')) && existsSync(path.join(site, 'nvidia'))
+  ? readdirSync(path.join(site, 'nvidia')).map((d) => path.join(site, 'nvidia', d, 'lib'))
+    .flatMap((d) => (existsSync(d) ? readdirSync(d).filter((f) => /^libnvrtc\.so(\.\d+)?$/.test(f)).map((f) => path.join(d, f)) : []))[0]
+  : undefined;
 const cmakeJs = path.join(path.dirname(require.resolve('cmake-js/package.json')), 'bin', 'cmake-js');
 const args = [cmakeJs, 'build', '--config', 'Release', '--directory', root, '--out', path.join(root, 'build'),
-  `--CDCMAKE_PREFIX_PATH=${torch.prefix}`, '--parallel', String(Math.max(1, (await import('node:os')).cpus().length))];
+  `--CDCMAKE_PREFIX_PATH=${torch.prefix}`, ...(cudaRoot ? [`--CDCUDAToolkit_ROOT=${cudaRoot}`, `--CDCUDA_TOOLKIT_ROOT_DIR=${cudaRoot}`] : []), ...(nvrtc ? [`--CDCUDA_nvrtc_LIBRARY=${nvrtc}`] : []), '--parallel', String(Math.max(1, (await import('node:os')).cpus().length))];
 try {
   execFileSync(process.execPath, args, { stdio: 'inherit', cwd: root });
 } catch {

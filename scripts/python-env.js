@@ -22,11 +22,6 @@ function works(py) {
   }
 }
 
-export function testPython() {
-  if (existsSync(venvPython)) return venvPython;
-  return process.env.PYTHON || 'python3';
-}
-
 export function ensurePythonEnv() {
   if (existsSync(venvPython) && works(venvPython)) return venvPython;
   if (!existsSync(venvPython) && works(process.env.PYTHON || 'python3')) return process.env.PYTHON || 'python3';

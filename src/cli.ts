@@ -203,7 +203,7 @@ async function train(a: TrainFlags, out: Out, err: Out, signal: AbortSignal): Pr
     const metricNames = task ? glueMetricNames(task) : (trainText!.isRegression ? ['pearson', 'spearmanr'] : model.numLabels === 2 ? ['accuracy', 'f1'] : ['accuracy']);
     const table = new EpochTable(metricNames, a.json ? () => undefined : out);
     let lastTrainLoss: number | undefined;
-    const progress = new Progress(a.json ? () => undefined : out);
+    const progress = new Progress(a.json ? null : out);
     const stepMs: number[] = [], epochEnds: number[] = [];
     const t0 = performance.now();
     log({ event: 'start', device: model.device, torch: addon().runtime().torchVersion, train_rows: trainData.enc.length, eval_rows: evalData?.enc.length ?? 0, max_length: maxLength },
@@ -281,20 +281,21 @@ class EpochTable {
   }
 }
 
-/** A progress bar with it/s and ETA on a TTY; a plain line every ~5% otherwise. */
+/** A progress bar with it/s and ETA on a TTY; a plain line every ~5% otherwise; nothing when `out` is null (--json). */
 class Progress {
   private start = performance.now();
   private lastPct = -1;
   private tty = process.stdout.isTTY === true;
   private shown = false;
-  constructor(private readonly out: Out) {}
+  constructor(private readonly out: Out | null) {}
   update(step: number, max: number, epoch: number) {
+    if (!this.out) return;
     const secs = (performance.now() - this.start) / 1000;
     const rate = step / Math.max(secs, 1e-9);
     const eta = (max - step) / Math.max(rate, 1e-9);
     const pct = Math.floor((100 * step) / max);
     const text = `${step}/${max} [${fmtTime(secs)}<${fmtTime(eta)}, ${rate.toFixed(2)} it/s, epoch ${epoch.toFixed(2)}]`;
-    if (this.tty && this.out !== undefined) {
+    if (this.tty) {
       const width = 30, fill = Math.round((width * step) / max);
       process.stdout.write(`\r${String(pct).padStart(3)}%|${'█'.repeat(fill)}${' '.repeat(width - fill)}| ${text}`);
       this.shown = true;
@@ -303,7 +304,7 @@ class Progress {
       this.out(`progress ${text}`);
     }
   }
-  note(line: string) { this.clear(); this.out(line); }
+  note(line: string) { this.clear(); this.out?.(line); }
   clear() {
     if (this.shown) { process.stdout.write('\r\x1b[K'); this.shown = false; }
   }
@@ -358,7 +359,7 @@ interface EvalFlags { model: string; task: string; 'validation-file'?: string; s
 
 async function evaluate(a: EvalFlags, out: Out): Promise<number> {
   const device = checkDevice(a.device);
-  const { validation, task } = await loadSplits({ task: a.task, 'validation-file': a['validation-file'], 'train-file': a['validation-file'] }, false, a.split);
+  const { validation, task } = await loadSplits({ task: a.task, 'validation-file': a['validation-file'] }, false, a.split);
   const tok = await BertTokenizer.fromPretrained(a.model, { revision: a.revision });
   const model = await BertForSequenceClassification.fromPretrained(a.model, { revision: a.revision, device, threads: a.threads });
   try {

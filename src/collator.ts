@@ -21,7 +21,7 @@ export function collate(data: EncodedDataset, rows: ArrayLike<number>, o: Collat
     const start = data.offsets[rows[i]], len = data.offsets[rows[i] + 1] - start;
     inputIds.set(data.ids.subarray(start, start + len), i * seq);
     attentionMask.fill(1, i * seq, i * seq + len);
-    for (let t = 0; t < len; t++) tokenTypeIds[i * seq + t] = data.typeIds[start + t];
+    tokenTypeIds.set(data.typeIds.subarray(start, start + len), i * seq);
   }
   const batch: Batch = { shape: [bs, seq], inputIds, attentionMask, tokenTypeIds };
   if (o.labels) {

@@ -55,26 +55,26 @@ export function validateRepoPath(file: string): void {
     throw new HubError(`invalid file name ${JSON.stringify(file)} in a repo: expected a relative path without '..'`);
 }
 
-function storageFolder(cache: string, repo: string, type: RepoType): string {
-  return path.join(cache, `${type}s--${repo.split('/').join('--')}`);
+/** <cache>/<models|datasets>--org--name */
+function storageOf(repo: string, o: HubOptions): string {
+  return path.join(o.cacheDir ?? hubCacheDir(), `${o.repoType ?? 'model'}s--${repo.split('/').join('--')}`);
+}
+
+/** The commit a revision points at in the cache (refs/<revision>), or the revision itself when it is a commit. */
+async function cachedCommit(storage: string, revision: string): Promise<string | null> {
+  if (COMMIT.test(revision)) return revision;
+  if (revision.split('/').some((p) => p === '..' || p === '')) return null;
+  const commit = await fs.readFile(path.join(storage, 'refs', revision), 'utf8').then((t) => t.trim(), () => '');
+  return COMMIT.test(commit) ? commit : null;
 }
 
 /** The cached copy of a file, or null; never leaves the repo's cache folder through a symlink. */
 export async function cachedFile(repo: string, file: string, o: HubOptions = {}): Promise<string | null> {
   validateRepoId(repo);
   validateRepoPath(file);
-  const storage = storageFolder(o.cacheDir ?? hubCacheDir(), repo, o.repoType ?? 'model');
-  const revision = o.revision ?? 'main';
-  let commit = revision;
-  if (!COMMIT.test(revision)) {
-    if (revision.includes('/') && revision.split('/').some((p) => p === '..' || p === '')) return null;
-    try {
-      commit = (await fs.readFile(path.join(storage, 'refs', revision), 'utf8')).trim();
-    } catch {
-      return null;
-    }
-    if (!COMMIT.test(commit)) return null;
-  }
+  const storage = storageOf(repo, o);
+  const commit = await cachedCommit(storage, o.revision ?? 'main');
+  if (!commit) return null;
   const candidate = path.join(storage, 'snapshots', commit, file);
   try {
     const real = await fs.realpath(candidate);
@@ -87,21 +87,17 @@ export async function cachedFile(repo: string, file: string, o: HubOptions = {})
   }
 }
 
+/** True when the cache knows the file is absent at that revision (.no_exist marker, or a snapshot without it). */
 async function knownMissing(repo: string, file: string, o: HubOptions): Promise<boolean> {
-  const storage = storageFolder(o.cacheDir ?? hubCacheDir(), repo, o.repoType ?? 'model');
-  const revision = o.revision ?? 'main';
-  try {
-    const commit = COMMIT.test(revision) ? revision : (await fs.readFile(path.join(storage, 'refs', revision), 'utf8')).trim();
-    return await exists(path.join(storage, '.no_exist', commit, file)) || await exists(path.join(storage, 'snapshots', commit));
-  } catch {
-    return false;
-  }
+  const storage = storageOf(repo, o);
+  const commit = await cachedCommit(storage, o.revision ?? 'main');
+  if (!commit) return false;
+  return await exists(path.join(storage, '.no_exist', commit, file)) || await exists(path.join(storage, 'snapshots', commit));
 }
 
 function notFound(repo: string, file: string, o: HubOptions, why: string): HubError {
-  const cache = o.cacheDir ?? hubCacheDir();
   return new HubError(`cannot get ${file} of ${o.repoType ?? 'model'} ${repo} (revision ${o.revision ?? 'main'}): ${why}. ` +
-    `Searched the cache folder ${storageFolder(cache, repo, o.repoType ?? 'model')}. ` +
+    `Searched the cache folder ${storageOf(repo, o)}. ` +
     `Fix: connect to the Hub (unset HF_HUB_OFFLINE, check HF_ENDPOINT), point HF_HOME/HF_HUB_CACHE at a cache that has it, or pass a local folder path instead of a repo id.`);
 }
 
@@ -150,7 +146,7 @@ async function download(repo: string, file: string, o: HubOptions): Promise<stri
   const hubUrl = (o.endpoint ?? process.env.HF_ENDPOINT ?? 'https://huggingface.co').replace(/\/+$/, '');
   const accessToken = o.token ?? process.env.HF_TOKEN ?? undefined;
   const cache = o.cacheDir ?? hubCacheDir();
-  const storage = storageFolder(cache, repo, type);
+  const storage = storageOf(repo, o);
   if (COMMIT.test(revision)) {
     const hit = await cachedFile(repo, file, o);
     if (hit) return hit;  // a commit never changes: no request needed

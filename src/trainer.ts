@@ -350,7 +350,7 @@ export class Trainer {
     await writeSafetensors(path.join(tmp, 'rng_state.safetensors'), [{ name: 'cpu', dtype: 'U8', shape: [rng.length], data: rng }], { format: 'pt' });
     await writeFileAtomic(path.join(tmp, 'trainer_state.json'), JSON.stringify(this.state, null, 2) + '\n');
     await writeFileAtomic(path.join(tmp, 'training_args.json'), JSON.stringify(this.args, null, 2) + '\n');
-    await fs.rm(dir, { recursive: true, force: true });
+    await removeCheckpoint(dir);  // re-saving a step after a resume
     await fs.rename(tmp, dir);
     this.o.events?.save?.(dir);
     await this.rotateCheckpoints();
@@ -360,7 +360,7 @@ export class Trainer {
   private async rotateCheckpoints() {
     if (!this.args.saveTotalLimit) return;
     const all = await listCheckpoints(this.args.outputDir);
-    for (const c of all.slice(0, Math.max(0, all.length - this.args.saveTotalLimit))) await fs.rm(c, { recursive: true, force: true });
+    for (const c of all.slice(0, Math.max(0, all.length - this.args.saveTotalLimit))) await removeCheckpoint(c);
   }
 
   private async resume(dir: string) {
@@ -378,6 +378,21 @@ export class Trainer {
     this.state.total_flos = st.total_flos ?? 0;
     this.state.log_history = Array.isArray(st.log_history) ? st.log_history : [];
   }
+}
+
+/**
+ * Deletes a checkpoint without ever leaving a half-deleted folder under a checkpoint-N name (a kill during a
+ * recursive delete would): renamed away atomically first, then removed.
+ */
+async function removeCheckpoint(dir: string): Promise<void> {
+  const doomed = `${dir}.deleting-${process.pid}`;
+  try {
+    await fs.rename(dir, doomed);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw e;
+  }
+  await fs.rm(doomed, { recursive: true, force: true });
 }
 
 /** checkpoint-N folders of an output dir, oldest (lowest N) first. */

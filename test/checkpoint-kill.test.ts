@@ -43,6 +43,6 @@ test('checkpoints survive SIGKILL at random moments; resume from the latest give
   const latest = (await listCheckpoints(out)).pop();
   assert.equal(await run([...ARGS, '--output-dir', out, ...(latest ? ['--resume-from-checkpoint', latest] : [])]), 0);
   assert.ok(readFileSync(path.join(full, 'model.safetensors')).equals(readFileSync(path.join(out, 'model.safetensors'))), 'final weights differ');
-  const leftovers = (await fs.readdir(out)).filter((n) => n.includes('.tmp-'));
+  const leftovers = (await fs.readdir(out)).filter((n) => n.includes('.tmp-') || n.includes('.deleting-'));
   console.log(`after 4 kills: ${(await listCheckpoints(out)).length} complete checkpoints, ${leftovers.length} abandoned temporary folders (never loaded)`);
 });

@@ -445,20 +445,18 @@ class Model : public Napi::ObjectWrap<Model> {
   Napi::Value RngState(const Napi::CallbackInfo& info) {
     return Guard(info, [&](Napi::Env env) -> Napi::Value {
       auto s = Live();
-      auto out = std::make_shared<std::vector<uint8_t>>();
-      return Job::Run(env, [s, out] { *out = s->RngState(); }, [out](Napi::Env env) -> Napi::Value {
-        return Napi::Buffer<uint8_t>::Copy(env, out->data(), out->size());
-      }, {info.This()});
+      auto out = std::make_shared<std::vector<Blob>>();
+      return Job::Run(env, [s, out] { *out = s->RngState(); },
+                      [out](Napi::Env env) -> Napi::Value { return BlobsToJs(env, *out); }, {info.This()});
     });
   }
 
   Napi::Value SetRngState(const Napi::CallbackInfo& info) {
     return Guard(info, [&](Napi::Env env) -> Napi::Value {
       auto s = Live();
-      if (!info[0].IsTypedArray()) throw std::invalid_argument("state must be a Uint8Array");
-      auto u = info[0].As<Napi::Uint8Array>();
-      auto state = std::make_shared<std::vector<uint8_t>>(u.Data(), u.Data() + u.ByteLength());
-      return Job::Run(env, [s, state] { s->SetRngState(*state); }, nullptr, {info.This()});
+      std::vector<Napi::Value> keep{info.This()};
+      auto blobs = std::make_shared<std::vector<Blob>>(ParseBlobs(info[0], keep));
+      return Job::Run(env, [s, blobs] { s->SetRngState(*blobs); }, nullptr, keep);
     });
   }
 

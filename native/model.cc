@@ -4,6 +4,7 @@
 #include <torch/cuda.h>
 #include <torch/version.h>
 #include <cmath>
+#include <optional>
 #include <stdexcept>
 #include "torch_session.h"
 
@@ -48,6 +49,7 @@ TorchSession::TorchSession(const Options& o) : cfg_(o.config), device_(ResolveDe
                                 ") is not a multiple of num_attention_heads (" + std::to_string(c.num_attention_heads) + ")");
   Activation(at::zeros({1}));  // rejects an unknown hidden_act before any allocation
   if (o.threads > 0) at::set_num_threads(o.threads);
+  Seed(o.seed);
 
   // Initialise as BertPreTrainedModel._init_weights does, from a seeded generator so runs repeat.
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
@@ -230,7 +232,16 @@ ForwardResult TorchSession::Forward(const Batch& batch) {
 }
 
 double TorchSession::ForwardBackward(const Batch& batch, double loss_scale) {
-  at::Tensor loss = Loss(Logits(batch, true), batch);
+  // Only the forward draws random numbers (backward reuses the saved masks), so only it holds the scope.
+  const Config& c = cfg_;
+  const bool dropout = c.hidden_dropout_prob > 0 || c.attention_probs_dropout_prob > 0 || c.classifier_dropout > 0;
+  at::Tensor logits;
+  {
+    std::optional<DropoutScope> scope;
+    if (dropout) scope.emplace(device_.is_cpu() ? cpu_gen_ : device_gen_, device_);
+    logits = Logits(batch, true);
+  }
+  at::Tensor loss = Loss(logits, batch);
   (loss_scale == 1.0 ? loss : loss * loss_scale).backward();
   return loss.item<double>();
 }

@@ -23,7 +23,7 @@ struct Config {
 struct Options {
   Config config;
   std::string device = "cpu";  // cpu | cuda | cuda:N | auto
-  uint64_t seed = 42;          // seeds the initialisation of weights that no checkpoint provides
+  uint64_t seed = 42;          // seeds the initialisation of weights no checkpoint provides, and dropout
   int threads = 0;             // intra-op threads; 0 leaves libtorch's default
 };
 
@@ -78,9 +78,10 @@ class Session {
   virtual std::vector<Blob> StateDict() = 0;           // F32, Hugging Face names
   virtual std::vector<Blob> OptimizerState() = 0;      // exp_avg/exp_avg_sq per parameter + step
   virtual void LoadOptimizerState(const std::vector<Blob>& blobs) = 0;
-  virtual void Seed(uint64_t seed) = 0;                // the generator dropout draws from
-  virtual std::vector<uint8_t> RngState() = 0;
-  virtual void SetRngState(const std::vector<uint8_t>& state) = 0;
+  // The model's own dropout generators (CPU, and the model's CUDA device if any): two models never share a stream.
+  virtual void Seed(uint64_t seed) = 0;
+  virtual std::vector<Blob> RngState() = 0;             // U8 blobs named "cpu" and, on a GPU, "cuda"
+  virtual void SetRngState(const std::vector<Blob>& state) = 0;
 };
 
 // Process-wide facts and settings of the libtorch in use.

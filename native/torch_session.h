@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
+#include <mutex>
 #include <unordered_map>
 #include "session.h"
 
@@ -34,8 +35,8 @@ class TorchSession : public Session {
   std::vector<Blob> OptimizerState() override;
   void LoadOptimizerState(const std::vector<Blob>& blobs) override;
   void Seed(uint64_t seed) override;
-  std::vector<uint8_t> RngState() override;
-  void SetRngState(const std::vector<uint8_t>& state) override;
+  std::vector<Blob> RngState() override;
+  void SetRngState(const std::vector<Blob>& state) override;
 
  private:
   at::Tensor Logits(const Batch& batch, bool train);
@@ -49,6 +50,24 @@ class TorchSession : public Session {
   std::unordered_map<std::string, size_t> index_;
   std::vector<Layer> layers_;
   int64_t step_ = 0;  // optimizer steps taken (AdamW bias correction)
+  // This model's dropout streams. libtorch's dropout and SDPA draw from the process's default generator, so a
+  // training forward swaps the model's state in and out (DropoutScope) instead of sharing one stream.
+  at::Generator cpu_gen_, device_gen_;  // device_gen_ defined only on a GPU
+};
+
+// While alive: the default generator of `device` holds `mine`'s state, and no other model's training forward runs.
+class DropoutScope {
+ public:
+  DropoutScope(at::Generator& mine, const at::Device& device);
+  ~DropoutScope();
+  DropoutScope(const DropoutScope&) = delete;
+  DropoutScope& operator=(const DropoutScope&) = delete;
+
+ private:
+  std::unique_lock<std::mutex> lock_;
+  at::Generator& mine_;
+  at::Generator global_;
+  at::Tensor saved_;
 };
 
 at::ScalarType DtypeOf(const std::string& dtype);

@@ -183,22 +183,54 @@ void TorchSession::LoadOptimizerState(const std::vector<Blob>& blobs) {
   step_ = step;
 }
 
-// Dropout draws from the process's default generators, which is what torch.manual_seed seeds in Python.
-void TorchSession::Seed(uint64_t seed) { at::manual_seed(seed); }
-
-std::vector<uint8_t> TorchSession::RngState() {
-  auto gen = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  at::Tensor s = gen.get_state();
-  return std::vector<uint8_t>(s.data_ptr<uint8_t>(), s.data_ptr<uint8_t>() + s.numel());
+// Seeds both streams as torch.manual_seed seeds the CPU and CUDA generators.
+void TorchSession::Seed(uint64_t seed) {
+  cpu_gen_ = at::make_generator<at::CPUGeneratorImpl>(seed);
+  if (!device_.is_cpu()) {
+    device_gen_ = at::globalContext().defaultGenerator(device_).clone();
+    std::lock_guard<std::mutex> lock(device_gen_.mutex());
+    device_gen_.set_current_seed(seed);
+  }
 }
 
-void TorchSession::SetRngState(const std::vector<uint8_t>& state) {
-  auto gen = at::detail::getDefaultCPUGenerator();
-  at::Tensor s = at::empty({static_cast<int64_t>(state.size())}, at::kByte);
-  std::memcpy(s.data_ptr(), state.data(), state.size());
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  gen.set_state(s);  // throws c10::Error on a wrong-size state
+std::vector<Blob> TorchSession::RngState() {
+  std::vector<Blob> out{ToBlob("cpu", cpu_gen_.get_state())};
+  if (device_gen_.defined()) out.push_back(ToBlob("cuda", device_gen_.get_state()));
+  return out;
+}
+
+void TorchSession::SetRngState(const std::vector<Blob>& state) {
+  for (const Blob& b : state) {
+    if (b.name != "cpu" && b.name != "cuda") throw std::invalid_argument("generator state '" + b.name + "': expected cpu or cuda");
+    if (b.dtype != "U8" || b.shape.size() != 1) throw std::invalid_argument("generator state '" + b.name + "' must be a 1-D U8 tensor");
+  }
+  for (const Blob& b : state) {
+    at::Tensor t = FromBlob(b, at::Device(at::kCPU));
+    // A GPU's state is kept only on a GPU, as Python's Trainer skips its "cuda" entry without one.
+    if (b.name == "cpu") cpu_gen_.set_state(t);  // throws c10::Error on a wrong-size state
+    else if (device_gen_.defined()) device_gen_.set_state(t);
+  }
+}
+
+static std::mutex& DropoutMutex() {
+  static std::mutex m;  // process-wide, as the default generators are
+  return m;
+}
+
+DropoutScope::DropoutScope(at::Generator& mine, const at::Device& device)
+    : lock_(DropoutMutex()), mine_(mine), global_(at::globalContext().defaultGenerator(device)) {
+  std::lock_guard<std::mutex> g(global_.mutex());
+  saved_ = global_.get_state();
+  global_.set_state(mine_.get_state());
+}
+
+DropoutScope::~DropoutScope() {
+  try {
+    std::lock_guard<std::mutex> g(global_.mutex());
+    mine_.set_state(global_.get_state());
+    global_.set_state(saved_);
+  } catch (...) {  // states of the same generator type always fit; a destructor must not throw
+  }
 }
 
 }  // namespace bert

@@ -228,7 +228,7 @@ export class BertForSequenceClassification {
 
   zeroGrad(): Promise<void> { return this.run(() => this.native.zeroGrad()); }
 
-  /** Seeds the generator dropout draws from (torch.manual_seed). */
+  /** Seeds this model's dropout generators (as torch.manual_seed would; other models keep their own streams). */
   seed(n: number): Promise<void> {
     try {
       checkInt('seed', n, 0, Number.MAX_SAFE_INTEGER);
@@ -237,10 +237,12 @@ export class BertForSequenceClassification {
     }
     return this.run(() => this.native.seed(n));
   }
-  rngState(): Promise<Uint8Array> { return this.run(() => this.native.rngState()); }
-  setRngState(s: Uint8Array): Promise<void> {
-    if (!(s instanceof Uint8Array)) return Promise.reject(new TypeError('state must be a Uint8Array'));
-    return this.run(() => this.native.setRngState(s));
+  /** The dropout generators' states: U8 tensors named "cpu" and, on a GPU, "cuda" (what rng_state.safetensors holds). */
+  rngState(): Promise<NativeBlob[]> { return this.run(() => this.native.rngState()); }
+  setRngState(state: NativeBlob[]): Promise<void> {
+    if (!Array.isArray(state) || !state.every((t) => t && typeof t.name === 'string' && t.data instanceof Uint8Array && Array.isArray(t.shape) && typeof t.dtype === 'string'))
+      return Promise.reject(new TypeError('state must be an array of { name, dtype, shape, data: Uint8Array } as rngState() returns'));
+    return this.run(() => this.native.setRngState(state));
   }
 
   stateDict(): Promise<NativeBlob[]> { return this.run(() => this.native.stateDict()); }

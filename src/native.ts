@@ -20,8 +20,8 @@ export interface NativeModel {
   optimizerState(): Promise<NativeBlob[]>;
   loadOptimizerState(t: NativeBlob[]): Promise<void>;
   seed(n: number): Promise<void>;
-  rngState(): Promise<Uint8Array>;
-  setRngState(s: Uint8Array): Promise<void>;
+  rngState(): Promise<NativeBlob[]>;
+  setRngState(s: NativeBlob[]): Promise<void>;
   dispose(): Promise<void>;
 }
 export interface Addon {

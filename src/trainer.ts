@@ -346,8 +346,7 @@ export class Trainer {
     await this.o.tokenizer?.save(tmp);
     await this.model.saveOptimizerState(path.join(tmp, 'optimizer.safetensors'));
     await writeFileAtomic(path.join(tmp, 'scheduler.json'), JSON.stringify({ last_epoch: this.state.global_step, type: this.args.lrSchedulerType }) + '\n');
-    const rng = await this.model.rngState();
-    await writeSafetensors(path.join(tmp, 'rng_state.safetensors'), [{ name: 'cpu', dtype: 'U8', shape: [rng.length], data: rng }], { format: 'pt' });
+    await writeSafetensors(path.join(tmp, 'rng_state.safetensors'), await this.model.rngState(), { format: 'pt' });
     await writeFileAtomic(path.join(tmp, 'trainer_state.json'), JSON.stringify(this.state, null, 2) + '\n');
     await writeFileAtomic(path.join(tmp, 'training_args.json'), JSON.stringify(this.args, null, 2) + '\n');
     await removeCheckpoint(dir);  // re-saving a step after a resume
@@ -370,9 +369,12 @@ export class Trainer {
     if (!Number.isInteger(st.global_step) || (st.global_step as number) < 0) throw new InputError(path.join(dir, 'trainer_state.json'), 'global_step is missing or invalid');
     await this.model.loadWeights(path.join(dir, 'model.safetensors'));
     await this.model.loadOptimizerState(path.join(dir, 'optimizer.safetensors'));
-    const rng = (await readSafetensors(path.join(dir, 'rng_state.safetensors'))).tensors.find((t) => t.name === 'cpu');
-    if (!rng) throw new InputError(path.join(dir, 'rng_state.safetensors'), 'no "cpu" generator state');
-    await this.model.setRngState(rng.data).catch((e) => { throw new InputError(path.join(dir, 'rng_state.safetensors'), (e as Error).message); });
+    const rngFile = path.join(dir, 'rng_state.safetensors');
+    const rng = (await readSafetensors(rngFile)).tensors;
+    if (!rng.some((t) => t.name === 'cpu')) throw new InputError(rngFile, 'no "cpu" generator state');
+    if (this.model.device.startsWith('cuda') && !rng.some((t) => t.name === 'cuda'))
+      this.o.events?.warning?.(`${rngFile} has no "cuda" generator state (saved on a CPU): dropout will not repeat the uninterrupted run`);
+    await this.model.setRngState(rng).catch((e) => { throw new InputError(rngFile, (e as Error).message); });
     this.state.global_step = st.global_step!;
     this.state.epoch = st.epoch ?? 0;
     this.state.total_flos = st.total_flos ?? 0;

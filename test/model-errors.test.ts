@@ -110,3 +110,17 @@ test('calls after dispose() reject clearly; calls queued before it complete', as
   await disposing;
   await m.dispose();  // twice is fine
 });
+
+test('generator state: round trip, and a bad state is refused without changing the model', async () => {
+  const state = await model.rngState();
+  assert.deepEqual(state.map((t) => [t.name, t.dtype, t.shape.length]), [['cpu', 'U8', 1]]);
+  await model.seed(3);
+  const before = await model.rngState();
+  await model.setRngState(state);
+  assert.ok(Buffer.from((await model.rngState())[0].data).equals(Buffer.from(state[0].data)));
+  await assert.rejects(model.setRngState(new Uint8Array(8) as never), TypeError);
+  await assert.rejects(model.setRngState([{ ...state[0], name: 'mps' }]), /generator state 'mps': expected cpu or cuda/);
+  await assert.rejects(model.setRngState([{ name: 'cpu', dtype: 'U8', shape: [8], data: new Uint8Array(8) }]), /state/i);
+  assert.ok(!Buffer.from(before[0].data).equals(Buffer.from(state[0].data)), 'seed(3) should change the state');
+  assert.ok(Buffer.from((await model.rngState())[0].data).equals(Buffer.from(state[0].data)), 'a refused state changed the generator');
+});

@@ -280,6 +280,7 @@ class Model : public Napi::ObjectWrap<Model> {
         InstanceMethod<&Model::StateDict>("stateDict"),
         InstanceMethod<&Model::OptimizerState>("optimizerState"),
         InstanceMethod<&Model::LoadOptimizerState>("loadOptimizerState"),
+        InstanceMethod<&Model::SaveSafetensors>("saveSafetensors"),
         InstanceMethod<&Model::Seed>("seed"),
         InstanceMethod<&Model::RngState>("rngState"),
         InstanceMethod<&Model::SetRngState>("setRngState"),
@@ -431,6 +432,29 @@ class Model : public Napi::ObjectWrap<Model> {
       std::vector<Napi::Value> keep{info.This()};
       auto blobs = std::make_shared<std::vector<Blob>>(ParseBlobs(info[0], keep));
       return Job::Run(env, [s, blobs] { s->LoadOptimizerState(*blobs); }, nullptr, keep);
+    });
+  }
+
+  // saveSafetensors(file, 'model' | 'optimizer', metadata: Record<string, string>)
+  Napi::Value SaveSafetensors(const Napi::CallbackInfo& info) {
+    return Guard(info, [&](Napi::Env env) -> Napi::Value {
+      auto s = Live();
+      if (!info[0].IsString()) throw std::invalid_argument("file must be a string");
+      if (!info[1].IsString()) throw std::invalid_argument("what must be 'model' or 'optimizer'");
+      std::string file = info[0].As<Napi::String>().Utf8Value(), what = info[1].As<Napi::String>().Utf8Value();
+      if (what != "model" && what != "optimizer") throw std::invalid_argument("what must be 'model' or 'optimizer'");
+      std::vector<std::pair<std::string, std::string>> metadata;
+      if (info[2].IsObject()) {
+        Napi::Object m = info[2].As<Napi::Object>();
+        Napi::Array keys = m.GetPropertyNames();
+        for (uint32_t i = 0; i < keys.Length(); ++i) {
+          Napi::Value k = keys.Get(i), v = m.Get(k);
+          if (!v.IsString()) throw std::invalid_argument("metadata values must be strings");
+          metadata.emplace_back(k.ToString().Utf8Value(), v.As<Napi::String>().Utf8Value());
+        }
+      }
+      const bool optimizer = what == "optimizer";
+      return Job::Run(env, [s, file, optimizer, metadata] { s->SaveSafetensors(file, optimizer, metadata); }, nullptr, {info.This()});
     });
   }
 

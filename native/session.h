@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace bert {
@@ -78,6 +79,10 @@ class Session {
   virtual std::vector<Blob> StateDict() = 0;           // F32, Hugging Face names
   virtual std::vector<Blob> OptimizerState() = 0;      // exp_avg/exp_avg_sq per parameter + step
   virtual void LoadOptimizerState(const std::vector<Blob>& blobs) = 0;
+  // Writes StateDict() (optimizer = false) or OptimizerState() as a safetensors file straight from the tensors,
+  // then fsyncs it: no copy of the weights is made, so a checkpoint does not raise peak memory.
+  virtual void SaveSafetensors(const std::string& file, bool optimizer,
+                               const std::vector<std::pair<std::string, std::string>>& metadata) = 0;
   // The model's own dropout generators (CPU, and the model's CUDA device if any): two models never share a stream.
   virtual void Seed(uint64_t seed) = 0;
   virtual std::vector<Blob> RngState() = 0;             // U8 blobs named "cpu" and, on a GPU, "cuda"

@@ -34,6 +34,8 @@ class TorchSession : public Session {
   std::vector<Blob> StateDict() override;
   std::vector<Blob> OptimizerState() override;
   void LoadOptimizerState(const std::vector<Blob>& blobs) override;
+  void SaveSafetensors(const std::string& file, bool optimizer,
+                       const std::vector<std::pair<std::string, std::string>>& metadata) override;
   void Seed(uint64_t seed) override;
   std::vector<Blob> RngState() override;
   void SetRngState(const std::vector<Blob>& state) override;
@@ -42,6 +44,7 @@ class TorchSession : public Session {
   at::Tensor Logits(const Batch& batch, bool train);
   at::Tensor Loss(const at::Tensor& logits, const Batch& batch);
   at::Tensor Activation(const at::Tensor& x) const;
+  std::vector<std::pair<std::string, at::Tensor>> Named(bool optimizer) const;  // what StateDict/OptimizerState hold
   const at::Tensor& P(const std::string& name) const;
 
   Config cfg_;

@@ -1,12 +1,28 @@
 // Training step pieces (gradient clipping and AdamW written as torch.optim does them) and state I/O by name.
 #include <ATen/CPUGeneratorImpl.h>
+#include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 #include <unordered_set>
+#ifdef _WIN32
+#include <io.h>
+#else
+#include <unistd.h>
+#endif
 #include "torch_session.h"
 
 namespace bert {
+
+static bool Fsync(std::FILE* f) {  // the bytes are on disk before the caller renames the file into place
+#ifdef _WIN32
+  return _commit(_fileno(f)) == 0;
+#else
+  return fsync(fileno(f)) == 0;
+#endif
+}
 
 at::ScalarType DtypeOf(const std::string& d) {
   if (d == "F32") return at::kFloat;
@@ -92,12 +108,6 @@ LoadReport TorchSession::Load(const std::vector<Blob>& blobs) {
   return report;
 }
 
-std::vector<Blob> TorchSession::StateDict() {
-  std::vector<Blob> out;
-  for (const auto& p : params_) out.push_back(ToBlob(p.name, p.value.to(at::kFloat)));
-  return out;
-}
-
 void TorchSession::ZeroGrad() {
   for (auto& p : params_) p.value.mutable_grad() = at::Tensor();  // set_to_none, as model.zero_grad() does
 }
@@ -140,15 +150,87 @@ double TorchSession::OptimizerStep(const StepOptions& o) {
   return total.item<double>();
 }
 
-std::vector<Blob> TorchSession::OptimizerState() {
-  std::vector<Blob> out;
-  out.push_back(ToBlob("step", at::tensor({step_}, at::kLong)));
+std::vector<std::pair<std::string, at::Tensor>> TorchSession::Named(bool optimizer) const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  if (!optimizer) {
+    for (const auto& p : params_) out.emplace_back(p.name, p.value.to(at::kFloat));
+    return out;
+  }
+  out.emplace_back("step", at::tensor({step_}, at::kLong));
   for (const auto& p : params_) {
     if (!p.exp_avg.defined()) continue;
-    out.push_back(ToBlob("state." + p.name + ".exp_avg", p.exp_avg));
-    out.push_back(ToBlob("state." + p.name + ".exp_avg_sq", p.exp_avg_sq));
+    out.emplace_back("state." + p.name + ".exp_avg", p.exp_avg);
+    out.emplace_back("state." + p.name + ".exp_avg_sq", p.exp_avg_sq);
   }
   return out;
+}
+
+std::vector<Blob> TorchSession::StateDict() {
+  std::vector<Blob> out;
+  for (const auto& [name, t] : Named(false)) out.push_back(ToBlob(name, t));
+  return out;
+}
+
+std::vector<Blob> TorchSession::OptimizerState() {
+  std::vector<Blob> out;
+  for (const auto& [name, t] : Named(true)) out.push_back(ToBlob(name, t));
+  return out;
+}
+
+static std::string JsonString(const std::string& s) {
+  std::string r = "\"";
+  for (unsigned char ch : s) {
+    if (ch == '"' || ch == '\\') r += '\\', r += static_cast<char>(ch);
+    else if (ch < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", ch);
+      r += buf;
+    } else r += static_cast<char>(ch);
+  }
+  return r + "\"";
+}
+
+void TorchSession::SaveSafetensors(const std::string& file, bool optimizer,
+                                   const std::vector<std::pair<std::string, std::string>>& metadata) {
+  at::NoGradGuard no_grad;
+  auto named = Named(optimizer);
+  for (auto& [name, t] : named) t = t.detach().contiguous();  // no copy for the CPU's contiguous parameters
+  // Header: {"__metadata__": {...}, name: {dtype, shape, data_offsets}, ...}, padded with spaces to 8 bytes.
+  std::string h = "{";
+  if (!metadata.empty()) {
+    h += "\"__metadata__\":{";
+    for (size_t i = 0; i < metadata.size(); ++i)
+      h += (i ? "," : "") + JsonString(metadata[i].first) + ":" + JsonString(metadata[i].second);
+    h += "}";
+  }
+  uint64_t offset = 0;
+  for (const auto& [name, t] : named) {
+    std::string shape;
+    for (int64_t d : t.sizes()) shape += (shape.empty() ? "" : ",") + std::to_string(d);
+    const uint64_t end = offset + t.nbytes();
+    h += (h.size() > 1 ? "," : "") + JsonString(name) + ":{\"dtype\":\"" + DtypeName(t.scalar_type()) + "\",\"shape\":[" +
+         shape + "],\"data_offsets\":[" + std::to_string(offset) + "," + std::to_string(end) + "]}";
+    offset = end;
+  }
+  h += "}";
+  h.append((8 - h.size() % 8) % 8, ' ');
+
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(file.c_str(), "wb"), &std::fclose);
+  auto fail = [&](int err) { return std::runtime_error("cannot write " + file + ": " + std::strerror(err)); };
+  if (!f) throw fail(errno);
+  auto put = [&](const void* data, size_t n) {
+    if (n && std::fwrite(data, 1, n, f.get()) != n) throw fail(errno);
+  };
+  uint8_t len[8];
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(static_cast<uint64_t>(h.size()) >> (8 * i));  // little-endian
+  put(len, 8);
+  put(h.data(), h.size());
+  for (const auto& [name, t] : named) {
+    at::Tensor c = t.is_cpu() ? t : t.to(at::kCPU);  // a GPU tensor is copied one at a time
+    put(c.data_ptr(), c.nbytes());
+  }
+  if (std::fflush(f.get()) != 0 || !Fsync(f.get())) throw fail(errno);
+  if (std::fclose(f.release()) != 0) throw fail(errno);
 }
 
 void TorchSession::LoadOptimizerState(const std::vector<Blob>& blobs) {

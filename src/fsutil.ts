@@ -4,16 +4,23 @@ import path from 'node:path';
 import { InputError } from './errors.js';
 
 export async function writeFileAtomic(file: string, data: string | Uint8Array | Uint8Array[]): Promise<void> {
+  await writeAtomically(file, async (tmp) => {
+    const h = await fs.open(tmp, 'w');
+    try {
+      for (const part of Array.isArray(data) ? data : [data]) await h.writeFile(part);  // writeFile loops until all is written
+      await h.sync();
+    } finally {
+      await h.close();
+    }
+  });
+}
+
+/** `write` fills (and fsyncs) a temporary file next to `file`, which is then renamed into place: never a partial file. */
+export async function writeAtomically(file: string, write: (tmp: string) => Promise<void>): Promise<void> {
   await fs.mkdir(path.dirname(file), { recursive: true });
   const tmp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
-  const h = await fs.open(tmp, 'w');
   try {
-    for (const part of Array.isArray(data) ? data : [data]) await h.writeFile(part);  // writeFile loops until all is written
-    await h.sync();
-  } finally {
-    await h.close();
-  }
-  try {
+    await write(tmp);
     await fs.rename(tmp, file);
   } catch (e) {
     await fs.rm(tmp, { force: true });

@@ -1,12 +1,11 @@
 // BertForSequenceClassification for JS: validates every argument, serialises calls per model, maps checkpoint
 // keys to the model's Hugging Face names, and saves files that transformers' from_pretrained loads.
 import path from 'node:path';
-import { promises as fs } from 'node:fs';
 import { addon, type NativeBatch, type NativeBlob, type NativeModel } from './native.js';
 import { type BertConfig, type ConfigOverrides, configToJson, nativeConfig, numLabels, parseConfig, problemType } from './config.js';
-import { readSafetensors, writeSafetensors, type TensorEntry } from './safetensors.js';
+import { readSafetensors, type TensorEntry } from './safetensors.js';
 import { fileSource, type HubOptions, HubError } from './hub.js';
-import { readJson, writeFileAtomic } from './fsutil.js';
+import { readJson, writeAtomically, writeFileAtomic } from './fsutil.js';
 import { InputError } from './errors.js';
 
 export type Device = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
@@ -249,9 +248,8 @@ export class BertForSequenceClassification {
 
   /** Writes model.safetensors and config.json (what BertForSequenceClassification.from_pretrained reads). */
   async save(dir: string): Promise<void> {
-    const tensors = await this.stateDict();
-    await fs.mkdir(dir, { recursive: true });
-    await writeSafetensors(path.join(dir, 'model.safetensors'), tensors, { format: 'pt' });
+    // Written by the addon straight from the tensors: no copy of the weights passes through JS.
+    await writeAtomically(path.join(dir, 'model.safetensors'), (tmp) => this.run(() => this.native.saveSafetensors(tmp, 'model', { format: 'pt' })));
     await writeFileAtomic(path.join(dir, 'config.json'), JSON.stringify(configToJson(this.config), null, 2) + '\n');
   }
 
@@ -264,8 +262,7 @@ export class BertForSequenceClassification {
   }
 
   async saveOptimizerState(file: string): Promise<void> {
-    const tensors = await this.run(() => this.native.optimizerState());
-    await writeSafetensors(file, tensors, { format: 'pt', content: 'adamw-state' });
+    await writeAtomically(file, (tmp) => this.run(() => this.native.saveSafetensors(tmp, 'optimizer', { format: 'pt', content: 'adamw-state' })));
   }
 
   async loadOptimizerState(file: string): Promise<void> {

@@ -19,6 +19,7 @@ export interface NativeModel {
   stateDict(): Promise<NativeBlob[]>;
   optimizerState(): Promise<NativeBlob[]>;
   loadOptimizerState(t: NativeBlob[]): Promise<void>;
+  saveSafetensors(file: string, what: 'model' | 'optimizer', metadata: Record<string, string>): Promise<void>;
   seed(n: number): Promise<void>;
   rngState(): Promise<NativeBlob[]>;
   setRngState(s: NativeBlob[]): Promise<void>;

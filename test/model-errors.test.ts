@@ -1,7 +1,7 @@
 // Bad checkpoints and bad arguments: each is a clear JS error naming the file or argument; nothing crashes.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { promises as fs, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, promises as fs, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { BertForSequenceClassification } from '../src/model.js';
 import { encodeSafetensors, parseSafetensors } from '../src/safetensors.js';
@@ -123,4 +123,18 @@ test('generator state: round trip, and a bad state is refused without changing t
   await assert.rejects(model.setRngState([{ name: 'cpu', dtype: 'U8', shape: [8], data: new Uint8Array(8) }]), /state/i);
   assert.ok(!Buffer.from(before[0].data).equals(Buffer.from(state[0].data)), 'seed(3) should change the state');
   assert.ok(Buffer.from((await model.rngState())[0].data).equals(Buffer.from(state[0].data)), 'a refused state changed the generator');
+});
+
+test('save() writes, from the addon, the same bytes the JS encoder writes; a failed write names the file and the reason', async () => {
+  const dir = path.join(work.dir, 'saved');
+  await model.save(dir);
+  const js = Buffer.concat(encodeSafetensors(await model.stateDict(), { format: 'pt' }));
+  assert.ok(readFileSync(path.join(dir, 'model.safetensors')).equals(js));
+  writeFileSync(path.join(work.dir, 'a-file'), 'x');
+  await assert.rejects(model.save(path.join(work.dir, 'a-file', 'sub')), /a-file/);
+  // A full disk: the native writer reports it (the flush fails) instead of leaving a short file that looks complete.
+  if (existsSync('/dev/full')) {
+    const native = (model as unknown as { native: { saveSafetensors(f: string, w: string, m: object): Promise<void> } }).native;
+    await assert.rejects(native.saveSafetensors('/dev/full', 'optimizer', {}), /cannot write \/dev\/full: No space left on device/);
+  }
 });

@@ -233,8 +233,17 @@ std::vector<Blob> ParseBlobs(const Napi::Value& v, std::vector<Napi::Value>& kee
     if (!shape.IsArray()) throw std::invalid_argument("tensor " + b.name + ": shape must be an array");
     auto s = shape.As<Napi::Array>();
     for (uint32_t j = 0; j < s.Length(); ++j) b.shape.push_back(s.Get(j).As<Napi::Number>().Int64Value());
+    if (o.Get("file").IsString()) {  // left in its file: read on the worker thread, straight into the tensor
+      b.file = o.Get("file").As<Napi::String>().Utf8Value();
+      const double offset = GetNum(o, "offset", -1), nbytes = GetNum(o, "nbytes", -1);
+      if (!(offset >= 0 && nbytes >= 0)) throw std::invalid_argument("tensor " + b.name + ": offset and nbytes must be >= 0");
+      b.offset = static_cast<uint64_t>(offset);
+      b.nbytes = static_cast<size_t>(nbytes);
+      blobs.push_back(std::move(b));
+      continue;
+    }
     Napi::Value data = o.Get("data");
-    if (!data.IsTypedArray()) throw std::invalid_argument("tensor " + b.name + ": data must be a Uint8Array");
+    if (!data.IsTypedArray()) throw std::invalid_argument("tensor " + b.name + ": data must be a Uint8Array (or file, offset, nbytes)");
     auto u = data.As<Napi::TypedArray>();
     b.data = static_cast<const uint8_t*>(u.ArrayBuffer().Data()) + u.ByteOffset();
     b.nbytes = u.ByteLength();

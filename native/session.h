@@ -45,6 +45,8 @@ struct Blob {  // a tensor crossing the boundary as raw bytes
   std::vector<int64_t> shape;
   std::vector<uint8_t> owned;            // filled when native hands data out
   const uint8_t* data = nullptr;         // set when JS hands data in (borrowed)
+  std::string file;                      // or: the bytes are in this file at offset (read straight into the tensor)
+  uint64_t offset = 0;
   size_t nbytes = 0;
 };
 

@@ -56,13 +56,27 @@ static std::string ShapeStr(at::IntArrayRef s) {
   return r + "]";
 }
 
-// The one copy into the tensor: borrowed bytes (any alignment) -> a fresh tensor.
+// Reads n bytes at offset of file into dst: a checkpoint's tensor goes from disk into its tensor with no copy between.
+static void ReadAt(const std::string& file, uint64_t offset, void* dst, size_t n, const std::string& name) {
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(file.c_str(), "rb"), &std::fclose);
+  if (!f) throw std::runtime_error("cannot read " + file + ": " + std::strerror(errno));
+#ifdef _WIN32
+  const bool seeked = _fseeki64(f.get(), static_cast<int64_t>(offset), SEEK_SET) == 0;
+#else
+  const bool seeked = fseeko(f.get(), static_cast<off_t>(offset), SEEK_SET) == 0;
+#endif
+  if (!seeked || std::fread(dst, 1, n, f.get()) != n)
+    throw std::runtime_error(file + ": the file ended before tensor " + name + " (truncated or changed while reading?)");
+}
+
+// The one copy into the tensor: borrowed bytes (any alignment) or a file range -> a fresh tensor.
 at::Tensor FromBlob(const Blob& b, const at::Device& device) {
   at::Tensor t = at::empty(b.shape, DtypeOf(b.dtype));
   if (static_cast<size_t>(t.nbytes()) != b.nbytes)
     throw std::invalid_argument("tensor '" + b.name + "': " + std::to_string(b.nbytes) + " bytes for shape " +
                                 ShapeStr(b.shape) + " of " + b.dtype);
-  if (b.nbytes) std::memcpy(t.data_ptr(), b.data, b.nbytes);
+  if (b.nbytes && !b.file.empty()) ReadAt(b.file, b.offset, t.data_ptr(), b.nbytes, b.name);
+  else if (b.nbytes) std::memcpy(t.data_ptr(), b.data, b.nbytes);
   return device.is_cpu() ? t : t.to(device);
 }
 

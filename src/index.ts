@@ -14,6 +14,6 @@ export { accuracy, f1, matthewsCorrelation, pearson, spearman, glueMetric } from
 export { hubFile, cachedFile, hubCacheDir, fileSource, HubError } from './hub.js';
 export { parseConfig, BERT_BASE_UNCASED } from './config.js';
 export type { BertConfig } from './config.js';
-export { readSafetensors, writeSafetensors, parseSafetensors } from './safetensors.js';
+export { readSafetensors, writeSafetensors, parseSafetensors, indexSafetensors } from './safetensors.js';
 export { UsageError, InputError } from './errors.js';
 export { addon as nativeAddon } from './native.js';

@@ -1,9 +1,9 @@
 // BertForSequenceClassification for JS: validates every argument, serialises calls per model, maps checkpoint
 // keys to the model's Hugging Face names, and saves files that transformers' from_pretrained loads.
 import path from 'node:path';
-import { addon, type NativeBatch, type NativeBlob, type NativeModel } from './native.js';
+import { addon, type NativeBatch, type NativeBlob, type NativeModel, type NativeTensorSource } from './native.js';
 import { type BertConfig, type ConfigOverrides, configToJson, nativeConfig, numLabels, parseConfig, problemType } from './config.js';
-import { readSafetensors, type TensorEntry } from './safetensors.js';
+import { indexSafetensors, type FileTensor } from './safetensors.js';
 import { fileSource, type HubOptions, HubError } from './hub.js';
 import { readJson, writeAtomically, writeFileAtomic } from './fsutil.js';
 import { InputError } from './errors.js';
@@ -108,11 +108,11 @@ export class BertForSequenceClassification {
     const files = await weightFiles(src, nameOrPath);
     const model = await BertForSequenceClassification.fromConfig(config, o);
     try {
-      const tensors: TensorEntry[] = [];
-      for (const f of files) tensors.push(...(await readSafetensors(f)).tensors);
+      const tensors: FileTensor[] = [];  // headers only: the addon reads each tensor from its file
+      for (const f of files) tensors.push(...(await indexSafetensors(f)).tensors);
       const addPrefix = !tensors.some((t) => t.name.startsWith('bert.'));
       const unused: string[] = [];
-      const blobs: NativeBlob[] = [];
+      const blobs: NativeTensorSource[] = [];
       for (const t of tensors) {
         if (IGNORED_KEYS.test(t.name)) continue;
         const k = mapKey(t.name, addPrefix);
@@ -255,7 +255,7 @@ export class BertForSequenceClassification {
 
   /** Loads weights saved by save() (same architecture and names) into this model. */
   async loadWeights(file: string): Promise<void> {
-    const { tensors } = await readSafetensors(file);
+    const { tensors } = await indexSafetensors(file);
     const report = await this.run(() => this.native.load(tensors)).catch((e) => { throw new InputError(file, (e as Error).message); });
     if (report.missing.length || report.unexpected.length)
       throw new InputError(file, `does not match this model (missing: ${report.missing.slice(0, 5).join(', ') || 'none'}; unexpected: ${report.unexpected.slice(0, 5).join(', ') || 'none'})`);
@@ -266,7 +266,7 @@ export class BertForSequenceClassification {
   }
 
   async loadOptimizerState(file: string): Promise<void> {
-    const { tensors } = await readSafetensors(file);
+    const { tensors } = await indexSafetensors(file);
     await this.run(() => this.native.loadOptimizerState(tensors)).catch((e) => { throw new InputError(file, (e as Error).message); });
   }
 

@@ -2,8 +2,11 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { FileTensor } from './safetensors.js';
 
 export interface NativeBlob { name: string; dtype: string; shape: number[]; data: Uint8Array }
+/** What the addon loads: bytes in memory, or a range of a file it reads itself (see indexSafetensors). */
+export type NativeTensorSource = NativeBlob | FileTensor;
 export interface NativeBatch {
   batch: number; seq: number;
   inputIds: Int32Array; attentionMask?: Int32Array; tokenTypeIds?: Int32Array;
@@ -11,14 +14,14 @@ export interface NativeBatch {
 }
 export interface NativeModel {
   init(o: { config: object; device: string; seed: number; threads: number }): Promise<{ device: string; numParameters: number; parameterNames: string[] }>;
-  load(t: NativeBlob[]): Promise<{ missing: string[]; unexpected: string[] }>;
+  load(t: NativeTensorSource[]): Promise<{ missing: string[]; unexpected: string[] }>;
   forward(b: NativeBatch): Promise<{ logits: Float32Array; loss?: number }>;
   forwardBackward(b: NativeBatch, lossScale: number): Promise<number>;
   optimizerStep(o: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; maxGradNorm: number }): Promise<number>;
   zeroGrad(): Promise<void>;
   stateDict(): Promise<NativeBlob[]>;
   optimizerState(): Promise<NativeBlob[]>;
-  loadOptimizerState(t: NativeBlob[]): Promise<void>;
+  loadOptimizerState(t: NativeTensorSource[]): Promise<void>;
   saveSafetensors(file: string, what: 'model' | 'optimizer', metadata: Record<string, string>): Promise<void>;
   seed(n: number): Promise<void>;
   rngState(): Promise<NativeBlob[]>;

@@ -12,25 +12,30 @@ export const MAX_HEADER_BYTES = 100_000_000;
 export interface TensorEntry { name: string; dtype: string; shape: number[]; data: Uint8Array }
 export interface SafetensorsFile { tensors: TensorEntry[]; metadata: Record<string, string> }
 
-export function parseSafetensors(buf: Uint8Array, file: string): SafetensorsFile {
-  if (buf.byteLength < 8) throw new InputError(file, `not a safetensors file: ${buf.byteLength} bytes, shorter than the 8-byte header size`);
-  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const n = view.getBigUint64(0, true);
+/** A tensor left in its file: the addon reads its bytes straight into the tensor (no copy through JS). */
+export interface FileTensor { name: string; dtype: string; shape: number[]; file: string; offset: number; nbytes: number }
+
+interface HeaderEntry { name: string; dtype: string; shape: number[]; begin: number; end: number }
+
+/** The u64 header size, checked against the limit and against the bytes that follow it. */
+function headerLength(n: bigint, available: number, file: string): number {
   if (n > BigInt(MAX_HEADER_BYTES)) throw new InputError(file, `safetensors header claims ${n} bytes, over the ${MAX_HEADER_BYTES}-byte limit`);
   const headerLen = Number(n);
-  if (8 + headerLen > buf.byteLength) throw new InputError(file, `safetensors header claims ${headerLen} bytes but the file has only ${buf.byteLength - 8} after the size field (truncated?)`);
+  if (headerLen > available) throw new InputError(file, `safetensors header claims ${headerLen} bytes but the file has only ${available} after the size field (truncated?)`);
+  return headerLen;
+}
+
+/** Validates the JSON header against a data buffer of dataLen bytes: dtypes, shapes, sizes, bounds, overlaps. */
+function parseHeader(bytes: Uint8Array, dataLen: number, file: string): { entries: HeaderEntry[]; metadata: Record<string, string> } {
   let header: unknown;
   try {
-    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(buf.subarray(8, 8 + headerLen)));
+    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
   } catch (e) {
     throw new InputError(file, `safetensors header is not valid UTF-8 JSON (${(e as Error).message})`);
   }
   if (typeof header !== 'object' || header === null || Array.isArray(header)) throw new InputError(file, 'safetensors header is not a JSON object');
-  const dataStart = 8 + headerLen;
-  const dataLen = buf.byteLength - dataStart;
-  const tensors: TensorEntry[] = [];
+  const entries: HeaderEntry[] = [];
   let metadata: Record<string, string> = {};
-  const ranges: Array<[number, number, string]> = [];
   for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
     if (name === '__metadata__') {
       if (typeof raw !== 'object' || raw === null || Object.values(raw).some((v) => typeof v !== 'string'))
@@ -52,13 +57,48 @@ export function parseSafetensors(buf: Uint8Array, file: string): SafetensorsFile
     const expected = numel * DTYPE_SIZES[e.dtype];
     if (off[1] - off[0] !== expected)
       throw new InputError(file, `tensor ${name}: ${off[1] - off[0]} bytes for shape [${e.shape}] of ${e.dtype}, which needs ${expected}`);
-    ranges.push([off[0], off[1], name]);
-    tensors.push({ name, dtype: e.dtype, shape: e.shape as number[], data: buf.subarray(dataStart + off[0], dataStart + off[1]) });
+    entries.push({ name, dtype: e.dtype, shape: e.shape as number[], begin: off[0], end: off[1] });
   }
-  ranges.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  const ranges = [...entries].sort((a, b) => a.begin - b.begin || a.end - b.end);
   for (let i = 1; i < ranges.length; i++)
-    if (ranges[i][0] < ranges[i - 1][1]) throw new InputError(file, `tensors ${ranges[i - 1][2]} and ${ranges[i][2]} overlap in the data buffer`);
+    if (ranges[i].begin < ranges[i - 1].end) throw new InputError(file, `tensors ${ranges[i - 1].name} and ${ranges[i].name} overlap in the data buffer`);
+  return { entries, metadata };
+}
+
+export function parseSafetensors(buf: Uint8Array, file: string): SafetensorsFile {
+  if (buf.byteLength < 8) throw new InputError(file, `not a safetensors file: ${buf.byteLength} bytes, shorter than the 8-byte header size`);
+  const n = new DataView(buf.buffer, buf.byteOffset, buf.byteLength).getBigUint64(0, true);
+  const headerLen = headerLength(n, buf.byteLength - 8, file);
+  const dataStart = 8 + headerLen;
+  const { entries, metadata } = parseHeader(buf.subarray(8, dataStart), buf.byteLength - dataStart, file);
+  const tensors = entries.map(({ name, dtype, shape, begin, end }) => ({ name, dtype, shape, data: buf.subarray(dataStart + begin, dataStart + end) }));
   return { tensors, metadata };
+}
+
+/** Reads and checks only the header; the tensors stay in the file for the addon to read (model weights, optimizer state). */
+export async function indexSafetensors(file: string): Promise<{ tensors: FileTensor[]; metadata: Record<string, string> }> {
+  let h: fs.FileHandle;
+  try {
+    h = await fs.open(file, 'r');
+  } catch (e) {
+    throw new InputError(file, `cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  try {
+    const size = (await h.stat()).size;
+    if (size < 8) throw new InputError(file, `not a safetensors file: ${size} bytes, shorter than the 8-byte header size`);
+    const head = Buffer.alloc(8);
+    await h.read(head, 0, 8, 0);
+    const headerLen = headerLength(head.readBigUInt64LE(0), size - 8, file);
+    const bytes = Buffer.alloc(headerLen);
+    const { bytesRead } = await h.read(bytes, 0, headerLen, 8);
+    if (bytesRead !== headerLen) throw new InputError(file, 'the file ended inside its header (changed while reading?)');
+    const dataStart = 8 + headerLen;
+    const { entries, metadata } = parseHeader(bytes, size - dataStart, file);
+    const tensors = entries.map(({ name, dtype, shape, begin, end }) => ({ name, dtype, shape, file, offset: dataStart + begin, nbytes: end - begin }));
+    return { tensors, metadata };
+  } finally {
+    await h.close();
+  }
 }
 
 export async function readSafetensors(file: string): Promise<SafetensorsFile> {

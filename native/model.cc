@@ -179,9 +179,22 @@ at::Tensor TorchSession::Logits(const Batch& in, bool train) {
   x = at::layer_norm(x, {H}, P("bert.embeddings.LayerNorm.weight"), P("bert.embeddings.LayerNorm.bias"), c.layer_norm_eps);
   x = at::dropout(x, p_hidden, train);
 
-  for (const Layer& L : layers_) {
+  for (Layer& L : layers_) {
     // Query, key and value in one matrix product (the same sums as three).
-    at::Tensor qkv = at::linear(x, at::cat({L.q_w, L.k_w, L.v_w}), at::cat({L.q_b, L.k_b, L.v_b}));
+    at::Tensor qkv;
+    if (train) {
+      L.qkv_w = L.qkv_b = at::Tensor();  // stale after this step's update; not kept through training
+      qkv = at::linear(x, at::cat({L.q_w, L.k_w, L.v_w}), at::cat({L.q_b, L.k_b, L.v_b}));
+    } else {
+      const std::array<uint32_t, 6> v{L.q_w._version(), L.k_w._version(), L.v_w._version(),
+                                      L.q_b._version(), L.k_b._version(), L.v_b._version()};
+      if (!L.qkv_w.defined() || v != L.qkv_versions) {
+        L.qkv_w = at::cat({L.q_w, L.k_w, L.v_w});
+        L.qkv_b = at::cat({L.q_b, L.k_b, L.v_b});
+        L.qkv_versions = v;
+      }
+      qkv = at::linear(x, L.qkv_w, L.qkv_b);
+    }
     if (unpad) qkv = at::zeros({B * S, 3 * H}, qkv.options()).index_copy(0, index, qkv);
     qkv = qkv.view({B, S, 3, nh, hd}).permute({2, 0, 3, 1, 4});
     at::Tensor ctx = at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], mask, p_attn, false);

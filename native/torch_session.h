@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
+#include <array>
 #include <mutex>
 #include <unordered_map>
 #include "session.h"
@@ -18,6 +19,11 @@ struct Param {
 
 struct Layer {  // handles into Param::value, in the order of modeling_bert.py
   at::Tensor q_w, q_b, k_w, k_b, v_w, v_b, ao_w, ao_b, aln_w, aln_b, i_w, i_b, o_w, o_b, oln_w, oln_b;
+  // Query, key and value concatenated for one matrix product. Training concatenates on each forward (autograd
+  // must reach the three parameters); evaluation reuses this copy while the parameters' version counters show
+  // no in-place change (optimizer step, load), which saves copying 3*H*H floats per layer per call.
+  at::Tensor qkv_w, qkv_b;
+  std::array<uint32_t, 6> qkv_versions{};
 };
 
 class TorchSession : public Session {

@@ -1,0 +1,35 @@
+// The model's own invariants that no comparison with transformers covers.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { BertForSequenceClassification } from '../src/model.js';
+import { makeTinyModel } from './fixtures.js';
+import { tempDir } from './helpers.js';
+
+const work = tempDir('model-test-');
+after(() => work.cleanup());
+
+test('evaluation after an optimizer step or a load sees the new weights (the cached fused QKV weight is refreshed)', async () => {
+  const dir = await makeTinyModel(path.join(work.dir, 'm'));
+  const a = await BertForSequenceClassification.fromPretrained(dir, { device: 'cpu', threads: 1 });
+  const b = await BertForSequenceClassification.fromPretrained(dir, { device: 'cpu', threads: 1 });
+  try {
+    const batch = { shape: [2, 6] as [number, number], inputIds: Int32Array.from({ length: 12 }, (_, i) => 5 + (i % 20)) };
+    const before = Array.from((await a.forward(batch)).logits);
+    await a.trainStep({ ...batch, labels: Int32Array.from([0, 1]) });
+    await a.optimizerStep({ lr: 0.1 });
+    const stepped = Array.from((await a.forward(batch)).logits);
+    assert.notDeepEqual(stepped, before, 'the forward after a step gave the old logits');
+    // A fresh model loaded with a's weights computes exactly a's logits; b, evaluated before the load, then follows.
+    await b.forward(batch);
+    await a.save(path.join(work.dir, 'a'));
+    await b.loadWeights(path.join(work.dir, 'a', 'model.safetensors'));
+    assert.deepEqual(Array.from((await b.forward(batch)).logits), stepped);
+    const c = await BertForSequenceClassification.fromPretrained(path.join(work.dir, 'a'), { device: 'cpu', threads: 1 });
+    assert.deepEqual(Array.from((await c.forward(batch)).logits), stepped);
+    await c.dispose();
+  } finally {
+    await a.dispose();
+    await b.dispose();
+  }
+});

@@ -3,7 +3,8 @@
 # (see pack.sh). Builds the addon against that machine's own PyTorch (scripts/find-libtorch.js), runs the parity
 # tests on the device, then the benchmark's shape workload and 3 epochs of MRPC with a bert-base-sized model against the Python Trainer on the same GPU.
 # Everything lands in $OUT; planned well under 8 minutes on an H100. Dry run on a CPU machine: `bash scripts/gpu/check.sh --device cpu`.
-set -uo pipefail
+set -uo pipefail  # no -e: a failed step is logged and the next one still runs
+# Each step has its own timeout, so a hang costs that step only; the 3-epoch run goes last.
 cd "$(dirname "$0")/../.."
 DEVICE=cuda
 [ "${1:-}" = "--device" ] && DEVICE=$2
@@ -28,12 +29,12 @@ node --version
 
 step "build the addon against this machine's PyTorch"
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}  # Hopper; nothing of ours is CUDA code, this only skips detection
-node scripts/build-addon.js > "$OUT/build.txt" 2>&1 || { tail -40 "$OUT/build.txt"; exit 1; }
+timeout 300 node scripts/build-addon.js > "$OUT/build.txt" 2>&1 || { tail -40 "$OUT/build.txt"; exit 1; }
 tail -3 "$OUT/build.txt"
 node -e "import('./dist/src/native.js').then(m => console.log(JSON.stringify(m.addon().runtime())))"
 
 step "parity on $DEVICE"
-TEST_DEVICE=$DEVICE node --test dist/test/parity.test.js 2>&1 | grep -E "^# parity|^ok|^not ok|^# (pass|fail)" | tee "$OUT/parity.txt"
+TEST_DEVICE=$DEVICE timeout 180 node --test dist/test/parity.test.js 2>&1 | grep -E "^# parity|^ok|^not ok|^# (pass|fail)" | tee "$OUT/parity.txt"
 
 step "HF home with MRPC, MiniLM and bert-base-uncased (random weights: the real ones do not travel)"
 export HF_HOME=${HF_HOME:-/tmp/gpu-hf-home}
@@ -58,7 +59,7 @@ random_model bert-base-uncased "dict(hidden_size=768, num_hidden_layers=12, num_
 export HF_HUB_OFFLINE=1
 
 step "benchmark: shape (bert-base config) on $DEVICE"
-node dist/scripts/bench/bench.js --workload shape --device "$DEVICE" --rounds 1 --out "$OUT" 2>&1 | tail -15
+timeout 200 node dist/scripts/bench/bench.js --workload shape --device "$DEVICE" --rounds 1 --out "$OUT" 2>&1 | tail -15
 
 # The reference job: bert-base-uncased, 3 epochs of MRPC (1,377 steps). A CPU dry run takes 20 steps of it instead.
 if [ "$DEVICE" = cpu ]; then
@@ -66,7 +67,7 @@ if [ "$DEVICE" = cpu ]; then
   node dist/scripts/bench/bench.js --workload quick --model bert-base-uncased --device cpu --rounds 1 --steps 20 --out "$OUT" 2>&1 | tail -20
 else
   step "benchmark: bert-base-uncased (random), 3 epochs of MRPC on $DEVICE"
-  node dist/scripts/bench/bench.js --workload full --model bert-base-uncased --device "$DEVICE" --rounds 1 --out "$OUT" 2>&1 | tail -20
+  timeout 400 node dist/scripts/bench/bench.js --workload full --model bert-base-uncased --device "$DEVICE" --rounds 1 --out "$OUT" 2>&1 | tail -20
 fi
 
 step "done"

@@ -114,7 +114,13 @@ LoadReport TorchSession::Load(const std::vector<Blob>& blobs) {
       report.unexpected.push_back(b.name);
       continue;
     }
-    params_[it->second].value.copy_(FromBlob(b, at::kCPU));
+    try {  // one tensor at a time, so loading never holds a second copy of the model
+      params_[it->second].value.copy_(FromBlob(b, at::kCPU));
+    } catch (const std::exception& e) {
+      if (seen.empty()) throw;
+      throw std::runtime_error(std::string(e.what()) + "; " + std::to_string(seen.size()) +
+                               " tensor(s) had already been loaded, so the model now holds a mix: load it again");
+    }
     seen.insert(b.name);
   }
   for (const auto& p : params_)

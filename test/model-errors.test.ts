@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { existsSync, promises as fs, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { BertForSequenceClassification } from '../src/model.js';
-import { encodeSafetensors, parseSafetensors } from '../src/safetensors.js';
+import { encodeSafetensors, indexSafetensors, parseSafetensors } from '../src/safetensors.js';
 import { InputError } from '../src/errors.js';
 import { makeTinyModel } from './fixtures.js';
 import { tempDir, tinyBatch as rawBatch } from './helpers.js';
@@ -137,4 +137,15 @@ test('save() writes, from the addon, the same bytes the JS encoder writes; a fai
     const native = (model as unknown as { native: { saveSafetensors(f: string, w: string, m: object): Promise<void> } }).native;
     await assert.rejects(native.saveSafetensors('/dev/full', 'optimizer', {}), /cannot write \/dev\/full: No space left on device/);
   }
+});
+
+test('a checkpoint that shrinks between its header check and the read is reported, and says the model is now mixed', async () => {
+  const dir = await variant('shrinks', () => {});
+  const file = path.join(dir, 'model.safetensors');
+  const { tensors } = await indexSafetensors(file);
+  const size = (await fs.stat(file)).size;
+  await fs.truncate(file, size - 64);  // the last tensor's bytes go missing after the header was checked
+  const native = (model as unknown as { native: { load(t: object[]): Promise<unknown> } }).native;
+  const ordered = [...tensors].sort((a, b) => a.offset - b.offset).map((t) => ({ ...t, name: `bert.${t.name.replace(/^bert\./, '')}` }));
+  await assert.rejects(native.load(ordered), /the file ended before tensor .*; \d+ tensor\(s\) had already been loaded, so the model now holds a mix/);
 });

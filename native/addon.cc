@@ -290,6 +290,7 @@ class Model : public Napi::ObjectWrap<Model> {
         InstanceMethod<&Model::OptimizerState>("optimizerState"),
         InstanceMethod<&Model::LoadOptimizerState>("loadOptimizerState"),
         InstanceMethod<&Model::SaveSafetensors>("saveSafetensors"),
+        InstanceMethod<&Model::SetAutocast>("setAutocast"),
         InstanceMethod<&Model::Seed>("seed"),
         InstanceMethod<&Model::RngState>("rngState"),
         InstanceMethod<&Model::SetRngState>("setRngState"),
@@ -464,6 +465,15 @@ class Model : public Napi::ObjectWrap<Model> {
       }
       const bool optimizer = what == "optimizer";
       return Job::Run(env, [s, file, optimizer, metadata] { s->SaveSafetensors(file, optimizer, metadata); }, nullptr, {info.This()});
+    });
+  }
+
+  Napi::Value SetAutocast(const Napi::CallbackInfo& info) {
+    return Guard(info, [&](Napi::Env env) -> Napi::Value {
+      auto s = Live();
+      if (!info[0].IsString()) throw std::invalid_argument("mixed precision must be a string");
+      std::string dtype = info[0].As<Napi::String>().Utf8Value();
+      return Job::Run(env, [s, dtype] { s->SetAutocast(dtype); }, nullptr, {info.This()});
     });
   }
 

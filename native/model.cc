@@ -1,6 +1,7 @@
 // BertForSequenceClassification as modeling_bert.py defines it, written functionally over named tensors
 // (the var_store idea): a parameter's Hugging Face key is how it is found, loaded and saved.
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
 #include <torch/cuda.h>
 #include <torch/version.h>
 #include <cmath>
@@ -170,6 +171,12 @@ at::Tensor TorchSession::Logits(const Batch& in, bool train) {
     positions = positions.index_select(0, index);
   }
 
+  if (train) DropEvalCaches();  // this step's update makes them stale; they are not kept through training
+  // Under autocast in evaluation, a weight's kept cast replaces the cast autocast would make (same values).
+  const bool cast = !train && autocast_ != at::ScalarType::Undefined;
+  auto linear = [&](const at::Tensor& in, const at::Tensor& w, const at::Tensor& b) {
+    return cast ? at::linear(in, EvalCast(w), EvalCast(b)) : at::linear(in, w, b);
+  };
   const double p_hidden = train ? c.hidden_dropout_prob : 0.0;
   const double p_attn = train ? c.attention_probs_dropout_prob : 0.0;
   // x: [tokens, H], tokens = the real ones (unpadded) or all B*S.
@@ -183,14 +190,14 @@ at::Tensor TorchSession::Logits(const Batch& in, bool train) {
     // Query, key and value in one matrix product (the same sums as three).
     at::Tensor qkv;
     if (train) {
-      L.qkv_w = L.qkv_b = at::Tensor();  // stale after this step's update; not kept through training
       qkv = at::linear(x, at::cat({L.q_w, L.k_w, L.v_w}), at::cat({L.q_b, L.k_b, L.v_b}));
     } else {
       const std::array<uint32_t, 6> v{L.q_w._version(), L.k_w._version(), L.v_w._version(),
                                       L.q_b._version(), L.k_b._version(), L.v_b._version()};
-      if (!L.qkv_w.defined() || v != L.qkv_versions) {
-        L.qkv_w = at::cat({L.q_w, L.k_w, L.v_w});
-        L.qkv_b = at::cat({L.q_b, L.k_b, L.v_b});
+      const at::ScalarType dtype = autocast_ == at::ScalarType::Undefined ? at::kFloat : autocast_;
+      if (!L.qkv_w.defined() || v != L.qkv_versions || L.qkv_w.scalar_type() != dtype) {
+        L.qkv_w = at::cat({L.q_w, L.k_w, L.v_w}).to(dtype);  // autocast would cast it to this dtype on each call
+        L.qkv_b = at::cat({L.q_b, L.k_b, L.v_b}).to(dtype);
         L.qkv_versions = v;
       }
       qkv = at::linear(x, L.qkv_w, L.qkv_b);
@@ -200,18 +207,18 @@ at::Tensor TorchSession::Logits(const Batch& in, bool train) {
     at::Tensor ctx = at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], mask, p_attn, false);
     ctx = ctx.transpose(1, 2).reshape({B * S, H});
     if (unpad) ctx = ctx.index_select(0, index);
-    at::Tensor a = at::dropout(at::linear(ctx, L.ao_w, L.ao_b), p_hidden, train);
+    at::Tensor a = at::dropout(linear(ctx, L.ao_w, L.ao_b), p_hidden, train);
     at::Tensor x1 = at::layer_norm(a + x, {H}, L.aln_w, L.aln_b, c.layer_norm_eps);
-    at::Tensor h = Activation(at::linear(x1, L.i_w, L.i_b));
-    at::Tensor o = at::dropout(at::linear(h, L.o_w, L.o_b), p_hidden, train);
+    at::Tensor h = Activation(linear(x1, L.i_w, L.i_b));
+    at::Tensor o = at::dropout(linear(h, L.o_w, L.o_b), p_hidden, train);
     x = at::layer_norm(o + x1, {H}, L.oln_w, L.oln_b, c.layer_norm_eps);
   }
   at::Tensor first = unpad ? x.index_select(0, at::tensor(cls, at::kLong).to(device_))
                            : x.view({B, S, H}).select(1, 0);
-  at::Tensor pooled = at::tanh(at::linear(first, P("bert.pooler.dense.weight"), P("bert.pooler.dense.bias")));
+  at::Tensor pooled = at::tanh(linear(first, P("bert.pooler.dense.weight"), P("bert.pooler.dense.bias")));
   const double p_cls = train ? (c.classifier_dropout >= 0 ? c.classifier_dropout : c.hidden_dropout_prob) : 0.0;
   pooled = at::dropout(pooled, p_cls, train);
-  return at::linear(pooled, P("classifier.weight"), P("classifier.bias"));
+  return linear(pooled, P("classifier.weight"), P("classifier.bias"));
 }
 
 // The loss BertForSequenceClassification picks for its problem_type.
@@ -231,14 +238,48 @@ at::Tensor TorchSession::Loss(const at::Tensor& logits, const Batch& in) {
   return at::cross_entropy_loss(logits.view({-1, nl}), y.view(-1));  // ignore_index -100 as in PyTorch
 }
 
+const at::Tensor& TorchSession::EvalCast(const at::Tensor& w) {
+  auto it = eval_casts_.find(w.unsafeGetTensorImpl());
+  if (it == eval_casts_.end() || it->second.version != w._version() || it->second.value.scalar_type() != autocast_)
+    it = eval_casts_.insert_or_assign(w.unsafeGetTensorImpl(), Cast{w.to(autocast_), w._version()}).first;
+  return it->second.value;
+}
+
+void TorchSession::DropEvalCaches() {
+  eval_casts_.clear();
+  for (Layer& L : layers_) L.qkv_w = L.qkv_b = at::Tensor();
+}
+
+AutocastScope::AutocastScope(at::DeviceType t, at::ScalarType dtype)
+    : type_(t), prev_enabled_(at::autocast::is_autocast_enabled(t)), prev_dtype_(at::autocast::get_autocast_dtype(t)) {
+  at::autocast::set_autocast_enabled(t, true);
+  at::autocast::set_autocast_dtype(t, dtype);
+  at::autocast::increment_nesting();
+}
+
+AutocastScope::~AutocastScope() {
+  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();  // the casts of parameters kept for one pass
+  at::autocast::set_autocast_enabled(type_, prev_enabled_);
+  at::autocast::set_autocast_dtype(type_, prev_dtype_);
+}
+
+void TorchSession::SetAutocast(const std::string& dtype) {
+  if (dtype == "bf16") autocast_ = at::kBFloat16;
+  else if (dtype.empty() || dtype == "no") autocast_ = at::ScalarType::Undefined;
+  else throw std::invalid_argument("mixed precision '" + dtype + "' is not one of no, bf16");
+}
+
 ForwardResult TorchSession::Forward(const Batch& batch) {
   c10::InferenceMode guard;
+  std::optional<AutocastScope> autocast;
+  if (autocast_ != at::ScalarType::Undefined) autocast.emplace(device_.type(), autocast_);
   at::Tensor logits = Logits(batch, false);
   ForwardResult r;
   if (batch.labels) {
     r.loss = Loss(logits, batch).item<double>();
     r.has_loss = true;
   }
+  autocast.reset();
   at::Tensor cpu = logits.to(at::kCPU, at::kFloat).contiguous();
   r.logits.assign(cpu.data_ptr<float>(), cpu.data_ptr<float>() + cpu.numel());
   return r;
@@ -248,13 +289,20 @@ double TorchSession::ForwardBackward(const Batch& batch, double loss_scale) {
   // Only the forward draws random numbers (backward reuses the saved masks), so only it holds the scope.
   const Config& c = cfg_;
   const bool dropout = c.hidden_dropout_prob > 0 || c.attention_probs_dropout_prob > 0 || c.classifier_dropout > 0;
-  at::Tensor logits;
+  at::Tensor loss;
   {
-    std::optional<DropoutScope> scope;
-    if (dropout) scope.emplace(device_.is_cpu() ? cpu_gen_ : device_gen_, device_);
-    logits = Logits(batch, true);
+    // The forward and the loss run under autocast (the model computes its loss inside forward in transformers);
+    // backward runs outside it, as the Trainer's accelerator.backward does.
+    std::optional<AutocastScope> autocast;
+    if (autocast_ != at::ScalarType::Undefined) autocast.emplace(device_.type(), autocast_);
+    at::Tensor logits;
+    {
+      std::optional<DropoutScope> scope;
+      if (dropout) scope.emplace(device_.is_cpu() ? cpu_gen_ : device_gen_, device_);
+      logits = Logits(batch, true);
+    }
+    loss = Loss(logits, batch);
   }
-  at::Tensor loss = Loss(logits, batch);
   (loss_scale == 1.0 ? loss : loss * loss_scale).backward();
   return loss.item<double>();
 }

@@ -85,6 +85,9 @@ class Session {
   // then fsyncs it: no copy of the weights is made, so a checkpoint does not raise peak memory.
   virtual void SaveSafetensors(const std::string& file, bool optimizer,
                                const std::vector<std::pair<std::string, std::string>>& metadata) = 0;
+  // Mixed precision for forward passes (and the loss), as torch.autocast: "bf16" or "" (fp32). Parameters,
+  // gradients and AdamW state stay fp32, as with the HF Trainer's --bf16.
+  virtual void SetAutocast(const std::string& dtype) = 0;
   // The model's own dropout generators (CPU, and the model's CUDA device if any): two models never share a stream.
   virtual void Seed(uint64_t seed) = 0;
   virtual std::vector<Blob> RngState() = 0;             // U8 blobs named "cpu" and, on a GPU, "cuda"

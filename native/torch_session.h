@@ -20,8 +20,8 @@ struct Param {
 struct Layer {  // handles into Param::value, in the order of modeling_bert.py
   at::Tensor q_w, q_b, k_w, k_b, v_w, v_b, ao_w, ao_b, aln_w, aln_b, i_w, i_b, o_w, o_b, oln_w, oln_b;
   // Query, key and value concatenated for one matrix product. Training concatenates on each forward (autograd
-  // must reach the three parameters); evaluation reuses this copy while the parameters' version counters show
-  // no in-place change (optimizer step, load), which saves copying 3*H*H floats per layer per call.
+  // must reach the three parameters); evaluation reuses this copy (in the autocast dtype under bf16) while the
+  // parameters' version counters show no in-place change (optimizer step, load): no 3*H*H copy per layer per call.
   at::Tensor qkv_w, qkv_b;
   std::array<uint32_t, 6> qkv_versions{};
 };
@@ -42,6 +42,7 @@ class TorchSession : public Session {
   void LoadOptimizerState(const std::vector<Blob>& blobs) override;
   void SaveSafetensors(const std::string& file, bool optimizer,
                        const std::vector<std::pair<std::string, std::string>>& metadata) override;
+  void SetAutocast(const std::string& dtype) override;
   void Seed(uint64_t seed) override;
   std::vector<Blob> RngState() override;
   void SetRngState(const std::vector<Blob>& state) override;
@@ -59,9 +60,30 @@ class TorchSession : public Session {
   std::unordered_map<std::string, size_t> index_;
   std::vector<Layer> layers_;
   int64_t step_ = 0;  // optimizer steps taken (AdamW bias correction)
+  at::ScalarType autocast_ = at::ScalarType::Undefined;  // Undefined: fp32
+  // Evaluation under autocast: each weight's cast to the autocast dtype, kept while its version counter holds.
+  // (PyTorch casts every weight again on every forward; for batch-1 inference those casts cost more than the math.)
+  struct Cast { at::Tensor value; uint32_t version; };
+  std::unordered_map<const c10::TensorImpl*, Cast> eval_casts_;
+  const at::Tensor& EvalCast(const at::Tensor& w);
+  void DropEvalCaches();
   // This model's dropout streams. libtorch's dropout and SDPA draw from the process's default generator, so a
   // training forward swaps the model's state in and out (DropoutScope) instead of sharing one stream.
   at::Generator cpu_gen_, device_gen_;  // device_gen_ defined only on a GPU
+};
+
+// While alive: torch.autocast(device_type, dtype) on this thread, as Python's context manager enters and leaves it.
+class AutocastScope {
+ public:
+  AutocastScope(at::DeviceType device_type, at::ScalarType dtype);
+  ~AutocastScope();
+  AutocastScope(const AutocastScope&) = delete;
+  AutocastScope& operator=(const AutocastScope&) = delete;
+
+ private:
+  at::DeviceType type_;
+  bool prev_enabled_;
+  at::ScalarType prev_dtype_;
 };
 
 // While alive: the default generator of `device` holds `mine`'s state, and no other model's training forward runs.

@@ -24,6 +24,7 @@ const common = {
   threads: { type: 'number', describe: 'libtorch intra-op threads (default: libtorch\'s choice)' },
   json: { type: 'boolean', default: false, describe: 'one JSON object per line instead of tables' },
   revision: { type: 'string', default: 'main', describe: 'Hub revision of the model' },
+  bf16: { type: 'boolean', default: false, describe: 'bfloat16 autocast for forward passes (TrainingArguments bf16); weights and optimizer stay fp32' },
 } as const;
 
 export async function main(argv = hideBin(process.argv), out: Out = (l) => process.stdout.write(l + '\n'), err: Out = (l) => process.stderr.write(l + '\n')): Promise<number> {
@@ -111,7 +112,7 @@ interface TrainFlags {
   'max-grad-norm': number; 'gradient-accumulation-steps': number; 'max-steps': number; 'eval-strategy': string;
   'eval-steps'?: number; 'logging-steps': number; 'save-steps': number; 'save-strategy': string; 'save-total-limit'?: number;
   seed: number; device: string; threads?: number; 'resume-from-checkpoint'?: string; json: boolean; revision: string;
-  'group-by-length': boolean; 'pad-to-multiple-of'?: number; 'on-non-finite-loss': string;
+  'group-by-length': boolean; 'pad-to-multiple-of'?: number; 'on-non-finite-loss': string; bf16: boolean;
 }
 
 const FLAG_OF: Record<string, string> = {
@@ -120,7 +121,7 @@ const FLAG_OF: Record<string, string> = {
   maxGradNorm: '--max-grad-norm', perDeviceTrainBatchSize: '--batch-size', perDeviceEvalBatchSize: '--eval-batch-size',
   gradientAccumulationSteps: '--gradient-accumulation-steps', evalStrategy: '--eval-strategy', evalSteps: '--eval-steps',
   loggingSteps: '--logging-steps', saveStrategy: '--save-strategy', saveSteps: '--save-steps', saveTotalLimit: '--save-total-limit',
-  seed: '--seed', padToMultipleOf: '--pad-to-multiple-of', onNonFiniteLoss: '--on-non-finite-loss',
+  seed: '--seed', padToMultipleOf: '--pad-to-multiple-of', onNonFiniteLoss: '--on-non-finite-loss', bf16: '--bf16',
 };
 
 function checkDevice(d: string): Device {
@@ -175,7 +176,7 @@ async function train(a: TrainFlags, out: Out, err: Out, signal: AbortSignal): Pr
     evalStrategy: a['eval-strategy'] as never, evalSteps: a['eval-steps'] ?? null, loggingSteps: a['logging-steps'],
     saveStrategy: a['save-strategy'] as never, saveSteps: a['save-steps'], saveTotalLimit: a['save-total-limit'] ?? null,
     seed: a.seed, groupByLength: a['group-by-length'], padToMultipleOf: a['pad-to-multiple-of'] ?? null,
-    onNonFiniteLoss: a['on-non-finite-loss'] as never,
+    onNonFiniteLoss: a['on-non-finite-loss'] as never, bf16: a.bf16,
   };
   try {
     validateArgs(args);  // usage errors before any loading, named by their flags
@@ -316,7 +317,7 @@ function fmtTime(s: number) {
   return `${String(m).padStart(2, '0')}:${String(sec).padStart(2, '0')}`;
 }
 
-interface PredictFlags { model: string; task: string; sentence1?: string[]; sentence2?: string[]; file?: string; 'max-length'?: number; 'eval-batch-size': number; device: string; threads?: number; json: boolean; revision: string }
+interface PredictFlags { model: string; task: string; sentence1?: string[]; sentence2?: string[]; file?: string; 'max-length'?: number; 'eval-batch-size': number; device: string; threads?: number; json: boolean; revision: string; bf16: boolean }
 
 async function predict(a: PredictFlags, out: Out): Promise<number> {
   const device = checkDevice(a.device);
@@ -333,7 +334,7 @@ async function predict(a: PredictFlags, out: Out): Promise<number> {
   try {
     const maxLength = Math.min(a['max-length'] ?? tok.modelMaxLength, model.config.max_position_embeddings);
     const data = await tokenizeDataset({ ...rows, labels: null }, tok, maxLength);
-    const trainer = new Trainer({ model, tokenizer: tok, args: { perDeviceEvalBatchSize: a['eval-batch-size'] } });
+    const trainer = new Trainer({ model, tokenizer: tok, args: { perDeviceEvalBatchSize: a['eval-batch-size'], bf16: a.bf16 } });
     const { logits } = await trainer.predict(data);
     const nl = model.numLabels;
     for (let i = 0; i < data.enc.length; i++) {
@@ -355,7 +356,7 @@ async function predict(a: PredictFlags, out: Out): Promise<number> {
   }
 }
 
-interface EvalFlags { model: string; task: string; 'validation-file'?: string; split?: string; 'max-length'?: number; 'eval-batch-size': number; device: string; threads?: number; json: boolean; revision: string }
+interface EvalFlags { model: string; task: string; 'validation-file'?: string; split?: string; 'max-length'?: number; 'eval-batch-size': number; device: string; threads?: number; json: boolean; revision: string; bf16: boolean }
 
 async function evaluate(a: EvalFlags, out: Out): Promise<number> {
   const device = checkDevice(a.device);
@@ -365,7 +366,7 @@ async function evaluate(a: EvalFlags, out: Out): Promise<number> {
   try {
     const maxLength = Math.min(a['max-length'] ?? tok.modelMaxLength, model.config.max_position_embeddings);
     const data = await tokenizeDataset(validation!, tok, maxLength);
-    const trainer = new Trainer({ model, tokenizer: tok, task, args: { perDeviceEvalBatchSize: a['eval-batch-size'] } });
+    const trainer = new Trainer({ model, tokenizer: tok, task, args: { perDeviceEvalBatchSize: a['eval-batch-size'], bf16: a.bf16 } });
     const m = await trainer.evaluate(data);
     out(a.json ? JSON.stringify(m) : Object.entries(m).map(([k, v]) => `${k} = ${v}`).join('\n'));
     return 0;

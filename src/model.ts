@@ -227,6 +227,17 @@ export class BertForSequenceClassification {
 
   zeroGrad(): Promise<void> { return this.run(() => this.native.zeroGrad()); }
 
+  /**
+   * Mixed precision for forward passes and the loss: 'bf16' runs them under autocast to bfloat16 (as the HF
+   * Trainer's `bf16=True`); parameters, gradients and AdamW state stay fp32. 'no' (the default) is fp32.
+   */
+  setMixedPrecision(mode: 'no' | 'bf16'): Promise<void> {
+    if (mode !== 'no' && mode !== 'bf16') return Promise.reject(new TypeError(`mixed precision must be 'no' or 'bf16', got ${JSON.stringify(mode)}`));
+    return this.run(async () => { await this.native.setAutocast(mode); this._mixedPrecision = mode; });
+  }
+  get mixedPrecision(): 'no' | 'bf16' { return this._mixedPrecision; }
+  private _mixedPrecision: 'no' | 'bf16' = 'no';
+
   /** Seeds this model's dropout generators (as torch.manual_seed would; other models keep their own streams). */
   seed(n: number): Promise<void> {
     try {

@@ -23,6 +23,7 @@ export interface NativeModel {
   optimizerState(): Promise<NativeBlob[]>;
   loadOptimizerState(t: NativeTensorSource[]): Promise<void>;
   saveSafetensors(file: string, what: 'model' | 'optimizer', metadata: Record<string, string>): Promise<void>;
+  setAutocast(dtype: 'no' | 'bf16'): Promise<void>;
   seed(n: number): Promise<void>;
   rngState(): Promise<NativeBlob[]>;
   setRngState(s: NativeBlob[]): Promise<void>;

@@ -43,6 +43,8 @@ export interface TrainingArguments {
   padToMultipleOf: number | null;
   /** What to do when a training loss is NaN or infinite: stop with an error (default) or skip the update. */
   onNonFiniteLoss: 'stop' | 'skip';
+  /** bfloat16 autocast for forward passes and the loss, in training and evaluation (weights and AdamW stay fp32). */
+  bf16: boolean;
 }
 
 export const DEFAULT_ARGS: TrainingArguments = {
@@ -50,7 +52,7 @@ export const DEFAULT_ARGS: TrainingArguments = {
   warmupRatio: 0, warmupSteps: 0, weightDecay: 0, adamBeta1: 0.9, adamBeta2: 0.999, adamEpsilon: 1e-8, maxGradNorm: 1,
   perDeviceTrainBatchSize: 8, perDeviceEvalBatchSize: 8, gradientAccumulationSteps: 1, evalStrategy: 'epoch',
   evalSteps: null, loggingSteps: 500, saveStrategy: 'steps', saveSteps: 500, saveTotalLimit: null, seed: 42,
-  groupByLength: false, dataloaderDropLast: false, padToMultipleOf: null, onNonFiniteLoss: 'stop',
+  groupByLength: false, dataloaderDropLast: false, padToMultipleOf: null, onNonFiniteLoss: 'stop', bf16: false,
 };
 
 /** A tokenized split with its labels. */
@@ -134,6 +136,7 @@ export function validateArgs(a: Partial<TrainingArguments>): TrainingArguments {
   if (!Number.isInteger(args.seed) || args.seed < 0) bad('seed', 'an integer >= 0', args.seed);
   if (args.padToMultipleOf !== null && (!Number.isInteger(args.padToMultipleOf) || args.padToMultipleOf < 1)) bad('padToMultipleOf', 'an integer >= 1', args.padToMultipleOf);
   if (!['stop', 'skip'].includes(args.onNonFiniteLoss)) bad('onNonFiniteLoss', 'stop or skip', args.onNonFiniteLoss);
+  if (typeof args.bf16 !== 'boolean') bad('bf16', 'true or false', args.bf16);
   return args;
 }
 
@@ -194,6 +197,7 @@ export class Trainer {
       stateful_callbacks: { TrainerControl: { args: { should_training_stop: false, should_epoch_stop: false, should_save: true, should_evaluate: false, should_log: false }, attributes: {} } },
     };
     await model.seed(args.seed);
+    await model.setMixedPrecision(args.bf16 ? 'bf16' : 'no');
     if (o.resumeFromCheckpoint) await this.resume(o.resumeFromCheckpoint);
     const start = performance.now();
     const flopsPerToken = 6 * this.nonEmbeddingParams();
@@ -304,6 +308,7 @@ export class Trainer {
   }
 
   private async runInference(dataset: TokenizedDataset) {
+    await this.model.setMixedPrecision(this.args.bf16 ? 'bf16' : 'no');
     const nl = this.model.numLabels, bs = this.args.perDeviceEvalBatchSize;
     const logits = new Float32Array(dataset.enc.length * nl);
     let lossSum = 0, count = 0, steps = 0;

@@ -9,11 +9,14 @@ import { tempDir } from './helpers.js';
 const work = tempDir('model-test-');
 after(() => work.cleanup());
 
-test('evaluation after an optimizer step or a load sees the new weights (the cached fused QKV weight is refreshed)', async () => {
-  const dir = await makeTinyModel(path.join(work.dir, 'm'));
+for (const precision of ['no', 'bf16'] as const)
+test(`evaluation (mixed precision: ${precision}) after an optimizer step or a load sees the new weights (kept QKV weights and casts are refreshed)`, async () => {
+  const dir = await makeTinyModel(path.join(work.dir, `m-${precision}`));
   const a = await BertForSequenceClassification.fromPretrained(dir, { device: 'cpu', threads: 1 });
   const b = await BertForSequenceClassification.fromPretrained(dir, { device: 'cpu', threads: 1 });
   try {
+    await a.setMixedPrecision(precision);
+    await b.setMixedPrecision(precision);
     const batch = { shape: [2, 6] as [number, number], inputIds: Int32Array.from({ length: 12 }, (_, i) => 5 + (i % 20)) };
     const before = Array.from((await a.forward(batch)).logits);
     await a.trainStep({ ...batch, labels: Int32Array.from([0, 1]) });
@@ -22,10 +25,11 @@ test('evaluation after an optimizer step or a load sees the new weights (the cac
     assert.notDeepEqual(stepped, before, 'the forward after a step gave the old logits');
     // A fresh model loaded with a's weights computes exactly a's logits; b, evaluated before the load, then follows.
     await b.forward(batch);
-    await a.save(path.join(work.dir, 'a'));
-    await b.loadWeights(path.join(work.dir, 'a', 'model.safetensors'));
+    await a.save(path.join(work.dir, `a-${precision}`));
+    await b.loadWeights(path.join(work.dir, `a-${precision}`, 'model.safetensors'));
     assert.deepEqual(Array.from((await b.forward(batch)).logits), stepped);
-    const c = await BertForSequenceClassification.fromPretrained(path.join(work.dir, 'a'), { device: 'cpu', threads: 1 });
+    const c = await BertForSequenceClassification.fromPretrained(path.join(work.dir, `a-${precision}`), { device: 'cpu', threads: 1 });
+    await c.setMixedPrecision(precision);
     assert.deepEqual(Array.from((await c.forward(batch)).logits), stepped);
     await c.dispose();
   } finally {

@@ -95,3 +95,40 @@ test('BertModel and BertForPreTraining checkpoints load with the transformers re
     cleanup();
   }
 });
+
+test('bf16 autocast: logits, loss and 3 training losses within 1e-2 relative of transformers under torch.autocast', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const modelDir = path.join(dir, 'hf');
+    await hfRef('make-model', { dir: modelDir, seed: 5, config: { ...TINY, num_labels: 2 } });
+    const batch = tinyBatch();
+    const lr = 1e-3, weightDecay = 0.01, maxGradNorm = 1, steps = 3;
+    const ref = await hfRef('reference', { dir: modelDir, batch: { ...batchJson(batch), labels: Array.from(batch.labels) }, lr, weightDecay, maxGradNorm, steps,
+      out: path.join(dir, 'ref-after.safetensors'), threads: THREADS, bf16: true });
+    const model = await BertForSequenceClassification.fromPretrained(modelDir, { device: DEVICE, threads: THREADS });
+    try {
+      const fp32 = await model.forward(batch);
+      await model.setMixedPrecision('bf16');
+      assert.equal(model.mixedPrecision, 'bf16');
+      const out = await model.forward(batch);
+      assert.ok(maxAbsDiff(out.logits, fp32.logits) > 0, 'bf16 gave the fp32 logits: autocast is not on');
+      const losses: number[] = [];
+      for (let i = 0; i < steps; i++) {
+        losses.push(await model.trainStep(batch));
+        await model.optimizerStep({ lr, weightDecay, maxGradNorm });
+      }
+      const logitRel = rel(maxAbsDiff(out.logits, ref.logits), ref.logits);
+      const lossRel = Math.abs(out.loss! - ref.loss) / Math.abs(ref.loss);
+      const trainRel = Math.max(...losses.map((l, i) => Math.abs(l - ref.trainLosses[i]) / Math.abs(ref.trainLosses[i])));
+      console.log(`parity bf16 (${model.device}): logits ${logitRel.toExponential(2)} relative (fp32 vs bf16 here: ${rel(maxAbsDiff(out.logits, fp32.logits), fp32.logits).toExponential(2)}), ` +
+        `loss ${lossRel.toExponential(2)}, training losses ${trainRel.toExponential(2)}`);
+      assert.ok(logitRel <= 1e-2 && lossRel <= 1e-2 && trainRel <= 1e-2, JSON.stringify({ logitRel, lossRel, trainRel }));
+      await model.setMixedPrecision('no');
+      await assert.rejects(model.setMixedPrecision('fp16' as never), TypeError);
+    } finally {
+      await model.dispose();
+    }
+  } finally {
+    cleanup();
+  }
+});

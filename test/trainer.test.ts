@@ -77,6 +77,16 @@ test('resuming from a checkpoint reproduces the uninterrupted run bit for bit', 
   assert.ok(wa.equals(wb), 'final weights differ after resume');
 });
 
+test('--bf16 trains and evaluates under bfloat16 autocast and records bf16 in training_args.json', async () => {
+  const dir = path.join(work.dir, 'bf16');
+  const r = await cli([...BASE, '--max-steps', '6', '--save-steps', '6', '--bf16', '--output-dir', dir, '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+  const evalLine = lines.find((l) => 'eval_loss' in l);
+  assert.ok(evalLine && Number.isFinite(evalLine.eval_loss) && evalLine.eval_accuracy >= 0, r.stdout);
+  assert.equal(JSON.parse(readFileSync(path.join(dir, 'checkpoint-6', 'training_args.json'), 'utf8')).bf16, true);
+});
+
 test('Ctrl-C stops after the current step, saves a checkpoint and exits 130', async () => {
   const out = path.join(work.dir, 'sigint');
   const child = spawn(process.execPath, [path.join(root, 'train.js'), ...BASE, '--epochs', '200', '--output-dir', out, '--eval-strategy', 'no', '--save-strategy', 'no'], { env: env() });

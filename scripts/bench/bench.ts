@@ -1,4 +1,4 @@
-// `npm run bench -- [--workload quick|full|shape] [--rounds N] [--steps N] [--threads N] [--device cpu|cuda]`
+// `npm run bench -- [--workload quick|full|shape] [--rounds N] [--steps N] [--threads N] [--device cpu|cuda] [--bf16]`
 // Runs the Python Trainer (scripts/bench/reference_trainer.py, the notebook's code) and this product on the same
 // model files, data, hyperparameters, precision, thread count and machine, alternating, several times; reports
 // median and spread, the ratio ours/PyTorch, a JSON file and an SVG chart under bench/results/.
@@ -17,6 +17,8 @@ const threads = Number(opt('threads', String(os.cpus().length)));
 const rounds = Number(opt('rounds', workload === 'full' ? '1' : '3'));
 const steps = Number(opt('steps', '100'));
 const model = opt('model', 'sentence-transformers/all-MiniLM-L6-v2');
+const bf16 = process.argv.includes('--bf16');  // both sides: TrainingArguments(bf16=True) and our --bf16
+const precision = bf16 ? ['--bf16'] : [];
 const outDir = path.resolve(opt('out', path.join(root, 'bench', 'results')));
 const python = projectPython();
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'bench-'));
@@ -37,7 +39,7 @@ const machine = {
   cpu: os.cpus()[0]?.model, cores: os.cpus().length, memory_gb: Math.round(os.totalmem() / 2 ** 30), platform: `${os.platform()} ${os.arch()}`,
   node: process.version, torch: execFileSync(python, ['-c', 'import torch;print(torch.__version__)'], { cwd: os.tmpdir() }).toString().trim(),
   transformers: execFileSync(python, ['-c', 'import transformers;print(transformers.__version__)'], { cwd: os.tmpdir() }).toString().trim(),
-  device, threads,
+  device, threads, precision: bf16 ? 'bf16 autocast' : 'fp32',
 };
 
 async function trainingWorkload(): Promise<{ ours: Fig[]; py: Fig[]; curves: { ours: number[][]; py: number[][]; oursSteps: number[]; pySteps: number[] } }> {
@@ -59,7 +61,7 @@ async function trainingWorkload(): Promise<{ ours: Fig[]; py: Fig[]; curves: { o
       process.stderr.write(`round ${r + 1}/${rounds}: ${side === 'ours' ? 'this product' : 'Python Trainer'}... `);
       if (side === 'ours') {
         const { stdout, wall } = await run(process.execPath, [path.join(root, 'train.js'), '--model', model, '--threads', String(threads), '--device', device,
-          '--json', '--output-dir', path.join(tmp, `ours-${r}`), '--logging-steps', logging, ...limit], env);
+          '--json', '--output-dir', path.join(tmp, `ours-${r}`), '--logging-steps', logging, ...limit, ...precision], env);
         const events = stdout.trim().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
         const end = events.find((e) => e.event === 'end'), evals = events.filter((e) => 'eval_loss' in e), last = evals[evals.length - 1] ?? {};
         const ep = end.epoch_end_s as number[];
@@ -69,7 +71,7 @@ async function trainingWorkload(): Promise<{ ours: Fig[]; py: Fig[]; curves: { o
         if (r === 0) { curves.ours = events.filter((e) => 'loss' in e && 'step' in e).map((e) => [e.step, e.loss]); curves.oursSteps = end.step_ms; }
       } else {
         const { stdout, wall } = await run(python, [path.join(root, 'scripts', 'bench', 'reference_trainer.py'), '--model', model, '--threads', String(threads),
-          '--device', device, '--output-dir', path.join(tmp, `py-${r}`), '--logging-steps', logging, ...limit], env);
+          '--device', device, '--output-dir', path.join(tmp, `py-${r}`), '--logging-steps', logging, ...limit, ...precision], env);
         const res = JSON.parse(stdout.trim().split('\n').pop()!);
         const st = (res.step_times_s as number[]).map((x) => x * 1000);
         const evals = (res.log_history as Fig[]).filter((e) => 'eval_loss' in e), last = evals[evals.length - 1] ?? {};
@@ -93,7 +95,7 @@ async function shapeWorkload(): Promise<{ ours: Fig[]; py: Fig[] }> {
   const mk = (bs: number, n: number) => Array.from({ length: n }, () => Array.from({ length: bs }, len));
   const small = device === 'cpu';
   const spec = { inferLengths: { 1: mk(1, warmup + (small ? 20 : 200)), 8: mk(8, warmup + (small ? 5 : 100)), 32: mk(32, warmup + (small ? 2 : 50)) },
-    trainLengths: mk(8, warmup + (small ? 5 : 100)), threads, device, warmup };
+    trainLengths: mk(8, warmup + (small ? 5 : 100)), threads, device, warmup, bf16 };
   const ours: Fig[] = [], py: Fig[] = [];
   for (let r = 0; r < rounds; r++) {
     for (const side of r % 2 === 0 ? ['ours', 'py'] : ['py', 'ours']) {
@@ -151,20 +153,20 @@ function svg(curves: { ours: number[][]; py: number[][]; oursSteps: number[]; py
 
 try {
   const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
-  const name = `${workload}-${device}-${stamp}`;
+  const name = `${workload}-${device}${bf16 ? '-bf16' : ''}-${stamp}`;
   mkdirSync(outDir, { recursive: true });
   let result;
   if (workload === 'shape') {
     const { ours, py } = await shapeWorkload();
     const t = table(ours, py);
     result = { workload, machine, config: 'bert-base-uncased (random weights)', rounds, ours, pytorch: py, summary: t.summary };
-    console.log(`\n### shape: bert-base-uncased config, random weights, MRPC-shaped batches, ${device}, ${threads} threads, ${rounds} rounds\n\n${t.md}`);
+    console.log(`\n### shape: bert-base-uncased config, random weights, MRPC-shaped batches, ${device}${bf16 ? ' bf16' : ''}, ${threads} threads, ${rounds} rounds\n\n${t.md}`);
   } else {
     const { ours, py, curves } = await trainingWorkload();
     const t = table(ours, py);
     result = { workload, machine, model, steps: workload === 'quick' ? steps : 'three epochs', rounds, ours, pytorch: py, summary: t.summary, curves };
     writeFileSync(path.join(outDir, `${name}.svg`), svg(curves, `${workload}: ${model} on MRPC, ${device}, ${threads} threads (round 1)`));
-    console.log(`\n### ${workload}: ${model} on GLUE MRPC, ${workload === 'quick' ? `${steps} steps` : '3 epochs'}, ${device}, ${threads} threads, ${rounds} alternating rounds\n\n${t.md}`);
+    console.log(`\n### ${workload}: ${model} on GLUE MRPC, ${workload === 'quick' ? `${steps} steps` : '3 epochs'}, ${device}${bf16 ? ' bf16' : ''}, ${threads} threads, ${rounds} alternating rounds\n\n${t.md}`);
     console.log(`\nchart: ${path.relative(root, path.join(outDir, `${name}.svg`))}`);
   }
   writeFileSync(path.join(outDir, `${name}.json`), JSON.stringify(result, null, 2) + '\n');

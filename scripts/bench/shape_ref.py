@@ -1,6 +1,8 @@
 """PyTorch side of the `shape` workload: a random BertForSequenceClassification with bert-base-uncased's config on
-MRPC-shaped batches. argv: JSON {"lengths": [[...], ...] per batch size, "threads", "device", "trainSteps", "warmup"}.
-Train steps are the Trainer's: forward + backward + clip_grad_norm_ + fused AdamW + zero_grad."""
+MRPC-shaped batches. argv: JSON {"lengths": [[...], ...] per batch size, "threads", "device", "trainSteps", "warmup", "bf16"}.
+Train steps are the Trainer's: forward + backward + clip_grad_norm_ + fused AdamW + zero_grad; with bf16 the
+forward (and loss) runs under torch.autocast to bfloat16, as the Trainer's bf16=True does."""
+import contextlib
 import json
 import resource
 import sys
@@ -15,6 +17,7 @@ dev = torch.device(a["device"])
 sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
 torch.manual_seed(0)
 model = BertForSequenceClassification(BertConfig(num_labels=2)).to(dev)
+autocast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if a.get("bf16") else contextlib.nullcontext
 
 
 def batch(lengths):
@@ -33,12 +36,14 @@ model.eval()
 with torch.inference_mode():
     for bs, batches in a["inferLengths"].items():
         for lengths in batches[: a["warmup"]]:
-            model(**{k: v for k, v in batch(lengths).items() if k != "labels"})
+            with autocast():
+                model(**{k: v for k, v in batch(lengths).items() if k != "labels"})
         sync()
         t = time.perf_counter()
         n = 0
         for lengths in batches[a["warmup"]:]:
-            model(**{k: v for k, v in batch(lengths).items() if k != "labels"})
+            with autocast():
+                model(**{k: v for k, v in batch(lengths).items() if k != "labels"})
             n += len(lengths)
         sync()
         out["infer_seq_per_s"][bs] = n / (time.perf_counter() - t)
@@ -49,7 +54,8 @@ for i, lengths in enumerate(a["trainLengths"]):
     b = batch(lengths)
     sync()
     t = time.perf_counter()
-    loss = model(**b).loss
+    with autocast():
+        loss = model(**b).loss
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()

@@ -1,6 +1,7 @@
 """Reference computations with PyTorch + Hugging Face transformers, driven by the Node tests.
 
 Usage: python hf_ref.py <command> <json-args>. Prints one JSON object."""
+import contextlib
 import json
 import os
 import sys
@@ -43,10 +44,12 @@ def reference(a):
     torch.set_num_threads(a.get("threads", 1))
     m = BertForSequenceClassification.from_pretrained(a["dir"])
     inputs, labels = batch_tensors(a["batch"])
+    # bf16: forward and loss under torch.autocast, backward outside it, as the Trainer does with bf16=True.
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if a.get("bf16") else contextlib.nullcontext
     m.eval()
-    with torch.no_grad():
+    with torch.no_grad(), autocast():
         out = m(**inputs, labels=labels)
-    result = {"logits": out.logits.flatten().tolist(), "loss": out.loss.item()}
+    result = {"logits": out.logits.float().flatten().tolist(), "loss": out.loss.item()}
     decay = [p for n, p in m.named_parameters() if not ("LayerNorm" in n or n.endswith("bias"))]
     no_decay = [p for n, p in m.named_parameters() if "LayerNorm" in n or n.endswith("bias")]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": a["weightDecay"]}, {"params": no_decay, "weight_decay": 0.0}],
@@ -54,7 +57,8 @@ def reference(a):
     m.train()  # dropout probabilities are 0 in the config, so train mode is deterministic
     norms, losses = [], []
     for _ in range(a["steps"]):
-        out = m(**inputs, labels=labels)
+        with autocast():
+            out = m(**inputs, labels=labels)
         out.loss.backward()
         norms.append(torch.nn.utils.clip_grad_norm_(m.parameters(), a["maxGradNorm"]).item())
         losses.append(out.loss.item())

@@ -104,7 +104,7 @@ test('bf16 autocast: logits, loss and 3 training losses within 1e-2 relative of 
     const batch = tinyBatch();
     const lr = 1e-3, weightDecay = 0.01, maxGradNorm = 1, steps = 3;
     const ref = await hfRef('reference', { dir: modelDir, batch: { ...batchJson(batch), labels: Array.from(batch.labels) }, lr, weightDecay, maxGradNorm, steps,
-      out: path.join(dir, 'ref-after.safetensors'), threads: THREADS, bf16: true });
+      out: path.join(dir, 'ref-after.safetensors'), threads: THREADS, bf16: true, device: DEVICE });
     const model = await BertForSequenceClassification.fromPretrained(modelDir, { device: DEVICE, threads: THREADS });
     try {
       const fp32 = await model.forward(batch);

@@ -61,6 +61,9 @@ export HF_HUB_OFFLINE=1
 step "benchmark: shape (bert-base config) on $DEVICE"
 timeout 200 node dist/scripts/bench/bench.js --workload shape --device "$DEVICE" --rounds 1 --out "$OUT" 2>&1 | tail -15
 
+step "benchmark: shape (bert-base config) on $DEVICE with bf16 autocast on both sides"
+timeout 200 node dist/scripts/bench/bench.js --workload shape --bf16 --device "$DEVICE" --rounds 1 --out "$OUT" 2>&1 | tail -15
+
 # The reference job: bert-base-uncased, 3 epochs of MRPC (1,377 steps). A CPU dry run takes 20 steps of it instead.
 if [ "$DEVICE" = cpu ]; then
   step "benchmark: bert-base-uncased (random), MRPC, 20 steps on cpu (dry run of the 3-epoch workload)"

@@ -42,10 +42,12 @@ def reference(a):
     """Eval logits + loss, then `steps` training steps with AdamW + clip_grad_norm_ as the HF Trainer builds them."""
     from transformers import BertForSequenceClassification
     torch.set_num_threads(a.get("threads", 1))
-    m = BertForSequenceClassification.from_pretrained(a["dir"])
+    dev = torch.device(a.get("device", "cpu"))  # the bf16 comparison runs on the device under test
+    m = BertForSequenceClassification.from_pretrained(a["dir"]).to(dev)
     inputs, labels = batch_tensors(a["batch"])
+    inputs, labels = {k: v.to(dev) for k, v in inputs.items()}, labels.to(dev)
     # bf16: forward and loss under torch.autocast, backward outside it, as the Trainer does with bf16=True.
-    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if a.get("bf16") else contextlib.nullcontext
+    autocast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if a.get("bf16") else contextlib.nullcontext
     m.eval()
     with torch.no_grad(), autocast():
         out = m(**inputs, labels=labels)
@@ -66,7 +68,7 @@ def reference(a):
         opt.zero_grad()
     result["gradNorms"] = norms
     result["trainLosses"] = losses
-    save_file({n: p.detach().contiguous() for n, p in m.named_parameters()}, a["out"])
+    save_file({n: p.detach().cpu().contiguous() for n, p in m.named_parameters()}, a["out"])
     return result
 
 

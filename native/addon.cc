@@ -287,7 +287,6 @@ class Model : public Napi::ObjectWrap<Model> {
         InstanceMethod<&Model::OptimizerStep>("optimizerStep"),
         InstanceMethod<&Model::ZeroGrad>("zeroGrad"),
         InstanceMethod<&Model::StateDict>("stateDict"),
-        InstanceMethod<&Model::OptimizerState>("optimizerState"),
         InstanceMethod<&Model::LoadOptimizerState>("loadOptimizerState"),
         InstanceMethod<&Model::SaveSafetensors>("saveSafetensors"),
         InstanceMethod<&Model::SetAutocast>("setAutocast"),
@@ -423,15 +422,6 @@ class Model : public Napi::ObjectWrap<Model> {
       auto s = Live();
       auto out = std::make_shared<std::vector<Blob>>();
       return Job::Run(env, [s, out] { *out = s->StateDict(); },
-                      [out](Napi::Env env) -> Napi::Value { return BlobsToJs(env, *out); }, {info.This()});
-    });
-  }
-
-  Napi::Value OptimizerState(const Napi::CallbackInfo& info) {
-    return Guard(info, [&](Napi::Env env) -> Napi::Value {
-      auto s = Live();
-      auto out = std::make_shared<std::vector<Blob>>();
-      return Job::Run(env, [s, out] { *out = s->OptimizerState(); },
                       [out](Napi::Env env) -> Napi::Value { return BlobsToJs(env, *out); }, {info.This()});
     });
   }

@@ -79,10 +79,9 @@ class Session {
   virtual double OptimizerStep(const StepOptions& options) = 0;         // clip, AdamW, zero grads; returns grad norm
   virtual void ZeroGrad() = 0;
   virtual std::vector<Blob> StateDict() = 0;           // F32, Hugging Face names
-  virtual std::vector<Blob> OptimizerState() = 0;      // exp_avg/exp_avg_sq per parameter + step
   virtual void LoadOptimizerState(const std::vector<Blob>& blobs) = 0;
-  // Writes StateDict() (optimizer = false) or OptimizerState() as a safetensors file straight from the tensors,
-  // then fsyncs it: no copy of the weights is made, so a checkpoint does not raise peak memory.
+  // Writes StateDict() (optimizer = false) or the AdamW state (step, exp_avg/exp_avg_sq per parameter) as a
+  // safetensors file straight from the tensors, then fsyncs it: no copy is made, so a checkpoint does not raise peak memory.
   virtual void SaveSafetensors(const std::string& file, bool optimizer,
                                const std::vector<std::pair<std::string, std::string>>& metadata) = 0;
   // Mixed precision for forward passes (and the loss), as torch.autocast: "bf16" or "" (fp32). Parameters,

@@ -38,7 +38,6 @@ class TorchSession : public Session {
   double OptimizerStep(const StepOptions& options) override;
   void ZeroGrad() override;
   std::vector<Blob> StateDict() override;
-  std::vector<Blob> OptimizerState() override;
   void LoadOptimizerState(const std::vector<Blob>& blobs) override;
   void SaveSafetensors(const std::string& file, bool optimizer,
                        const std::vector<std::pair<std::string, std::string>>& metadata) override;
@@ -51,7 +50,7 @@ class TorchSession : public Session {
   at::Tensor Logits(const Batch& batch, bool train);
   at::Tensor Loss(const at::Tensor& logits, const Batch& batch);
   at::Tensor Activation(const at::Tensor& x) const;
-  std::vector<std::pair<std::string, at::Tensor>> Named(bool optimizer) const;  // what StateDict/OptimizerState hold
+  std::vector<std::pair<std::string, at::Tensor>> Named(bool optimizer) const;  // the weights (StateDict) or the AdamW state, by name
   const at::Tensor& P(const std::string& name) const;
 
   Config cfg_;

@@ -191,12 +191,6 @@ std::vector<Blob> TorchSession::StateDict() {
   return out;
 }
 
-std::vector<Blob> TorchSession::OptimizerState() {
-  std::vector<Blob> out;
-  for (const auto& [name, t] : Named(true)) out.push_back(ToBlob(name, t));
-  return out;
-}
-
 static std::string JsonString(const std::string& s) {
   std::string r = "\"";
   for (unsigned char ch : s) {

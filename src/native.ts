@@ -20,7 +20,6 @@ export interface NativeModel {
   optimizerStep(o: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; maxGradNorm: number }): Promise<number>;
   zeroGrad(): Promise<void>;
   stateDict(): Promise<NativeBlob[]>;
-  optimizerState(): Promise<NativeBlob[]>;
   loadOptimizerState(t: NativeTensorSource[]): Promise<void>;
   saveSafetensors(file: string, what: 'model' | 'optimizer', metadata: Record<string, string>): Promise<void>;
   setAutocast(dtype: 'no' | 'bf16'): Promise<void>;

@@ -167,6 +167,9 @@ export class Trainer {
     this.o.events?.log?.(entry);
   }
 
+  /** The model's mixed precision in this trainer's training and evaluation. */
+  private get precision(): 'no' | 'bf16' { return this.args.bf16 ? 'bf16' : 'no'; }
+
   private padId(): number { return this.o.tokenizer?.padId ?? 0; }
 
   /** Parameters outside the embeddings, as PreTrainedModel.num_parameters(exclude_embeddings=True) counts them. */
@@ -197,7 +200,7 @@ export class Trainer {
       stateful_callbacks: { TrainerControl: { args: { should_training_stop: false, should_epoch_stop: false, should_save: true, should_evaluate: false, should_log: false }, attributes: {} } },
     };
     await model.seed(args.seed);
-    await model.setMixedPrecision(args.bf16 ? 'bf16' : 'no');
+    await model.setMixedPrecision(this.precision);
     if (o.resumeFromCheckpoint) await this.resume(o.resumeFromCheckpoint);
     const start = performance.now();
     const flopsPerToken = 6 * this.nonEmbeddingParams();
@@ -308,7 +311,7 @@ export class Trainer {
   }
 
   private async runInference(dataset: TokenizedDataset) {
-    await this.model.setMixedPrecision(this.args.bf16 ? 'bf16' : 'no');
+    await this.model.setMixedPrecision(this.precision);
     const nl = this.model.numLabels, bs = this.args.perDeviceEvalBatchSize;
     const logits = new Float32Array(dataset.enc.length * nl);
     let lossSum = 0, count = 0, steps = 0;

@@ -3,7 +3,7 @@
 // model files, data, hyperparameters, precision, thread count and machine, alternating, several times; reports
 // median and spread, the ratio ours/PyTorch, a JSON file and an SVG chart under bench/results/.
 import { execFile, execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { projectPython, root } from '../paths.js';
@@ -35,14 +35,39 @@ const pct = (a: number[], q: number) => { const s = [...a].sort((x, y) => x - y)
 const spread = (a: number[]) => (a.length > 1 ? `${Math.min(...a).toPrecision(4)}–${Math.max(...a).toPrecision(4)}` : '');
 
 type Fig = Record<string, number>;
-const machine = {
+// `--from-raw ours.jsonl,py.txt --machine other.json`: the figures of a run made on another machine from each side's
+// raw output (scripts/gpu/rerun.sh), with that machine's description taken from a result JSON of the same session.
+const raw = opt('from-raw', '');
+const machine = raw ? { ...JSON.parse(readFileSync(opt('machine', ''), 'utf8')).machine, precision: bf16 ? 'bf16 autocast' : 'fp32', from_raw: raw.split(',').map((f) => path.basename(f)) } : {
   cpu: os.cpus()[0]?.model, cores: os.cpus().length, memory_gb: Math.round(os.totalmem() / 2 ** 30), platform: `${os.platform()} ${os.arch()}`,
   node: process.version, torch: execFileSync(python, ['-c', 'import torch;print(torch.__version__)'], { cwd: os.tmpdir() }).toString().trim(),
   transformers: execFileSync(python, ['-c', 'import transformers;print(transformers.__version__)'], { cwd: os.tmpdir() }).toString().trim(),
   device, threads, precision: bf16 ? 'bf16 autocast' : 'fp32',
+  ...(device.startsWith('cuda') ? { gpu: execFileSync(python, ['-c', 'import torch;print(torch.cuda.get_device_name(0))'], { cwd: os.tmpdir() }).toString().trim() } : {}),
 };
 
-async function trainingWorkload(): Promise<{ ours: Fig[]; py: Fig[]; curves: { ours: number[][]; py: number[][]; oursSteps: number[]; pySteps: number[] } }> {
+type Curves = { ours: number[][]; py: number[][]; oursSteps: number[]; pySteps: number[] };
+// One run's figures from what each side prints: ours `train.js --json` lines, the reference its final JSON line.
+function oursFigures(stdout: string, wall: number, curves?: Curves): Fig {
+  const events = stdout.trim().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+  const end = events.find((e) => e.event === 'end'), evals = events.filter((e) => 'eval_loss' in e), last = evals[evals.length - 1] ?? {};
+  const ep = end.epoch_end_s as number[];
+  if (curves) { curves.ours = events.filter((e) => 'loss' in e && 'step' in e).map((e) => [e.step, e.loss]); curves.oursSteps = end.step_ms; }
+  return { train_wall_s: end.train_runtime, process_wall_s: wall, samples_per_s: end.train_samples_per_second,
+    epoch_s: ep.length ? ep[0] : NaN, step_ms_p50: end.step_ms_p50, step_ms_p95: end.step_ms_p95, eval_s: last.eval_runtime,
+    peak_rss_mb: end.peak_rss_mb, accuracy: last.eval_accuracy, f1: last.eval_f1 };
+}
+function pyFigures(stdout: string, wall: number, curves?: Curves): Fig {
+  const res = JSON.parse(stdout.trim().split('\n').pop()!);
+  const st = (res.step_times_s as number[]).map((x) => x * 1000);
+  const evals = (res.log_history as Fig[]).filter((e) => 'eval_loss' in e), last = evals[evals.length - 1] ?? {};
+  if (curves) { curves.py = (res.log_history as Fig[]).filter((e) => 'loss' in e).map((e) => [e.step, e.loss]); curves.pySteps = st; }
+  return { train_wall_s: res.metrics.train_runtime, process_wall_s: wall, samples_per_s: res.metrics.train_samples_per_second,
+    epoch_s: res.epoch_end_s.length ? res.epoch_end_s[0] : NaN, step_ms_p50: pct(st, 0.5), step_ms_p95: pct(st, 0.95), eval_s: last.eval_runtime,
+    peak_rss_mb: res.peak_rss_mb, accuracy: last.eval_accuracy, f1: last.eval_f1 };
+}
+
+async function trainingWorkload(): Promise<{ ours: Fig[]; py: Fig[]; curves: Curves }> {
   let home = process.env.HF_HOME;
   if (!home || !existsSync(path.join(home, 'hub', 'datasets--nyu-mll--glue'))) {
     if (!existsSync(path.resolve(root, '..', 'shared', 'hf-home'))) {
@@ -55,35 +80,28 @@ async function trainingWorkload(): Promise<{ ours: Fig[]; py: Fig[]; curves: { o
   const limit = workload === 'quick' ? ['--max-steps', String(steps)] : [];
   const logging = workload === 'quick' ? '10' : '50';
   const ours: Fig[] = [], py: Fig[] = [];
-  const curves = { ours: [] as number[][], py: [] as number[][], oursSteps: [] as number[], pySteps: [] as number[] };
+  const curves: Curves = { ours: [], py: [], oursSteps: [], pySteps: [] };
   for (let r = 0; r < rounds; r++) {
     for (const side of r % 2 === 0 ? ['ours', 'py'] : ['py', 'ours']) {
       process.stderr.write(`round ${r + 1}/${rounds}: ${side === 'ours' ? 'this product' : 'Python Trainer'}... `);
       if (side === 'ours') {
         const { stdout, wall } = await run(process.execPath, [path.join(root, 'train.js'), '--model', model, '--threads', String(threads), '--device', device,
           '--json', '--output-dir', path.join(tmp, `ours-${r}`), '--logging-steps', logging, ...limit, ...precision], env);
-        const events = stdout.trim().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
-        const end = events.find((e) => e.event === 'end'), evals = events.filter((e) => 'eval_loss' in e), last = evals[evals.length - 1] ?? {};
-        const ep = end.epoch_end_s as number[];
-        ours.push({ train_wall_s: end.train_runtime, process_wall_s: wall, samples_per_s: end.train_samples_per_second,
-          epoch_s: ep.length ? ep[0] : NaN, step_ms_p50: end.step_ms_p50, step_ms_p95: end.step_ms_p95, eval_s: last.eval_runtime,
-          peak_rss_mb: end.peak_rss_mb, accuracy: last.eval_accuracy, f1: last.eval_f1 });
-        if (r === 0) { curves.ours = events.filter((e) => 'loss' in e && 'step' in e).map((e) => [e.step, e.loss]); curves.oursSteps = end.step_ms; }
+        ours.push(oursFigures(stdout, wall, r === 0 ? curves : undefined));
       } else {
         const { stdout, wall } = await run(python, [path.join(root, 'scripts', 'bench', 'reference_trainer.py'), '--model', model, '--threads', String(threads),
           '--device', device, '--output-dir', path.join(tmp, `py-${r}`), '--logging-steps', logging, ...limit, ...precision], env);
-        const res = JSON.parse(stdout.trim().split('\n').pop()!);
-        const st = (res.step_times_s as number[]).map((x) => x * 1000);
-        const evals = (res.log_history as Fig[]).filter((e) => 'eval_loss' in e), last = evals[evals.length - 1] ?? {};
-        py.push({ train_wall_s: res.metrics.train_runtime, process_wall_s: wall, samples_per_s: res.metrics.train_samples_per_second,
-          epoch_s: res.epoch_end_s.length ? res.epoch_end_s[0] : NaN, step_ms_p50: pct(st, 0.5), step_ms_p95: pct(st, 0.95), eval_s: last.eval_runtime,
-          peak_rss_mb: res.peak_rss_mb, accuracy: last.eval_accuracy, f1: last.eval_f1 });
-        if (r === 0) { curves.py = (res.log_history as Fig[]).filter((e) => 'loss' in e).map((e) => [e.step, e.loss]); curves.pySteps = st; }
+        py.push(pyFigures(stdout, wall, r === 0 ? curves : undefined));
       }
       process.stderr.write('done\n');
     }
   }
   return { ours, py, curves };
+}
+
+function fromRaw([oursFile, pyFile]: string[]): { ours: Fig[]; py: Fig[]; curves: Curves } {
+  const curves: Curves = { ours: [], py: [], oursSteps: [], pySteps: [] };
+  return { ours: [oursFigures(readFileSync(oursFile, 'utf8'), NaN, curves)], py: [pyFigures(readFileSync(pyFile, 'utf8'), NaN, curves)], curves };
 }
 
 async function shapeWorkload(): Promise<{ ours: Fig[]; py: Fig[] }> {
@@ -94,8 +112,11 @@ async function shapeWorkload(): Promise<{ ours: Fig[]; py: Fig[] }> {
   const warmup = 2;
   const mk = (bs: number, n: number) => Array.from({ length: n }, () => Array.from({ length: bs }, len));
   const small = device === 'cpu';
+  // On a GPU the first batch of each new shape pays one-off costs (kernel selection and, in bf16, ~0.5 s per new
+  // shape for a train step on an H100: scripts/gpu/bf16_probe.mjs), so there both sides run every batch once untimed
+  // and time the second pass: steady state. The 3-epoch workload shows what a real run pays in all.
   const spec = { inferLengths: { 1: mk(1, warmup + (small ? 20 : 200)), 8: mk(8, warmup + (small ? 5 : 100)), 32: mk(32, warmup + (small ? 2 : 50)) },
-    trainLengths: mk(8, warmup + (small ? 5 : 100)), threads, device, warmup, bf16 };
+    trainLengths: mk(8, warmup + (small ? 5 : 100)), threads, device, warmup, bf16, warmAllShapes: !small };
   const ours: Fig[] = [], py: Fig[] = [];
   for (let r = 0; r < rounds; r++) {
     for (const side of r % 2 === 0 ? ['ours', 'py'] : ['py', 'ours']) {
@@ -124,7 +145,7 @@ function table(ours: Fig[], py: Fig[]): { md: string; summary: Record<string, { 
   return { md: lines.join('\n'), summary };
 }
 
-function svg(curves: { ours: number[][]; py: number[][]; oursSteps: number[]; pySteps: number[] }, title: string): string {
+function svg(curves: Curves, title: string): string {
   const W = 900, H = 330, pad = 50;
   const panel = (x0: number, series: Array<{ pts: number[][]; color: string; name: string }>, label: string, ylab: string) => {
     const all = series.flatMap((s) => s.pts);
@@ -162,11 +183,11 @@ try {
     result = { workload, machine, config: 'bert-base-uncased (random weights)', rounds, ours, pytorch: py, summary: t.summary };
     console.log(`\n### shape: bert-base-uncased config, random weights, MRPC-shaped batches, ${device}${bf16 ? ' bf16' : ''}, ${threads} threads, ${rounds} rounds\n\n${t.md}`);
   } else {
-    const { ours, py, curves } = await trainingWorkload();
+    const { ours, py, curves } = raw ? fromRaw(raw.split(',')) : await trainingWorkload();
     const t = table(ours, py);
     result = { workload, machine, model, steps: workload === 'quick' ? steps : 'three epochs', rounds, ours, pytorch: py, summary: t.summary, curves };
     writeFileSync(path.join(outDir, `${name}.svg`), svg(curves, `${workload}: ${model} on MRPC, ${device}, ${threads} threads (round 1)`));
-    console.log(`\n### ${workload}: ${model} on GLUE MRPC, ${workload === 'quick' ? `${steps} steps` : '3 epochs'}, ${device}${bf16 ? ' bf16' : ''}, ${threads} threads, ${rounds} alternating rounds\n\n${t.md}`);
+    console.log(`\n### ${workload}: ${model} on GLUE MRPC, ${workload === 'quick' ? `${steps} steps` : '3 epochs'}, ${device}${bf16 ? ' bf16' : ''}, ${machine.threads} threads, ${rounds} alternating rounds\n\n${t.md}`);
     console.log(`\nchart: ${path.relative(root, path.join(outDir, `${name}.svg`))}`);
   }
   writeFileSync(path.join(outDir, `${name}.json`), JSON.stringify(result, null, 2) + '\n');

@@ -2,7 +2,7 @@
 import { BertForSequenceClassification } from '../../src/model.js';
 import { BERT_BASE_UNCASED, parseConfig } from '../../src/config.js';
 
-const a = JSON.parse(process.argv[2]) as { inferLengths: Record<string, number[][]>; trainLengths: number[][]; threads: number; device: string; warmup: number; bf16?: boolean };
+const a = JSON.parse(process.argv[2]) as { inferLengths: Record<string, number[][]>; trainLengths: number[][]; threads: number; device: string; warmup: number; bf16?: boolean; warmAllShapes?: boolean };
 const model = await BertForSequenceClassification.fromConfig(parseConfig({ ...BERT_BASE_UNCASED }, 'bert-base-uncased config'), { device: a.device as never, threads: a.threads, seed: 0 });
 if (a.bf16) await model.setMixedPrecision('bf16');
 function batch(lengths: number[]) {
@@ -13,13 +13,14 @@ function batch(lengths: number[]) {
 }
 const out: { infer_seq_per_s: Record<string, number>; train_steps_per_s: number; peak_rss_mb: number } = { infer_seq_per_s: {}, train_steps_per_s: 0, peak_rss_mb: 0 };
 for (const [bs, batches] of Object.entries(a.inferLengths)) {
-  for (const l of batches.slice(0, a.warmup)) await model.forward({ ...batch(l), labels: undefined });
+  for (const l of a.warmAllShapes ? batches : batches.slice(0, a.warmup)) await model.forward({ ...batch(l), labels: undefined });
   const t = performance.now();
   let n = 0;
   for (const l of batches.slice(a.warmup)) { await model.forward({ ...batch(l), labels: undefined }); n += l.length; }
   out.infer_seq_per_s[bs] = n / ((performance.now() - t) / 1000);
 }
 let total = 0, steps = 0;
+if (a.warmAllShapes) for (const l of a.trainLengths) { await model.trainStep(batch(l)); await model.optimizerStep({ lr: 5e-5, maxGradNorm: 1 }); }
 for (let i = 0; i < a.trainLengths.length; i++) {
   const b = batch(a.trainLengths[i]);
   const t = performance.now();

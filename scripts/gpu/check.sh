@@ -34,7 +34,7 @@ tail -3 "$OUT/build.txt"
 node -e "import('./dist/src/native.js').then(m => console.log(JSON.stringify(m.addon().runtime())))"
 
 step "parity on $DEVICE"
-TEST_DEVICE=$DEVICE timeout 180 node --test dist/test/parity.test.js 2>&1 | grep -E "^# parity|^ok|^not ok|^# (pass|fail)" | tee "$OUT/parity.txt"
+TEST_DEVICE=$DEVICE timeout 300 node --test dist/test/parity.test.js 2>&1 | grep -E "^# parity|^ok|^not ok|^# (pass|fail)" | tee "$OUT/parity.txt"
 
 step "HF home with MRPC, MiniLM and bert-base-uncased (random weights: the real ones do not travel)"
 export HF_HOME=${HF_HOME:-/tmp/gpu-hf-home}
@@ -64,13 +64,19 @@ timeout 200 node dist/scripts/bench/bench.js --workload shape --device "$DEVICE"
 step "benchmark: shape (bert-base config) on $DEVICE with bf16 autocast on both sides"
 timeout 200 node dist/scripts/bench/bench.js --workload shape --bf16 --device "$DEVICE" --rounds 1 --out "$OUT" 2>&1 | tail -15
 
-# The reference job: bert-base-uncased, 3 epochs of MRPC (1,377 steps). A CPU dry run takes 20 steps of it instead.
-if [ "$DEVICE" = cpu ]; then
-  step "benchmark: bert-base-uncased (random), MRPC, 20 steps on cpu (dry run of the 3-epoch workload)"
-  node dist/scripts/bench/bench.js --workload quick --model bert-base-uncased --device cpu --rounds 1 --steps 20 --out "$OUT" 2>&1 | tail -20
-else
-  step "benchmark: bert-base-uncased (random), 3 epochs of MRPC on $DEVICE"
-  timeout 400 node dist/scripts/bench/bench.js --workload full --model bert-base-uncased --device "$DEVICE" --rounds 1 --out "$OUT" 2>&1 | tail -20
-fi
+step "profile of the Python reference's training step on $DEVICE (torch.profiler: wall vs GPU-busy time per step)"
+(cd /tmp && timeout 120 python3 "$OLDPWD/scripts/gpu/profile_ref.py" "$DEVICE") 2>&1 | grep -v Warning | tee "$OUT/profile.txt" | head -60
+
+# The reference job: bert-base-uncased, 3 epochs of MRPC (1,377 steps), bf16 first (issue 16's target), then fp32.
+# A CPU dry run takes 20 steps of it instead.
+for prec in --bf16 ""; do
+  if [ "$DEVICE" = cpu ]; then
+    step "benchmark: bert-base-uncased (random), MRPC, 20 steps on cpu $prec (dry run of the 3-epoch workload)"
+    node dist/scripts/bench/bench.js --workload quick --model bert-base-uncased --device cpu --rounds 1 --steps 20 $prec --out "$OUT" 2>&1 | tail -20
+  else
+    step "benchmark: bert-base-uncased (random), 3 epochs of MRPC on $DEVICE $prec"
+    timeout 300 node dist/scripts/bench/bench.js --workload full --model bert-base-uncased --device "$DEVICE" --rounds 1 $prec --out "$OUT" 2>&1 | tail -20
+  fi
+done
 
 step "done"

@@ -10,14 +10,15 @@ import { glueMetricNames, glueTask, GLUE_TASKS } from './glue.js';
 import { tokenizeDataset } from './data.js';
 import { DEFAULT_ARGS, listCheckpoints, Trainer, validateArgs, type LogEntry, type TrainingArguments } from './trainer.js';
 import { UsageError } from './errors.js';
-import { writeFileAtomic } from './fsutil.js';
+import { lockOutputDir, saveAsUnit, writeFileAtomic } from './fsutil.js';
 import { addon } from './native.js';
 
 type Out = (line: string) => void;
 
 const common = {
   model: { type: 'string', default: 'bert-base-uncased', describe: 'Hub repo id or local checkpoint folder' },
-  task: { type: 'string', default: 'mrpc', describe: `GLUE task (${Object.keys(GLUE_TASKS).join(', ')})` },
+  task: { type: 'string', describe: `GLUE task (${Object.keys(GLUE_TASKS).join(', ')}; default mrpc). With --train-file/--validation-file it sets ` +
+    'the files\' label names, regression or not, and the metric; without it they come from the files (float labels: regression)' },
   'max-length': { type: 'number', describe: 'truncate to this many tokens (default: tokenizer model_max_length, capped by the model)' },
   'eval-batch-size': { type: 'number', default: DEFAULT_ARGS.perDeviceEvalBatchSize, describe: 'per_device_eval_batch_size' },
   device: { type: 'string', default: 'auto', describe: 'auto, cpu, cuda or cuda:N' },
@@ -27,17 +28,28 @@ const common = {
   bf16: { type: 'boolean', default: false, describe: 'bfloat16 autocast for forward passes (TrainingArguments bf16); weights and optimizer stay fp32' },
 } as const;
 
-export async function main(argv = hideBin(process.argv), out: Out = (l) => process.stdout.write(l + '\n'), err: Out = (l) => process.stderr.write(l + '\n')): Promise<number> {
+/** What an interrupt does now: stop training and checkpoint, or (after training) let the final save finish. */
+let phase: 'training' | 'final-save' = 'training';
+
+export async function main(argv = hideBin(process.argv), out: Out = stdoutLine, err: Out = stderrLine): Promise<number> {
   let code = 0;
   const controller = new AbortController();
-  let sigints = 0;
-  const onSigint = () => {
-    sigints++;
-    if (sigints > 1) process.exit(130);
-    err('Interrupted: finishing the current step and saving a checkpoint (Ctrl-C again to quit now)');
+  // Ctrl-C, SIGTERM (timeout, docker stop, Kubernetes) and SIGHUP (a closed terminal) all ask for the same clean
+  // stop. A process manager often forwards a signal the terminal also sends: one within a second of the first is
+  // the same request; a later one quits at once.
+  let first = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    const now = performance.now();
+    if (first && now - first < 1000) return;
+    if (first) process.exit(130);
+    first = now;
+    err(phase === 'training'
+      ? `Interrupted (${sig}): finishing the current step and saving a checkpoint (Ctrl-C again to quit now)`
+      : `Interrupted (${sig}): training is done; finishing the final save (Ctrl-C again to quit now)`);
     controller.abort();
   };
-  process.on('SIGINT', onSigint);
+  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+  for (const s of signals) process.on(s, onSignal);
   try {
     const parser = yargs(argv)
       .scriptName('node train.js')
@@ -100,13 +112,19 @@ export async function main(argv = hideBin(process.argv), out: Out = (l) => proce
     err(`error: ${ex.message}`);
     return 1;
   } finally {
-    process.off('SIGINT', onSigint);
+    for (const s of signals) process.off(s, onSignal);
   }
   return code;
 }
 
+// Output must never stop training: a closed stdout (`| head`) or stderr makes writes to it no-ops (EPIPE).
+const closed = new Set<NodeJS.WriteStream>();
+for (const stream of [process.stdout, process.stderr]) stream.on('error', () => closed.add(stream));
+function stdoutLine(line: string) { if (!closed.has(process.stdout)) process.stdout.write(line + '\n'); }
+function stderrLine(line: string) { if (!closed.has(process.stderr)) process.stderr.write(line + '\n'); }
+
 interface TrainFlags {
-  model: string; task: string; 'train-file'?: string; 'validation-file'?: string; 'text-columns'?: string; 'label-column'?: string;
+  model: string; task?: string; 'train-file'?: string; 'validation-file'?: string; 'text-columns'?: string; 'label-column'?: string;
   'output-dir': string; epochs: number; 'learning-rate': number; 'batch-size': number; 'eval-batch-size': number;
   'max-length'?: number; 'warmup-ratio': number; 'warmup-steps': number; 'lr-scheduler': string; 'weight-decay': number;
   'max-grad-norm': number; 'gradient-accumulation-steps': number; 'max-steps': number; 'eval-strategy': string;
@@ -141,21 +159,31 @@ function checkNumberFlags(a: Record<string, unknown>, names: string[]) {
   }
 }
 
-async function loadSplits(a: { task: string; 'train-file'?: string; 'validation-file'?: string; 'text-columns'?: string; 'label-column'?: string }, needTrain: boolean, split?: string) {
-  const cols = { textColumns: a['text-columns']?.split(',').map((s) => s.trim()), labelColumn: a['label-column'] };
-  if (a['train-file'] || a['validation-file']) {
-    if (needTrain && !a['train-file']) throw new UsageError('--validation-file needs --train-file (or use --task)');
-    const train = a['train-file'] ? await loadDataFile(a['train-file'], cols) : undefined;
-    const labelNames = train?.labelNames.length ? train.labelNames : undefined;
-    const validation = a['validation-file'] ? await loadDataFile(a['validation-file'], { ...cols, labelNames, isRegression: train?.isRegression }) : undefined;
-    return { train, validation, task: undefined as string | undefined };
-  }
+/** The labels a model was trained with, so a file's labels are read through its label2id, as run_glue.py does. */
+function modelLabels(model: BertForSequenceClassification): { labelNames?: string[]; isRegression: boolean } {
+  if (model.problemType === 'regression') return { isRegression: true };
+  return { labelNames: Array.from({ length: model.numLabels }, (_, i) => model.config.id2label[String(i)] ?? `LABEL_${i}`), isRegression: false };
+}
+
+async function loadSplits(a: { task?: string; 'train-file'?: string; 'validation-file'?: string; 'text-columns'?: string; 'label-column'?: string },
+  needTrain: boolean, split?: string, known?: { labelNames?: string[]; isRegression: boolean }) {
   let task;
   try {
-    task = glueTask(a.task);
+    task = a.task !== undefined || !(a['train-file'] || a['validation-file']) ? glueTask(a.task ?? 'mrpc') : undefined;
   } catch (e) {
     throw new UsageError(`--task: ${(e as Error).message}`);
   }
+  if (a['train-file'] || a['validation-file']) {
+    if (needTrain && !a['train-file']) throw new UsageError('--validation-file needs --train-file (or use --task)');
+    // Labels: the model's (evaluate), else the task's (--task given), else the training file's own.
+    const fromTask = task ? { labelNames: task.labelNames.length ? task.labelNames : undefined, isRegression: task.isRegression } : {};
+    const cols = { textColumns: a['text-columns']?.split(',').map((s) => s.trim()), labelColumn: a['label-column'], ...fromTask, ...known };
+    const train = a['train-file'] ? await loadDataFile(a['train-file'], cols) : undefined;
+    const labelNames = train?.labelNames.length ? train.labelNames : cols.labelNames;
+    const validation = a['validation-file'] ? await loadDataFile(a['validation-file'], { ...cols, labelNames, isRegression: train?.isRegression ?? cols.isRegression }) : undefined;
+    return { train, validation, task: task?.name };
+  }
+  task = task!;
   const train = needTrain ? await loadGlue(task.name, 'train') : undefined;
   const validation = await loadGlue(task.name, split ?? task.validationSplit);
   return { train, validation, task: task.name };
@@ -187,6 +215,16 @@ async function train(a: TrainFlags, out: Out, err: Out, signal: AbortSignal): Pr
   if (a['max-length'] !== undefined && (!Number.isInteger(a['max-length']) || a['max-length'] < 3)) throw new UsageError('--max-length must be an integer >= 3');
   const log = (o: object, text: string) => out(a.json ? JSON.stringify(o) : text);
 
+  const unlock = await lockOutputDir(a['output-dir']);  // before any work: an unusable output dir loses nothing
+  try {
+    return await trainLocked(a, out, err, signal, log, device, args);
+  } finally {
+    await unlock();
+  }
+}
+
+async function trainLocked(a: TrainFlags, out: Out, err: Out, signal: AbortSignal, log: (o: object, text: string) => void, device: Device, args: Partial<TrainingArguments>): Promise<number> {
+  phase = 'training';
   const { train: trainText, validation, task } = await loadSplits(a, true);
   const tok = await BertTokenizer.fromPretrained(a.model, { revision: a.revision });
   const model = await BertForSequenceClassification.fromPretrained(a.model, { revision: a.revision, device, threads: a.threads, seed: a.seed, ...labelInfo(trainText!) });
@@ -233,8 +271,8 @@ async function train(a: TrainFlags, out: Out, err: Out, signal: AbortSignal): Pr
       log({ event: 'interrupted', global_step: result.globalStep }, `Stopped at step ${result.globalStep}; checkpoint saved in ${a['output-dir']}/checkpoint-${result.globalStep}`);
       return 130;
     }
-    await model.save(a['output-dir']);
-    await tok.save(a['output-dir']);
+    phase = 'final-save';
+    await saveAsUnit(a['output-dir'], async (dir) => { await model.save(dir); await tok.save(dir); });
     const evalMetrics = trainer.trainerState!.log_history.filter((e) => 'eval_loss' in e).pop() ?? {};
     const all = { ...result.metrics, ...evalMetrics };
     await writeFileAtomic(path.join(a['output-dir'], 'train_results.json'), JSON.stringify(result.metrics, null, 2) + '\n');
@@ -298,7 +336,7 @@ class Progress {
     const text = `${step}/${max} [${fmtTime(secs)}<${fmtTime(eta)}, ${rate.toFixed(2)} it/s, epoch ${epoch.toFixed(2)}]`;
     if (this.tty) {
       const width = 30, fill = Math.round((width * step) / max);
-      process.stdout.write(`\r${String(pct).padStart(3)}%|${'█'.repeat(fill)}${' '.repeat(width - fill)}| ${text}`);
+      process.stdout.write(`\r${String(pct).padStart(3)}%|${"█".repeat(fill)}${" ".repeat(width - fill)}| ${text}\x1b[K`);
       this.shown = true;
     } else if (pct >= this.lastPct + 5 || step === max) {
       this.lastPct = pct;
@@ -317,7 +355,7 @@ function fmtTime(s: number) {
   return `${String(m).padStart(2, '0')}:${String(sec).padStart(2, '0')}`;
 }
 
-interface PredictFlags { model: string; task: string; sentence1?: string[]; sentence2?: string[]; file?: string; 'max-length'?: number; 'eval-batch-size': number; device: string; threads?: number; json: boolean; revision: string; bf16: boolean }
+interface PredictFlags { model: string; task?: string; sentence1?: string[]; sentence2?: string[]; file?: string; 'max-length'?: number; 'eval-batch-size': number; device: string; threads?: number; json: boolean; revision: string; bf16: boolean }
 
 async function predict(a: PredictFlags, out: Out): Promise<number> {
   const device = checkDevice(a.device);
@@ -356,14 +394,14 @@ async function predict(a: PredictFlags, out: Out): Promise<number> {
   }
 }
 
-interface EvalFlags { model: string; task: string; 'validation-file'?: string; split?: string; 'max-length'?: number; 'eval-batch-size': number; device: string; threads?: number; json: boolean; revision: string; bf16: boolean }
+interface EvalFlags { model: string; task?: string; 'validation-file'?: string; split?: string; 'max-length'?: number; 'eval-batch-size': number; device: string; threads?: number; json: boolean; revision: string; bf16: boolean }
 
 async function evaluate(a: EvalFlags, out: Out): Promise<number> {
   const device = checkDevice(a.device);
-  const { validation, task } = await loadSplits({ task: a.task, 'validation-file': a['validation-file'] }, false, a.split);
   const tok = await BertTokenizer.fromPretrained(a.model, { revision: a.revision });
   const model = await BertForSequenceClassification.fromPretrained(a.model, { revision: a.revision, device, threads: a.threads });
   try {
+    const { validation, task } = await loadSplits({ task: a.task, 'validation-file': a['validation-file'] }, false, a.split, modelLabels(model));
     const maxLength = Math.min(a['max-length'] ?? tok.modelMaxLength, model.config.max_position_embeddings);
     const data = await tokenizeDataset(validation!, tok, maxLength);
     const trainer = new Trainer({ model, tokenizer: tok, task, args: { perDeviceEvalBatchSize: a['eval-batch-size'], bf16: a.bf16 } });

@@ -75,8 +75,9 @@ export async function loadDataFile(file: string, o: ColumnOptions = {}): Promise
     const text = decodeUtf8(buf, file);
     if (ext === '.csv') {
       try {
-        rows = parseCsv(text, { columns: true, bom: true, skip_empty_lines: true, relax_column_count: false }) as Row[];
+        rows = parseCsv(text, { columns: (header: string[]) => uniqueHeader(header, file), bom: true, skip_empty_lines: true, relax_column_count: false }) as Row[];
       } catch (e) {
+        if (e instanceof InputError) throw e;
         throw new InputError(file, `invalid CSV (${(e as Error).message})`);
       }
       firstRow = 2;
@@ -137,10 +138,20 @@ function decodeUtf8(buf: Buffer, file: string): string {
   }
 }
 
+/** A column named twice would silently hide one of them (a duplicated label column trains on either). */
+function uniqueHeader(header: string[], file: string): string[] {
+  const seen = new Set<string>();
+  for (const h of header) {
+    if (seen.has(h)) throw new InputError(file, `line 1: column ${show(h)} appears twice in the header`);
+    seen.add(h);
+  }
+  return header;
+}
+
 /** GLUE's TSVs are tab-separated without quoting (MRPC text contains bare quotes), as GLUE's own readers use them. */
 function parseTsv(text: string, file: string): Row[] {
   const lines = text.replace(/^\uFEFF/, '').split(/\r?\n/);
-  const header = lines[0].split('\t');
+  const header = uniqueHeader(lines[0].split('\t'), file);
   const rows: Row[] = [];
   for (let i = 1; i < lines.length; i++) {
     if (lines[i] === '') continue;
@@ -173,7 +184,7 @@ function fromRows(rows: Row[], file: string, o: ColumnOptions, firstRow: number)
   }
   let labels: Int32Array | Float32Array | null = null;
   let labelNames = o.labelNames ?? [];
-  const isRegression = o.isRegression ?? false;
+  let isRegression = o.isRegression ?? false;
   if (labelCol !== undefined && columns.includes(labelCol)) {
     const raw = rows.map((r, i) => {
       const v = r[labelCol];
@@ -181,6 +192,8 @@ function fromRows(rows: Row[], file: string, o: ColumnOptions, firstRow: number)
       return typeof v === 'bigint' ? Number(v) : v;
     });
     const numeric = raw.map((v) => (typeof v === 'number' ? v : typeof v === 'string' && /^-?\d+(\.\d+)?([eE][-+]?\d+)?$/.test(v.trim()) ? Number(v) : NaN));
+    // As run_glue.py: float labels mean regression (when nobody said otherwise); "0" and "0.0" are one label.
+    if (o.isRegression === undefined && !o.labelNames && numeric.every(Number.isFinite) && numeric.some((x) => !Number.isInteger(x))) isRegression = true;
     if (isRegression) {
       labels = new Float32Array(raw.length);
       raw.forEach((v, i) => {
@@ -191,17 +204,24 @@ function fromRows(rows: Row[], file: string, o: ColumnOptions, firstRow: number)
     } else if (numeric.every((x) => x === -1)) {
       labels = null;  // GLUE test splits hide labels as -1
     } else {
+      const key = (v: unknown, i: number) => (Number.isFinite(numeric[i]) ? String(numeric[i]) : String(v));
       if (!o.labelNames) {
         // As run_glue.py does for custom files: the sorted distinct labels are the classes.
-        const distinct = [...new Set(raw.map(String))];
-        const allInts = distinct.every((d) => /^-?\d+$/.test(d));
-        labelNames = allInts ? distinct.map(Number).sort((a, b) => a - b).map(String) : distinct.sort();
+        const distinct = [...new Set(raw.map(key))];
+        const allNumbers = distinct.every((d) => Number.isFinite(Number(d)));
+        labelNames = allNumbers ? distinct.map(Number).sort((x, y) => x - y).map(String) : distinct.sort();
+        if (labelNames.length < 2)
+          throw new InputError(file, `column ${JSON.stringify(labelCol)} has a single label (${show(labelNames[0])}) in all ${raw.length} rows: a classifier needs at least 2 classes`);
       }
+      // Known class names first (the model's label2id, or the training file's classes); a bare integer is a class
+      // id only when the class names are not themselves numbers (GLUE files store ids 0..n-1 for named classes).
       const byName = new Map(labelNames.map((n, i) => [n, i]));
+      const namesAreNumbers = labelNames.every((n) => Number.isFinite(Number(n)));
       const ids = new Int32Array(raw.length);
       raw.forEach((v, i) => {
-        const id = typeof v === 'number' ? (o.labelNames ? v : byName.get(String(v))) : (byName.get(String(v)) ?? (o.labelNames && /^\d+$/.test(String(v)) ? Number(v) : undefined));
-        if (id === undefined || !Number.isInteger(id) || id < 0 || id >= labelNames.length)
+        let id = byName.get(String(v)) ?? byName.get(key(v, i));
+        if (id === undefined && !namesAreNumbers && Number.isInteger(numeric[i]) && numeric[i] >= 0 && numeric[i] < labelNames.length) id = numeric[i];
+        if (id === undefined)
           throw new InputError(file, `${where(i)}: label ${show(v)} is not one of the ${labelNames.length} classes (${labelNames.map((n, j) => `${j}=${n}`).join(', ')})`);
         ids[i] = id;
       });

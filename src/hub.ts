@@ -9,7 +9,7 @@ import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { downloadFile, fileDownloadInfo } from '@huggingface/hub';
-import { exists, writeFileAtomic } from './fsutil.js';
+import { exists, INCOMPLETE_SAVE, writeFileAtomic } from './fsutil.js';
 
 export type RepoType = 'model' | 'dataset';
 export interface HubOptions {
@@ -55,6 +55,19 @@ export function validateRepoPath(file: string): void {
     throw new HubError(`invalid file name ${JSON.stringify(file)} in a repo: expected a relative path without '..'`);
 }
 
+/**
+ * Revisions reach the file system as `<cache>/refs/<revision>`: a 40-hex commit, a Hub pull-request or
+ * conversion ref (`refs/pr/N`, `refs/convert/name`), or a branch/tag name of letters, digits, '.', '_', '-'
+ * (no '/', no '..', no '.lock' end, as git refuses them) -- checked on every path, online and offline.
+ */
+export function validateRevision(revision: string): void {
+  const name = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
+  const ok = typeof revision === 'string' && (COMMIT.test(revision) || /^refs\/pr\/[1-9]\d{0,8}$/.test(revision) ||
+    (/^refs\/convert\/[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$/.test(revision) && !revision.includes('..')) ||
+    (name.test(revision) && !revision.includes('..') && !revision.endsWith('.lock')));
+  if (!ok) throw new HubError(`invalid revision ${JSON.stringify(revision).slice(0, 140)}: expected a branch or tag name (letters, digits, '.', '_', '-'), a 40-character commit id, or refs/pr/N`);
+}
+
 /** <cache>/<models|datasets>--org--name */
 function storageOf(repo: string, o: HubOptions): string {
   return path.join(o.cacheDir ?? hubCacheDir(), `${o.repoType ?? 'model'}s--${repo.split('/').join('--')}`);
@@ -63,7 +76,7 @@ function storageOf(repo: string, o: HubOptions): string {
 /** The commit a revision points at in the cache (refs/<revision>), or the revision itself when it is a commit. */
 async function cachedCommit(storage: string, revision: string): Promise<string | null> {
   if (COMMIT.test(revision)) return revision;
-  if (revision.split('/').some((p) => p === '..' || p === '')) return null;
+  validateRevision(revision);
   const commit = await fs.readFile(path.join(storage, 'refs', revision), 'utf8').then((t) => t.trim(), () => '');
   return COMMIT.test(commit) ? commit : null;
 }
@@ -114,6 +127,7 @@ function isNetworkError(e: unknown): boolean {
 export async function hubFile(repo: string, file: string, o: HubOptions & { optional?: boolean } = {}): Promise<string | null> {
   validateRepoId(repo);
   validateRepoPath(file);
+  validateRevision(o.revision ?? 'main');
   if (isOffline(o)) {
     const hit = await cachedFile(repo, file, o);
     if (hit) return hit;
@@ -228,6 +242,9 @@ export interface FileSource {
 export async function fileSource(nameOrPath: string, o: HubOptions = {}): Promise<FileSource> {
   const stat = await fs.stat(nameOrPath).catch(() => null);
   if (stat?.isDirectory()) {
+    if (await exists(path.join(nameOrPath, INCOMPLETE_SAVE)))
+      throw new HubError(`${nameOrPath}: its last save was interrupted (${INCOMPLETE_SAVE} is present), so its files may not belong together; ` +
+        'use its newest checkpoint-N folder, or train again');
     return {
       label: nameOrPath,
       async get(file, optional = false) {

@@ -47,6 +47,10 @@ export class BertTokenizer {
   }
 
   get vocabSize(): number { return this.tok.get_vocab(true).size; }
+  /** One more than the largest id the tokenizer can produce: the model's vocab_size must be at least this. */
+  get idLimit(): number { let m = -1; for (const id of this.tok.get_vocab(true).values()) m = Math.max(m, id); return m + 1; }
+  /** The folder or repo id it was loaded from, for messages. */
+  source = 'tokenizer';
 
   static async fromPretrained(nameOrPath: string, o: HubOptions = {}): Promise<BertTokenizer> {
     const src = await fileSource(nameOrPath, o);
@@ -74,7 +78,9 @@ export class BertTokenizer {
     } catch (e) {
       throw new InputError(jsonFile ?? src.label, `unusable tokenizer (${(e as Error).message})`);
     }
-    return new BertTokenizer(tok, config, files);
+    const t = new BertTokenizer(tok, config, files);
+    t.source = jsonFile ?? configFile ?? src.label;
+    return t;
   }
 
   /** Token ids of one text without special tokens, computed once per distinct text. */

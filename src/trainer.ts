@@ -9,7 +9,7 @@ import type { BertTokenizer, EncodedDataset } from './tokenizer.js';
 import { exists, readJson, writeFileAtomic } from './fsutil.js';
 import { readSafetensors, writeSafetensors } from './safetensors.js';
 import { glueMetric } from './metrics.js';
-import { InputError, UsageError } from './errors.js';
+import { InputError, show, UsageError } from './errors.js';
 
 export type LrScheduler = 'linear' | 'cosine' | 'constant';
 export type Strategy = 'no' | 'steps' | 'epoch';
@@ -153,10 +153,15 @@ export class Trainer {
   readonly args: TrainingArguments;
   readonly model: BertForSequenceClassification;
   private state!: TrainerState;
+  private training = false;
 
   constructor(private readonly o: TrainerOptions) {
     this.model = o.model;
     this.args = validateArgs(o.args ?? {});
+    // Checked here, not when a batch first meets such an id (possibly an epoch later).
+    const tok = o.tokenizer;
+    if (tok && tok.idLimit > o.model.config.vocab_size)
+      throw new InputError(tok.source, `the tokenizer produces ids up to ${tok.idLimit - 1}, but the model's config.json has vocab_size ${o.model.config.vocab_size}: they do not belong together`);
   }
 
   /** trainer_state.json's content (log_history and counters) of the last train() call. */
@@ -180,6 +185,17 @@ export class Trainer {
   }
 
   async train(o: { resumeFromCheckpoint?: string } = {}): Promise<TrainOutput> {
+    // Two loops on one model would mix their gradients: the second call is refused, not queued.
+    if (this.training) throw new Error('train() is already running on this Trainer; await it before calling train() again');
+    this.training = true;
+    try {
+      return await this.trainLoop(o);
+    } finally {
+      this.training = false;
+    }
+  }
+
+  private async trainLoop(o: { resumeFromCheckpoint?: string }): Promise<TrainOutput> {
     const { args, model } = this;
     const data = this.o.trainDataset;
     if (!data) throw new UsageError('train() needs a trainDataset');
@@ -201,13 +217,18 @@ export class Trainer {
     };
     await model.seed(args.seed);
     await model.setMixedPrecision(this.precision);
-    if (o.resumeFromCheckpoint) await this.resume(o.resumeFromCheckpoint);
+    if (o.resumeFromCheckpoint) {
+      await this.resume(o.resumeFromCheckpoint);
+      // Not an error: resuming a run whose last checkpoint is its final step completes a cut-short final save.
+      if (this.state.global_step >= maxSteps)
+        this.o.events?.warning?.(`${o.resumeFromCheckpoint} is at step ${this.state.global_step} and this run ends at step ${maxSteps}: nothing is left to train, ` +
+          'so the model stays as the checkpoint has it (raise numTrainEpochs / --epochs or maxSteps / --max-steps to train further); training_loss is NaN');
+    }
     const start = performance.now();
     const flopsPerToken = 6 * this.nonEmbeddingParams();
-    let lossSinceLog = 0, stepsSinceLog = 0, totalLoss = 0, totalLossSteps = 0, lastGradNorm = NaN;
+    let lossSinceLog = 0, stepsSinceLog = 0, totalLoss = 0, totalLossSteps = 0, lastGradNorm = NaN, samples = 0;
     let interrupted = false;
     const startStep = this.state.global_step;
-    const lossScale = 1 / accum;
 
     outer:
     for (let epoch = Math.floor(startStep / stepsPerEpoch); epoch < numEpochs; epoch++) {
@@ -217,8 +238,11 @@ export class Trainer {
       for (let s = skipSteps; s < stepsPerEpoch && this.state.global_step < maxSteps; s++) {
         const stepStart = performance.now();
         const micro = epochBatches.slice(s * accum, (s + 1) * accum);
+        // As the Trainer: a last, partial accumulation step averages over the batches it has, not over `accum`.
+        const lossScale = 1 / micro.length;
         let stepLoss = 0;
         for (const rows of micro) {
+          samples += rows.length;
           const batch = collate(data.enc, rows, { padId: this.padId(), padToMultipleOf: args.padToMultipleOf ?? undefined, labels: data.labels });
           const loss = await model.trainStep(batch, { lossScale });
           stepLoss += loss * lossScale;
@@ -261,7 +285,6 @@ export class Trainer {
     }
     const runtime = (performance.now() - start) / 1000;
     const trainedSteps = this.state.global_step - startStep;
-    const samples = trainedSteps * bs * accum;
     const trainingLoss = totalLossSteps ? totalLoss / totalLossSteps : NaN;
     const metrics: LogEntry = {
       train_runtime: Math.round(runtime * 1e4) / 1e4,
@@ -371,6 +394,7 @@ export class Trainer {
   }
 
   private async resume(dir: string) {
+    if (!(await exists(dir))) throw new InputError(dir, 'does not exist');
     const need = ['model.safetensors', 'optimizer.safetensors', 'trainer_state.json', 'rng_state.safetensors'];
     for (const f of need) if (!(await exists(path.join(dir, f)))) throw new InputError(dir, `not a complete checkpoint (no ${f})`);
     const st = (await readJson(path.join(dir, 'trainer_state.json'))) as Partial<TrainerState>;
@@ -383,6 +407,24 @@ export class Trainer {
     if (this.model.device.startsWith('cuda') && !rng.some((t) => t.name === 'cuda'))
       this.o.events?.warning?.(`${rngFile} has no "cuda" generator state (saved on a CPU): dropout will not repeat the uninterrupted run`);
     await this.model.setRngState(rng).catch((e) => { throw new InputError(rngFile, (e as Error).message); });
+    // The schedule continues from the checkpoint's step: scheduler.json must agree with trainer_state.json.
+    const schedFile = path.join(dir, 'scheduler.json');
+    if (await exists(schedFile)) {
+      const sched = (await readJson(schedFile)) as { last_epoch?: unknown; type?: unknown };
+      if (sched?.last_epoch !== st.global_step)
+        throw new InputError(schedFile, `last_epoch ${show(sched?.last_epoch)} does not match trainer_state.json's global_step ${st.global_step}`);
+      if (sched.type !== this.args.lrSchedulerType)
+        this.o.events?.warning?.(`${schedFile}: the checkpoint's learning-rate schedule was ${show(sched.type)}, this run uses "${this.args.lrSchedulerType}"`);
+    }
+    // As the Trainer warns when the batch size changed: a resumed run with other hyperparameters is a different run.
+    const argsFile = path.join(dir, 'training_args.json');
+    if (await exists(argsFile)) {
+      const saved = (await readJson(argsFile)) as Partial<TrainingArguments>;
+      const keys = ['perDeviceTrainBatchSize', 'gradientAccumulationSteps', 'learningRate', 'lrSchedulerType', 'warmupSteps', 'warmupRatio', 'weightDecay', 'maxGradNorm', 'seed'] as const;
+      const changed = keys.filter((k) => saved?.[k] !== undefined && saved[k] !== this.args[k]);
+      if (changed.length)
+        this.o.events?.warning?.(`resuming from ${dir} with changed arguments: ${changed.map((k) => `${k} ${show(saved[k])} -> ${show(this.args[k])}`).join(', ')}; the run will not match the uninterrupted one`);
+    }
     this.state.global_step = st.global_step!;
     this.state.epoch = st.epoch ?? 0;
     this.state.total_flos = st.total_flos ?? 0;

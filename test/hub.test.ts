@@ -38,7 +38,8 @@ before(async () => {
     }
     if (!m) { res.statusCode = 404; res.setHeader('X-Error-Code', 'RepoNotFound'); return res.end('not found'); }
     const [, , rev, file] = m;
-    if (rev !== 'main' && rev !== COMMIT) { res.statusCode = 404; res.setHeader('X-Error-Code', 'RevisionNotFound'); return res.end(); }
+    // Any revision with a '/' is served too, as a permissive Hub would: the client must refuse it before asking.
+    if (rev !== 'main' && rev !== COMMIT && !decodeURIComponent(rev).includes('/')) { res.statusCode = 404; res.setHeader('X-Error-Code', 'RevisionNotFound'); return res.end(); }
     const f = files.get(decodeURIComponent(file));
     if (!f) { res.statusCode = 404; res.setHeader('X-Error-Code', 'EntryNotFound'); return res.end('Entry not found'); }
     const body = corrupt && f.lfs ? Buffer.concat([f.data.subarray(0, -1), Buffer.from([f.data[f.data.length - 1] ^ 0xff])]) : f.data;
@@ -130,6 +131,14 @@ test('repo ids, file names and symlinks cannot escape the cache', async () => {
   await fs.symlink('/etc/hostname', path.join(snap, 'evil.json'));
   await assert.rejects(cachedFile('org/model', 'evil.json', { cacheDir }), /points outside its cache folder/);
   await assert.rejects(fileSource('./definitely-not-here'), /not a folder/);
+  // Revisions become <cache>/refs/<revision>: online and offline, nothing outside the cache and no folders.
+  const sent = requests.length;
+  for (const bad of ['../../../../outside/x', 'a/b/x', 'refs/pr/../../x', 'main.lock', '.hidden', 'refs/pr/1/x', ''])
+    for (const offline of [false, true])
+      await assert.rejects(hubFile('org/model', 'config.json', { cacheDir, endpoint, offline, revision: bad }), /invalid revision/, `${bad} offline=${offline}`);
+  assert.equal(requests.length, sent, 'a request was made for an invalid revision');
+  assert.ok(!existsSync(path.join(work.dir, 'outside')) && !existsSync(path.join(cacheDir, 'models--org--model', 'refs', 'a')));
+  for (const good of ['v1.0', 'refs/pr/12', COMMIT]) await hubFile('org/model', 'config.json', { cacheDir, endpoint, offline: false, revision: good }).catch((e) => assert.ok(!/invalid revision/.test(e.message), e.message));
 });
 
 test('a read-only cache is read, never written', async (t) => {

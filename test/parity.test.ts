@@ -21,8 +21,11 @@ test(`${kind}: forward, loss, 3 AdamW steps and save match transformers`, async 
     await hfRef('make-model', { dir: modelDir, seed: 3, config: { ...TINY, num_labels: kind === 'regression' ? 1 : 2 } });
     const { labels: classLabels, ...inputs } = tinyBatch();
     const batch = { ...inputs, labels: kind === 'regression' ? Float32Array.from([0.5, 3.25, 1.75]) as Int32Array | Float32Array : classLabels };
-    const lr = 1e-3, weightDecay = 0.01, maxGradNorm = 0.5, steps = 3;
-    const ref = await hfRef('reference', { dir: modelDir, batch: { ...batchJson(batch as never), labels: Array.from(batch.labels), labelsInt: kind !== 'regression' }, lr, weightDecay, maxGradNorm, steps,
+    // eps 1e-6, not AdamW's 1e-8: Adam divides each gradient element by its own RMS, so elements whose gradient is
+    // near eps turn float32 summation-order noise (ours sums unpadded tokens, transformers padded ones) into update
+    // differences; with 1e-8 one word-embedding element differed by 1.6e-5 relative on one CPU (5e-6 on another).
+    const lr = 1e-3, weightDecay = 0.01, maxGradNorm = 0.5, steps = 3, eps = 1e-6;
+    const ref = await hfRef('reference', { dir: modelDir, batch: { ...batchJson(batch as never), labels: Array.from(batch.labels), labelsInt: kind !== 'regression' }, lr, weightDecay, maxGradNorm, steps, eps,
       out: path.join(dir, 'ref-after.safetensors'), threads: THREADS });
 
     const model = await BertForSequenceClassification.fromPretrained(modelDir, { device: DEVICE, threads: THREADS });
@@ -33,7 +36,7 @@ test(`${kind}: forward, loss, 3 AdamW steps and save match transformers`, async 
     const gradNorms: number[] = [];
     for (let i = 0; i < steps; i++) {
       await model.trainStep(batch);
-      gradNorms.push(await model.optimizerStep({ lr, weightDecay, maxGradNorm }));
+      gradNorms.push(await model.optimizerStep({ lr, weightDecay, maxGradNorm, eps }));
     }
     const ours = new Map((await model.stateDict()).map((t) => [t.name, f32(t.data)]));
     const theirs = (await readSafetensors(path.join(dir, 'ref-after.safetensors'))).tensors;

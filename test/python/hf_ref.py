@@ -55,7 +55,7 @@ def reference(a):
     decay = [p for n, p in m.named_parameters() if not ("LayerNorm" in n or n.endswith("bias"))]
     no_decay = [p for n, p in m.named_parameters() if "LayerNorm" in n or n.endswith("bias")]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": a["weightDecay"]}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=a["lr"], betas=(0.9, 0.999), eps=1e-8, foreach=False)
+                            lr=a["lr"], betas=(0.9, 0.999), eps=a.get("eps", 1e-8), foreach=False)
     m.train()  # dropout probabilities are 0 in the config, so train mode is deterministic
     norms, losses = [], []
     for _ in range(a["steps"]):

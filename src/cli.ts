@@ -377,6 +377,7 @@ async function predict(a: PredictFlags, out: Out): Promise<number> {
     const nl = model.numLabels;
     for (let i = 0; i < data.enc.length; i++) {
       const row = Array.from(logits.subarray(i * nl, (i + 1) * nl));
+      if (!row.every(Number.isFinite)) throw new Error(`${a.model}: the model gives non-finite logits (${row.join(', ')}) for input ${i + 1}: its weights are not usable (a diverged training run?)`);
       let result: Record<string, unknown>;
       if (model.problemType === 'regression') {
         result = { score: row[0] };

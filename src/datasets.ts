@@ -1,7 +1,7 @@
 // Datasets: GLUE from the Hub dataset nyu-mll/glue (parquet, through the HF cache) and local files
 // (parquet, CSV, TSV including the original GLUE/MRPC formats, JSON Lines). Every row is checked; a bad row is
 // an error naming the file, the row and the reason, never silently dropped.
-import { promises as fs } from 'node:fs';
+import { createReadStream, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { parquetMetadata, parquetReadObjects } from 'hyparquet';
 import { parse as parseCsv } from 'csv-parse/sync';
@@ -52,13 +52,15 @@ export function glueColumns(task: GlueTask): ColumnOptions {
 
 /** A local data file: .parquet, .csv, .tsv/.txt (tab-separated, unquoted as GLUE ships them), .jsonl/.json. */
 export async function loadDataFile(file: string, o: ColumnOptions = {}): Promise<TextDataset> {
+  const ext = path.extname(file).toLowerCase();
+  // JSON Lines stream row by row, so one giant line is refused by its size instead of exhausting memory.
+  if (ext === '.jsonl') return fromRows(await readJsonLines(file), file, o, 1);
   let buf: Buffer;
   try {
     buf = await fs.readFile(file);
   } catch (e) {
     throw new InputError(file, `cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
-  const ext = path.extname(file).toLowerCase();
   let rows: Row[];
   let names = o.labelNames;
   let firstRow = 1;  // the number users see for rows[0] in messages
@@ -84,24 +86,65 @@ export async function loadDataFile(file: string, o: ColumnOptions = {}): Promise
     } else if (ext === '.tsv' || ext === '.txt') {
       rows = parseTsv(text, file);
       firstRow = 2;
-    } else if (ext === '.jsonl' || ext === '.json') {
+    } else if (ext === '.json') {
       rows = [];
-      const lines = text.split('\n');
-      for (let i = 0; i < lines.length; i++) {
-        if (!lines[i].trim()) continue;
-        try {
-          const r = JSON.parse(lines[i]);
-          if (typeof r !== 'object' || r === null || Array.isArray(r)) throw new Error('not a JSON object');
-          rows.push({ ...r, __line: i + 1 });
-        } catch (e) {
-          throw new InputError(file, `line ${i + 1}: invalid JSON Lines row (${(e as Error).message})`);
-        }
-      }
+      text.split('\n').forEach((line, i) => { if (line.trim()) rows.push(jsonRow(line, file, i + 1)); });
     } else {
       throw new InputError(file, `unknown data format ${JSON.stringify(ext)} (use .parquet, .csv, .tsv, .txt, .jsonl or .json)`);
     }
   }
   return fromRows(rows, file, { ...o, labelNames: names }, firstRow);
+}
+
+/** The largest JSON Lines row accepted (bytes): far above any text-classification row, far below trouble. */
+export const MAX_ROW_BYTES = 1 << 20;
+
+function jsonRow(line: string, file: string, n: number): Row {
+  try {
+    const r = JSON.parse(line);
+    if (typeof r !== 'object' || r === null || Array.isArray(r)) throw new Error('not a JSON object');
+    return { ...r, __line: n };
+  } catch (e) {
+    throw new InputError(file, `line ${n}: invalid JSON Lines row (${(e as Error).message})`);
+  }
+}
+
+async function readJsonLines(file: string): Promise<Row[]> {
+  const rows: Row[] = [];
+  const dec = new TextDecoder('utf-8', { fatal: true });
+  let parts: Buffer[] = [], size = 0, n = 1;
+  const finish = () => {
+    const bytes = Buffer.concat(parts, size);
+    parts = []; size = 0;
+    let line: string;
+    try {
+      line = dec.decode(bytes);
+    } catch {
+      throw new InputError(file, `line ${n}: invalid UTF-8`);
+    }
+    if (n === 1) line = line.replace(/^\uFEFF/, '');
+    if (line.trim()) rows.push(jsonRow(line, file, n));
+    n++;
+  };
+  try {
+    for await (const chunk of createReadStream(file) as AsyncIterable<Buffer>) {
+      let start = 0;
+      for (let nl = chunk.indexOf(0x0a); ; nl = chunk.indexOf(0x0a, start)) {
+        const end = nl < 0 ? chunk.length : nl;
+        size += end - start;
+        if (size > MAX_ROW_BYTES) throw new InputError(file, `line ${n}: row larger than ${MAX_ROW_BYTES} bytes (1 MiB), the most a row may have`);
+        parts.push(chunk.subarray(start, end));
+        if (nl < 0) break;
+        finish();
+        start = nl + 1;
+      }
+    }
+  } catch (e) {
+    if (e instanceof InputError) throw e;
+    throw new InputError(file, `cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  if (size > 0) finish();
+  return rows;
 }
 
 function labelNamesFromParquet(kv: Array<{ key: string; value?: string }> | undefined, labelColumn: string): string[] | undefined {

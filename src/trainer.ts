@@ -112,6 +112,9 @@ export interface TrainerState {
   stateful_callbacks: Record<string, unknown>;
 }
 
+/** With onNonFiniteLoss 'skip': this many skipped steps in a row stop the run as diverged. */
+export const MAX_SKIPPED_IN_A_ROW = 10;
+
 const round4 = (x: number) => Math.round(x * 1e4) / 1e4;
 
 export function validateArgs(a: Partial<TrainingArguments>): TrainingArguments {
@@ -227,7 +230,7 @@ export class Trainer {
     const start = performance.now();
     const flopsPerToken = 6 * this.nonEmbeddingParams();
     let lossSinceLog = 0, stepsSinceLog = 0, totalLoss = 0, totalLossSteps = 0, lastGradNorm = NaN, samples = 0;
-    let interrupted = false;
+    let interrupted = false, skippedInARow = 0;
     const startStep = this.state.global_step;
 
     outer:
@@ -255,10 +258,14 @@ export class Trainer {
               'Lower the learning rate, check the data, or pass onNonFiniteLoss: "skip" (--on-non-finite-loss skip) to drop such steps');
           this.o.events?.warning?.(`training loss is ${stepLoss} at step ${step + 1}; the update was skipped`);
           await model.zeroGrad();
+          // Skipping is for the odd bad batch; a run that keeps producing them has diverged and must not end as a success.
+          if (++skippedInARow >= MAX_SKIPPED_IN_A_ROW)
+            throw new Error(`training loss was not finite for ${skippedInARow} steps in a row (last: step ${step + 1}, epoch ${epoch + 1}): the run has diverged; ` +
+              'lower the learning rate or check the data');
         } else {
           const lr = args.learningRate * lrLambda(args.lrSchedulerType, step, warmup, maxSteps);
           lastGradNorm = await model.optimizerStep({ lr, beta1: args.adamBeta1, beta2: args.adamBeta2, eps: args.adamEpsilon, weightDecay: args.weightDecay, maxGradNorm: args.maxGradNorm });
-          lossSinceLog += stepLoss; stepsSinceLog++; totalLoss += stepLoss; totalLossSteps++;
+          lossSinceLog += stepLoss; stepsSinceLog++; totalLoss += stepLoss; totalLossSteps++; skippedInARow = 0;
         }
         this.state.global_step = step + 1;
         this.state.epoch = epoch + (s + 1) / stepsPerEpoch;

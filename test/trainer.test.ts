@@ -196,7 +196,16 @@ test('a non-finite training loss stops the run with the step number, or is skipp
       assert.equal(out.globalStep, 3);
       assert.equal(warnings.length, 3);
       assert.match(warnings[0], /loss is NaN at step 1; the update was skipped/);
+      // A run that only ever skips has diverged: it stops after MAX_SKIPPED_IN_A_ROW, never "succeeds".
+      const long = new Trainer({ model, tokenizer: tok, trainDataset: train,
+        args: { maxSteps: 30, outputDir: path.join(work.dir, 'nan'), saveStrategy: 'no', evalStrategy: 'no', onNonFiniteLoss } });
+      await assert.rejects(long.train(), /training loss was not finite for 10 steps in a row/);
     }
     await model.dispose();
   }
+  // Nor is a prediction ever printed from non-finite logits.
+  const p = await cli(['predict', '--model', dir, '--sentence1', 'a cat .', '--device', 'cpu']);
+  assert.equal(p.code, 1);
+  assert.match(p.stderr, /gives non-finite logits \(NaN, NaN\) for input 1/);
+  assert.ok(!p.stdout.includes('label'));
 });

@@ -10,6 +10,7 @@ import { makeHfHome, makePairs, makeTinyModel } from './fixtures.js';
 import { root, tempDir } from './helpers.js';
 import { BertForSequenceClassification, BertTokenizer, loadDataFile, loadGlue, tokenizeDataset, Trainer } from '../src/index.js';
 import { parseConfig } from '../src/config.js';
+import { addon } from '../src/native.js';
 
 let home: string, work: { dir: string; cleanup: () => void }, trained: string;
 const env = () => ({ ...process.env, HF_HOME: home, HF_HUB_OFFLINE: '1' });
@@ -196,4 +197,21 @@ test('the final save is one unit: a folder left mid-save is refused; a closed st
   const p = await cli(['predict', '--model', out, '--sentence1', 'a cat .', '--device', 'cpu']);
   assert.equal(p.code, 2);
   assert.match(p.stderr, /its last save was interrupted/);
+});
+
+test('V8 is told each model\'s native size (weights, then gradients and AdamW moments), and dispose() gives it back', async () => {
+  const cfg = parseConfig({ vocab_size: 1000, hidden_size: 64, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 128, max_position_embeddings: 32, type_vocab_size: 2, model_type: 'bert' }, 'c');
+  const ext = () => addon().runtime().v8ExternalMemory;  // process.memoryUsage().external counts ArrayBuffers only
+  const before = ext();
+  const model = await BertForSequenceClassification.fromConfig(cfg, { device: 'cpu', threads: 1 });
+  const bytes = model.numParameters * 4;
+  const near = (got: number, want: number) => Math.abs(got - want) < 0.05 * want;
+  assert.ok(near(ext() - before, bytes), `external grew by ${ext() - before}, weights are ${bytes} bytes`);
+  const batch = { shape: [2, 4] as [number, number], inputIds: Int32Array.from([2, 5, 6, 3, 2, 7, 8, 3]), labels: Int32Array.from([0, 1]) };
+  await model.trainStep(batch);
+  await model.optimizerStep({ lr: 1e-3 });
+  await model.trainStep(batch);
+  assert.ok(near(ext() - before, 4 * bytes), `after training: ${ext() - before}, want weights + grads + 2 moments = ${4 * bytes}`);
+  await model.dispose();
+  assert.ok(Math.abs(ext() - before) < 0.05 * bytes, `after dispose: ${ext() - before}`);
 });

@@ -105,12 +105,9 @@ export async function main(argv = hideBin(process.argv), out: Out = stdoutLine, 
     await parser.parseAsync();
   } catch (e) {
     const ex = e as Error & { exitCode?: number };
-    if (ex.exitCode === 2 || ex.name === 'YError' || e instanceof TypeError || e instanceof RangeError) {
-      err(`error: ${ex.message}`);
-      return 2;
-    }
-    err(`error: ${ex.message}`);
-    return 1;
+    const line = `error: ${String(ex.message).trim().replace(/\s*\n\s*/g, ' ')}`;  // one line, whatever the source (yargs writes several)
+    err(line);
+    return ex.exitCode === 2 || ex.name === 'YError' || e instanceof TypeError || e instanceof RangeError ? 2 : 1;
   } finally {
     for (const s of signals) process.off(s, onSignal);
   }
@@ -178,7 +175,7 @@ async function loadSplits(a: { task?: string; 'train-file'?: string; 'validation
     // Labels: the model's (evaluate), else the task's (--task given), else the training file's own.
     const fromTask = task ? { labelNames: task.labelNames.length ? task.labelNames : undefined, isRegression: task.isRegression } : {};
     const cols = { textColumns: a['text-columns']?.split(',').map((s) => s.trim()), labelColumn: a['label-column'], ...fromTask, ...known };
-    const train = a['train-file'] ? await loadDataFile(a['train-file'], cols) : undefined;
+    const train = a['train-file'] ? await loadDataFile(a['train-file'], { ...cols, requireLabels: true }) : undefined;
     const labelNames = train?.labelNames.length ? train.labelNames : cols.labelNames;
     const validation = a['validation-file'] ? await loadDataFile(a['validation-file'], { ...cols, labelNames, isRegression: train?.isRegression ?? cols.isRegression }) : undefined;
     return { train, validation, task: task?.name };

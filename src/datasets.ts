@@ -4,6 +4,7 @@
 import { createReadStream, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { parquetMetadata, parquetReadObjects } from 'hyparquet';
+import { compressors } from 'hyparquet-compressors';  // zstd, brotli, lz4, gzip: the codecs pyarrow and datasets write
 import { parse as parseCsv } from 'csv-parse/sync';
 import { InputError, show } from './errors.js';
 import { glueTask, type GlueTask } from './glue.js';
@@ -28,6 +29,8 @@ export interface ColumnOptions {
   /** Class names in id order (string labels in the file are mapped through them). */
   labelNames?: string[];
   isRegression?: boolean;
+  /** Training data: a file without a recognisable label column is an error naming its columns. */
+  requireLabels?: boolean;
 }
 
 type Row = Record<string, unknown>;
@@ -69,7 +72,7 @@ export async function loadDataFile(file: string, o: ColumnOptions = {}): Promise
     try {
       const md = parquetMetadata(ab);
       names ??= labelNamesFromParquet(md.key_value_metadata, o.labelColumn ?? 'label');
-      rows = (await parquetReadObjects({ file: ab })) as Row[];
+      rows = (await parquetReadObjects({ file: ab, compressors })) as Row[];
     } catch (e) {
       throw new InputError(file, `not a readable parquet file (${(e as Error).message})`);
     }
@@ -88,7 +91,21 @@ export async function loadDataFile(file: string, o: ColumnOptions = {}): Promise
       firstRow = 2;
     } else if (ext === '.json') {
       rows = [];
-      text.split('\n').forEach((line, i) => { if (line.trim()) rows.push(jsonRow(line, file, i + 1)); });
+      if (text.trimStart().startsWith('[')) {
+        // A JSON array of row objects, as `datasets` reads a .json file; else JSON Lines.
+        let all: unknown;
+        try {
+          all = JSON.parse(text);
+        } catch (e) {
+          throw new InputError(file, `invalid JSON (${(e as Error).message}); expected an array of row objects or JSON Lines`);
+        }
+        (all as unknown[]).forEach((r, i) => {
+          if (typeof r !== 'object' || r === null || Array.isArray(r)) throw new InputError(file, `row ${i + 1}: not a JSON object (expected an array of row objects)`);
+          rows.push(r as Row);
+        });
+      } else {
+        text.split('\n').forEach((line, i) => { if (line.trim()) rows.push(jsonRow(line, file, i + 1)); });
+      }
     } else {
       throw new InputError(file, `unknown data format ${JSON.stringify(ext)} (use .parquet, .csv, .tsv, .txt, .jsonl or .json)`);
     }
@@ -271,7 +288,10 @@ function fromRows(rows: Row[], file: string, o: ColumnOptions, firstRow: number)
       labels = ids;
     }
   } else if (o.labelColumn !== undefined) {
-    throw new InputError(file, `no label column ${JSON.stringify(o.labelColumn)} (columns: ${columns.join(', ')})`);
+    throw new InputError(file, `no label column ${JSON.stringify(o.labelColumn)} (columns: ${columns.map((c) => JSON.stringify(c)).join(', ')})`);
+  } else if (o.requireLabels) {
+    throw new InputError(file, `no label column: none of ${LABEL_NAMES.map((c) => JSON.stringify(c)).join(', ')} among the columns ` +
+      `${columns.map((c) => JSON.stringify(c)).join(', ')}; name it with --label-column (labelColumn)`);
   }
   return { source: file, text1, text2, labels, labelNames, isRegression };
 }

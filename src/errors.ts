@@ -17,6 +17,7 @@ export class InputError extends Error {
 export function show(v: unknown): string {
   if (Array.isArray(v)) return `an array of ${v.length}`;
   if (v !== null && typeof v === 'object') return 'an object';
+  if (typeof v === 'number') return String(v);  // Infinity and NaN, not JSON's null
   const s = JSON.stringify(v) ?? String(v);
   return s.length > 80 ? `${s.slice(0, 77)}...` : s;
 }

@@ -119,7 +119,7 @@ const round4 = (x: number) => Math.round(x * 1e4) / 1e4;
 
 export function validateArgs(a: Partial<TrainingArguments>): TrainingArguments {
   const args = { ...DEFAULT_ARGS, ...a };
-  const bad = (name: string, want: string, v: unknown) => { throw new UsageError(`${name} must be ${want}, got ${JSON.stringify(v)}`); };
+  const bad = (name: string, want: string, v: unknown) => { throw new UsageError(`${name} must be ${want}, got ${show(v)}`); };
   const posInt = (n: keyof TrainingArguments) => { if (!Number.isInteger(args[n]) || (args[n] as number) < 1) bad(n, 'an integer >= 1', args[n]); };
   const nonNeg = (n: keyof TrainingArguments) => { if (typeof args[n] !== 'number' || !Number.isFinite(args[n]) || (args[n] as number) < 0) bad(n, 'a finite number >= 0', args[n]); };
   if (typeof args.outputDir !== 'string' || !args.outputDir) bad('outputDir', 'a folder path', args.outputDir);
@@ -161,6 +161,9 @@ export class Trainer {
   constructor(private readonly o: TrainerOptions) {
     this.model = o.model;
     this.args = validateArgs(o.args ?? {});
+    const maxPos = o.model.config.max_position_embeddings;
+    if (this.args.padToMultipleOf !== null && this.args.padToMultipleOf > maxPos)
+      throw new UsageError(`padToMultipleOf (--pad-to-multiple-of) is ${this.args.padToMultipleOf}, more than the model's max_position_embeddings ${maxPos}: no padded batch would fit`);
     // Checked here, not when a batch first meets such an id (possibly an epoch later).
     const tok = o.tokenizer;
     if (tok && tok.idLimit > o.model.config.vocab_size)
@@ -279,7 +282,8 @@ export class Trainer {
         }
         const endOfEpoch = s === stepsPerEpoch - 1 || gs === maxSteps;
         // As DefaultFlowCallback: every eval_steps, at each epoch end, and at the last step for the steps strategy.
-        if (this.o.evalDataset && ((evalEvery && (gs % evalEvery === 0 || gs === maxSteps)) || (args.evalStrategy === 'epoch' && endOfEpoch))) await this.evaluate();
+        if (this.o.evalDataset && ((evalEvery && (gs % evalEvery === 0 || gs === maxSteps)) || (args.evalStrategy === 'epoch' && endOfEpoch)))
+          await this.evaluate(this.o.evalDataset, 'eval', true);  // an interrupt ends it early, unlogged; the checkpoint below follows
         const saveNow = (args.saveStrategy === 'steps' && gs % args.saveSteps === 0) || (args.saveStrategy === 'epoch' && endOfEpoch) ||
           (args.saveStrategy !== 'no' && gs === maxSteps);
         if (this.o.signal?.aborted) {
@@ -306,10 +310,12 @@ export class Trainer {
   }
 
   /** Eval loss (batch-size weighted, as the Trainer computes it) and metrics, prefixed eval_. */
-  async evaluate(dataset = this.o.evalDataset, prefix = 'eval'): Promise<LogEntry> {
+  async evaluate(dataset = this.o.evalDataset, prefix = 'eval', stopOnAbort = false): Promise<LogEntry> {
     if (!dataset) throw new UsageError('evaluate() needs an evalDataset');
     const start = performance.now();
-    const { logits, lossSum, count, steps } = await this.runInference(dataset);
+    const inf = await this.runInference(dataset, stopOnAbort);
+    if (!inf) return {};
+    const { logits, lossSum, count, steps } = inf;
     const runtime = (performance.now() - start) / 1000;
     const out: LogEntry = {};
     if (dataset.labels) {
@@ -331,7 +337,7 @@ export class Trainer {
 
   /** Logits for every row (row-major [n, numLabels]), plus metrics when the dataset has labels. */
   async predict(dataset: TokenizedDataset): Promise<{ logits: Float32Array; predictions: Float32Array | Int32Array; metrics: LogEntry }> {
-    const { logits, lossSum, count } = await this.runInference(dataset);
+    const { logits, lossSum, count } = (await this.runInference(dataset))!;
     const metrics: LogEntry = {};
     if (dataset.labels) {
       metrics.test_loss = lossSum / count;
@@ -340,13 +346,15 @@ export class Trainer {
     return { logits, predictions: this.predictionsOf(logits), metrics };
   }
 
-  private async runInference(dataset: TokenizedDataset) {
+  /** null when `stopOnAbort` and the signal fired between batches (an interrupt during evaluation in training). */
+  private async runInference(dataset: TokenizedDataset, stopOnAbort = false) {
     await this.model.setMixedPrecision(this.precision);
     const nl = this.model.numLabels, bs = this.args.perDeviceEvalBatchSize;
     const logits = new Float32Array(dataset.enc.length * nl);
     let lossSum = 0, count = 0, steps = 0;
     const order = Int32Array.from({ length: dataset.enc.length }, (_, i) => i);
     for (const rows of batches(order, bs)) {
+      if (stopOnAbort && this.o.signal?.aborted) return null;
       const batch = collate(dataset.enc, rows, { padId: this.padId(), padToMultipleOf: this.args.padToMultipleOf ?? undefined, labels: dataset.labels });
       const out = await this.model.forward(batch);
       logits.set(out.logits, rows[0] * nl);

@@ -3,11 +3,11 @@
 // the final save as a unit, a closed stdout. Each test failed before its fix.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { existsSync, promises as fs, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { makeHfHome, makePairs, makeTinyModel } from './fixtures.js';
-import { root, tempDir } from './helpers.js';
+import { pythonForTests, root, tempDir } from './helpers.js';
 import { BertForSequenceClassification, BertTokenizer, loadDataFile, loadGlue, tokenizeDataset, Trainer } from '../src/index.js';
 import { parseConfig } from '../src/config.js';
 import { addon } from '../src/native.js';
@@ -214,4 +214,63 @@ test('V8 is told each model\'s native size (weights, then gradients and AdamW mo
   assert.ok(near(ext() - before, 4 * bytes), `after training: ${ext() - before}, want weights + grads + 2 moments = ${4 * bytes}`);
   await model.dispose();
   assert.ok(Math.abs(ext() - before) < 0.05 * bytes, `after dispose: ${ext() - before}`);
+});
+
+test('messages point the right way: label header with a trailing space, --pad-to-multiple-of, --epochs 1e400, --lr-scheduler exp, JSON arrays, zstd parquet', async () => {
+  const f = path.join(work.dir, 'space.csv');
+  writeFileSync(f, 'sentence1,sentence2,label \na cat .,a dog .,0\nthe bus .,a bus .,1\n');
+  const a = await cli([...BASE, '--train-file', f, '--output-dir', path.join(work.dir, 'space')]);
+  assert.equal(a.code, 2);
+  assert.match(a.stderr, /space.csv: no label column: .* among the columns "sentence1", "sentence2", "label "; name it with --label-column/);
+  assert.doesNotMatch(a.stderr, /config.json/);
+  const b = await cli([...BASE, '--pad-to-multiple-of', '1000', '--output-dir', path.join(work.dir, 'pad')]);
+  assert.equal(b.code, 2);
+  assert.match(b.stderr, /--pad-to-multiple-of\) is 1000, more than the model's max_position_embeddings 64/);
+  const c = await cli([...BASE, '--epochs', '1e400']);
+  assert.match(c.stderr, /--epochs must be a finite number >= 0, got Infinity/);
+  const d = await cli([...BASE, '--lr-scheduler', 'exp']);
+  assert.equal(d.code, 2);
+  assert.equal(d.stderr.trim().split('\n').length, 1, d.stderr);
+  // A .json file holding an array of rows, as `datasets` reads it.
+  const arr = path.join(work.dir, 'rows.json');
+  writeFileSync(arr, JSON.stringify([{ sentence1: 'a cat .', sentence2: 'a dog .', label: 0 }, { sentence1: 'a bus .', sentence2: 'a bus .', label: 1 }], null, 2));
+  assert.deepEqual(Array.from((await loadDataFile(arr)).labels!), [0, 1]);
+  writeFileSync(arr, '[{"sentence1": "a", "sentence2": "b", "label": 0}, 3]');
+  await assert.rejects(loadDataFile(arr), /rows.json: row 2: not a JSON object/);
+  // Parquet compressed with zstd (pyarrow's and datasets' default codecs include it), written by pyarrow.
+  const pq = path.join(work.dir, 'zstd.parquet');
+  execFileSync(pythonForTests(), ['-c', `import pyarrow as pa, pyarrow.parquet as q; q.write_table(pa.table({"sentence1": ["a cat .", "a bus ."], "sentence2": ["a dog .", "a bus ."], "label": [0, 1]}), ${JSON.stringify(pq)}, compression="zstd")`]);
+  const z = await loadDataFile(pq);
+  assert.deepEqual([z.text1, Array.from(z.labels!)], [['a cat .', 'a bus .'], [0, 1]]);
+});
+
+test('an interrupt during evaluation stops it at the next batch and saves the checkpoint; the progress bar clears its line', async () => {
+  const tok = await BertTokenizer.fromPretrained(trained);
+  const hub = { cacheDir: path.join(home, 'hub'), offline: true };
+  const train = await tokenizeDataset(await loadGlue('mrpc', 'train', hub), tok);
+  const big = await tokenizeDataset({ ...(await loadGlue('mrpc', 'validation', hub)) }, tok);
+  const model = await BertForSequenceClassification.fromPretrained(trained, { device: 'cpu', threads: 1 });
+  const controller = new AbortController();
+  const evals: object[] = [];
+  try {
+    // The interrupt arrives as step 2 ends, just before its evaluation: no evaluation entry may follow.
+    const t = new Trainer({ model, tokenizer: tok, trainDataset: train, evalDataset: big, signal: controller.signal,
+      args: { outputDir: path.join(work.dir, 'eval-int'), maxSteps: 10, evalStrategy: 'steps', evalSteps: 2, saveStrategy: 'no', perDeviceEvalBatchSize: 2 },
+      events: { progress: (p) => { if (p.step === 2) controller.abort(); }, evaluate: (m) => evals.push(m) } });
+    const r = await t.train();
+    assert.equal(r.interrupted, true);
+    assert.equal(r.globalStep, 2);
+    assert.equal(evals.length, 0, 'the evaluation ran to the end after the interrupt');
+    assert.ok(existsSync(path.join(work.dir, 'eval-int', 'checkpoint-2', 'model.safetensors')));
+  } finally {
+    await model.dispose();
+  }
+  // On a terminal (script(1) gives one) every bar redraw ends by clearing the rest of the line: no stray "]".
+  try { execFileSync('script', ['--version'], { stdio: 'ignore' }); } catch { return; }
+  const out = path.join(work.dir, 'tty');
+  const cmd = [process.execPath, path.join(root, 'train.js'), ...BASE, '--max-steps', '12', '--output-dir', out, '--save-strategy', 'no', '--eval-strategy', 'no'].map((x) => `'${x}'`).join(' ');
+  const typed = execFileSync('script', ['-qec', cmd, '/dev/null'], { env: env(), encoding: 'utf8' });
+  const redraws = typed.split('\r').filter((s) => /^\s*\d+%\|/.test(s));
+  assert.ok(redraws.length > 2, typed.slice(0, 300));
+  for (const r of redraws) assert.ok(r.includes('\x1b[K'), JSON.stringify(r));
 });

@@ -4,6 +4,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
+import { bertPipeline, bertWords } from './bert-pretokenizer.js';
 import { InputError } from './errors.js';
 import { readJson, writeFileAtomic } from './fsutil.js';
 import { fileSource, type HubOptions } from './hub.js';
@@ -80,14 +81,55 @@ export class BertTokenizer {
     }
     const t = new BertTokenizer(tok, config, files);
     t.source = jsonFile ?? configFile ?? src.label;
+    t.usePortedPipeline(tokJson);
     return t;
+  }
+
+  private pipeline: { lowercase: boolean } | null = null;
+  private special: { pattern: RegExp; ids: Map<string, number> } | null = null;
+
+  /**
+   * BERT's normalizer and pre-tokenizer run in src/bert-pretokenizer.ts (the Rust crate's exact behaviour); the
+   * package keeps WordPiece. Added tokens are matched on the raw text first, as the Rust crate does; configurations
+   * the port does not cover (other normalizers, added tokens that are normalized or strip spaces) stay on the package.
+   */
+  private usePortedPipeline(tokJson: Record<string, unknown>) {
+    const pipeline = bertPipeline(tokJson);
+    const added = (Array.isArray(tokJson.added_tokens) ? tokJson.added_tokens : []) as Array<Record<string, unknown>>;
+    if (!pipeline || !this.tok.model || added.some((a) => a.normalized !== false || a.lstrip || a.rstrip || a.single_word || typeof a.content !== 'string' || !a.content)) return;
+    const contents = added.map((a) => a.content as string).sort((x, y) => y.length - x.length);
+    this.special = contents.length
+      ? { pattern: new RegExp(contents.map((c) => c.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|'), 'g'), ids: new Map(added.map((a) => [a.content as string, a.id as number])) }
+      : null;
+    this.pipeline = pipeline;
+  }
+
+  private wordPieceIds(text: string, out: number[]) {
+    const words = bertWords(text, this.pipeline!.lowercase);
+    if (!words.length) return;
+    const model = this.tok.model!;
+    for (const t of model(words)) out.push(model.tokens_to_ids.get(t) ?? model.unk_token_id!);
   }
 
   /** Token ids of one text without special tokens, computed once per distinct text. */
   encodeText(text: string): Int32Array {
     let ids = this.cache.get(text);
     if (!ids) {
-      ids = Int32Array.from(this.tok.encode(text, { add_special_tokens: false }).ids);
+      if (this.pipeline) {
+        const out: number[] = [];
+        let last = 0;
+        if (this.special) {
+          for (const m of text.matchAll(this.special.pattern)) {
+            this.wordPieceIds(text.slice(last, m.index), out);
+            out.push(this.special.ids.get(m[0])!);
+            last = m.index! + m[0].length;
+          }
+        }
+        this.wordPieceIds(last ? text.slice(last) : text, out);
+        ids = Int32Array.from(out);
+      } else {
+        ids = Int32Array.from(this.tok.encode(text, { add_special_tokens: false }).ids);
+      }
       this.cache.set(text, ids);
     }
     return ids;

@@ -239,6 +239,11 @@ function fromRows(rows: Row[], file: string, o: ColumnOptions, firstRow: number)
       if (v === undefined) throw new InputError(file, `${where(i)}: missing column ${JSON.stringify(text[k])}`);
       if (typeof v !== 'string') throw new InputError(file, `${where(i)}: column ${JSON.stringify(text[k])} is not text`);
       if (v.trim() === '') throw new InputError(file, `${where(i)}: column ${JSON.stringify(text[k])} is empty`);
+      // JSON escapes can spell half a surrogate pair ("\ud800"): not Unicode text, refused as the tokenizer does.
+      if (!(v as unknown as { isWellFormed(): boolean }).isWellFormed()) {
+        const at = v.search(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/);
+        throw new InputError(file, `${where(i)}: column ${JSON.stringify(text[k])} has a lone surrogate (U+${v.charCodeAt(at).toString(16).toUpperCase()}) at position ${at}: not valid Unicode`);
+      }
       (k === 0 ? text1 : text2!).push(v);
     }
   }

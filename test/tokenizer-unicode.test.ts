@@ -82,6 +82,11 @@ test('lone surrogates are refused with their position, on the tokenizer and the 
     assert.throws(() => tok.encodeBatch(['a cat \ud800 .'], null), /lone surrogate \(U\+D800\) at position 6/);
     assert.throws(() => tok.encodeBatch(['ok'], ['\udc00']), /lone surrogate \(U\+DC00\) at position 0/);
     assert.deepEqual(Array.from(tok.encodeBatch(['😀'], null).ids).length, 3);  // a valid pair is one character
+    // Files: UTF-8 cannot carry one (invalid UTF-8 is refused); a JSON escape can, and is refused with its row.
+    const { loadDataFile } = await import('../src/datasets.js');
+    const f = path.join(dir, 'sur.jsonl');
+    writeFileSync(f, '{"sentence": "fine", "label": 0}\n{"sentence": "half \\ud83d pair", "label": 1}\n');
+    await assert.rejects(loadDataFile(f), /sur.jsonl: row 2: column "sentence" has a lone surrogate \(U\+D83D\) at position 5/);
   } finally {
     cleanup();
   }

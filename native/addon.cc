@@ -74,6 +74,21 @@ class Executor {
 
 Executor& ExecutorOf(Napi::Env env);
 
+// C++ exceptions become the same JS errors on the JS thread and in async jobs: std::invalid_argument a TypeError,
+// std::range_error / std::out_of_range a RangeError, anything else (libtorch, I/O) an Error; messages lose
+// libtorch's C++ backtrace.
+enum class ErrorKind { kType, kRange, kPlain };
+ErrorKind KindOf(const std::exception& e) {
+  if (dynamic_cast<const std::range_error*>(&e) || dynamic_cast<const std::out_of_range*>(&e)) return ErrorKind::kRange;
+  if (dynamic_cast<const std::invalid_argument*>(&e)) return ErrorKind::kType;
+  return ErrorKind::kPlain;
+}
+Napi::Value JsError(Napi::Env env, ErrorKind kind, const std::string& message) {
+  if (kind == ErrorKind::kType) return Napi::TypeError::New(env, message).Value();
+  if (kind == ErrorKind::kRange) return Napi::RangeError::New(env, message).Value();
+  return Napi::Error::New(env, message).Value();
+}
+
 // A heavy call: `exec` runs on the instance's torch thread (a libuv worker waits for it, so the JS thread never
 // blocks), `done` builds the JS result on the JS thread.
 class Job : public Napi::AsyncWorker {
@@ -99,6 +114,7 @@ class Job : public Napi::AsyncWorker {
     try {
       executor_->Run(exec_);
     } catch (const std::exception& e) {
+      kind_ = KindOf(e);
       SetError(CleanMessage(e.what()));
     } catch (...) {
       SetError("unknown native error");
@@ -112,7 +128,7 @@ class Job : public Napi::AsyncWorker {
       deferred_.Reject(e.Value());
     }
   }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(JsError(Env(), kind_, e.Message())); }
 
  private:
   Napi::Promise::Deferred deferred_;
@@ -120,39 +136,37 @@ class Job : public Napi::AsyncWorker {
   std::function<Napi::Value(Napi::Env)> done_;
   std::vector<Napi::ObjectReference> refs_;
   Executor* executor_ = nullptr;
+  ErrorKind kind_ = ErrorKind::kPlain;
 };
 
-int64_t GetInt(const Napi::Object& o, const char* key, int64_t fallback) {
+// src/ validates and fills every field (each default lives there, once); here a missing field is a bug, not a default.
+Napi::Value Required(const Napi::Object& o, const char* key, bool (Napi::Value::*is)() const, const char* what) {
   Napi::Value v = o.Get(key);
-  return v.IsNumber() ? v.As<Napi::Number>().Int64Value() : fallback;
+  if (!(v.*is)()) throw std::invalid_argument(std::string(key) + " must be " + what);
+  return v;
 }
-double GetNum(const Napi::Object& o, const char* key, double fallback) {
-  Napi::Value v = o.Get(key);
-  return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : fallback;
-}
-std::string GetStr(const Napi::Object& o, const char* key, const std::string& fallback) {
-  Napi::Value v = o.Get(key);
-  return v.IsString() ? v.As<Napi::String>().Utf8Value() : fallback;
-}
+int64_t GetInt(const Napi::Object& o, const char* key) { return Required(o, key, &Napi::Value::IsNumber, "a number").As<Napi::Number>().Int64Value(); }
+double GetNum(const Napi::Object& o, const char* key) { return Required(o, key, &Napi::Value::IsNumber, "a number").As<Napi::Number>().DoubleValue(); }
+std::string GetStr(const Napi::Object& o, const char* key) { return Required(o, key, &Napi::Value::IsString, "a string").As<Napi::String>().Utf8Value(); }
 
 bert::Config ParseConfig(const Napi::Object& c) {
-  bert::Config k;
-  k.vocab_size = GetInt(c, "vocab_size", k.vocab_size);
-  k.hidden_size = GetInt(c, "hidden_size", k.hidden_size);
-  k.num_hidden_layers = GetInt(c, "num_hidden_layers", k.num_hidden_layers);
-  k.num_attention_heads = GetInt(c, "num_attention_heads", k.num_attention_heads);
-  k.intermediate_size = GetInt(c, "intermediate_size", k.intermediate_size);
-  k.max_position_embeddings = GetInt(c, "max_position_embeddings", k.max_position_embeddings);
-  k.type_vocab_size = GetInt(c, "type_vocab_size", k.type_vocab_size);
-  k.pad_token_id = GetInt(c, "pad_token_id", k.pad_token_id);
-  k.num_labels = GetInt(c, "num_labels", k.num_labels);
-  k.hidden_act = GetStr(c, "hidden_act", k.hidden_act);
-  k.hidden_dropout_prob = GetNum(c, "hidden_dropout_prob", k.hidden_dropout_prob);
-  k.attention_probs_dropout_prob = GetNum(c, "attention_probs_dropout_prob", k.attention_probs_dropout_prob);
-  k.layer_norm_eps = GetNum(c, "layer_norm_eps", k.layer_norm_eps);
-  k.initializer_range = GetNum(c, "initializer_range", k.initializer_range);
-  k.classifier_dropout = GetNum(c, "classifier_dropout", -1);
-  k.problem_type = GetStr(c, "problem_type", k.problem_type);
+  bert::Config k{};
+  k.vocab_size = GetInt(c, "vocab_size");
+  k.hidden_size = GetInt(c, "hidden_size");
+  k.num_hidden_layers = GetInt(c, "num_hidden_layers");
+  k.num_attention_heads = GetInt(c, "num_attention_heads");
+  k.intermediate_size = GetInt(c, "intermediate_size");
+  k.max_position_embeddings = GetInt(c, "max_position_embeddings");
+  k.type_vocab_size = GetInt(c, "type_vocab_size");
+  k.pad_token_id = GetInt(c, "pad_token_id");
+  k.num_labels = GetInt(c, "num_labels");
+  k.hidden_act = GetStr(c, "hidden_act");
+  k.hidden_dropout_prob = GetNum(c, "hidden_dropout_prob");
+  k.attention_probs_dropout_prob = GetNum(c, "attention_probs_dropout_prob");
+  k.layer_norm_eps = GetNum(c, "layer_norm_eps");
+  k.initializer_range = GetNum(c, "initializer_range");
+  k.classifier_dropout = GetNum(c, "classifier_dropout");  // < 0: transformers' None
+  k.problem_type = GetStr(c, "problem_type");
   return k;
 }
 
@@ -174,21 +188,27 @@ const int32_t* Int32Data(const Napi::Object& o, const char* key, size_t n, bool 
 // Validates again what src/model.ts validated: an out-of-range id must never reach a kernel (on CUDA it aborts).
 Batch ParseBatch(const Napi::Object& o, const bert::Config& cfg, std::vector<Napi::Value>& keep) {
   Batch b;
-  b.batch = GetInt(o, "batch", 0);
-  b.seq = GetInt(o, "seq", 0);
+  b.batch = GetInt(o, "batch");
+  b.seq = GetInt(o, "seq");
   if (b.batch <= 0 || b.seq <= 0) throw std::invalid_argument("batch and seq must be positive");
   if (b.seq > cfg.max_position_embeddings)
-    throw std::invalid_argument("seq " + std::to_string(b.seq) + " exceeds max_position_embeddings " +
-                                std::to_string(cfg.max_position_embeddings));
+    throw std::range_error("seq " + std::to_string(b.seq) + " exceeds max_position_embeddings " + std::to_string(cfg.max_position_embeddings));
   const size_t n = static_cast<size_t>(b.batch * b.seq);
   b.input_ids = Int32Data(o, "inputIds", n, true);
   b.attention_mask = Int32Data(o, "attentionMask", n, false);
   b.token_type_ids = Int32Data(o, "tokenTypeIds", n, false);
-  for (size_t i = 0; i < n; ++i) {
-    if (b.input_ids[i] < 0 || b.input_ids[i] >= cfg.vocab_size) throw std::range_error("inputIds out of range");
-    if (b.token_type_ids && (b.token_type_ids[i] < 0 || b.token_type_ids[i] >= cfg.type_vocab_size))
-      throw std::range_error("tokenTypeIds out of range");
-  }
+  // The one scan of every id (src/model.ts checks types and lengths only): an id outside its table would read
+  // outside it on the CPU and abort the process on CUDA.
+  auto scan = [n](const int32_t* a, const char* name, int64_t limit) {
+    if (a)
+      for (size_t i = 0; i < n; ++i)
+        if (a[i] < 0 || a[i] >= limit)
+          throw std::range_error("batch." + std::string(name) + "[" + std::to_string(i) + "] = " + std::to_string(a[i]) +
+                                 " is outside [0, " + std::to_string(limit) + ")");
+  };
+  scan(b.input_ids, "inputIds", cfg.vocab_size);
+  scan(b.token_type_ids, "tokenTypeIds", cfg.type_vocab_size);
+  scan(b.attention_mask, "attentionMask", 2);
   keep.push_back(o.Get("inputIds"));
   keep.push_back(o.Get("attentionMask"));
   keep.push_back(o.Get("tokenTypeIds"));
@@ -210,7 +230,9 @@ Batch ParseBatch(const Napi::Object& o, const bert::Config& cfg, std::vector<Nap
       if (cfg.problem_type == "regression") throw std::invalid_argument("labels must be a Float32Array for regression");
       const int32_t* y = labels.As<Napi::Int32Array>().Data();
       for (int64_t i = 0; i < b.batch * b.labels_per_row; ++i)
-        if (!multi && y[i] != -100 && (y[i] < 0 || y[i] >= cfg.num_labels)) throw std::range_error("labels out of range");
+        if (!multi && y[i] != -100 && (y[i] < 0 || y[i] >= cfg.num_labels))
+          throw std::range_error("batch.labels[" + std::to_string(i) + "] = " + std::to_string(y[i]) + " is outside [0, " +
+                                 std::to_string(cfg.num_labels) + ") (or -100 to ignore)");
       b.labels = y;
     } else {
       throw std::invalid_argument("labels must be an Int32Array or Float32Array");
@@ -227,15 +249,15 @@ std::vector<Blob> ParseBlobs(const Napi::Value& v, std::vector<Napi::Value>& kee
   for (uint32_t i = 0; i < arr.Length(); ++i) {
     Napi::Object o = arr.Get(i).As<Napi::Object>();
     Blob b;
-    b.name = GetStr(o, "name", "");
-    b.dtype = GetStr(o, "dtype", "");
+    b.name = GetStr(o, "name");
+    b.dtype = GetStr(o, "dtype");
     Napi::Value shape = o.Get("shape");
     if (!shape.IsArray()) throw std::invalid_argument("tensor " + b.name + ": shape must be an array");
     auto s = shape.As<Napi::Array>();
     for (uint32_t j = 0; j < s.Length(); ++j) b.shape.push_back(s.Get(j).As<Napi::Number>().Int64Value());
     if (o.Get("file").IsString()) {  // left in its file: read on the worker thread, straight into the tensor
       b.file = o.Get("file").As<Napi::String>().Utf8Value();
-      const double offset = GetNum(o, "offset", -1), nbytes = GetNum(o, "nbytes", -1);
+      const double offset = GetNum(o, "offset"), nbytes = GetNum(o, "nbytes");
       if (!(offset >= 0 && nbytes >= 0)) throw std::invalid_argument("tensor " + b.name + ": offset and nbytes must be >= 0");
       b.offset = static_cast<uint64_t>(offset);
       b.nbytes = static_cast<size_t>(nbytes);
@@ -323,13 +345,9 @@ class Model : public Napi::ObjectWrap<Model> {
       return fn(env);
     } catch (const Napi::Error&) {
       throw;
-    } catch (const std::range_error& e) {
-      auto d = Napi::Promise::Deferred::New(env);
-      d.Reject(Napi::RangeError::New(env, e.what()).Value());
-      return d.Promise();
     } catch (const std::exception& e) {
       auto d = Napi::Promise::Deferred::New(env);
-      d.Reject(Napi::TypeError::New(env, e.what()).Value());
+      d.Reject(JsError(env, KindOf(e), CleanMessage(e.what())));
       return d.Promise();
     }
   }
@@ -344,9 +362,9 @@ class Model : public Napi::ObjectWrap<Model> {
       Napi::Object o = info[0].As<Napi::Object>();
       auto opts = std::make_shared<bert::Options>();
       opts->config = ParseConfig(o.Get("config").As<Napi::Object>());
-      opts->device = GetStr(o, "device", "cpu");
-      opts->seed = static_cast<uint64_t>(GetNum(o, "seed", 42));
-      opts->threads = static_cast<int>(GetInt(o, "threads", 0));
+      opts->device = GetStr(o, "device");
+      opts->seed = static_cast<uint64_t>(GetNum(o, "seed"));
+      opts->threads = static_cast<int>(GetInt(o, "threads"));
       config_ = opts->config;
       return Job::Run(env, [this, opts] {
         auto s = std::shared_ptr<Session>(Session::Create(*opts));
@@ -418,13 +436,13 @@ class Model : public Napi::ObjectWrap<Model> {
     return Guard(info, [&](Napi::Env env) -> Napi::Value {
       auto s = Live();
       Napi::Object o = info[0].As<Napi::Object>();
-      bert::StepOptions so;
-      so.lr = GetNum(o, "lr", so.lr);
-      so.beta1 = GetNum(o, "beta1", so.beta1);
-      so.beta2 = GetNum(o, "beta2", so.beta2);
-      so.eps = GetNum(o, "eps", so.eps);
-      so.weight_decay = GetNum(o, "weightDecay", so.weight_decay);
-      so.max_grad_norm = GetNum(o, "maxGradNorm", so.max_grad_norm);
+      bert::StepOptions so{};
+      so.lr = GetNum(o, "lr");
+      so.beta1 = GetNum(o, "beta1");
+      so.beta2 = GetNum(o, "beta2");
+      so.eps = GetNum(o, "eps");
+      so.weight_decay = GetNum(o, "weightDecay");
+      so.max_grad_norm = GetNum(o, "maxGradNorm");
       auto norm = std::make_shared<double>(0);
       return Job::Run(env, [s, so, norm] { *norm = s->OptimizerStep(so); },
                       [this, norm](Napi::Env env) -> Napi::Value {
@@ -541,7 +559,6 @@ class Addon : public Napi::Addon<Addon> {
     DefineAddon(exports, {
         InstanceValue("Model", Model::Define(env), napi_enumerable),
         InstanceMethod<&Addon::RuntimeInfo>("runtime", napi_enumerable),
-        InstanceMethod<&Addon::SetThreads>("setNumThreads", napi_enumerable),
     });
   }
 
@@ -558,13 +575,6 @@ class Addon : public Napi::Addon<Addon> {
     o.Set("v8ExternalMemory", Napi::Number::New(env, static_cast<double>(Napi::MemoryManagement::AdjustExternalMemory(env, 0))));
     return o;
   }
-  Napi::Value SetThreads(const Napi::CallbackInfo& info) {
-    int n = info[0].As<Napi::Number>().Int32Value();
-    if (n < 1) throw Napi::RangeError::New(info.Env(), "threads must be >= 1");
-    executor.Run([n] { bert::SetNumThreads(n); });  // a per-thread setting under OpenMP: set it where torch runs
-    return info.Env().Undefined();
-  }
-
  public:
   Executor executor;
 };

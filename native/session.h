@@ -1,4 +1,4 @@
-// The torch-free interface between the Node-API binding (addon.cc) and the libtorch code (model.cc, train.cc).
+// The torch-free interface between the Node-API binding (addon.cc) and the libtorch code (torch_session.h).
 // Keeping torch out of this header keeps addon.cc a light translation unit.
 #pragma once
 #include <cstdint>
@@ -9,23 +9,24 @@
 
 namespace bert {
 
-// Mirrors Hugging Face's BertConfig fields that change computation.
+// Hugging Face's BertConfig fields that change computation. No defaults here: src/config.ts owns them and the
+// binding requires every field.
 struct Config {
-  int64_t vocab_size = 30522, hidden_size = 768, num_hidden_layers = 12, num_attention_heads = 12;
-  int64_t intermediate_size = 3072, max_position_embeddings = 512, type_vocab_size = 2, pad_token_id = 0;
-  int64_t num_labels = 2;
-  std::string hidden_act = "gelu";
-  double hidden_dropout_prob = 0.1, attention_probs_dropout_prob = 0.1, layer_norm_eps = 1e-12;
-  double initializer_range = 0.02;
-  double classifier_dropout = -1;  // < 0: use hidden_dropout_prob, as transformers does for None
-  std::string problem_type = "single_label_classification";  // or regression, multi_label_classification
+  int64_t vocab_size, hidden_size, num_hidden_layers, num_attention_heads;
+  int64_t intermediate_size, max_position_embeddings, type_vocab_size, pad_token_id;
+  int64_t num_labels;
+  std::string hidden_act;
+  double hidden_dropout_prob, attention_probs_dropout_prob, layer_norm_eps;
+  double initializer_range;
+  double classifier_dropout;  // < 0: use hidden_dropout_prob, as transformers does for None
+  std::string problem_type;   // single_label_classification, regression or multi_label_classification
 };
 
 struct Options {
   Config config;
-  std::string device = "cpu";  // cpu | cuda | cuda:N | auto
-  uint64_t seed = 42;          // seeds the initialisation of weights no checkpoint provides, and dropout
-  int threads = 0;             // intra-op threads; 0 leaves libtorch's default
+  std::string device;  // cpu | cuda | cuda:N | auto
+  uint64_t seed;       // seeds the initialisation of weights no checkpoint provides, and dropout
+  int threads;         // intra-op threads; 0 leaves libtorch's default
 };
 
 // A batch as the collator produces it: int32 arrays of batch*seq, labels int32 (classes) or float32.
@@ -61,9 +62,9 @@ struct ForwardResult {
   bool has_loss = false;
 };
 
-struct StepOptions {
-  double lr = 5e-5, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
-  double max_grad_norm = 1.0;  // <= 0: no clipping
+struct StepOptions {  // src/model.ts owns the defaults
+  double lr, beta1, beta2, eps, weight_decay;
+  double max_grad_norm;  // <= 0: no clipping
 };
 
 class Session {
@@ -101,6 +102,5 @@ struct RuntimeInfo {
   int num_threads = 0;
 };
 RuntimeInfo Runtime();
-void SetNumThreads(int n);
 
 }  // namespace bert

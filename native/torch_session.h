@@ -1,30 +1,14 @@
-// Internal to model.cc and train.cc: the libtorch-side state of one model.
+// Internal to the libtorch translation units: one model's libtorch-side state, and the scopes a pass runs under.
 #pragma once
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
-#include <array>
+#include <memory>
 #include <mutex>
-#include <unordered_map>
+#include "modeling_bert.h"
 #include "session.h"
+#include "var_store.h"
 
 namespace bert {
-
-struct Param {
-  std::string name;  // the Hugging Face checkpoint key: the contract for loading and saving
-  at::Tensor value;
-  bool decay;        // AdamW weight decay applies (not biases, not LayerNorm), as the HF Trainer groups them
-  at::Tensor exp_avg, exp_avg_sq;  // AdamW state, created on the first step
-};
-
-struct Layer {  // handles into Param::value, in the order of modeling_bert.py
-  at::Tensor q_w, q_b, k_w, k_b, v_w, v_b, ao_w, ao_b, aln_w, aln_b, i_w, i_b, o_w, o_b, oln_w, oln_b;
-  // Query, key and value concatenated for one matrix product. Training concatenates on each forward (autograd
-  // must reach the three parameters); evaluation reuses this copy (in the autocast dtype under bf16) while the
-  // parameters' version counters show no in-place change (optimizer step, load): no 3*H*H copy per layer per call.
-  at::Tensor qkv_w, qkv_b;
-  std::array<uint32_t, 6> qkv_versions{};
-};
 
 class TorchSession : public Session {
  public:
@@ -32,43 +16,36 @@ class TorchSession : public Session {
   std::string Device() const override { return device_.str(); }
   std::vector<std::string> ParameterNames() const override;
   int64_t NumParameters() const override;
-  LoadReport Load(const std::vector<Blob>& blobs) override;
+  LoadReport Load(const std::vector<Blob>& blobs) override;                    // checkpoint.cc
   ForwardResult Forward(const Batch& batch) override;
   double ForwardBackward(const Batch& batch, double loss_scale) override;
-  double OptimizerStep(const StepOptions& options) override;
-  void ZeroGrad() override;
-  std::vector<Blob> StateDict() override;
-  void LoadOptimizerState(const std::vector<Blob>& blobs) override;
+  double OptimizerStep(const StepOptions& options) override;                   // optimizer.cc
+  void ZeroGrad() override;                                                    // optimizer.cc
+  std::vector<Blob> StateDict() override;                                      // checkpoint.cc
+  void LoadOptimizerState(const std::vector<Blob>& blobs) override;            // optimizer.cc
   void SaveSafetensors(const std::string& file, bool optimizer,
-                       const std::vector<std::pair<std::string, std::string>>& metadata) override;
+                       const std::vector<std::pair<std::string, std::string>>& metadata) override;  // checkpoint.cc
   void SetAutocast(const std::string& dtype) override;
-  void Seed(uint64_t seed) override;
-  std::vector<Blob> RngState() override;
-  void SetRngState(const std::vector<Blob>& state) override;
+  void Seed(uint64_t seed) override;                                           // rng.cc
+  std::vector<Blob> RngState() override;                                       // rng.cc
+  void SetRngState(const std::vector<Blob>& state) override;                   // rng.cc
 
  private:
-  at::Tensor Logits(const Batch& batch, bool train);
+  Pass MakePass(bool train);
   at::Tensor Loss(const at::Tensor& logits, const Batch& batch);
-  at::Tensor Activation(const at::Tensor& x) const;
-  std::vector<std::pair<std::string, at::Tensor>> Named(bool optimizer) const;  // the weights (StateDict) or the AdamW state, by name
-  const at::Tensor& P(const std::string& name) const;
+  std::vector<std::pair<std::string, at::Tensor>> Named(bool optimizer) const;  // the weights or the AdamW state, by name
 
   Config cfg_;
   at::Device device_;
-  std::vector<Param> params_;
-  std::unordered_map<std::string, size_t> index_;
-  std::vector<Layer> layers_;
+  VarStore store_;
+  std::unique_ptr<BertForSequenceClassification> model_;
   int64_t step_ = 0;  // optimizer steps taken (AdamW bias correction)
   at::ScalarType autocast_ = at::ScalarType::Undefined;  // Undefined: fp32
-  // Evaluation under autocast: each weight's cast to the autocast dtype, kept while its version counter holds.
-  // (PyTorch casts every weight again on every forward; for batch-1 inference those casts cost more than the math.)
-  struct Cast { at::Tensor value; uint32_t version; };
-  std::unordered_map<const c10::TensorImpl*, Cast> eval_casts_;
-  const at::Tensor& EvalCast(const at::Tensor& w);
-  void DropEvalCaches();
+  CastCache casts_;
   // This model's dropout streams. libtorch's dropout and SDPA draw from the process's default generator, so a
   // training forward swaps the model's state in and out (DropoutScope) instead of sharing one stream.
   at::Generator cpu_gen_, device_gen_;  // device_gen_ defined only on a GPU
+  friend class DropoutScope;
 };
 
 // While alive: torch.autocast(device_type, dtype) on this thread, as Python's context manager enters and leaves it.
@@ -100,6 +77,7 @@ class DropoutScope {
   at::Tensor saved_;
 };
 
+// Tensors across the boundary (checkpoint.cc): safetensors dtype names, and raw bytes <-> tensors.
 at::ScalarType DtypeOf(const std::string& dtype);
 std::string DtypeName(at::ScalarType t);
 Blob ToBlob(const std::string& name, const at::Tensor& t);

@@ -1,7 +1,14 @@
 // From text rows to what the Trainer consumes: tokenized in chunks so the event loop keeps breathing.
 import type { TextDataset } from './datasets.js';
 import type { BertTokenizer, EncodedDataset } from './tokenizer.js';
-import type { TokenizedDataset } from './trainer.js';
+
+/** A tokenized split with its labels: what the Trainer trains and evaluates on. */
+export interface TokenizedDataset {
+  enc: EncodedDataset;
+  labels: Int32Array | Float32Array | null;
+  labelNames: string[];
+  isRegression: boolean;
+}
 
 const CHUNK = 512;
 

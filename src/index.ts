@@ -4,7 +4,8 @@ export type { Batch, Device, LoadReport, ModelOptions, OptimizerStepOptions } fr
 export { BertTokenizer, truncatedLengths } from './tokenizer.js';
 export type { EncodedDataset, EncodeOptions } from './tokenizer.js';
 export { Trainer, DEFAULT_ARGS, lrLambda, listCheckpoints } from './trainer.js';
-export type { TrainingArguments, TrainerOptions, TrainerEvents, TrainOutput, TokenizedDataset, LogEntry } from './trainer.js';
+export type { TrainingArguments, TrainerOptions, TrainerEvents, TrainOutput, LogEntry } from './trainer.js';
+export type { TokenizedDataset } from './data.js';
 export { loadGlue, loadDataFile } from './datasets.js';
 export type { TextDataset, ColumnOptions } from './datasets.js';
 export { tokenizeDataset } from './data.js';

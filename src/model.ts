@@ -35,6 +35,9 @@ export interface LoadReport {
   newlyInitialized: string[];
 }
 
+/** AdamW's and clipping's defaults (torch.optim.AdamW, TrainingArguments): the one place they are written. */
+export const OPTIMIZER_DEFAULTS = { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: 1 } as const;
+
 export interface OptimizerStepOptions {
   lr: number;
   beta1?: number;
@@ -81,6 +84,11 @@ export class BertForSequenceClassification {
   ) {}
 
   get numLabels(): number { return numLabels(this.config); }
+  /** Parameters outside the embeddings, as PreTrainedModel.num_parameters(exclude_embeddings=True) counts them. */
+  get nonEmbeddingParameters(): number {
+    const c = this.config;
+    return this.numParameters - (c.vocab_size + c.max_position_embeddings + c.type_vocab_size) * c.hidden_size;
+  }
   get problemType() { return problemType(this.config); }
 
   /** A randomly initialised model (seeded), e.g. with bert-base-uncased's config for speed work. */
@@ -148,19 +156,19 @@ export class BertForSequenceClassification {
     const bs = checkInt('batch.shape[0]', b.shape[0], 1, 1 << 20);
     const seq = checkInt('batch.shape[1]', b.shape[1], 1, c.max_position_embeddings);
     const n = bs * seq;
-    const ints = (name: string, a: unknown, max: number, required: boolean) => {
+    // Types and lengths here; the addon scans every id once against its table (inputIds < vocab_size,
+    // tokenTypeIds < type_vocab_size, attentionMask 0/1, class labels) and rejects with the same kind of message.
+    const ints = (name: string, a: unknown, required: boolean) => {
       if (a === undefined && !required) return undefined;
       if (!(a instanceof Int32Array)) throw new TypeError(`batch.${name} must be an Int32Array`);
       if (a.length !== n) throw new RangeError(`batch.${name} has ${a.length} elements; shape [${bs}, ${seq}] needs ${n}`);
-      for (let i = 0; i < n; i++)
-        if (a[i] < 0 || a[i] >= max) throw new RangeError(`batch.${name}[${i}] = ${a[i]} is outside [0, ${max})`);
       return a;
     };
     const out: NativeBatch = {
       batch: bs, seq,
-      inputIds: ints('inputIds', b.inputIds, c.vocab_size, true)!,
-      attentionMask: ints('attentionMask', b.attentionMask, 2, false),
-      tokenTypeIds: ints('tokenTypeIds', b.tokenTypeIds, c.type_vocab_size, false),
+      inputIds: ints('inputIds', b.inputIds, true)!,
+      attentionMask: ints('attentionMask', b.attentionMask, false),
+      tokenTypeIds: ints('tokenTypeIds', b.tokenTypeIds, false),
     };
     if (b.labels === undefined) {
       if (needLabels) throw new TypeError('batch.labels is required for a training step');
@@ -175,9 +183,6 @@ export class BertForSequenceClassification {
     } else if (pt === 'single_label_classification') {
       if (!(b.labels instanceof Int32Array)) throw new TypeError('batch.labels must be an Int32Array of class ids');
       if (b.labels.length !== bs) throw new RangeError(`batch.labels has ${b.labels.length} elements; needs ${bs}`);
-      for (let i = 0; i < bs; i++)
-        if (b.labels[i] !== -100 && (b.labels[i] < 0 || b.labels[i] >= this.numLabels))
-          throw new RangeError(`batch.labels[${i}] = ${b.labels[i]} is outside [0, ${this.numLabels}) (or -100 to ignore)`);
     } else if (b.labels.length !== bs * per) {
       throw new RangeError(`batch.labels has ${b.labels.length} elements; needs ${bs * per}`);
     }
@@ -213,11 +218,11 @@ export class BertForSequenceClassification {
       const fin = (x: number) => Number.isFinite(x);
       const opts = {
         lr: checkNum('lr', o.lr, (x) => fin(x) && x >= 0, 'a finite number >= 0'),
-        beta1: checkNum('beta1', o.beta1 ?? 0.9, (x) => x >= 0 && x < 1, 'in [0, 1)'),
-        beta2: checkNum('beta2', o.beta2 ?? 0.999, (x) => x >= 0 && x < 1, 'in [0, 1)'),
-        eps: checkNum('eps', o.eps ?? 1e-8, (x) => fin(x) && x > 0, 'a positive finite number'),
-        weightDecay: checkNum('weightDecay', o.weightDecay ?? 0, (x) => fin(x) && x >= 0, 'a finite number >= 0'),
-        maxGradNorm: checkNum('maxGradNorm', o.maxGradNorm ?? 1, (x) => fin(x) && x >= 0, 'a finite number >= 0 (0: no clipping)'),
+        beta1: checkNum('beta1', o.beta1 ?? OPTIMIZER_DEFAULTS.beta1, (x) => x >= 0 && x < 1, 'in [0, 1)'),
+        beta2: checkNum('beta2', o.beta2 ?? OPTIMIZER_DEFAULTS.beta2, (x) => x >= 0 && x < 1, 'in [0, 1)'),
+        eps: checkNum('eps', o.eps ?? OPTIMIZER_DEFAULTS.eps, (x) => fin(x) && x > 0, 'a positive finite number'),
+        weightDecay: checkNum('weightDecay', o.weightDecay ?? OPTIMIZER_DEFAULTS.weightDecay, (x) => fin(x) && x >= 0, 'a finite number >= 0'),
+        maxGradNorm: checkNum('maxGradNorm', o.maxGradNorm ?? OPTIMIZER_DEFAULTS.maxGradNorm, (x) => fin(x) && x >= 0, 'a finite number >= 0 (0: no clipping)'),
       };
       return this.run(() => this.native.optimizerStep(opts));
     } catch (e) {

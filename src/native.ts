@@ -31,7 +31,6 @@ export interface NativeModel {
 export interface Addon {
   Model: new () => NativeModel;
   runtime(): { torchVersion: string; cudaAvailable: boolean; cudaDeviceCount: number; numThreads: number; v8ExternalMemory: number };
-  setNumThreads(n: number): void;
 }
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');

@@ -47,7 +47,6 @@ export class BertTokenizer {
     return typeof v === 'number' && v > 0 ? v : Number.MAX_SAFE_INTEGER;
   }
 
-  get vocabSize(): number { return this.tok.get_vocab(true).size; }
   /** One more than the largest id the tokenizer can produce: the model's vocab_size must be at least this. */
   get idLimit(): number { let m = -1; for (const id of this.tok.get_vocab(true).values()) m = Math.max(m, id); return m + 1; }
   /** The folder or repo id it was loaded from, for messages. */

@@ -4,8 +4,9 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { batches, collate, lengthGroupedOrder, shuffledOrder } from './collator.js';
-import { BertForSequenceClassification } from './model.js';
-import type { BertTokenizer, EncodedDataset } from './tokenizer.js';
+import { BertForSequenceClassification, OPTIMIZER_DEFAULTS } from './model.js';
+import type { BertTokenizer } from './tokenizer.js';
+import type { TokenizedDataset } from './data.js';
 import { exists, readJson, writeFileAtomic } from './fsutil.js';
 import { readSafetensors, writeSafetensors } from './safetensors.js';
 import { glueMetric } from './metrics.js';
@@ -49,19 +50,13 @@ export interface TrainingArguments {
 
 export const DEFAULT_ARGS: TrainingArguments = {
   outputDir: 'test-trainer', numTrainEpochs: 3, maxSteps: -1, learningRate: 5e-5, lrSchedulerType: 'linear',
-  warmupRatio: 0, warmupSteps: 0, weightDecay: 0, adamBeta1: 0.9, adamBeta2: 0.999, adamEpsilon: 1e-8, maxGradNorm: 1,
+  warmupRatio: 0, warmupSteps: 0, weightDecay: OPTIMIZER_DEFAULTS.weightDecay, adamBeta1: OPTIMIZER_DEFAULTS.beta1,
+  adamBeta2: OPTIMIZER_DEFAULTS.beta2, adamEpsilon: OPTIMIZER_DEFAULTS.eps, maxGradNorm: OPTIMIZER_DEFAULTS.maxGradNorm,
   perDeviceTrainBatchSize: 8, perDeviceEvalBatchSize: 8, gradientAccumulationSteps: 1, evalStrategy: 'epoch',
   evalSteps: null, loggingSteps: 500, saveStrategy: 'steps', saveSteps: 500, saveTotalLimit: null, seed: 42,
   groupByLength: false, dataloaderDropLast: false, padToMultipleOf: null, onNonFiniteLoss: 'stop', bf16: false,
 };
 
-/** A tokenized split with its labels. */
-export interface TokenizedDataset {
-  enc: EncodedDataset;
-  labels: Int32Array | Float32Array | null;
-  labelNames: string[];
-  isRegression: boolean;
-}
 
 export type LogEntry = Record<string, number>;
 export interface TrainerEvents {
@@ -183,13 +178,6 @@ export class Trainer {
 
   private padId(): number { return this.o.tokenizer?.padId ?? 0; }
 
-  /** Parameters outside the embeddings, as PreTrainedModel.num_parameters(exclude_embeddings=True) counts them. */
-  private nonEmbeddingParams(): number {
-    const c = this.model.config;
-    const emb = (c.vocab_size + c.max_position_embeddings + c.type_vocab_size) * c.hidden_size;
-    return this.model.numParameters - emb;
-  }
-
   async train(o: { resumeFromCheckpoint?: string } = {}): Promise<TrainOutput> {
     // Two loops on one model would mix their gradients: the second call is refused, not queued.
     if (this.training) throw new Error('train() is already running on this Trainer; await it before calling train() again');
@@ -231,7 +219,7 @@ export class Trainer {
           'so the model stays as the checkpoint has it (raise numTrainEpochs / --epochs or maxSteps / --max-steps to train further); training_loss is NaN');
     }
     const start = performance.now();
-    const flopsPerToken = 6 * this.nonEmbeddingParams();
+    const flopsPerToken = 6 * model.nonEmbeddingParameters;
     let lossSinceLog = 0, stepsSinceLog = 0, totalLoss = 0, totalLossSteps = 0, lastGradNorm = NaN, samples = 0;
     let interrupted = false, skippedInARow = 0;
     const startStep = this.state.global_step;

@@ -1,0 +1,151 @@
+// One model's session: device, construction, and the forward passes (evaluation; training with its loss and
+// backward) with autocast and dropout scopes around them.
+#include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
+#include <torch/cuda.h>
+#include <torch/version.h>
+#include <optional>
+#include <stdexcept>
+#include "torch_session.h"
+
+namespace bert {
+
+static at::Device ResolveDevice(const std::string& spec) {
+  if (spec == "cpu") return at::Device(at::kCPU);
+  bool cuda_ok = torch::cuda::is_available();
+  if (spec == "auto") return cuda_ok ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+  if (spec.rfind("cuda", 0) == 0) {
+    if (!cuda_ok)
+      throw std::invalid_argument("device '" + spec + "' was requested but this libtorch sees no CUDA device "
+                                  "(CPU-only build, or no GPU/driver); use device 'cpu' or 'auto'");
+    at::Device d(spec);
+    if (d.has_index() && d.index() >= static_cast<int64_t>(torch::cuda::device_count()))
+      throw std::invalid_argument("device '" + spec + "': only " + std::to_string(torch::cuda::device_count()) +
+                                  " CUDA device(s) visible");
+    return d.has_index() ? d : at::Device(at::kCUDA, 0);
+  }
+  throw std::invalid_argument("device '" + spec + "' is not one of auto, cpu, cuda, cuda:N");  // src/model.ts checks first
+}
+
+RuntimeInfo Runtime() {
+  RuntimeInfo r;
+  r.torch_version = TORCH_VERSION;
+  r.cuda_available = torch::cuda::is_available();
+  r.cuda_device_count = static_cast<int>(torch::cuda::device_count());
+  r.num_threads = at::get_num_threads();
+  return r;
+}
+
+std::unique_ptr<Session> Session::Create(const Options& options) { return std::make_unique<TorchSession>(options); }
+
+TorchSession::TorchSession(const Options& o)
+    : cfg_(o.config), device_(ResolveDevice(o.device)), store_(device_, o.seed, o.config.initializer_range) {
+  if (o.threads > 0) at::set_num_threads(o.threads);
+  Seed(o.seed);
+  model_ = std::make_unique<BertForSequenceClassification>(Path(store_, ""), cfg_);
+}
+
+std::vector<std::string> TorchSession::ParameterNames() const {
+  std::vector<std::string> names;
+  for (const auto& p : store_.params()) names.push_back(p.name);
+  return names;
+}
+
+int64_t TorchSession::NumParameters() const {
+  int64_t n = 0;
+  for (const auto& p : store_.params()) n += p.value.numel();
+  return n;
+}
+
+Pass TorchSession::MakePass(bool train) {
+  const Config& c = cfg_;
+  Pass pass;
+  pass.train = train;
+  pass.hidden_dropout = train ? c.hidden_dropout_prob : 0.0;
+  pass.attention_dropout = train ? c.attention_probs_dropout_prob : 0.0;
+  pass.classifier_dropout = train ? (c.classifier_dropout >= 0 ? c.classifier_dropout : c.hidden_dropout_prob) : 0.0;
+  pass.autocast = autocast_;
+  if (!train && autocast_ != at::ScalarType::Undefined) pass.casts = &casts_;
+  return pass;
+}
+
+// The loss BertForSequenceClassification picks for its problem_type.
+at::Tensor TorchSession::Loss(const at::Tensor& logits, const Batch& in) {
+  const int64_t B = in.batch, nl = cfg_.num_labels;
+  if (cfg_.problem_type == "regression") {
+    at::Tensor y = at::from_blob(const_cast<void*>(in.labels), {B, in.labels_per_row}, at::kFloat).to(device_).clone();  // own the data: autograd may keep it
+    return nl == 1 ? at::mse_loss(logits.squeeze(), y.squeeze()) : at::mse_loss(logits, y);
+  }
+  if (cfg_.problem_type == "multi_label_classification") {
+    at::Tensor y = in.labels_float
+        ? at::from_blob(const_cast<void*>(in.labels), {B, nl}, at::kFloat).to(device_).clone()
+        : at::from_blob(const_cast<void*>(in.labels), {B, nl}, at::kInt).to(device_, at::kFloat);
+    return at::binary_cross_entropy_with_logits(logits, y);
+  }
+  at::Tensor y = at::from_blob(const_cast<void*>(in.labels), {B}, at::kInt).to(device_, at::kLong);
+  return at::cross_entropy_loss(logits.view({-1, nl}), y.view(-1));  // ignore_index -100 as in PyTorch
+}
+
+AutocastScope::AutocastScope(at::DeviceType t, at::ScalarType dtype)
+    : type_(t), prev_enabled_(at::autocast::is_autocast_enabled(t)), prev_dtype_(at::autocast::get_autocast_dtype(t)) {
+  at::autocast::set_autocast_enabled(t, true);
+  at::autocast::set_autocast_dtype(t, dtype);
+  at::autocast::increment_nesting();
+}
+
+AutocastScope::~AutocastScope() {
+  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();  // the casts of parameters kept for one pass
+  at::autocast::set_autocast_enabled(type_, prev_enabled_);
+  at::autocast::set_autocast_dtype(type_, prev_dtype_);
+}
+
+void TorchSession::SetAutocast(const std::string& dtype) {
+  if (dtype == "bf16") autocast_ = at::kBFloat16;
+  else if (dtype == "no") autocast_ = at::ScalarType::Undefined;
+  else throw std::invalid_argument("mixed precision '" + dtype + "' is not one of no, bf16");  // src/model.ts checks first
+}
+
+ForwardResult TorchSession::Forward(const Batch& batch) {
+  c10::InferenceMode guard;
+  std::optional<AutocastScope> autocast;
+  if (autocast_ != at::ScalarType::Undefined) autocast.emplace(device_.type(), autocast_);
+  Pass pass = MakePass(false);
+  at::Tensor logits = model_->forward(Unpad(batch, device_, pass), pass);
+  ForwardResult r;
+  if (batch.labels) {
+    r.loss = Loss(logits, batch).item<double>();
+    r.has_loss = true;
+  }
+  autocast.reset();
+  at::Tensor cpu = logits.to(at::kCPU, at::kFloat).contiguous();
+  r.logits.assign(cpu.data_ptr<float>(), cpu.data_ptr<float>() + cpu.numel());
+  return r;
+}
+
+double TorchSession::ForwardBackward(const Batch& batch, double loss_scale) {
+  const Config& c = cfg_;
+  const bool dropout = c.hidden_dropout_prob > 0 || c.attention_probs_dropout_prob > 0 || c.classifier_dropout > 0;
+  // This step's update makes the evaluation copies stale; they are not kept through training.
+  casts_.clear();
+  model_->drop_caches();
+  at::Tensor loss;
+  {
+    // The forward and the loss run under autocast (the model computes its loss inside forward in transformers);
+    // backward runs outside it, as the Trainer's accelerator.backward does.
+    std::optional<AutocastScope> autocast;
+    if (autocast_ != at::ScalarType::Undefined) autocast.emplace(device_.type(), autocast_);
+    Pass pass = MakePass(true);
+    at::Tensor logits;
+    {
+      // Only the forward draws random numbers (backward reuses the saved masks), so only it holds the scope.
+      std::optional<DropoutScope> scope;
+      if (dropout) scope.emplace(device_.is_cpu() ? cpu_gen_ : device_gen_, device_);
+      logits = model_->forward(Unpad(batch, device_, pass), pass);
+    }
+    loss = Loss(logits, batch);
+  }
+  (loss_scale == 1.0 ? loss : loss * loss_scale).backward();
+  return loss.item<double>();
+}
+
+}  // namespace bert

@@ -3,30 +3,20 @@
 import path from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { BertForSequenceClassification, type Device } from './model.js';
+import { BertForSequenceClassification, isDevice, type Device } from './model.js';
 import { BertTokenizer } from './tokenizer.js';
 import { loadDataFile, loadGlue, type TextDataset } from './datasets.js';
-import { glueMetricNames, glueTask, GLUE_TASKS } from './glue.js';
+import { glueMetricNames, glueTask } from './glue.js';
 import { tokenizeDataset } from './data.js';
-import { DEFAULT_ARGS, listCheckpoints, Trainer, validateArgs, type LogEntry, type TrainingArguments } from './trainer.js';
-import { UsageError } from './errors.js';
+import { listCheckpoints, Trainer, validateArgs, type LogEntry, type TrainingArguments } from './trainer.js';
+import { UsageError, UserError } from './errors.js';
 import { lockOutputDir, saveAsUnit, writeFileAtomic } from './fsutil.js';
 import { addon } from './native.js';
+import { checkFlags, flagOf, trainingArgsOf, yargsOptions, type Command } from './cli-flags.js';
 
 type Out = (line: string) => void;
-
-const common = {
-  model: { type: 'string', default: 'bert-base-uncased', describe: 'Hub repo id or local checkpoint folder' },
-  task: { type: 'string', describe: `GLUE task (${Object.keys(GLUE_TASKS).join(', ')}; default mrpc). With --train-file/--validation-file it sets ` +
-    'the files\' label names, regression or not, and the metric; without it they come from the files (float labels: regression)' },
-  'max-length': { type: 'number', describe: 'truncate to this many tokens (default: tokenizer model_max_length, capped by the model)' },
-  'eval-batch-size': { type: 'number', default: DEFAULT_ARGS.perDeviceEvalBatchSize, describe: 'per_device_eval_batch_size' },
-  device: { type: 'string', default: 'auto', describe: 'auto, cpu, cuda or cuda:N' },
-  threads: { type: 'number', describe: 'libtorch intra-op threads (default: libtorch\'s choice)' },
-  json: { type: 'boolean', default: false, describe: 'one JSON object per line instead of tables' },
-  revision: { type: 'string', default: 'main', describe: 'Hub revision of the model' },
-  bf16: { type: 'boolean', default: false, describe: 'bfloat16 autocast for forward passes (TrainingArguments bf16); weights and optimizer stay fp32' },
-} as const;
+/** Parsed flags, by their kebab-case names (src/cli-flags.ts lists them). */
+type Flags = Record<string, any>;  // eslint-disable-line @typescript-eslint/no-explicit-any
 
 /** What an interrupt does now: stop training and checkpoint, or (after training) let the final save finish. */
 let phase: 'training' | 'final-save' = 'training';
@@ -54,48 +44,12 @@ export async function main(argv = hideBin(process.argv), out: Out = stdoutLine, 
     const parser = yargs(argv)
       .scriptName('node train.js')
       .usage('$0 [options]\n\nFine-tune a BERT model on a GLUE task (default: bert-base-uncased on MRPC), like the Hugging Face Trainer.')
-      .command('$0', 'train (and evaluate every epoch)', (y) => y.options({
-        ...common,
-        'train-file': { type: 'string', describe: 'local training data (.parquet, .csv, .tsv, .jsonl) instead of GLUE' },
-        'validation-file': { type: 'string', describe: 'local validation data' },
-        'text-columns': { type: 'string', describe: 'comma-separated text column(s) of local files (default: inferred)' },
-        'label-column': { type: 'string', describe: 'label column of local files (default: inferred)' },
-        'output-dir': { type: 'string', default: DEFAULT_ARGS.outputDir },
-        epochs: { type: 'number', default: DEFAULT_ARGS.numTrainEpochs, describe: 'num_train_epochs' },
-        'learning-rate': { type: 'number', default: DEFAULT_ARGS.learningRate },
-        'batch-size': { type: 'number', default: DEFAULT_ARGS.perDeviceTrainBatchSize, describe: 'per_device_train_batch_size' },
-        'warmup-ratio': { type: 'number', default: DEFAULT_ARGS.warmupRatio },
-        'warmup-steps': { type: 'number', default: DEFAULT_ARGS.warmupSteps },
-        'lr-scheduler': { type: 'string', default: DEFAULT_ARGS.lrSchedulerType, choices: ['linear', 'cosine', 'constant'] },
-        'weight-decay': { type: 'number', default: DEFAULT_ARGS.weightDecay },
-        'max-grad-norm': { type: 'number', default: DEFAULT_ARGS.maxGradNorm },
-        'gradient-accumulation-steps': { type: 'number', default: DEFAULT_ARGS.gradientAccumulationSteps },
-        'max-steps': { type: 'number', default: DEFAULT_ARGS.maxSteps, describe: 'stop after this many optimizer steps (-1: use epochs)' },
-        'eval-strategy': { type: 'string', default: DEFAULT_ARGS.evalStrategy, choices: ['no', 'steps', 'epoch'] },
-        'eval-steps': { type: 'number', describe: 'with --eval-strategy steps (default: logging steps)' },
-        'logging-steps': { type: 'number', default: DEFAULT_ARGS.loggingSteps },
-        'save-steps': { type: 'number', default: DEFAULT_ARGS.saveSteps },
-        'save-strategy': { type: 'string', default: DEFAULT_ARGS.saveStrategy, choices: ['no', 'steps', 'epoch'] },
-        'save-total-limit': { type: 'number', describe: 'keep at most this many checkpoints' },
-        seed: { type: 'number', default: DEFAULT_ARGS.seed },
-        'group-by-length': { type: 'boolean', default: false },
-        'pad-to-multiple-of': { type: 'number' },
-        'resume-from-checkpoint': { type: 'string', describe: 'a checkpoint folder, or "latest" for the newest in --output-dir' },
-        'on-non-finite-loss': { type: 'string', default: 'stop', choices: ['stop', 'skip'] },
-      }), async (a) => { noRepeats(a); code = await train(a as never, out, err, controller.signal); })
-      .command('predict', 'classify sentence pairs with a trained model (like a text-classification pipeline)', (y) => y.options({
-        ...common,
-        model: { ...common.model, default: DEFAULT_ARGS.outputDir },
-        sentence1: { type: 'string', array: true, describe: 'first sentence(s)' },
-        sentence2: { type: 'string', array: true, describe: 'second sentence(s), one per --sentence1' },
-        file: { type: 'string', describe: 'a data file of rows to classify (.csv, .tsv, .jsonl, .parquet)' },
-      }), async (a) => { noRepeats(a); code = await predict(a as never, out); })
-      .command('evaluate', 'evaluate a model on a GLUE validation split or --validation-file', (y) => y.options({
-        ...common,
-        model: { ...common.model, default: DEFAULT_ARGS.outputDir },
-        'validation-file': { type: 'string' },
-        split: { type: 'string', describe: 'GLUE split (default: the task\'s validation split)' },
-      }), async (a) => { noRepeats(a); code = await evaluate(a as never, out); })
+      .option('debug', { type: 'boolean', describe: 'print the stack of an unexpected (non-user) error; also BERT_TRAINER_DEBUG=1' });
+    const command = (name: Command, run: (a: Flags) => Promise<number>) => async (a: Flags) => { checkFlags(a, name); code = await run(a); };
+    parser
+      .command('$0', 'train (and evaluate every epoch)', (y) => y.options(yargsOptions('train')), command('train', (a) => train(a, out, err, controller.signal)))
+      .command('predict', 'classify sentence pairs with a trained model (like a text-classification pipeline)', (y) => y.options(yargsOptions('predict')), command('predict', (a) => predict(a, out)))
+      .command('evaluate', 'evaluate a model on a GLUE validation split or --validation-file', (y) => y.options(yargsOptions('evaluate')), command('evaluate', (a) => evaluate(a, out)))
       .strictOptions()
       .exitProcess(false)
       .fail((msg, e) => { throw e ?? new UsageError(msg); })
@@ -104,10 +58,13 @@ export async function main(argv = hideBin(process.argv), out: Out = stdoutLine, 
       .wrap(Math.min(110, process.stdout.columns || 110));
     await parser.parseAsync();
   } catch (e) {
-    const ex = e as Error & { exitCode?: number };
-    const line = `error: ${String(ex.message).trim().replace(/\s*\n\s*/g, ' ')}`;  // one line, whatever the source (yargs writes several)
-    err(line);
-    return ex.exitCode === 2 || ex.name === 'YError' || e instanceof TypeError || e instanceof RangeError ? 2 : 1;
+    // Exit 2: something the user can fix (UserError: a flag, a file, an argument; yargs' own usage errors). Anything
+    // else is a failure of ours or of the machine, exit 1, with its stack on request.
+    const ex = e as Error;
+    err(`error: ${String(ex?.message ?? ex).trim().replace(/\s*\n\s*/g, ' ')}`);  // one line, whatever the source (yargs writes several)
+    const user = e instanceof UserError || ex?.name === 'YError';
+    if (!user && (argv.includes('--debug') || process.env.BERT_TRAINER_DEBUG === '1') && ex?.stack) err(ex.stack);
+    return user ? 2 : 1;
   } finally {
     for (const s of signals) process.off(s, onSignal);
   }
@@ -120,40 +77,25 @@ for (const stream of [process.stdout, process.stderr]) stream.on('error', () => 
 function stdoutLine(line: string) { if (!closed.has(process.stdout)) process.stdout.write(line + '\n'); }
 function stderrLine(line: string) { if (!closed.has(process.stderr)) process.stderr.write(line + '\n'); }
 
-interface TrainFlags {
-  model: string; task?: string; 'train-file'?: string; 'validation-file'?: string; 'text-columns'?: string; 'label-column'?: string;
-  'output-dir': string; epochs: number; 'learning-rate': number; 'batch-size': number; 'eval-batch-size': number;
-  'max-length'?: number; 'warmup-ratio': number; 'warmup-steps': number; 'lr-scheduler': string; 'weight-decay': number;
-  'max-grad-norm': number; 'gradient-accumulation-steps': number; 'max-steps': number; 'eval-strategy': string;
-  'eval-steps'?: number; 'logging-steps': number; 'save-steps': number; 'save-strategy': string; 'save-total-limit'?: number;
-  seed: number; device: string; threads?: number; 'resume-from-checkpoint'?: string; json: boolean; revision: string;
-  'group-by-length': boolean; 'pad-to-multiple-of'?: number; 'on-non-finite-loss': string; bf16: boolean;
-}
-
-const FLAG_OF: Record<string, string> = {
-  outputDir: '--output-dir', numTrainEpochs: '--epochs', maxSteps: '--max-steps', learningRate: '--learning-rate',
-  lrSchedulerType: '--lr-scheduler', warmupRatio: '--warmup-ratio', warmupSteps: '--warmup-steps', weightDecay: '--weight-decay',
-  maxGradNorm: '--max-grad-norm', perDeviceTrainBatchSize: '--batch-size', perDeviceEvalBatchSize: '--eval-batch-size',
-  gradientAccumulationSteps: '--gradient-accumulation-steps', evalStrategy: '--eval-strategy', evalSteps: '--eval-steps',
-  loggingSteps: '--logging-steps', saveStrategy: '--save-strategy', saveSteps: '--save-steps', saveTotalLimit: '--save-total-limit',
-  seed: '--seed', padToMultipleOf: '--pad-to-multiple-of', onNonFiniteLoss: '--on-non-finite-loss', bf16: '--bf16',
-};
-
-function checkDevice(d: string): Device {
-  if (!/^(auto|cpu|cuda|cuda:\d+)$/.test(d)) throw new UsageError(`--device must be auto, cpu, cuda or cuda:N, got ${JSON.stringify(d)}`);
-  return d as Device;
-}
-/** yargs turns a repeated flag into an array; only the sentence flags may repeat. */
-function noRepeats(a: Record<string, unknown>) {
-  for (const [k, v] of Object.entries(a))
-    if (Array.isArray(v) && k !== '_' && !/^sentence[12]$/.test(k)) throw new UsageError(`--${k} was given more than once`);
-}
-
-function checkNumberFlags(a: Record<string, unknown>, names: string[]) {
-  for (const n of names) {
-    if (Array.isArray(a[n])) throw new UsageError(`--${n} was given more than once`);
-    if (a[n] !== undefined && (typeof a[n] !== 'number' || Number.isNaN(a[n]))) throw new UsageError(`--${n} must be a number, got ${JSON.stringify(process.argv[process.argv.indexOf(`--${n}`) + 1] ?? a[n])}`);
+/** --device, checked before anything loads: the pattern (model.ts owns it) and whether this libtorch has the GPU. */
+function deviceFlag(d: string): Device {
+  if (!isDevice(d)) throw new UsageError(`--device must be auto, cpu, cuda or cuda:N, got ${JSON.stringify(d)}`);
+  if (d.startsWith('cuda')) {
+    const { cudaAvailable, cudaDeviceCount } = addon().runtime();
+    const index = d.includes(':') ? Number(d.split(':')[1]) : 0;
+    if (!cudaAvailable) throw new UsageError(`--device ${d}: this libtorch sees no CUDA device (CPU-only build, or no GPU/driver); use --device cpu or auto`);
+    if (index >= cudaDeviceCount) throw new UsageError(`--device ${d}: only ${cudaDeviceCount} CUDA device(s) visible`);
   }
+  return d;
+}
+
+/** The model and its tokenizer, as every command loads them. */
+async function loadModelAndTokenizer(a: Flags, extra: Parameters<typeof BertForSequenceClassification.fromPretrained>[1] = {}) {
+  const device = deviceFlag(a.device);
+  const tok = await BertTokenizer.fromPretrained(a.model, { revision: a.revision });
+  const model = await BertForSequenceClassification.fromPretrained(a.model, { revision: a.revision, device, threads: a.threads, ...extra });
+  const maxLength = Math.min(a['max-length'] ?? tok.modelMaxLength, model.config.max_position_embeddings);
+  return { tok, model, maxLength };
 }
 
 /** The labels a model was trained with, so a file's labels are read through its label2id, as run_glue.py does. */
@@ -190,44 +132,26 @@ function labelInfo(ds: TextDataset) {
   return ds.isRegression ? { numLabels: 1, problemType: 'regression' as const } : { labels: ds.labelNames, problemType: 'single_label_classification' as const };
 }
 
-async function train(a: TrainFlags, out: Out, err: Out, signal: AbortSignal): Promise<number> {
-  checkNumberFlags(a as never, ['epochs', 'learning-rate', 'batch-size', 'eval-batch-size', 'max-length', 'warmup-ratio', 'warmup-steps', 'weight-decay', 'max-grad-norm', 'gradient-accumulation-steps', 'max-steps', 'eval-steps', 'logging-steps', 'save-steps', 'save-total-limit', 'seed', 'threads', 'pad-to-multiple-of']);
-  const device = checkDevice(a.device);
-  const args: Partial<TrainingArguments> = {
-    outputDir: a['output-dir'], numTrainEpochs: a.epochs, maxSteps: a['max-steps'], learningRate: a['learning-rate'],
-    lrSchedulerType: a['lr-scheduler'] as never, warmupRatio: a['warmup-ratio'], warmupSteps: a['warmup-steps'],
-    weightDecay: a['weight-decay'], maxGradNorm: a['max-grad-norm'], perDeviceTrainBatchSize: a['batch-size'],
-    perDeviceEvalBatchSize: a['eval-batch-size'], gradientAccumulationSteps: a['gradient-accumulation-steps'],
-    evalStrategy: a['eval-strategy'] as never, evalSteps: a['eval-steps'] ?? null, loggingSteps: a['logging-steps'],
-    saveStrategy: a['save-strategy'] as never, saveSteps: a['save-steps'], saveTotalLimit: a['save-total-limit'] ?? null,
-    seed: a.seed, groupByLength: a['group-by-length'], padToMultipleOf: a['pad-to-multiple-of'] ?? null,
-    onNonFiniteLoss: a['on-non-finite-loss'] as never, bf16: a.bf16,
-  };
-  try {
-    validateArgs(args);  // usage errors before any loading, named by their flags
-  } catch (e) {
-    const flag = (name: string) => FLAG_OF[name] ?? name;
-    throw new UsageError((e as Error).message.replace(/^(\w+)/, (m) => flag(m)));
-  }
+async function train(a: Flags, out: Out, err: Out, signal: AbortSignal): Promise<number> {
+  const args = trainingArgsOf(a, 'train');
+  validateArgs(args, flagOf);  // usage errors before any loading, named by their flags
+  deviceFlag(a.device);
   if (a['max-length'] !== undefined && (!Number.isInteger(a['max-length']) || a['max-length'] < 3)) throw new UsageError('--max-length must be an integer >= 3');
-  const log = (o: object, text: string) => out(a.json ? JSON.stringify(o) : text);
-
   const unlock = await lockOutputDir(a['output-dir']);  // before any work: an unusable output dir loses nothing
   try {
-    return await trainLocked(a, out, err, signal, log, device, args);
+    return await trainLocked(a, args, out, err, signal);
   } finally {
     await unlock();
   }
 }
 
-async function trainLocked(a: TrainFlags, out: Out, err: Out, signal: AbortSignal, log: (o: object, text: string) => void, device: Device, args: Partial<TrainingArguments>): Promise<number> {
+async function trainLocked(a: Flags, args: Partial<TrainingArguments>, out: Out, err: Out, signal: AbortSignal): Promise<number> {
   phase = 'training';
+  const log = (o: object, text: string) => out(a.json ? JSON.stringify(o) : text);
   const { train: trainText, validation, task } = await loadSplits(a, true);
-  const tok = await BertTokenizer.fromPretrained(a.model, { revision: a.revision });
-  const model = await BertForSequenceClassification.fromPretrained(a.model, { revision: a.revision, device, threads: a.threads, seed: a.seed, ...labelInfo(trainText!) });
+  const { tok, model, maxLength } = await loadModelAndTokenizer(a, { seed: a.seed, ...labelInfo(trainText!) });
   try {
     reportLoading(a.model, model, (o, t) => (a.json ? out(JSON.stringify(o)) : err(t)));
-    const maxLength = Math.min(a['max-length'] ?? tok.modelMaxLength, model.config.max_position_embeddings);
     const trainData = await tokenizeDataset(trainText!, tok, maxLength);
     const evalData = validation ? await tokenizeDataset(validation, tok, maxLength) : undefined;
     tok.clearCache();
@@ -352,10 +276,8 @@ function fmtTime(s: number) {
   return `${String(m).padStart(2, '0')}:${String(sec).padStart(2, '0')}`;
 }
 
-interface PredictFlags { model: string; task?: string; sentence1?: string[]; sentence2?: string[]; file?: string; 'max-length'?: number; 'eval-batch-size': number; device: string; threads?: number; json: boolean; revision: string; bf16: boolean }
-
-async function predict(a: PredictFlags, out: Out): Promise<number> {
-  const device = checkDevice(a.device);
+async function predict(a: Flags, out: Out): Promise<number> {
+  deviceFlag(a.device);
   let rows: TextDataset;
   if (a.file) {
     rows = await loadDataFile(a.file, {});
@@ -364,12 +286,10 @@ async function predict(a: PredictFlags, out: Out): Promise<number> {
     if (a.sentence2 && a.sentence2.length !== a.sentence1.length) throw new UsageError(`--sentence2 was given ${a.sentence2.length} times, --sentence1 ${a.sentence1.length} times`);
     rows = { source: 'flags', text1: a.sentence1.map(String), text2: a.sentence2?.map(String) ?? null, labels: null, labelNames: [], isRegression: false };
   }
-  const tok = await BertTokenizer.fromPretrained(a.model, { revision: a.revision });
-  const model = await BertForSequenceClassification.fromPretrained(a.model, { revision: a.revision, device, threads: a.threads });
+  const { tok, model, maxLength } = await loadModelAndTokenizer(a);
   try {
-    const maxLength = Math.min(a['max-length'] ?? tok.modelMaxLength, model.config.max_position_embeddings);
     const data = await tokenizeDataset({ ...rows, labels: null }, tok, maxLength);
-    const trainer = new Trainer({ model, tokenizer: tok, args: { perDeviceEvalBatchSize: a['eval-batch-size'], bf16: a.bf16 } });
+    const trainer = new Trainer({ model, tokenizer: tok, args: trainingArgsOf(a, 'predict') });
     const { logits } = await trainer.predict(data);
     const nl = model.numLabels;
     for (let i = 0; i < data.enc.length; i++) {
@@ -392,17 +312,12 @@ async function predict(a: PredictFlags, out: Out): Promise<number> {
   }
 }
 
-interface EvalFlags { model: string; task?: string; 'validation-file'?: string; split?: string; 'max-length'?: number; 'eval-batch-size': number; device: string; threads?: number; json: boolean; revision: string; bf16: boolean }
-
-async function evaluate(a: EvalFlags, out: Out): Promise<number> {
-  const device = checkDevice(a.device);
-  const tok = await BertTokenizer.fromPretrained(a.model, { revision: a.revision });
-  const model = await BertForSequenceClassification.fromPretrained(a.model, { revision: a.revision, device, threads: a.threads });
+async function evaluate(a: Flags, out: Out): Promise<number> {
+  const { tok, model, maxLength } = await loadModelAndTokenizer(a);
   try {
     const { validation, task } = await loadSplits({ task: a.task, 'validation-file': a['validation-file'] }, false, a.split, modelLabels(model));
-    const maxLength = Math.min(a['max-length'] ?? tok.modelMaxLength, model.config.max_position_embeddings);
     const data = await tokenizeDataset(validation!, tok, maxLength);
-    const trainer = new Trainer({ model, tokenizer: tok, task, args: { perDeviceEvalBatchSize: a['eval-batch-size'], bf16: a.bf16 } });
+    const trainer = new Trainer({ model, tokenizer: tok, task, args: trainingArgsOf(a, 'evaluate') });
     const m = await trainer.evaluate(data);
     out(a.json ? JSON.stringify(m) : Object.entries(m).map(([k, v]) => `${k} = ${v}`).join('\n'));
     return 0;

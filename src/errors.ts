@@ -1,13 +1,19 @@
-// Errors the CLI reports as one line with exit code 2 (bad input) instead of a stack trace.
-export class UsageError extends Error {
-  override name = 'UsageError';
+// The error taxonomy. UserError: something the user can fix (a flag, a file, an argument, the Hub cache); the CLI
+// prints its one line and exits 2. Any other error (a built-in TypeError from our own code included) is a
+// failure of ours or of the machine: exit 1, stack with --debug.
+export class UserError extends Error {
+  override name = 'UserError';
   readonly exitCode = 2;
 }
 
+/** A flag or option value is wrong. */
+export class UsageError extends UserError {
+  override name = 'UsageError';
+}
+
 /** A file the user gave (or the Hub served) is unusable: names the file and the reason. */
-export class InputError extends Error {
+export class InputError extends UserError {
   override name = 'InputError';
-  readonly exitCode = 2;
   constructor(readonly file: string, reason: string) {
     super(`${file}: ${reason}`);
   }

@@ -10,6 +10,7 @@ import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { downloadFile, fileDownloadInfo } from '@huggingface/hub';
 import { exists, INCOMPLETE_SAVE, writeFileAtomic } from './fsutil.js';
+import { UserError } from './errors.js';
 
 export type RepoType = 'model' | 'dataset';
 export interface HubOptions {
@@ -26,9 +27,9 @@ export interface HubOptions {
   onWarning?: (message: string) => void;
 }
 
-export class HubError extends Error {
+/** The Hub or its cache cannot give a file: a user error (what to fix is in the message). */
+export class HubError extends UserError {
   override name = 'HubError';
-  readonly exitCode = 2;
 }
 
 const COMMIT = /^[0-9a-f]{40}$/;

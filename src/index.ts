@@ -16,5 +16,5 @@ export { hubFile, cachedFile, hubCacheDir, fileSource, HubError } from './hub.js
 export { parseConfig, BERT_BASE_UNCASED } from './config.js';
 export type { BertConfig } from './config.js';
 export { readSafetensors, writeSafetensors, parseSafetensors, indexSafetensors } from './safetensors.js';
-export { UsageError, InputError } from './errors.js';
+export { UserError, UsageError, InputError } from './errors.js';
 export { addon as nativeAddon } from './native.js';

@@ -49,6 +49,8 @@ export interface OptimizerStepOptions {
 }
 
 const DEVICE_RE = /^(auto|cpu|cuda|cuda:\d+)$/;
+/** The device names the library takes (the addon resolves them; the CLI checks --device with this). */
+export function isDevice(d: unknown): d is Device { return typeof d === 'string' && DEVICE_RE.test(d); }
 // Buffers transformers ignores when loading (non-persistent in current versions, present in older checkpoints).
 const IGNORED_KEYS = /(^|\.)embeddings\.(position_ids|token_type_ids)$/;
 
@@ -94,7 +96,7 @@ export class BertForSequenceClassification {
   /** A randomly initialised model (seeded), e.g. with bert-base-uncased's config for speed work. */
   static async fromConfig(config: BertConfig, o: ModelOptions = {}): Promise<BertForSequenceClassification> {
     const device = o.device ?? 'auto';
-    if (typeof device !== 'string' || !DEVICE_RE.test(device)) throw new TypeError(`device must be auto, cpu, cuda or cuda:N, got ${JSON.stringify(device)}`);
+    if (!isDevice(device)) throw new TypeError(`device must be auto, cpu, cuda or cuda:N, got ${JSON.stringify(device)}`);
     const seed = checkInt('seed', o.seed ?? 42, 0, Number.MAX_SAFE_INTEGER);
     const threads = checkInt('threads', o.threads ?? 0, 0, 1024);
     const a = addon();

@@ -12,8 +12,12 @@ import { readSafetensors, writeSafetensors } from './safetensors.js';
 import { glueMetric } from './metrics.js';
 import { InputError, show, UsageError } from './errors.js';
 
-export type LrScheduler = 'linear' | 'cosine' | 'constant';
-export type Strategy = 'no' | 'steps' | 'epoch';
+/** The values each choice argument takes: validation, types and the CLI's --help all read these. */
+export const LR_SCHEDULERS = ['linear', 'cosine', 'constant'] as const;
+export const STRATEGIES = ['no', 'steps', 'epoch'] as const;
+export const NON_FINITE_LOSS = ['stop', 'skip'] as const;
+export type LrScheduler = (typeof LR_SCHEDULERS)[number];
+export type Strategy = (typeof STRATEGIES)[number];
 
 /** TrainingArguments, camelCase; defaults are transformers' (with evalStrategy 'epoch' as the notebook sets it). */
 export interface TrainingArguments {
@@ -43,7 +47,7 @@ export interface TrainingArguments {
   dataloaderDropLast: boolean;
   padToMultipleOf: number | null;
   /** What to do when a training loss is NaN or infinite: stop with an error (default) or skip the update. */
-  onNonFiniteLoss: 'stop' | 'skip';
+  onNonFiniteLoss: (typeof NON_FINITE_LOSS)[number];
   /** bfloat16 autocast for forward passes and the loss, in training and evaluation (weights and AdamW stay fp32). */
   bf16: boolean;
 }
@@ -112,9 +116,13 @@ export const MAX_SKIPPED_IN_A_ROW = 10;
 
 const round4 = (x: number) => Math.round(x * 1e4) / 1e4;
 
-export function validateArgs(a: Partial<TrainingArguments>): TrainingArguments {
+/**
+ * TrainingArguments with their defaults, every field checked. `nameOf` says what a field is called where the
+ * value came from (the CLI passes its flag names), so messages name what the user typed.
+ */
+export function validateArgs(a: Partial<TrainingArguments>, nameOf: (field: keyof TrainingArguments) => string = (f) => f): TrainingArguments {
   const args = { ...DEFAULT_ARGS, ...a };
-  const bad = (name: string, want: string, v: unknown) => { throw new UsageError(`${name} must be ${want}, got ${show(v)}`); };
+  const bad = (name: keyof TrainingArguments, want: string, v: unknown) => { throw new UsageError(`${nameOf(name)} must be ${want}, got ${show(v)}`); };
   const posInt = (n: keyof TrainingArguments) => { if (!Number.isInteger(args[n]) || (args[n] as number) < 1) bad(n, 'an integer >= 1', args[n]); };
   const nonNeg = (n: keyof TrainingArguments) => { if (typeof args[n] !== 'number' || !Number.isFinite(args[n]) || (args[n] as number) < 0) bad(n, 'a finite number >= 0', args[n]); };
   if (typeof args.outputDir !== 'string' || !args.outputDir) bad('outputDir', 'a folder path', args.outputDir);
@@ -127,13 +135,15 @@ export function validateArgs(a: Partial<TrainingArguments>): TrainingArguments {
   if (!(args.adamEpsilon > 0)) bad('adamEpsilon', '> 0', args.adamEpsilon);
   posInt('perDeviceTrainBatchSize'); posInt('perDeviceEvalBatchSize'); posInt('gradientAccumulationSteps');
   posInt('loggingSteps'); posInt('saveSteps');
-  if (!['linear', 'cosine', 'constant'].includes(args.lrSchedulerType)) bad('lrSchedulerType', 'linear, cosine or constant', args.lrSchedulerType);
-  for (const n of ['evalStrategy', 'saveStrategy'] as const) if (!['no', 'steps', 'epoch'].includes(args[n])) bad(n, 'no, steps or epoch', args[n]);
+  const oneOf = (n: keyof TrainingArguments, list: readonly string[]) => { if (!list.includes(args[n] as string)) bad(n, `one of ${list.join(', ')}`, args[n]); };
+  oneOf('lrSchedulerType', LR_SCHEDULERS);
+  oneOf('evalStrategy', STRATEGIES);
+  oneOf('saveStrategy', STRATEGIES);
+  oneOf('onNonFiniteLoss', NON_FINITE_LOSS);
   if (args.evalSteps !== null && (!Number.isInteger(args.evalSteps) || args.evalSteps < 1)) bad('evalSteps', 'an integer >= 1', args.evalSteps);
   if (args.saveTotalLimit !== null && (!Number.isInteger(args.saveTotalLimit) || args.saveTotalLimit < 1)) bad('saveTotalLimit', 'an integer >= 1', args.saveTotalLimit);
   if (!Number.isInteger(args.seed) || args.seed < 0) bad('seed', 'an integer >= 0', args.seed);
   if (args.padToMultipleOf !== null && (!Number.isInteger(args.padToMultipleOf) || args.padToMultipleOf < 1)) bad('padToMultipleOf', 'an integer >= 1', args.padToMultipleOf);
-  if (!['stop', 'skip'].includes(args.onNonFiniteLoss)) bad('onNonFiniteLoss', 'stop or skip', args.onNonFiniteLoss);
   if (typeof args.bf16 !== 'boolean') bad('bf16', 'true or false', args.bf16);
   return args;
 }

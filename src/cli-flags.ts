@@ -1,0 +1,106 @@
+// Every flag of `node train.js`, once: its name, type, default, help and the TrainingArguments field it sets.
+// yargs' options, the TrainingArguments a command passes on, number checks and the flag named in an error message
+// all come from this table, so adding a flag is one line here.
+import { GLUE_TASKS } from './glue.js';
+import { DEFAULT_ARGS, LR_SCHEDULERS, NON_FINITE_LOSS, STRATEGIES, type TrainingArguments } from './trainer.js';
+import { UsageError } from './errors.js';
+
+export type Command = 'train' | 'predict' | 'evaluate';
+
+interface Flag {
+  name: string;
+  type: 'string' | 'number' | 'boolean';
+  describe: string;
+  /** The TrainingArguments field it sets; its default is then DEFAULT_ARGS' value. */
+  field?: keyof TrainingArguments;
+  /** A default of its own (flags without a field), or per command. */
+  default?: unknown;
+  defaultFor?: Partial<Record<Command, unknown>>;
+  choices?: readonly string[];
+  /** May be given several times (collected into an array). */
+  array?: boolean;
+  commands: readonly Command[];
+}
+
+const ALL: readonly Command[] = ['train', 'predict', 'evaluate'];
+const TRAIN: readonly Command[] = ['train'];
+
+export const FLAGS: readonly Flag[] = [
+  { name: 'model', type: 'string', default: 'bert-base-uncased', defaultFor: { predict: DEFAULT_ARGS.outputDir, evaluate: DEFAULT_ARGS.outputDir }, describe: 'Hub repo id or local checkpoint folder', commands: ALL },
+  { name: 'task', type: 'string', describe: `GLUE task (${Object.keys(GLUE_TASKS).join(', ')}; default mrpc). With --train-file/--validation-file it sets ` +
+    'the files\' label names, regression or not, and the metric; without it they come from the files (float labels: regression)', commands: ALL },
+  { name: 'train-file', type: 'string', describe: 'local training data (.parquet, .csv, .tsv, .jsonl, .json) instead of GLUE', commands: TRAIN },
+  { name: 'validation-file', type: 'string', describe: 'local validation data', commands: ['train', 'evaluate'] },
+  { name: 'text-columns', type: 'string', describe: 'comma-separated text column(s) of local files (default: inferred)', commands: TRAIN },
+  { name: 'label-column', type: 'string', describe: 'label column of local files (default: inferred)', commands: TRAIN },
+  { name: 'output-dir', type: 'string', field: 'outputDir', describe: 'output_dir: checkpoints, the final model and results', commands: TRAIN },
+  { name: 'epochs', type: 'number', field: 'numTrainEpochs', describe: 'num_train_epochs', commands: TRAIN },
+  { name: 'learning-rate', type: 'number', field: 'learningRate', describe: 'learning_rate (AdamW)', commands: TRAIN },
+  { name: 'batch-size', type: 'number', field: 'perDeviceTrainBatchSize', describe: 'per_device_train_batch_size', commands: TRAIN },
+  { name: 'eval-batch-size', type: 'number', field: 'perDeviceEvalBatchSize', describe: 'per_device_eval_batch_size', commands: ALL },
+  { name: 'max-length', type: 'number', describe: 'truncate to this many tokens (default: tokenizer model_max_length, capped by the model)', commands: ALL },
+  { name: 'warmup-ratio', type: 'number', field: 'warmupRatio', describe: 'warmup_ratio', commands: TRAIN },
+  { name: 'warmup-steps', type: 'number', field: 'warmupSteps', describe: 'warmup_steps (overrides --warmup-ratio)', commands: TRAIN },
+  { name: 'lr-scheduler', type: 'string', field: 'lrSchedulerType', choices: LR_SCHEDULERS, describe: 'lr_scheduler_type', commands: TRAIN },
+  { name: 'weight-decay', type: 'number', field: 'weightDecay', describe: 'weight_decay (not on biases and LayerNorm)', commands: TRAIN },
+  { name: 'max-grad-norm', type: 'number', field: 'maxGradNorm', describe: 'max_grad_norm (0: no clipping)', commands: TRAIN },
+  { name: 'gradient-accumulation-steps', type: 'number', field: 'gradientAccumulationSteps', describe: 'gradient_accumulation_steps', commands: TRAIN },
+  { name: 'max-steps', type: 'number', field: 'maxSteps', describe: 'stop after this many optimizer steps (-1: use epochs)', commands: TRAIN },
+  { name: 'eval-strategy', type: 'string', field: 'evalStrategy', choices: STRATEGIES, describe: 'eval_strategy', commands: TRAIN },
+  { name: 'eval-steps', type: 'number', field: 'evalSteps', describe: 'with --eval-strategy steps (default: logging steps)', commands: TRAIN },
+  { name: 'logging-steps', type: 'number', field: 'loggingSteps', describe: 'logging_steps', commands: TRAIN },
+  { name: 'save-strategy', type: 'string', field: 'saveStrategy', choices: STRATEGIES, describe: 'save_strategy', commands: TRAIN },
+  { name: 'save-steps', type: 'number', field: 'saveSteps', describe: 'save_steps', commands: TRAIN },
+  { name: 'save-total-limit', type: 'number', field: 'saveTotalLimit', describe: 'keep at most this many checkpoints', commands: TRAIN },
+  { name: 'seed', type: 'number', field: 'seed', describe: 'seed (initialisation of new weights, shuffling, dropout)', commands: TRAIN },
+  { name: 'group-by-length', type: 'boolean', field: 'groupByLength', describe: 'group_by_length', commands: TRAIN },
+  { name: 'pad-to-multiple-of', type: 'number', field: 'padToMultipleOf', describe: 'pad batches to a multiple of this length', commands: TRAIN },
+  { name: 'on-non-finite-loss', type: 'string', field: 'onNonFiniteLoss', choices: NON_FINITE_LOSS, describe: 'a NaN/infinite loss stops the run, or its update is skipped', commands: TRAIN },
+  { name: 'bf16', type: 'boolean', field: 'bf16', describe: 'bfloat16 autocast for forward passes (TrainingArguments bf16); weights and optimizer stay fp32', commands: ALL },
+  { name: 'resume-from-checkpoint', type: 'string', describe: 'a checkpoint folder, or "latest" for the newest in --output-dir', commands: TRAIN },
+  { name: 'device', type: 'string', default: 'auto', describe: 'auto, cpu, cuda or cuda:N', commands: ALL },
+  { name: 'threads', type: 'number', describe: 'libtorch intra-op threads (default: libtorch\'s choice)', commands: ALL },
+  { name: 'json', type: 'boolean', default: false, describe: 'one JSON object per line instead of tables', commands: ALL },
+  { name: 'revision', type: 'string', default: 'main', describe: 'Hub revision of the model (branch, tag, commit or refs/pr/N)', commands: ALL },
+  { name: 'sentence1', type: 'string', array: true, describe: 'first sentence(s)', commands: ['predict'] },
+  { name: 'sentence2', type: 'string', array: true, describe: 'second sentence(s), one per --sentence1', commands: ['predict'] },
+  { name: 'file', type: 'string', describe: 'a data file of rows to classify (.csv, .tsv, .jsonl, .json, .parquet)', commands: ['predict'] },
+  { name: 'split', type: 'string', describe: 'GLUE split (default: the task\'s validation split)', commands: ['evaluate'] },
+];
+
+const BY_FIELD = new Map(FLAGS.filter((f) => f.field).map((f) => [f.field!, f]));
+
+/** The flag a TrainingArguments field is set by, as the user typed it: validateArgs names it in messages. */
+export function flagOf(field: keyof TrainingArguments): string {
+  const f = BY_FIELD.get(field);
+  return f ? `--${f.name}` : field;
+}
+
+/** yargs options of one command. */
+export function yargsOptions(command: Command): Record<string, object> {
+  const out: Record<string, object> = {};
+  for (const f of FLAGS) {
+    if (!f.commands.includes(command)) continue;
+    const def = f.defaultFor?.[command] ?? (f.field ? DEFAULT_ARGS[f.field] ?? undefined : f.default);
+    out[f.name] = { type: f.type, describe: f.describe, ...(def !== undefined && def !== null ? { default: def } : {}), ...(f.choices ? { choices: f.choices } : {}), ...(f.array ? { array: true } : {}) };
+  }
+  return out;
+}
+
+/** Parsed flags, checked: no repeats (but array flags), numbers that are numbers. */
+export function checkFlags(a: Record<string, unknown>, command: Command): void {
+  for (const f of FLAGS) {
+    if (!f.commands.includes(command)) continue;
+    const v = a[f.name];
+    if (Array.isArray(v) && !f.array) throw new UsageError(`--${f.name} was given more than once`);
+    if (f.type === 'number' && v !== undefined && (typeof v !== 'number' || Number.isNaN(v)))
+      throw new UsageError(`--${f.name} must be a number, got ${JSON.stringify(process.argv[process.argv.indexOf(`--${f.name}`) + 1] ?? v)}`);
+  }
+}
+
+/** The TrainingArguments the flags set (flags not given keep DEFAULT_ARGS' values). */
+export function trainingArgsOf(a: Record<string, unknown>, command: Command): Partial<TrainingArguments> {
+  const args: Record<string, unknown> = {};
+  for (const f of FLAGS) if (f.field && f.commands.includes(command) && a[f.name] !== undefined) args[f.field] = a[f.name];
+  return args as Partial<TrainingArguments>;
+}

@@ -150,8 +150,8 @@ export function validateArgs(a: Partial<TrainingArguments>, nameOf: (field: keyo
 
 /** The learning-rate multiplier transformers' get_*_schedule_with_warmup gives at optimizer step `step`. */
 export function lrLambda(kind: LrScheduler, step: number, warmup: number, total: number): number {
+  if (kind === 'constant') return 1;  // get_constant_schedule: transformers ignores the warmup for "constant"
   if (step < warmup) return step / Math.max(1, warmup);
-  if (kind === 'constant') return 1;
   const progress = (step - warmup) / Math.max(1, total - warmup);
   if (kind === 'linear') return Math.max(0, (total - step) / Math.max(1, total - warmup));
   return Math.max(0, 0.5 * (1 + Math.cos(Math.PI * progress)));

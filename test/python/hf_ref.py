@@ -83,9 +83,25 @@ def check_saved(a):
             "mismatched": [str(x) for x in info.get("mismatched_keys", [])], "logits": out.logits.flatten().tolist()}
 
 
+def schedules(a):
+    """The learning rate transformers' get_scheduler gives at every step, for each case {kind, warmup, total}."""
+    from transformers import get_scheduler
+    out = []
+    for c in a["cases"]:
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=a["lr"])
+        sched = get_scheduler(c["kind"], opt, num_warmup_steps=c["warmup"], num_training_steps=c["total"])
+        lrs = []
+        for _ in range(c["total"] + 1):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        out.append(lrs)
+    return out
+
+
 def main():
     cmd, args = sys.argv[1], json.loads(sys.argv[2])
-    fn = {"make-model": make_model, "reference": reference, "check-saved": check_saved}[cmd]
+    fn = {"make-model": make_model, "reference": reference, "check-saved": check_saved, "schedules": schedules}[cmd]
     print(json.dumps(fn(args)))
 
 

@@ -482,9 +482,10 @@ class Model : public Napi::ObjectWrap<Model> {
     return Guard(info, [&](Napi::Env env) -> Napi::Value {
       auto s = Live();
       if (!info[0].IsString()) throw std::invalid_argument("file must be a string");
-      if (!info[1].IsString()) throw std::invalid_argument("what must be 'model' or 'optimizer'");
-      std::string file = info[0].As<Napi::String>().Utf8Value(), what = info[1].As<Napi::String>().Utf8Value();
-      if (what != "model" && what != "optimizer") throw std::invalid_argument("what must be 'model' or 'optimizer'");
+      const std::string file = info[0].As<Napi::String>().Utf8Value(), kind = info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
+      using State = bert::Session::State;
+      State what = kind == "model" ? State::kModel : kind == "optimizer" ? State::kOptimizer : kind == "rng" ? State::kRng
+                 : throw std::invalid_argument("what must be 'model', 'optimizer' or 'rng'");
       std::vector<std::pair<std::string, std::string>> metadata;
       if (info[2].IsObject()) {
         Napi::Object m = info[2].As<Napi::Object>();
@@ -495,8 +496,7 @@ class Model : public Napi::ObjectWrap<Model> {
           metadata.emplace_back(k.ToString().Utf8Value(), v.As<Napi::String>().Utf8Value());
         }
       }
-      const bool optimizer = what == "optimizer";
-      return Job::Run(env, [s, file, optimizer, metadata] { s->SaveSafetensors(file, optimizer, metadata); }, nullptr, {info.This()});
+      return Job::Run(env, [s, file, what, metadata] { s->SaveSafetensors(file, what, metadata); }, nullptr, {info.This()});
     });
   }
 

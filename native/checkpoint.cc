@@ -125,9 +125,14 @@ LoadReport TorchSession::Load(const std::vector<Blob>& blobs) {
   return report;
 }
 
-std::vector<std::pair<std::string, at::Tensor>> TorchSession::Named(bool optimizer) const {
+std::vector<std::pair<std::string, at::Tensor>> TorchSession::Named(State what) const {
   std::vector<std::pair<std::string, at::Tensor>> out;
-  if (!optimizer) {
+  if (what == State::kRng) {
+    out.emplace_back("cpu", cpu_gen_.get_state());
+    if (device_gen_.defined()) out.emplace_back("cuda", device_gen_.get_state());
+    return out;
+  }
+  if (what == State::kModel) {
     for (const auto& p : store_.params()) out.emplace_back(p.name, p.value.to(at::kFloat));
     return out;
   }
@@ -142,7 +147,7 @@ std::vector<std::pair<std::string, at::Tensor>> TorchSession::Named(bool optimiz
 
 std::vector<Blob> TorchSession::StateDict() {
   std::vector<Blob> out;
-  for (const auto& [name, t] : Named(false)) out.push_back(ToBlob(name, t));
+  for (const auto& [name, t] : Named(State::kModel)) out.push_back(ToBlob(name, t));
   return out;
 }
 
@@ -159,10 +164,10 @@ static std::string JsonString(const std::string& s) {
   return r + "\"";
 }
 
-void TorchSession::SaveSafetensors(const std::string& file, bool optimizer,
+void TorchSession::SaveSafetensors(const std::string& file, State what,
                                    const std::vector<std::pair<std::string, std::string>>& metadata) {
   at::NoGradGuard no_grad;
-  auto named = Named(optimizer);
+  auto named = Named(what);
   for (auto& [name, t] : named) t = t.detach().contiguous();  // no copy for the CPU's contiguous parameters
   // Header: {"__metadata__": {...}, name: {dtype, shape, data_offsets}, ...}, padded with spaces to 8 bytes.
   std::string h = "{";

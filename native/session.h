@@ -81,11 +81,13 @@ class Session {
   virtual void ZeroGrad() = 0;
   virtual std::vector<Blob> StateDict() = 0;           // F32, Hugging Face names
   virtual void LoadOptimizerState(const std::vector<Blob>& blobs) = 0;
-  // Writes StateDict() (optimizer = false) or the AdamW state (step, exp_avg/exp_avg_sq per parameter) as a
-  // safetensors file straight from the tensors, then fsyncs it: no copy is made, so a checkpoint does not raise peak memory.
-  virtual void SaveSafetensors(const std::string& file, bool optimizer,
+  // The one writer of checkpoint tensors: StateDict() (kModel), the AdamW state (kOptimizer: step, exp_avg and
+  // exp_avg_sq per parameter) or the dropout generators (kRng: "cpu", "cuda") as a safetensors file, straight from
+  // the tensors, then fsynced: no copy is made, so a checkpoint does not raise peak memory.
+  enum class State { kModel, kOptimizer, kRng };
+  virtual void SaveSafetensors(const std::string& file, State what,
                                const std::vector<std::pair<std::string, std::string>>& metadata) = 0;
-  // Mixed precision for forward passes (and the loss), as torch.autocast: "bf16" or "" (fp32). Parameters,
+  // Mixed precision for forward passes (and the loss), as torch.autocast: "bf16" or "no" (fp32). Parameters,
   // gradients and AdamW state stay fp32, as with the HF Trainer's --bf16.
   virtual void SetAutocast(const std::string& dtype) = 0;
   // The model's own dropout generators (CPU, and the model's CUDA device if any): two models never share a stream.

@@ -23,7 +23,7 @@ class TorchSession : public Session {
   void ZeroGrad() override;                                                    // optimizer.cc
   std::vector<Blob> StateDict() override;                                      // checkpoint.cc
   void LoadOptimizerState(const std::vector<Blob>& blobs) override;            // optimizer.cc
-  void SaveSafetensors(const std::string& file, bool optimizer,
+  void SaveSafetensors(const std::string& file, State what,
                        const std::vector<std::pair<std::string, std::string>>& metadata) override;  // checkpoint.cc
   void SetAutocast(const std::string& dtype) override;
   void Seed(uint64_t seed) override;                                           // rng.cc
@@ -33,7 +33,7 @@ class TorchSession : public Session {
  private:
   Pass MakePass(bool train);
   at::Tensor Loss(const at::Tensor& logits, const Batch& batch);
-  std::vector<std::pair<std::string, at::Tensor>> Named(bool optimizer) const;  // the weights or the AdamW state, by name
+  std::vector<std::pair<std::string, at::Tensor>> Named(State what) const;  // the tensors of one kind of state, by name
 
   Config cfg_;
   at::Device device_;

@@ -283,6 +283,11 @@ export class BertForSequenceClassification {
     await writeAtomically(file, (tmp) => this.run(() => this.native.saveSafetensors(tmp, 'optimizer', { format: 'pt', content: 'adamw-state' })));
   }
 
+  /** This model's dropout generators as a safetensors file ("cpu", and "cuda" on a GPU), as rng_state in checkpoints. */
+  async saveRngState(file: string): Promise<void> {
+    await writeAtomically(file, (tmp) => this.run(() => this.native.saveSafetensors(tmp, 'rng', { format: 'pt' })));
+  }
+
   async loadOptimizerState(file: string): Promise<void> {
     const { tensors } = await indexSafetensors(file);
     await this.run(() => this.native.loadOptimizerState(tensors)).catch((e) => { throw new InputError(file, (e as Error).message); });

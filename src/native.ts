@@ -21,7 +21,7 @@ export interface NativeModel {
   zeroGrad(): Promise<void>;
   stateDict(): Promise<NativeBlob[]>;
   loadOptimizerState(t: NativeTensorSource[]): Promise<void>;
-  saveSafetensors(file: string, what: 'model' | 'optimizer', metadata: Record<string, string>): Promise<void>;
+  saveSafetensors(file: string, what: 'model' | 'optimizer' | 'rng', metadata: Record<string, string>): Promise<void>;
   setAutocast(dtype: 'no' | 'bf16'): Promise<void>;
   seed(n: number): Promise<void>;
   rngState(): Promise<NativeBlob[]>;

@@ -8,7 +8,7 @@ import { BertForSequenceClassification, OPTIMIZER_DEFAULTS } from './model.js';
 import type { BertTokenizer } from './tokenizer.js';
 import type { TokenizedDataset } from './data.js';
 import { exists, readJson, writeFileAtomic } from './fsutil.js';
-import { readSafetensors, writeSafetensors } from './safetensors.js';
+import { readSafetensors } from './safetensors.js';
 import { glueMetric } from './metrics.js';
 import { InputError, show, UsageError } from './errors.js';
 
@@ -390,7 +390,7 @@ export class Trainer {
     await this.o.tokenizer?.save(tmp);
     await this.model.saveOptimizerState(path.join(tmp, 'optimizer.safetensors'));
     await writeFileAtomic(path.join(tmp, 'scheduler.json'), JSON.stringify({ last_epoch: this.state.global_step, type: this.args.lrSchedulerType }) + '\n');
-    await writeSafetensors(path.join(tmp, 'rng_state.safetensors'), await this.model.rngState(), { format: 'pt' });
+    await this.model.saveRngState(path.join(tmp, 'rng_state.safetensors'));
     await writeFileAtomic(path.join(tmp, 'trainer_state.json'), JSON.stringify(this.state, null, 2) + '\n');
     await writeFileAtomic(path.join(tmp, 'training_args.json'), JSON.stringify(this.args, null, 2) + '\n');
     await removeCheckpoint(dir);  // re-saving a step after a resume

@@ -571,6 +571,7 @@ class Addon : public Napi::Addon<Addon> {
     o.Set("cudaAvailable", r.cuda_available);
     o.Set("cudaDeviceCount", r.cuda_device_count);
     o.Set("numThreads", r.num_threads);
+    o.Set("activations", Strings(env, r.activations));
     // What V8 counts as external memory (adjusted by 0: a read); models add their native size to it.
     o.Set("v8ExternalMemory", Napi::Number::New(env, static_cast<double>(Napi::MemoryManagement::AdjustExternalMemory(env, 0))));
     return o;

@@ -92,14 +92,21 @@ static at::Tensor Relu(const at::Tensor& x) { return at::relu(x); }
 static at::Tensor Silu(const at::Tensor& x) { return at::silu(x); }
 static at::Tensor Tanh(const at::Tensor& x) { return at::tanh(x); }
 
+// transformers' ACT2FN names this model implements: the one list (src/config.ts validates config.json against it).
+static const std::pair<const char*, Activation> kActivations[] = {
+    {"gelu", Gelu}, {"gelu_new", GeluTanh}, {"gelu_pytorch_tanh", GeluTanh}, {"gelu_fast", GeluTanh}, {"quick_gelu", QuickGelu},
+    {"relu", Relu}, {"silu", Silu}, {"swish", Silu}, {"tanh", Tanh}};
+
+std::vector<std::string> Activations() {
+  std::vector<std::string> names;
+  for (const auto& [name, fn] : kActivations) names.push_back(name);
+  return names;
+}
+
 Activation ActivationOf(const std::string& a) {
-  if (a == "gelu") return Gelu;
-  if (a == "gelu_new" || a == "gelu_pytorch_tanh" || a == "gelu_fast") return GeluTanh;
-  if (a == "quick_gelu") return QuickGelu;
-  if (a == "relu") return Relu;
-  if (a == "silu" || a == "swish") return Silu;
-  if (a == "tanh") return Tanh;
-  throw std::invalid_argument("config: hidden_act '" + a + "' is not supported");  // src/config.ts lists the names
+  for (const auto& [name, fn] : kActivations)
+    if (a == name) return fn;
+  throw std::invalid_argument("config: hidden_act '" + a + "' is not supported");
 }
 
 BertEmbeddings::BertEmbeddings(const Path& p, const Config& c)

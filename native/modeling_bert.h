@@ -58,6 +58,7 @@ struct BertLayerNorm {  // nn.LayerNorm: weight, bias
 
 using Activation = at::Tensor (*)(const at::Tensor&);
 Activation ActivationOf(const std::string& hidden_act);  // transformers' ACT2FN names; throws for others
+std::vector<std::string> Activations();
 
 struct BertEmbeddings {
   at::Tensor word_embeddings, position_embeddings, token_type_embeddings;  // "<name>.weight"

@@ -33,6 +33,7 @@ RuntimeInfo Runtime() {
   r.cuda_available = torch::cuda::is_available();
   r.cuda_device_count = static_cast<int>(torch::cuda::device_count());
   r.num_threads = at::get_num_threads();
+  r.activations = Activations();
   return r;
 }
 

@@ -102,6 +102,7 @@ struct RuntimeInfo {
   bool cuda_available = false;
   int cuda_device_count = 0;
   int num_threads = 0;
+  std::vector<std::string> activations;  // hidden_act values the model implements
 };
 RuntimeInfo Runtime();
 

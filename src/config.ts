@@ -1,5 +1,6 @@
 // BertConfig as transformers reads config.json: defaults, validation with the file and field named, overrides.
 import { InputError, show } from './errors.js';
+import { addon } from './native.js';
 
 export type ProblemType = 'regression' | 'single_label_classification' | 'multi_label_classification';
 
@@ -40,7 +41,8 @@ export const BERT_BASE_UNCASED: Omit<BertConfig, 'id2label' | 'label2id' | 'prob
   position_embedding_type: 'absolute', classifier_dropout: null,
 };
 
-const ACTS = ['gelu', 'gelu_new', 'gelu_pytorch_tanh', 'gelu_fast', 'quick_gelu', 'relu', 'silu', 'swish', 'tanh'];
+
+let activations: string[] | undefined;
 
 export function numLabels(c: BertConfig): number {
   return Object.keys(c.id2label).length;
@@ -96,7 +98,8 @@ export function parseConfig(raw: unknown, file: string, o: ConfigOverrides = {})
   }
   if (c.hidden_size % c.num_attention_heads !== 0)
     throw new InputError(file, `hidden_size ${c.hidden_size} is not a multiple of num_attention_heads ${c.num_attention_heads}`);
-  if (!ACTS.includes(c.hidden_act)) throw new InputError(file, `hidden_act ${show(c.hidden_act)} is not supported (${ACTS.join(', ')})`);
+  const acts = (activations ??= addon().runtime().activations);  // the addon implements them: it owns the list
+  if (!acts.includes(c.hidden_act)) throw new InputError(file, `hidden_act ${show(c.hidden_act)} is not supported (${acts.join(', ')})`);
   if (c.position_embedding_type !== 'absolute')
     throw new InputError(file, `position_embedding_type ${show(c.position_embedding_type)} is not supported (only "absolute")`);
 

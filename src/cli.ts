@@ -58,17 +58,26 @@ export async function main(argv = hideBin(process.argv), out: Out = stdoutLine, 
       .wrap(Math.min(110, process.stdout.columns || 110));
     await parser.parseAsync();
   } catch (e) {
-    // Exit 2: something the user can fix (UserError: a flag, a file, an argument; yargs' own usage errors). Anything
-    // else is a failure of ours or of the machine, exit 1, with its stack on request.
-    const ex = e as Error;
-    err(`error: ${String(ex?.message ?? ex).trim().replace(/\s*\n\s*/g, ' ')}`);  // one line, whatever the source (yargs writes several)
-    const user = e instanceof UserError || ex?.name === 'YError';
-    if (!user && (argv.includes('--debug') || process.env.BERT_TRAINER_DEBUG === '1') && ex?.stack) err(ex.stack);
-    return user ? 2 : 1;
+    const { code: exit, lines } = errorReport(e, argv.includes('--debug') || process.env.BERT_TRAINER_DEBUG === '1');
+    for (const l of lines) err(l);
+    return exit;
   } finally {
     for (const s of signals) process.off(s, onSignal);
   }
   return code;
+}
+
+/**
+ * What the CLI prints and returns for an error. Exit 2: something the user can fix (UserError: a flag, a file, an
+ * argument; yargs' own usage errors), one line. Anything else (a built-in TypeError from our own code included) is
+ * a failure of ours or of the machine: exit 1, one line, and the stack when `debug`.
+ */
+export function errorReport(e: unknown, debug: boolean): { code: 1 | 2; lines: string[] } {
+  const ex = e as Error;
+  const lines = [`error: ${String(ex?.message ?? ex).trim().replace(/\s*\n\s*/g, ' ')}`];  // one line, whatever the source (yargs writes several)
+  const user = e instanceof UserError || ex?.name === 'YError';
+  if (!user && debug && ex?.stack) lines.push(ex.stack);
+  return { code: user ? 2 : 1, lines };
 }
 
 // Output must never stop training: a closed stdout (`| head`) or stderr makes writes to it no-ops (EPIPE).

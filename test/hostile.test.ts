@@ -274,3 +274,19 @@ test('an interrupt during evaluation stops it at the next batch and saves the ch
   assert.ok(redraws.length > 2, typed.slice(0, 300));
   for (const r of redraws) assert.ok(r.includes('\x1b[K'), JSON.stringify(r));
 });
+
+test('exit codes: user errors 2 with one line; a bug in our code (a built-in TypeError) 1, its stack with --debug', async () => {
+  const { errorReport } = await import('../src/cli.js');
+  const { UsageError, InputError } = await import('../src/errors.js');
+  const { HubError } = await import('../src/hub.js');
+  for (const e of [new UsageError('--epochs must be ...'), new InputError('f.csv', 'row 2: bad'), new HubError('not cached')])
+    assert.deepEqual(errorReport(e, true), { code: 2, lines: [`error: ${e.message}`] });
+  const bug = new TypeError("Cannot read properties of undefined (reading 'x')");
+  assert.deepEqual(errorReport(bug, false), { code: 1, lines: [`error: ${bug.message}`] });
+  const dbg = errorReport(bug, true);
+  assert.equal(dbg.code, 1);
+  assert.match(dbg.lines[1], /TypeError: Cannot read properties[\s\S]*\n\s+at /);
+  // yargs' own usage errors are the user's too, on one line.
+  const yerr = Object.assign(new Error('Invalid values:\n  Argument: lr-scheduler'), { name: 'YError' });
+  assert.deepEqual(errorReport(yerr, true), { code: 2, lines: ['error: Invalid values: Argument: lr-scheduler'] });
+});

@@ -2,7 +2,7 @@
 // yargs' options, the TrainingArguments a command passes on, number checks and the flag named in an error message
 // all come from this table, so adding a flag is one line here.
 import { GLUE_TASKS } from './glue.js';
-import { DEFAULT_ARGS, LR_SCHEDULERS, NON_FINITE_LOSS, STRATEGIES, type TrainingArguments } from './trainer.js';
+import { DEFAULT_ARGS, LR_SCHEDULERS, NON_FINITE_LOSS, REPORT_TO, STRATEGIES, type TrainingArguments } from './trainer.js';
 import { UsageError } from './errors.js';
 
 export type Command = 'train' | 'predict' | 'evaluate';
@@ -57,6 +57,8 @@ export const FLAGS: readonly Flag[] = [
   { name: 'pad-to-multiple-of', type: 'number', field: 'padToMultipleOf', describe: 'pad batches to a multiple of this length', commands: TRAIN },
   { name: 'on-non-finite-loss', type: 'string', field: 'onNonFiniteLoss', choices: NON_FINITE_LOSS, describe: 'a NaN/infinite loss stops the run, or its update is skipped', commands: TRAIN },
   { name: 'bf16', type: 'boolean', field: 'bf16', describe: 'bfloat16 autocast for forward passes (TrainingArguments bf16); weights and optimizer stay fp32', commands: ALL },
+  { name: 'report-to', type: 'string', array: true, field: 'reportTo', choices: REPORT_TO, describe: 'report_to: tensorboard writes event files into --logging-dir', commands: TRAIN },
+  { name: 'logging-dir', type: 'string', field: 'loggingDir', describe: 'logging_dir (default: <output-dir>/runs/<date>_<host>; a resumed run keeps its own)', commands: TRAIN },
   { name: 'resume-from-checkpoint', type: 'string', describe: 'a checkpoint folder, or "latest" for the newest in --output-dir', commands: TRAIN },
   { name: 'device', type: 'string', default: 'auto', describe: 'auto, cpu, cuda or cuda:N', commands: ALL },
   { name: 'threads', type: 'number', describe: 'libtorch intra-op threads (default: libtorch\'s choice)', commands: ALL },

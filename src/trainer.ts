@@ -9,6 +9,7 @@ import type { BertTokenizer } from './tokenizer.js';
 import type { TokenizedDataset } from './data.js';
 import { exists, readJson, writeFileAtomic } from './fsutil.js';
 import { readSafetensors } from './safetensors.js';
+import { defaultLoggingDir, TensorBoardWriter, tensorboardTags } from './tensorboard.js';
 import { glueMetric } from './metrics.js';
 import { InputError, show, UsageError } from './errors.js';
 
@@ -16,6 +17,7 @@ import { InputError, show, UsageError } from './errors.js';
 export const LR_SCHEDULERS = ['linear', 'cosine', 'constant'] as const;
 export const STRATEGIES = ['no', 'steps', 'epoch'] as const;
 export const NON_FINITE_LOSS = ['stop', 'skip'] as const;
+export const REPORT_TO = ['none', 'tensorboard'] as const;
 export type LrScheduler = (typeof LR_SCHEDULERS)[number];
 export type Strategy = (typeof STRATEGIES)[number];
 
@@ -50,6 +52,10 @@ export interface TrainingArguments {
   onNonFiniteLoss: (typeof NON_FINITE_LOSS)[number];
   /** bfloat16 autocast for forward passes and the loss, in training and evaluation (weights and AdamW stay fp32). */
   bf16: boolean;
+  /** Where logs go besides log_history: 'tensorboard' writes event files into loggingDir. */
+  reportTo: Array<(typeof REPORT_TO)[number]>;
+  /** TensorBoard's run folder; null: <outputDir>/runs/<Mon DD_HH-MM-SS>_<host>, as transformers; a resumed run keeps its checkpoint's. */
+  loggingDir: string | null;
 }
 
 export const DEFAULT_ARGS: TrainingArguments = {
@@ -59,6 +65,7 @@ export const DEFAULT_ARGS: TrainingArguments = {
   perDeviceTrainBatchSize: 8, perDeviceEvalBatchSize: 8, gradientAccumulationSteps: 1, evalStrategy: 'epoch',
   evalSteps: null, loggingSteps: 500, saveStrategy: 'steps', saveSteps: 500, saveTotalLimit: null, seed: 42,
   groupByLength: false, dataloaderDropLast: false, padToMultipleOf: null, onNonFiniteLoss: 'stop', bf16: false,
+  reportTo: [], loggingDir: null,
 };
 
 
@@ -145,6 +152,8 @@ export function validateArgs(a: Partial<TrainingArguments>, nameOf: (field: keyo
   if (!Number.isInteger(args.seed) || args.seed < 0) bad('seed', 'an integer >= 0', args.seed);
   if (args.padToMultipleOf !== null && (!Number.isInteger(args.padToMultipleOf) || args.padToMultipleOf < 1)) bad('padToMultipleOf', 'an integer >= 1', args.padToMultipleOf);
   if (typeof args.bf16 !== 'boolean') bad('bf16', 'true or false', args.bf16);
+  if (!Array.isArray(args.reportTo) || args.reportTo.some((r) => !REPORT_TO.includes(r))) bad('reportTo', `a list of ${REPORT_TO.join(', ')}`, args.reportTo);
+  if (args.loggingDir !== null && (typeof args.loggingDir !== 'string' || !args.loggingDir)) bad('loggingDir', 'a folder path', args.loggingDir);
   return args;
 }
 
@@ -162,6 +171,7 @@ export class Trainer {
   readonly model: BertForSequenceClassification;
   private state!: TrainerState;
   private training = false;
+  private tb: TensorBoardWriter | undefined;
 
   constructor(private readonly o: TrainerOptions) {
     this.model = o.model;
@@ -180,6 +190,7 @@ export class Trainer {
 
   private emitLog(entry: LogEntry) {
     this.state.log_history.push(entry);
+    if (this.tb) for (const [tag, v] of tensorboardTags(entry)) this.tb.scalar(tag, v, this.state.global_step);
     this.o.events?.log?.(entry);
   }
 
@@ -196,6 +207,8 @@ export class Trainer {
       return await this.trainLoop(o);
     } finally {
       this.training = false;
+      this.tb?.close();
+      this.tb = undefined;
     }
   }
 
@@ -219,14 +232,23 @@ export class Trainer {
       is_world_process_zero: true, trial_name: null, trial_params: null,
       stateful_callbacks: { TrainerControl: { args: { should_training_stop: false, should_epoch_stop: false, should_save: true, should_evaluate: false, should_log: false }, attributes: {} } },
     };
+    this.resumedLoggingDir = undefined;
     await model.seed(args.seed);
     await model.setMixedPrecision(this.precision);
     if (o.resumeFromCheckpoint) {
       await this.resume(o.resumeFromCheckpoint);
+      this.resumedLoggingDir = await this.savedLoggingDir(o.resumeFromCheckpoint);
       // Not an error: resuming a run whose last checkpoint is its final step completes a cut-short final save.
       if (this.state.global_step >= maxSteps)
         this.o.events?.warning?.(`${o.resumeFromCheckpoint} is at step ${this.state.global_step} and this run ends at step ${maxSteps}: nothing is left to train, ` +
           'so the model stays as the checkpoint has it (raise numTrainEpochs / --epochs or maxSteps / --max-steps to train further); training_loss is NaN');
+    }
+    if (args.reportTo.includes('tensorboard')) {
+      // As TensorBoardCallback: the arguments and the model config as text, then every log entry as scalars.
+      args.loggingDir ??= this.resumedLoggingDir ?? defaultLoggingDir(args.outputDir);
+      this.tb = new TensorBoardWriter(args.loggingDir, o.resumeFromCheckpoint ? this.state.global_step + 1 : undefined);
+      this.tb.text('args', JSON.stringify(args, null, 2));
+      this.tb.text('model_config', JSON.stringify(model.config, null, 2));
     }
     const start = performance.now();
     const flopsPerToken = 6 * model.nonEmbeddingParameters;
@@ -404,6 +426,15 @@ export class Trainer {
     if (!this.args.saveTotalLimit) return;
     const all = await listCheckpoints(this.args.outputDir);
     for (const c of all.slice(0, Math.max(0, all.length - this.args.saveTotalLimit))) await removeCheckpoint(c);
+  }
+
+  private resumedLoggingDir: string | undefined;
+  /** The run folder a checkpoint's TensorBoard logs went to, so a resumed run appends to the same run. */
+  private async savedLoggingDir(dir: string): Promise<string | undefined> {
+    const f = path.join(dir, 'training_args.json');
+    if (!(await exists(f))) return undefined;
+    const saved = (await readJson(f)) as Partial<TrainingArguments>;
+    return typeof saved?.loggingDir === 'string' && saved.loggingDir ? saved.loggingDir : undefined;
   }
 
   private async resume(dir: string) {

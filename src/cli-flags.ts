@@ -59,6 +59,8 @@ export const FLAGS: readonly Flag[] = [
   { name: 'bf16', type: 'boolean', field: 'bf16', describe: 'bfloat16 autocast for forward passes (TrainingArguments bf16); weights and optimizer stay fp32', commands: ALL },
   { name: 'report-to', type: 'string', array: true, field: 'reportTo', choices: REPORT_TO, describe: 'report_to: tensorboard writes event files into --logging-dir', commands: TRAIN },
   { name: 'logging-dir', type: 'string', field: 'loggingDir', describe: 'logging_dir (default: <output-dir>/runs/<date>_<host>; a resumed run keeps its own)', commands: TRAIN },
+  { name: 'dashboard', type: 'string', describe: 'serve a live page of the run on this port (0 or no value: a free one); printed at start', commands: TRAIN },
+  { name: 'dashboard-host', type: 'string', describe: 'address the dashboard listens on (default 127.0.0.1: this machine only; anything else exposes it)', commands: TRAIN },
   { name: 'resume-from-checkpoint', type: 'string', describe: 'a checkpoint folder, or "latest" for the newest in --output-dir', commands: TRAIN },
   { name: 'device', type: 'string', default: 'auto', describe: 'auto, cpu, cuda or cuda:N', commands: ALL },
   { name: 'threads', type: 'number', describe: 'libtorch intra-op threads (default: libtorch\'s choice)', commands: ALL },

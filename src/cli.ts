@@ -13,6 +13,7 @@ import { UsageError, UserError } from './errors.js';
 import { lockOutputDir, saveAsUnit, writeFileAtomic } from './fsutil.js';
 import { addon } from './native.js';
 import { checkFlags, flagOf, trainingArgsOf, yargsOptions, type Command } from './cli-flags.js';
+import { Dashboard } from './dashboard.js';
 
 type Out = (line: string) => void;
 /** Parsed flags, by their kebab-case names (src/cli-flags.ts lists them). */
@@ -141,20 +142,42 @@ function labelInfo(ds: TextDataset) {
   return ds.isRegression ? { numLabels: 1, problemType: 'regression' as const } : { labels: ds.labelNames, problemType: 'single_label_classification' as const };
 }
 
+/** --dashboard [port] and --dashboard-host: where the live page listens, or undefined without --dashboard. */
+function dashboardFlags(a: Flags): { port: number; host: string } | undefined {
+  if (a.dashboard === undefined) {
+    if (a['dashboard-host'] !== undefined) throw new UsageError('--dashboard-host needs --dashboard');
+    return undefined;
+  }
+  const p = String(a.dashboard);
+  if (p !== '' && !(/^\d+$/.test(p) && Number(p) <= 65535)) throw new UsageError(`--dashboard must be a port number (0-65535, 0 or none: a free one), got ${JSON.stringify(p)}`);
+  return { port: p === '' ? 0 : Number(p), host: a['dashboard-host'] ?? '127.0.0.1' };
+}
+
 async function train(a: Flags, out: Out, err: Out, signal: AbortSignal): Promise<number> {
   const args = trainingArgsOf(a, 'train');
   validateArgs(args, flagOf);  // usage errors before any loading, named by their flags
   deviceFlag(a.device);
   if (a['max-length'] !== undefined && (!Number.isInteger(a['max-length']) || a['max-length'] < 3)) throw new UsageError('--max-length must be an integer >= 3');
+  const dash = dashboardFlags(a);
   const unlock = await lockOutputDir(a['output-dir']);  // before any work: an unusable output dir loses nothing
+  let dashboard: Dashboard | undefined;
   try {
-    return await trainLocked(a, args, out, err, signal);
+    if (dash) {
+      dashboard = new Dashboard();
+      const url = await dashboard.listen(dash.port, dash.host).catch((e) => { throw new UsageError(`--dashboard ${dash.port} on ${dash.host}: ${(e as Error).message}`); });
+      if (a.json) out(JSON.stringify({ event: 'dashboard', url })); else err(`Dashboard: ${url}`);
+    }
+    return await trainLocked(a, args, out, err, signal, dashboard);
+  } catch (e) {
+    dashboard?.publish({ type: 'error', message: (e as Error).message });
+    throw e;
   } finally {
+    await dashboard?.close();
     await unlock();
   }
 }
 
-async function trainLocked(a: Flags, args: Partial<TrainingArguments>, out: Out, err: Out, signal: AbortSignal): Promise<number> {
+async function trainLocked(a: Flags, args: Partial<TrainingArguments>, out: Out, err: Out, signal: AbortSignal, dashboard?: Dashboard): Promise<number> {
   phase = 'training';
   const log = (o: object, text: string) => out(a.json ? JSON.stringify(o) : text);
   const { train: trainText, validation, task } = await loadSplits(a, true);
@@ -175,6 +198,7 @@ async function trainLocked(a: Flags, args: Partial<TrainingArguments>, out: Out,
     const progress = new Progress(a.json ? null : out);
     const stepMs: number[] = [], epochEnds: number[] = [];
     const t0 = performance.now();
+    dashboard?.publish({ type: 'start', device: model.device, trainRows: trainData.enc.length, evalRows: evalData?.enc.length ?? 0 });
     log({ event: 'start', device: model.device, torch: addon().runtime().torchVersion, train_rows: trainData.enc.length, eval_rows: evalData?.enc.length ?? 0, max_length: maxLength },
       `Training on ${model.device} (libtorch ${addon().runtime().torchVersion}): ${trainData.enc.length} training rows, ${evalData?.enc.length ?? 0} validation rows, max length ${maxLength}`);
     const trainer = new Trainer({
@@ -182,10 +206,12 @@ async function trainLocked(a: Flags, args: Partial<TrainingArguments>, out: Out,
       events: {
         progress: (p) => {
           stepMs.push(p.stepMs);
+          dashboard?.publish({ type: 'progress', ...p, elapsedS: (performance.now() - t0) / 1000 });
           if (Math.abs(p.epoch - Math.round(p.epoch)) < 1e-9) epochEnds.push((performance.now() - t0) / 1000);
           progress.update(p.step, p.maxSteps, p.epoch);
         },
         log: (e) => {
+          dashboard?.publish({ type: 'log', entry: e });
           if ('loss' in e) lastTrainLoss = e.loss;
           if (a.json) out(JSON.stringify(e));
           else if ('loss' in e) progress.note(`step ${e.step}: loss ${e.loss.toFixed(4)}, learning rate ${e.learning_rate.toExponential(3)}, grad norm ${e.grad_norm.toFixed(4)}`);
@@ -198,6 +224,7 @@ async function trainLocked(a: Flags, args: Partial<TrainingArguments>, out: Out,
     const result = await trainer.train({ resumeFromCheckpoint: resume });
     progress.clear();
     if (result.interrupted) {
+      dashboard?.publish({ type: 'end', metrics: result.metrics, interrupted: true });
       log({ event: 'interrupted', global_step: result.globalStep }, `Stopped at step ${result.globalStep}; checkpoint saved in ${a['output-dir']}/checkpoint-${result.globalStep}`);
       return 130;
     }
@@ -209,6 +236,7 @@ async function trainLocked(a: Flags, args: Partial<TrainingArguments>, out: Out,
     await writeFileAtomic(path.join(a['output-dir'], 'eval_results.json'), JSON.stringify(evalMetrics, null, 2) + '\n');
     await writeFileAtomic(path.join(a['output-dir'], 'all_results.json'), JSON.stringify(all, null, 2) + '\n');
     await writeFileAtomic(path.join(a['output-dir'], 'trainer_state.json'), JSON.stringify(trainer.trainerState, null, 2) + '\n');
+    dashboard?.publish({ type: 'end', metrics: all });
     const sorted = [...stepMs].sort((x, y) => x - y), pct = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
     log({ event: 'end', global_step: result.globalStep, training_loss: result.trainingLoss, ...result.metrics,
       step_ms_p50: pct(0.5), step_ms_p95: pct(0.95), step_ms: stepMs, epoch_end_s: epochEnds, peak_rss_mb: process.resourceUsage().maxRSS / 1024 },

@@ -18,3 +18,5 @@ export type { BertConfig } from './config.js';
 export { readSafetensors, writeSafetensors, parseSafetensors, indexSafetensors } from './safetensors.js';
 export { UserError, UsageError, InputError } from './errors.js';
 export { addon as nativeAddon } from './native.js';
+export { Dashboard, type DashboardEvent } from './dashboard.js';
+export { TensorBoardWriter } from './tensorboard.js';

@@ -13,6 +13,8 @@ ln -s "$PWD/node_modules" "$dir/node_modules"
 npx tsc -p tsconfig.json && cp -r dist "$dir/dist"
 # No GPU here to detect an architecture from: name Hopper's.
 (cd "$dir" && TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} PYTHON="$venv/bin/python" node scripts/build-addon.js)
+# The Python references (transformers) come from this checkout's test environment (scripts/python-env.js).
+ref=$(node scripts/python-env.js | tail -1)
 (cd "$dir" && node -e "import('./dist/src/native.js').then(m => console.log(JSON.stringify(m.addon().runtime())))" &&
-  node --test dist/test/parity.test.js dist/test/model-errors.test.js dist/test/addon.test.js)
+  PYTHON="$ref" node --test dist/test/parity.test.js dist/test/model-errors.test.js dist/test/addon.test.js)
 rm -rf "$dir"

@@ -9,6 +9,19 @@ import { findLibtorch } from './find-libtorch.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
+// `--if-no-prebuild` (npm install): a prebuild for this platform that loads means nothing to compile, no libtorch to
+// find and no Python: an app's users get the shipped binary. BERT_ADDON_OUT / BERT_ADDON_RPATH: scripts/prebuild.js.
+const prebuilt = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`, 'node.napi.node');
+if (process.argv.includes('--if-no-prebuild') && existsSync(prebuilt)) {
+  try {
+    execFileSync(process.execPath, ['-e', `process.dlopen({ exports: {} }, ${JSON.stringify(prebuilt)})`], { stdio: 'pipe', env: { ...process.env, LD_LIBRARY_PATH: '' } });
+    console.error(`[addon] using the prebuild ${path.relative(root, prebuilt)}: nothing to compile`);
+    process.exit(0);
+  } catch (e) {
+    console.error(`[addon] the prebuild ${path.relative(root, prebuilt)} does not load here (${String(e.stderr ?? e).split('\n').find((l) => l.trim()) ?? ''}); building from source`);
+  }
+}
+const outDir = path.resolve(root, process.env.BERT_ADDON_OUT ?? 'build');
 
 let torch;
 try {
@@ -29,7 +42,7 @@ const nvrtc = cudaRoot && !existsSync(path.join(cudaRoot, 'lib64', 'libnvrtc.so'
     .flatMap((d) => (existsSync(d) ? readdirSync(d).filter((f) => /^libnvrtc\.so(\.\d+)?$/.test(f)).map((f) => path.join(d, f)) : []))[0]
   : undefined;
 const cmakeJs = path.join(path.dirname(require.resolve('cmake-js/package.json')), 'bin', 'cmake-js');
-const args = [cmakeJs, 'build', '--config', 'Release', '--directory', root, '--out', path.join(root, 'build'),
+const args = [cmakeJs, 'build', '--config', 'Release', '--directory', root, '--out', outDir, ...(process.env.BERT_ADDON_RPATH ? [`--CDBERT_ADDON_RPATH=${process.env.BERT_ADDON_RPATH}`] : []),
   `--CDCMAKE_PREFIX_PATH=${torch.prefix}`, ...(cudaRoot ? [`--CDCUDAToolkit_ROOT=${cudaRoot}`, `--CDCUDA_TOOLKIT_ROOT_DIR=${cudaRoot}`] : []), ...(nvrtc ? [`--CDCUDA_nvrtc_LIBRARY=${nvrtc}`] : []), '--parallel', String(Math.max(1, (await import('node:os')).cpus().length))];
 try {
   execFileSync(process.execPath, args, { stdio: 'inherit', cwd: root });
@@ -37,7 +50,7 @@ try {
   console.error('\nThe addon did not build (see the compiler output above). libtorch: ' + torch.prefix);
   process.exit(1);
 }
-if (!existsSync(path.join(root, 'build', 'Release', 'bert_addon.node'))) {
-  console.error('The build finished but build/Release/bert_addon.node is missing.');
+if (!existsSync(path.join(outDir, 'Release', 'bert_addon.node'))) {
+  console.error(`The build finished but ${path.join(outDir, 'Release', 'bert_addon.node')} is missing.`);
   process.exit(1);
 }

@@ -1,4 +1,5 @@
 // Loads the addon built by `npm install` (build/Release) or shipped in prebuilds/.
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -36,14 +37,23 @@ export interface Addon {
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 let cached: Addon | undefined;
 
+/**
+ * The one loader: an in-tree build (build/Release) first, else a prebuild from prebuilds/ through node-gyp-build.
+ * A CUDA prebuild (prebuilds/<platform>-<arch>-cuda/) is taken when it exists and this machine has an NVIDIA driver;
+ * BERT_TRAINER_VARIANT=cpu or cuda chooses explicitly.
+ */
 export function addon(): Addon {
   if (cached) return cached;
   const require = createRequire(import.meta.url);
+  const cuda = path.join(root, 'prebuilds', `${process.platform}-${process.arch}-cuda`, 'node.napi.node');
+  const variant = process.env.BERT_TRAINER_VARIANT;
+  const useCuda = variant === 'cuda' || (variant !== 'cpu' && !existsSync(path.join(root, 'build', 'Release', 'bert_addon.node')) &&
+    existsSync(cuda) && existsSync('/proc/driver/nvidia/version'));
   try {
-    cached = require('node-gyp-build')(root) as Addon;
+    cached = (useCuda ? require(cuda) : require('node-gyp-build')(root)) as Addon;
   } catch (e) {
-    throw new Error(`the native addon could not be loaded from ${root}/build/Release (${(e as Error).message.split('\n')[0]}); ` +
-      'run `npm install` (or `npm run build`) in the package folder to build it against libtorch');
+    throw new Error(`the native addon could not be loaded from ${useCuda ? cuda : `${root}/build/Release or ${root}/prebuilds`} (${(e as Error).message.split('\n')[0]}); ` +
+      'run `npm install` (or `npm run rebuild`) in the package folder to build it against libtorch');
   }
   return cached;
 }

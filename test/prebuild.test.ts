@@ -1,0 +1,55 @@
+// The prebuild is relocatable: prebuilds/<platform>-<arch>/ (made by `npm run prebuild` if absent) copied to a folder
+// outside the checkout loads there with no .venv, no Python on PATH and no LD_LIBRARY_PATH, and gives exactly what the
+// in-tree build gives for a forward pass and a training step. Its dynamic section names no path but $ORIGIN.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { root, tempDir } from './helpers.js';
+
+const dir = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`);
+
+// Runs with the raw addon only (what an app's worker does under the library): init, forward, train step, AdamW.
+const SCRIPT = `
+const m = { exports: {} };
+process.dlopen(m, process.argv[2]);
+const a = m.exports;
+const config = { vocab_size: 50, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 24,
+  max_position_embeddings: 32, type_vocab_size: 2, pad_token_id: 0, num_labels: 2, hidden_act: 'gelu', hidden_dropout_prob: 0,
+  attention_probs_dropout_prob: 0, layer_norm_eps: 1e-12, initializer_range: 0.02, classifier_dropout: -1, problem_type: 'single_label_classification' };
+(async () => {
+  const model = new a.Model();
+  await model.init({ config, device: 'cpu', seed: 3, threads: 1 });
+  const batch = { batch: 2, seq: 5, inputIds: Int32Array.from([2, 7, 9, 11, 3, 2, 8, 3, 0, 0]), attentionMask: Int32Array.from([1, 1, 1, 1, 1, 1, 1, 1, 0, 0]), labels: Int32Array.from([0, 1]) };
+  const before = await model.forward(batch);
+  const loss = await model.forwardBackward(batch, 1);
+  const norm = await model.optimizerStep({ lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, maxGradNorm: 1 });
+  const after = await model.forward(batch);
+  console.log(JSON.stringify({ torch: a.runtime().torchVersion, before: Array.from(before.logits), loss, norm, after: Array.from(after.logits) }));
+  await model.dispose();
+})();
+`;
+
+test('the prebuild folder works wherever it is copied: no Python, no .venv, no LD_LIBRARY_PATH; same numbers as the in-tree build', { timeout: 600_000 }, () => {
+  if (!existsSync(path.join(dir, 'node.napi.node'))) execFileSync(process.execPath, [path.join(root, 'scripts', 'prebuild.js')], { cwd: root, stdio: 'pipe' });
+  const dyn = execFileSync('readelf', ['-d', path.join(dir, 'node.napi.node')], { encoding: 'utf8' });
+  assert.match(dyn, /\(RUNPATH\)\s+Library runpath: \[\$ORIGIN\]/);
+  assert.doesNotMatch(dyn, /\[\/[^\]]*\]/, 'an absolute path in the dynamic section');
+  const { dir: tmp, cleanup } = tempDir('relocated-');
+  try {
+    const app = path.join(tmp, 'some-app', 'native');
+    cpSync(dir, app, { recursive: true });
+    writeFileSync(path.join(tmp, 'run.cjs'), SCRIPT);
+    const bin = path.join(tmp, 'bin');  // PATH holds node and nothing else: no python3 anywhere
+    mkdirSync(bin);
+    symlinkSync(process.execPath, path.join(bin, 'node'));
+    const env = { PATH: bin, HOME: tmp };
+    const relocated = JSON.parse(execFileSync(path.join(bin, 'node'), [path.join(tmp, 'run.cjs'), path.join(app, 'node.napi.node')], { cwd: tmp, env, encoding: 'utf8' }));
+    const inTree = JSON.parse(execFileSync(process.execPath, [path.join(tmp, 'run.cjs'), path.join(root, 'build', 'Release', 'bert_addon.node')], { cwd: tmp, encoding: 'utf8' }));
+    assert.ok(relocated.after.every(Number.isFinite) && relocated.loss > 0);
+    assert.deepEqual(relocated, inTree);
+  } finally {
+    cleanup();
+  }
+});

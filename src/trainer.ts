@@ -14,7 +14,7 @@ import { glueMetric } from './metrics.js';
 import { InputError, show, UsageError } from './errors.js';
 
 /** The values each choice argument takes: validation, types and the CLI's --help all read these. */
-export const LR_SCHEDULERS = ['linear', 'cosine', 'constant'] as const;
+export const LR_SCHEDULERS = ['linear', 'cosine', 'constant', 'constant_with_warmup', 'cosine_with_restarts', 'polynomial', 'inverse_sqrt'] as const;
 export const STRATEGIES = ['no', 'steps', 'epoch'] as const;
 export const NON_FINITE_LOSS = ['stop', 'skip'] as const;
 export const REPORT_TO = ['none', 'tensorboard'] as const;
@@ -157,13 +157,33 @@ export function validateArgs(a: Partial<TrainingArguments>, nameOf: (field: keyo
   return args;
 }
 
-/** The learning-rate multiplier transformers' get_*_schedule_with_warmup gives at optimizer step `step`. */
-export function lrLambda(kind: LrScheduler, step: number, warmup: number, total: number): number {
+/**
+ * The learning-rate multiplier transformers' get_scheduler(kind) gives at optimizer step `step` with its default
+ * scheduler arguments (cosine_with_restarts: 1 cycle; polynomial: lr_end 1e-7, power 1; inverse_sqrt: timescale =
+ * warmup or 10,000). `lr` is the initial learning rate (polynomial decays towards lr_end in absolute terms).
+ */
+export function lrLambda(kind: LrScheduler, step: number, warmup: number, total: number, lr = DEFAULT_ARGS.learningRate): number {
   if (kind === 'constant') return 1;  // get_constant_schedule: transformers ignores the warmup for "constant"
   if (step < warmup) return step / Math.max(1, warmup);
-  const progress = (step - warmup) / Math.max(1, total - warmup);
-  if (kind === 'linear') return Math.max(0, (total - step) / Math.max(1, total - warmup));
-  return Math.max(0, 0.5 * (1 + Math.cos(Math.PI * progress)));
+  switch (kind) {
+    case 'constant_with_warmup': return 1;
+    case 'linear': return Math.max(0, (total - step) / Math.max(1, total - warmup));
+    case 'cosine': return Math.max(0, 0.5 * (1 + Math.cos(Math.PI * ((step - warmup) / Math.max(1, total - warmup)))));
+    case 'cosine_with_restarts': {
+      const progress = (step - warmup) / Math.max(1, total - warmup);
+      return progress >= 1 ? 0 : Math.max(0, 0.5 * (1 + Math.cos(Math.PI * (progress % 1))));
+    }
+    case 'polynomial': {
+      const lrEnd = 1e-7;
+      if (step > total) return lrEnd / lr;
+      const remaining = 1 - (step - warmup) / Math.max(1, total - warmup);  // transformers divides by zero when warmup = total
+      return ((lr - lrEnd) * remaining + lrEnd) / lr;
+    }
+    case 'inverse_sqrt': {
+      const timescale = warmup || 10_000;
+      return 1 / Math.sqrt((step + timescale - warmup) / timescale);
+    }
+  }
 }
 
 export class Trainer {
@@ -286,7 +306,7 @@ export class Trainer {
             throw new Error(`training loss was not finite for ${skippedInARow} steps in a row (last: step ${step + 1}, epoch ${epoch + 1}): the run has diverged; ` +
               'lower the learning rate or check the data');
         } else {
-          const lr = args.learningRate * lrLambda(args.lrSchedulerType, step, warmup, maxSteps);
+          const lr = args.learningRate * lrLambda(args.lrSchedulerType, step, warmup, maxSteps, args.learningRate);
           lastGradNorm = await model.optimizerStep({ lr, beta1: args.adamBeta1, beta2: args.adamBeta2, eps: args.adamEpsilon, weightDecay: args.weightDecay, maxGradNorm: args.maxGradNorm });
           lossSinceLog += stepLoss; stepsSinceLog++; totalLoss += stepLoss; totalLossSteps++; skippedInARow = 0;
         }
@@ -297,7 +317,7 @@ export class Trainer {
 
         if (gs % args.loggingSteps === 0 && stepsSinceLog > 0) {
           this.emitLog({ loss: round4(lossSinceLog / stepsSinceLog), grad_norm: lastGradNorm,
-            learning_rate: args.learningRate * lrLambda(args.lrSchedulerType, gs, warmup, maxSteps), epoch: this.state.epoch, step: gs });
+            learning_rate: args.learningRate * lrLambda(args.lrSchedulerType, gs, warmup, maxSteps, args.learningRate), epoch: this.state.epoch, step: gs });
           lossSinceLog = 0; stepsSinceLog = 0;
         }
         const endOfEpoch = s === stepsPerEpoch - 1 || gs === maxSteps;

@@ -61,6 +61,8 @@ export const FLAGS: readonly Flag[] = [
   { name: 'logging-dir', type: 'string', field: 'loggingDir', describe: 'logging_dir (default: <output-dir>/runs/<date>_<host>; a resumed run keeps its own)', commands: TRAIN },
   { name: 'dashboard', type: 'string', describe: 'serve a live page of the run on this port (0 or no value: a free one); printed at start', commands: TRAIN },
   { name: 'dashboard-host', type: 'string', describe: 'address the dashboard listens on (default 127.0.0.1: this machine only; anything else exposes it)', commands: TRAIN },
+  { name: 'do-predict', type: 'boolean', describe: 'after training, predict the test split(s) (or --test-file) into predict_results_<task>.txt as run_glue.py', commands: TRAIN },
+  { name: 'test-file', type: 'string', describe: 'local data to predict with --do-predict (labels, if any, are ignored)', commands: TRAIN },
   { name: 'resume-from-checkpoint', type: 'string', describe: 'a checkpoint folder, or "latest" for the newest in --output-dir', commands: TRAIN },
   { name: 'device', type: 'string', default: 'auto', describe: 'auto, cpu, cuda or cuda:N', commands: ALL },
   { name: 'threads', type: 'number', describe: 'libtorch intra-op threads (default: libtorch\'s choice)', commands: ALL },

@@ -87,6 +87,13 @@ for (const stream of [process.stdout, process.stderr]) stream.on('error', () => 
 function stdoutLine(line: string) { if (!closed.has(process.stdout)) process.stdout.write(line + '\n'); }
 function stderrLine(line: string) { if (!closed.has(process.stderr)) process.stderr.write(line + '\n'); }
 
+/** run_glue.py's predict_results_<task>.txt: "index\tprediction", then the label name (or the score to 3 decimals). */
+export function predictResultsText(predictions: Int32Array | Float32Array, labelNames: string[] | null): string {
+  const lines = ['index\tprediction'];
+  predictions.forEach((p, i) => lines.push(`${i}\t${labelNames ? labelNames[p] : p.toFixed(3)}`));
+  return lines.join('\n') + '\n';
+}
+
 /** --device, checked before anything loads: the pattern (model.ts owns it) and whether this libtorch has the GPU. */
 function deviceFlag(d: string): Device {
   if (!isDevice(d)) throw new UsageError(`--device must be auto, cpu, cuda or cuda:N, got ${JSON.stringify(d)}`);
@@ -232,6 +239,20 @@ async function trainLocked(a: Flags, args: Partial<TrainingArguments>, out: Out,
     await saveAsUnit(a['output-dir'], async (dir) => { await model.save(dir); await tok.save(dir); });
     const evalMetrics = trainer.trainerState!.log_history.filter((e) => 'eval_loss' in e).pop() ?? {};
     const all = { ...result.metrics, ...evalMetrics };
+    if (a['do-predict']) {
+      // As run_glue.py's do_predict: each test split (MNLI: matched and mismatched) into predict_results_<task>.txt.
+      const sets = a['test-file'] ? [{ name: task ?? 'None', rows: await loadDataFile(a['test-file'], { textColumns: a['text-columns']?.split(',').map((c: string) => c.trim()) }) }]
+        : task ? await Promise.all(glueTask(task).splits.filter((sp) => sp.startsWith('test')).map(async (sp) => ({ name: sp === 'test_mismatched' ? `${task}-mm` : task, rows: await loadGlue(task, sp) })))
+        : [];
+      if (!sets.length) throw new UsageError('--do-predict with local files needs --test-file');
+      for (const { name, rows } of sets) {
+        const data = await tokenizeDataset({ ...rows, labels: null }, tok, maxLength);
+        const { predictions } = await trainer.predict(data);
+        const file = path.join(a['output-dir'], `predict_results_${name}.txt`);
+        await writeFileAtomic(file, predictResultsText(predictions, model.problemType === 'regression' ? null : modelLabels(model).labelNames!));
+        log({ event: 'predict', file, rows: predictions.length }, `Predictions of ${predictions.length} rows written to ${file}`);
+      }
+    }
     await writeFileAtomic(path.join(a['output-dir'], 'train_results.json'), JSON.stringify(result.metrics, null, 2) + '\n');
     await writeFileAtomic(path.join(a['output-dir'], 'eval_results.json'), JSON.stringify(evalMetrics, null, 2) + '\n');
     await writeFileAtomic(path.join(a['output-dir'], 'all_results.json'), JSON.stringify(all, null, 2) + '\n');

@@ -8,7 +8,7 @@ import { BertTokenizer } from './tokenizer.js';
 import { loadDataFile, loadGlue, type TextDataset } from './datasets.js';
 import { glueMetricNames, glueTask } from './glue.js';
 import { tokenizeDataset } from './data.js';
-import { listCheckpoints, Trainer, validateArgs, type LogEntry, type TrainingArguments } from './trainer.js';
+import { EarlyStoppingCallback, listCheckpoints, Trainer, validateArgs, type LogEntry, type TrainingArguments } from './trainer.js';
 import { UsageError, UserError } from './errors.js';
 import { lockOutputDir, saveAsUnit, writeFileAtomic } from './fsutil.js';
 import { addon } from './native.js';
@@ -208,8 +208,9 @@ async function trainLocked(a: Flags, args: Partial<TrainingArguments>, out: Out,
     dashboard?.publish({ type: 'start', device: model.device, trainRows: trainData.enc.length, evalRows: evalData?.enc.length ?? 0 });
     log({ event: 'start', device: model.device, torch: addon().runtime().torchVersion, train_rows: trainData.enc.length, eval_rows: evalData?.enc.length ?? 0, max_length: maxLength },
       `Training on ${model.device} (libtorch ${addon().runtime().torchVersion}): ${trainData.enc.length} training rows, ${evalData?.enc.length ?? 0} validation rows, max length ${maxLength}`);
+    const callbacks = a['early-stopping-patience'] !== undefined ? [new EarlyStoppingCallback(a['early-stopping-patience'], a['early-stopping-threshold'])] : [];
     const trainer = new Trainer({
-      model, args, trainDataset: trainData, evalDataset: evalData, tokenizer: tok, task, signal,
+      model, args, trainDataset: trainData, evalDataset: evalData, tokenizer: tok, task, signal, callbacks,
       events: {
         progress: (p) => {
           stepMs.push(p.stepMs);

@@ -56,6 +56,12 @@ export interface TrainingArguments {
   reportTo: Array<(typeof REPORT_TO)[number]>;
   /** TensorBoard's run folder; null: <outputDir>/runs/<Mon DD_HH-MM-SS>_<host>, as transformers; a resumed run keeps its checkpoint's. */
   loggingDir: string | null;
+  /** Keep the best checkpoint (by metricForBestModel) through rotation and load it at the end. Needs saves at evaluations. */
+  loadBestModelAtEnd: boolean;
+  /** An eval metric ("loss", "f1", "eval_accuracy", ...); null: "loss" when loadBestModelAtEnd. */
+  metricForBestModel: string | null;
+  /** null: true unless the metric ends with "loss", as transformers infers it. */
+  greaterIsBetter: boolean | null;
 }
 
 export const DEFAULT_ARGS: TrainingArguments = {
@@ -65,7 +71,7 @@ export const DEFAULT_ARGS: TrainingArguments = {
   perDeviceTrainBatchSize: 8, perDeviceEvalBatchSize: 8, gradientAccumulationSteps: 1, evalStrategy: 'epoch',
   evalSteps: null, loggingSteps: 500, saveStrategy: 'steps', saveSteps: 500, saveTotalLimit: null, seed: 42,
   groupByLength: false, dataloaderDropLast: false, padToMultipleOf: null, onNonFiniteLoss: 'stop', bf16: false,
-  reportTo: [], loggingDir: null,
+  reportTo: [], loggingDir: null, loadBestModelAtEnd: false, metricForBestModel: null, greaterIsBetter: null,
 };
 
 
@@ -76,6 +82,40 @@ export interface TrainerEvents {
   evaluate?: (metrics: LogEntry) => void;
   save?: (checkpointDir: string) => void;
   warning?: (message: string) => void;
+}
+
+/** What callbacks can ask of the loop (TrainerControl). */
+export interface TrainerControl { shouldTrainingStop: boolean }
+
+/** Hooks into the loop, as transformers' TrainerCallback (the subset this Trainer has). */
+export interface TrainerCallback {
+  onStepEnd?(args: TrainingArguments, state: Readonly<TrainerState>, control: TrainerControl): void;
+  onLog?(args: TrainingArguments, state: Readonly<TrainerState>, control: TrainerControl, logs: LogEntry): void;
+  onEvaluate?(args: TrainingArguments, state: Readonly<TrainerState>, control: TrainerControl, metrics: LogEntry): void;
+  onSave?(args: TrainingArguments, state: Readonly<TrainerState>, control: TrainerControl, checkpoint: string): void;
+}
+
+/** The metric key metricForBestModel names in evaluation results ("f1" -> "eval_f1"). */
+function metricKey(name: string): string { return name.startsWith('eval_') ? name : `eval_${name}`; }
+
+/**
+ * transformers' EarlyStoppingCallback: stop when metricForBestModel has not improved on the best so far (by more
+ * than `threshold`) for `patience` evaluations in a row. Needs loadBestModelAtEnd, as there.
+ */
+export class EarlyStoppingCallback implements TrainerCallback {
+  private counter = 0;
+  constructor(readonly patience = 1, readonly threshold = 0) {
+    if (!Number.isInteger(patience) || patience < 1) throw new UsageError(`early stopping patience must be an integer >= 1, got ${show(patience)}`);
+    if (!(threshold >= 0)) throw new UsageError(`early stopping threshold must be >= 0, got ${show(threshold)}`);
+  }
+  onEvaluate(args: TrainingArguments, state: Readonly<TrainerState>, control: TrainerControl, metrics: LogEntry) {
+    const value = metrics[metricKey(args.metricForBestModel!)];
+    if (value === undefined) return;
+    const better = args.greaterIsBetter ? value > state.best_metric! : value < state.best_metric!;
+    if (state.best_metric === null || (better && Math.abs(value - state.best_metric) > this.threshold)) this.counter = 0;
+    else this.counter++;
+    if (this.counter >= this.patience) control.shouldTrainingStop = true;
+  }
 }
 
 export interface TrainOutput {
@@ -96,6 +136,7 @@ export interface TrainerOptions {
   task?: string;
   events?: TrainerEvents;
   signal?: AbortSignal;
+  callbacks?: TrainerCallback[];
 }
 
 export interface TrainerState {
@@ -110,6 +151,7 @@ export interface TrainerState {
   total_flos: number;
   log_history: LogEntry[];
   best_metric: number | null;
+  best_global_step: number | null;
   best_model_checkpoint: string | null;
   is_local_process_zero: boolean;
   is_world_process_zero: boolean;
@@ -154,6 +196,18 @@ export function validateArgs(a: Partial<TrainingArguments>, nameOf: (field: keyo
   if (typeof args.bf16 !== 'boolean') bad('bf16', 'true or false', args.bf16);
   if (!Array.isArray(args.reportTo) || args.reportTo.some((r) => !REPORT_TO.includes(r))) bad('reportTo', `a list of ${REPORT_TO.join(', ')}`, args.reportTo);
   if (args.loggingDir !== null && (typeof args.loggingDir !== 'string' || !args.loggingDir)) bad('loggingDir', 'a folder path', args.loggingDir);
+  if (typeof args.loadBestModelAtEnd !== 'boolean') bad('loadBestModelAtEnd', 'true or false', args.loadBestModelAtEnd);
+  if (args.metricForBestModel !== null && (typeof args.metricForBestModel !== 'string' || !args.metricForBestModel)) bad('metricForBestModel', 'a metric name', args.metricForBestModel);
+  if (args.greaterIsBetter !== null && typeof args.greaterIsBetter !== 'boolean') bad('greaterIsBetter', 'true or false', args.greaterIsBetter);
+  // As TrainingArguments.__post_init__: the best model needs a checkpoint at every evaluation.
+  if (args.loadBestModelAtEnd) {
+    if (args.evalStrategy === 'no' || args.saveStrategy !== args.evalStrategy)
+      bad('saveStrategy', `the same as ${nameOf('evalStrategy')} (not "no") with ${nameOf('loadBestModelAtEnd')}`, args.saveStrategy);
+    if (args.evalStrategy === 'steps' && args.saveSteps % (args.evalSteps ?? args.loggingSteps) !== 0)
+      bad('saveSteps', `a multiple of the evaluation steps (${args.evalSteps ?? args.loggingSteps}) with ${nameOf('loadBestModelAtEnd')}`, args.saveSteps);
+    args.metricForBestModel ??= 'loss';
+  }
+  if (args.metricForBestModel !== null && args.greaterIsBetter === null) args.greaterIsBetter = !args.metricForBestModel.endsWith('loss');
   return args;
 }
 
@@ -196,6 +250,8 @@ export class Trainer {
   constructor(private readonly o: TrainerOptions) {
     this.model = o.model;
     this.args = validateArgs(o.args ?? {});
+    if (o.callbacks?.some((c) => c instanceof EarlyStoppingCallback) && !this.args.loadBestModelAtEnd)
+      throw new UsageError('early stopping needs loadBestModelAtEnd (--load-best-model-at-end), with evaluations and checkpoints at the same steps');
     const maxPos = o.model.config.max_position_embeddings;
     if (this.args.padToMultipleOf !== null && this.args.padToMultipleOf > maxPos)
       throw new UsageError(`padToMultipleOf (--pad-to-multiple-of) is ${this.args.padToMultipleOf}, more than the model's max_position_embeddings ${maxPos}: no padded batch would fit`);
@@ -208,7 +264,23 @@ export class Trainer {
   /** trainer_state.json's content (log_history and counters) of the last train() call. */
   get trainerState(): Readonly<TrainerState> | undefined { return this.state; }
 
+  private control: TrainerControl | undefined;
+
+  /** As _determine_best_metric: a new best value of metricForBestModel records the step it was reached at. */
+  private updateBest(metrics: LogEntry) {
+    const key = metricKey(this.args.metricForBestModel!);
+    const value = metrics[key];
+    if (value === undefined)
+      throw new UsageError(`metricForBestModel: the evaluation has no ${key}; it has ${Object.keys(metrics).filter((k) => k.startsWith('eval_')).join(', ')}`);
+    const best = this.state.best_metric ?? (this.args.greaterIsBetter ? -Infinity : Infinity);
+    if (this.args.greaterIsBetter ? value > best : value < best) {
+      this.state.best_metric = value;
+      this.state.best_global_step = this.state.global_step;
+    }
+  }
+
   private emitLog(entry: LogEntry) {
+    for (const c of this.o.callbacks ?? []) if (this.control) c.onLog?.(this.args, this.state, this.control, entry);
     this.state.log_history.push(entry);
     if (this.tb) for (const [tag, v] of tensorboardTags(entry)) this.tb.scalar(tag, v, this.state.global_step);
     this.o.events?.log?.(entry);
@@ -248,7 +320,7 @@ export class Trainer {
     this.state = {
       global_step: 0, epoch: 0, max_steps: maxSteps, num_train_epochs: numEpochs, logging_steps: args.loggingSteps,
       eval_steps: args.evalStrategy === 'steps' ? evalEvery : null, save_steps: args.saveSteps, train_batch_size: bs,
-      total_flos: 0, log_history: [], best_metric: null, best_model_checkpoint: null, is_local_process_zero: true,
+      total_flos: 0, log_history: [], best_metric: null, best_global_step: null, best_model_checkpoint: null, is_local_process_zero: true,
       is_world_process_zero: true, trial_name: null, trial_params: null,
       stateful_callbacks: { TrainerControl: { args: { should_training_stop: false, should_epoch_stop: false, should_save: true, should_evaluate: false, should_log: false }, attributes: {} } },
     };
@@ -274,6 +346,8 @@ export class Trainer {
     const flopsPerToken = 6 * model.nonEmbeddingParameters;
     let lossSinceLog = 0, stepsSinceLog = 0, totalLoss = 0, totalLossSteps = 0, lastGradNorm = NaN, samples = 0;
     let interrupted = false, skippedInARow = 0;
+    const control: TrainerControl = { shouldTrainingStop: false };
+    this.control = control;
     const startStep = this.state.global_step;
 
     outer:
@@ -322,8 +396,11 @@ export class Trainer {
         }
         const endOfEpoch = s === stepsPerEpoch - 1 || gs === maxSteps;
         // As DefaultFlowCallback: every eval_steps, at each epoch end, and at the last step for the steps strategy.
-        if (this.o.evalDataset && ((evalEvery && (gs % evalEvery === 0 || gs === maxSteps)) || (args.evalStrategy === 'epoch' && endOfEpoch)))
-          await this.evaluate(this.o.evalDataset, 'eval', true);  // an interrupt ends it early, unlogged; the checkpoint below follows
+        for (const c of this.o.callbacks ?? []) c.onStepEnd?.(args, this.state, control);
+        if (this.o.evalDataset && ((evalEvery && (gs % evalEvery === 0 || gs === maxSteps)) || (args.evalStrategy === 'epoch' && endOfEpoch))) {
+          const metrics = await this.evaluate(this.o.evalDataset, 'eval', true);  // an interrupt ends it early, unlogged; the checkpoint below follows
+          if (args.metricForBestModel && Object.keys(metrics).length) this.updateBest(metrics);
+        }
         const saveNow = (args.saveStrategy === 'steps' && gs % args.saveSteps === 0) || (args.saveStrategy === 'epoch' && endOfEpoch) ||
           (args.saveStrategy !== 'no' && gs === maxSteps);
         if (this.o.signal?.aborted) {
@@ -331,8 +408,14 @@ export class Trainer {
           interrupted = true;
           break outer;
         }
-        if (saveNow) await this.saveCheckpoint();
+        if (saveNow || (control.shouldTrainingStop && args.saveStrategy !== 'no')) await this.saveCheckpoint();
+        if (control.shouldTrainingStop) break outer;
       }
+    }
+    // As _load_best_model: the weights of the best checkpoint, reported in the log.
+    if (!interrupted && args.loadBestModelAtEnd && this.state.best_model_checkpoint) {
+      await model.loadWeights(path.join(this.state.best_model_checkpoint, 'model.safetensors'));
+      this.o.events?.warning?.(`loaded the best model from ${this.state.best_model_checkpoint} (${metricKey(args.metricForBestModel!)} ${this.state.best_metric})`);
     }
     const runtime = (performance.now() - start) / 1000;
     const trainedSteps = this.state.global_step - startStep;
@@ -372,6 +455,7 @@ export class Trainer {
       this.emitLog(out);
     }
     this.o.events?.evaluate?.(out);
+    if (this.training && this.control) for (const c of this.o.callbacks ?? []) c.onEvaluate?.(this.args, this.state, this.control, out);
     return out;
   }
 
@@ -433,19 +517,28 @@ export class Trainer {
     await this.model.saveOptimizerState(path.join(tmp, 'optimizer.safetensors'));
     await writeFileAtomic(path.join(tmp, 'scheduler.json'), JSON.stringify({ last_epoch: this.state.global_step, type: this.args.lrSchedulerType }) + '\n');
     await this.model.saveRngState(path.join(tmp, 'rng_state.safetensors'));
+    if (this.state.best_global_step !== null) {
+      const best = path.join(this.args.outputDir, `checkpoint-${this.state.best_global_step}`);
+      if (this.state.best_global_step === this.state.global_step || await exists(best)) this.state.best_model_checkpoint = best;
+    }
     await writeFileAtomic(path.join(tmp, 'trainer_state.json'), JSON.stringify(this.state, null, 2) + '\n');
     await writeFileAtomic(path.join(tmp, 'training_args.json'), JSON.stringify(this.args, null, 2) + '\n');
     await removeCheckpoint(dir);  // re-saving a step after a resume
     await fs.rename(tmp, dir);
     this.o.events?.save?.(dir);
+    if (this.control) for (const c of this.o.callbacks ?? []) c.onSave?.(this.args, this.state, this.control, dir);
     await this.rotateCheckpoints();
     return dir;
   }
 
+  /** As _rotate_checkpoints: the oldest beyond saveTotalLimit go, but never the best (moved next to the newest). */
   private async rotateCheckpoints() {
     if (!this.args.saveTotalLimit) return;
     const all = await listCheckpoints(this.args.outputDir);
-    for (const c of all.slice(0, Math.max(0, all.length - this.args.saveTotalLimit))) await removeCheckpoint(c);
+    const best = this.state.best_model_checkpoint, i = best ? all.indexOf(best) : -1;
+    if (i >= 0) for (let k = i; k < all.length - 2; k++) [all[k], all[k + 1]] = [all[k + 1], all[k]];
+    const limit = best && this.args.saveTotalLimit === 1 && all[all.length - 1] !== best ? 2 : this.args.saveTotalLimit;
+    for (const c of all.slice(0, Math.max(0, all.length - limit))) await removeCheckpoint(c);
   }
 
   private resumedLoggingDir: string | undefined;
@@ -493,6 +586,9 @@ export class Trainer {
     this.state.epoch = st.epoch ?? 0;
     this.state.total_flos = st.total_flos ?? 0;
     this.state.log_history = Array.isArray(st.log_history) ? st.log_history : [];
+    this.state.best_metric = typeof st.best_metric === 'number' ? st.best_metric : null;
+    this.state.best_global_step = typeof st.best_global_step === 'number' ? st.best_global_step : null;
+    this.state.best_model_checkpoint = typeof st.best_model_checkpoint === 'string' ? st.best_model_checkpoint : null;
   }
 }
 

@@ -99,9 +99,30 @@ def schedules(a):
     return out
 
 
+def best_and_stop(a):
+    """transformers' own logic on a sequence of evaluations [(global_step, metrics)]: EarlyStoppingCallback.on_evaluate,
+    then Trainer._determine_best_metric, in the Trainer's order; returns where it stops and the best step and metric."""
+    import tempfile
+    from types import SimpleNamespace
+    from transformers import EarlyStoppingCallback, Trainer, TrainerControl, TrainerState, TrainingArguments
+    args = TrainingArguments(output_dir=tempfile.mkdtemp(), eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
+                             metric_for_best_model=a["metric"], greater_is_better=a.get("greaterIsBetter"), report_to=[])
+    state, control = TrainerState(), TrainerControl()
+    cb = EarlyStoppingCallback(early_stopping_patience=a["patience"], early_stopping_threshold=a["threshold"])
+    stop = None
+    for step, metrics in a["evals"]:
+        state.global_step = step
+        cb.on_evaluate(args, state, control, metrics)
+        Trainer._determine_best_metric(SimpleNamespace(args=args, state=state), metrics, None)
+        if control.should_training_stop:
+            stop = step
+            break
+    return {"stopStep": stop, "bestMetric": state.best_metric, "bestGlobalStep": state.best_global_step, "greaterIsBetter": args.greater_is_better}
+
+
 def main():
     cmd, args = sys.argv[1], json.loads(sys.argv[2])
-    fn = {"make-model": make_model, "reference": reference, "check-saved": check_saved, "schedules": schedules}[cmd]
+    fn = {"make-model": make_model, "reference": reference, "check-saved": check_saved, "schedules": schedules, "best-and-stop": best_and_stop}[cmd]
     print(json.dumps(fn(args)))
 
 

@@ -1,0 +1,57 @@
+// load_best_model_at_end, metric_for_best_model and EarlyStoppingCallback: a tiny run's real evaluations are fed to
+// transformers' own EarlyStoppingCallback and Trainer._determine_best_metric; the run must stop at the step they
+// stop at, keep the checkpoint they pick as best (through save_total_limit 1) and end with its weights.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { makeHfHome } from './fixtures.js';
+import { hfRef, root, tempDir } from './helpers.js';
+import { EarlyStoppingCallback, Trainer } from '../src/trainer.js';
+import { BertForSequenceClassification } from '../src/model.js';
+import { parseConfig } from '../src/config.js';
+
+test('best model and early stopping choose as transformers does on the same evaluations', async () => {
+  const { dir, cleanup } = tempDir('best-model-');
+  try {
+    const home = await makeHfHome(path.join(dir, 'hf'));
+    const out = path.join(dir, 'out');
+    const run = (args: string[]) => new Promise<{ code: number; stderr: string }>((resolve) => execFile(process.execPath, [path.join(root, 'train.js'), ...args],
+      { env: { ...process.env, HF_HOME: home, HF_HUB_OFFLINE: '1' } }, (e, _o, stderr) => resolve({ code: e ? (e.code as number) : 0, stderr })));
+    // lr 1e-3 on the tiny task: validation loss falls, then rises as it overfits, so patience 2 stops it early.
+    const r = await run(['--model', 'tiny/bert', '--device', 'cpu', '--threads', '1', '--learning-rate', '1e-3', '--epochs', '25', '--output-dir', out,
+      '--eval-strategy', 'epoch', '--save-strategy', 'epoch', '--save-total-limit', '1', '--load-best-model-at-end', '--early-stopping-patience', '2']);
+    assert.equal(r.code, 0, r.stderr);
+    const state = JSON.parse(readFileSync(path.join(out, 'trainer_state.json'), 'utf8'));
+    const evals = state.log_history.filter((e: Record<string, number>) => 'eval_loss' in e).map((e: Record<string, number>) => [e.step, e]);
+    const ref = await hfRef('best-and-stop', { metric: 'loss', patience: 2, threshold: 0, evals });
+    assert.ok(ref.stopStep !== null && ref.stopStep < 25 * 12, `the fixture should stop early: ${JSON.stringify(ref)}`);
+    assert.equal(state.global_step, ref.stopStep);
+    assert.equal(state.best_global_step, ref.bestGlobalStep);
+    assert.equal(state.best_metric, ref.bestMetric);
+    const best = path.join(out, `checkpoint-${ref.bestGlobalStep}`);
+    assert.equal(state.best_model_checkpoint, best);
+    assert.ok(existsSync(path.join(best, 'model.safetensors')), 'the best checkpoint was rotated away');
+    assert.ok(existsSync(path.join(out, `checkpoint-${ref.stopStep}`)), 'the last checkpoint is kept beside the best');
+    assert.ok(readFileSync(path.join(out, 'model.safetensors')).equals(readFileSync(path.join(best, 'model.safetensors'))), 'the final model is not the best checkpoint');
+    assert.match(r.stderr, /loaded the best model from .*checkpoint-\d+ \(eval_loss /);
+  } finally {
+    cleanup();
+  }
+});
+
+test('greater_is_better is inferred as transformers infers it; early stopping without load_best_model_at_end is refused', async () => {
+  const model = await BertForSequenceClassification.fromConfig(parseConfig({ vocab_size: 20, hidden_size: 8, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 8 }, 'c'), { device: 'cpu' });
+  try {
+    for (const [metric, want] of [['loss', false], ['f1', true], ['eval_loss', false], ['accuracy', true]] as const) {
+      const t = new Trainer({ model, args: { metricForBestModel: metric } });
+      assert.equal(t.args.greaterIsBetter, want, metric);
+      assert.equal((await hfRef('best-and-stop', { metric, patience: 1, threshold: 0, evals: [] })).greaterIsBetter, want);
+    }
+    assert.throws(() => new Trainer({ model, callbacks: [new EarlyStoppingCallback(2)] }), /early stopping needs loadBestModelAtEnd/);
+    assert.throws(() => new Trainer({ model, args: { loadBestModelAtEnd: true } }), /saveStrategy must be the same as evalStrategy/);
+  } finally {
+    await model.dispose();
+  }
+});

@@ -66,6 +66,8 @@ export const FLAGS: readonly Flag[] = [
   { name: 'greater-is-better', type: 'boolean', field: 'greaterIsBetter', describe: 'default: true unless the metric ends with "loss"', commands: TRAIN },
   { name: 'early-stopping-patience', type: 'number', describe: 'stop after this many evaluations without improvement (EarlyStoppingCallback; needs --load-best-model-at-end)', commands: TRAIN },
   { name: 'early-stopping-threshold', type: 'number', default: 0, describe: 'the improvement that counts (EarlyStoppingCallback early_stopping_threshold)', commands: TRAIN },
+  { name: 'eval-on-start', type: 'boolean', field: 'evalOnStart', describe: 'eval_on_start: evaluate once before training', commands: TRAIN },
+  { name: 'logging-first-step', type: 'boolean', field: 'loggingFirstStep', describe: 'logging_first_step: log step 1 too', commands: TRAIN },
   { name: 'do-predict', type: 'boolean', describe: 'after training, predict the test split(s) (or --test-file) into predict_results_<task>.txt as run_glue.py', commands: TRAIN },
   { name: 'test-file', type: 'string', describe: 'local data to predict with --do-predict (labels, if any, are ignored)', commands: TRAIN },
   { name: 'resume-from-checkpoint', type: 'string', describe: 'a checkpoint folder, or "latest" for the newest in --output-dir', commands: TRAIN },

@@ -62,6 +62,10 @@ export interface TrainingArguments {
   metricForBestModel: string | null;
   /** null: true unless the metric ends with "loss", as transformers infers it. */
   greaterIsBetter: boolean | null;
+  /** Evaluate once before the first step (a baseline in the log). */
+  evalOnStart: boolean;
+  /** Log the first step too, not only every loggingSteps. */
+  loggingFirstStep: boolean;
 }
 
 export const DEFAULT_ARGS: TrainingArguments = {
@@ -72,6 +76,7 @@ export const DEFAULT_ARGS: TrainingArguments = {
   evalSteps: null, loggingSteps: 500, saveStrategy: 'steps', saveSteps: 500, saveTotalLimit: null, seed: 42,
   groupByLength: false, dataloaderDropLast: false, padToMultipleOf: null, onNonFiniteLoss: 'stop', bf16: false,
   reportTo: [], loggingDir: null, loadBestModelAtEnd: false, metricForBestModel: null, greaterIsBetter: null,
+  evalOnStart: false, loggingFirstStep: false,
 };
 
 
@@ -196,7 +201,7 @@ export function validateArgs(a: Partial<TrainingArguments>, nameOf: (field: keyo
   if (typeof args.bf16 !== 'boolean') bad('bf16', 'true or false', args.bf16);
   if (!Array.isArray(args.reportTo) || args.reportTo.some((r) => !REPORT_TO.includes(r))) bad('reportTo', `a list of ${REPORT_TO.join(', ')}`, args.reportTo);
   if (args.loggingDir !== null && (typeof args.loggingDir !== 'string' || !args.loggingDir)) bad('loggingDir', 'a folder path', args.loggingDir);
-  if (typeof args.loadBestModelAtEnd !== 'boolean') bad('loadBestModelAtEnd', 'true or false', args.loadBestModelAtEnd);
+  for (const n of ['loadBestModelAtEnd', 'evalOnStart', 'loggingFirstStep'] as const) if (typeof args[n] !== 'boolean') bad(n, 'true or false', args[n]);
   if (args.metricForBestModel !== null && (typeof args.metricForBestModel !== 'string' || !args.metricForBestModel)) bad('metricForBestModel', 'a metric name', args.metricForBestModel);
   if (args.greaterIsBetter !== null && typeof args.greaterIsBetter !== 'boolean') bad('greaterIsBetter', 'true or false', args.greaterIsBetter);
   // As TrainingArguments.__post_init__: the best model needs a checkpoint at every evaluation.
@@ -342,6 +347,7 @@ export class Trainer {
       this.tb.text('args', JSON.stringify(args, null, 2));
       this.tb.text('model_config', JSON.stringify(model.config, null, 2));
     }
+    if (args.evalOnStart && this.o.evalDataset) await this.evaluate(this.o.evalDataset, 'eval', true);  // as eval_on_start: a baseline at the start step
     const start = performance.now();
     const flopsPerToken = 6 * model.nonEmbeddingParameters;
     let lossSinceLog = 0, stepsSinceLog = 0, totalLoss = 0, totalLossSteps = 0, lastGradNorm = NaN, samples = 0;
@@ -389,7 +395,7 @@ export class Trainer {
         const gs = this.state.global_step;
         this.o.events?.progress?.({ step: gs, maxSteps, epoch: this.state.epoch, stepMs: performance.now() - stepStart });
 
-        if (gs % args.loggingSteps === 0 && stepsSinceLog > 0) {
+        if ((gs % args.loggingSteps === 0 || (gs === 1 && args.loggingFirstStep)) && stepsSinceLog > 0) {
           this.emitLog({ loss: round4(lossSinceLog / stepsSinceLog), grad_norm: lastGradNorm,
             learning_rate: args.learningRate * lrLambda(args.lrSchedulerType, gs, warmup, maxSteps, args.learningRate), epoch: this.state.epoch, step: gs });
           lossSinceLog = 0; stepsSinceLog = 0;

@@ -55,3 +55,21 @@ test('greater_is_better is inferred as transformers infers it; early stopping wi
     await model.dispose();
   }
 });
+
+test('--eval-on-start evaluates at step 0; --logging-first-step logs step 1', async () => {
+  const { dir, cleanup } = tempDir('first-step-');
+  try {
+    const home = await makeHfHome(path.join(dir, 'hf'));
+    const out = path.join(dir, 'out');
+    const r = await new Promise<{ code: number; stderr: string }>((resolve) => execFile(process.execPath, [path.join(root, 'train.js'), '--model', 'tiny/bert',
+      '--device', 'cpu', '--threads', '1', '--max-steps', '6', '--logging-steps', '5', '--save-strategy', 'no', '--output-dir', out, '--eval-on-start', '--logging-first-step'],
+    { env: { ...process.env, HF_HOME: home, HF_HUB_OFFLINE: '1' } }, (e, _o, stderr) => resolve({ code: e ? (e.code as number) : 0, stderr })));
+    assert.equal(r.code, 0, r.stderr);
+    const history = JSON.parse(readFileSync(path.join(out, 'trainer_state.json'), 'utf8')).log_history;
+    assert.equal(history[0].step, 0);
+    assert.ok('eval_loss' in history[0], JSON.stringify(history[0]));
+    assert.deepEqual(history.filter((e: Record<string, number>) => 'loss' in e).map((e: Record<string, number>) => e.step), [1, 5]);
+  } finally {
+    cleanup();
+  }
+});

@@ -156,8 +156,14 @@ at::Tensor BertSelfAttention::forward(const at::Tensor& x, const Pass& pass) {
 BertSelfOutput::BertSelfOutput(const Path& p, const Config& c)
     : dense(p.sub("dense"), c.hidden_size, c.hidden_size), LayerNorm(p.sub("LayerNorm"), c.hidden_size, c.layer_norm_eps) {}
 
+// BertSelfOutput and BertOutput compute the same thing (as in modeling_bert.py): LayerNorm(dropout(dense(h)) + input).
+static at::Tensor DenseDropoutAddNorm(const Linear& dense, const BertLayerNorm& norm, const at::Tensor& hidden_states,
+                                      const at::Tensor& input_tensor, const Pass& pass) {
+  return norm.forward(at::dropout(dense.forward(hidden_states, pass), pass.hidden_dropout, pass.train) + input_tensor);
+}
+
 at::Tensor BertSelfOutput::forward(const at::Tensor& hidden_states, const at::Tensor& input_tensor, const Pass& pass) const {
-  return LayerNorm.forward(at::dropout(dense.forward(hidden_states, pass), pass.hidden_dropout, pass.train) + input_tensor);
+  return DenseDropoutAddNorm(dense, LayerNorm, hidden_states, input_tensor, pass);
 }
 
 BertIntermediate::BertIntermediate(const Path& p, const Config& c)
@@ -167,7 +173,7 @@ BertOutput::BertOutput(const Path& p, const Config& c)
     : dense(p.sub("dense"), c.intermediate_size, c.hidden_size), LayerNorm(p.sub("LayerNorm"), c.hidden_size, c.layer_norm_eps) {}
 
 at::Tensor BertOutput::forward(const at::Tensor& hidden_states, const at::Tensor& input_tensor, const Pass& pass) const {
-  return LayerNorm.forward(at::dropout(dense.forward(hidden_states, pass), pass.hidden_dropout, pass.train) + input_tensor);
+  return DenseDropoutAddNorm(dense, LayerNorm, hidden_states, input_tensor, pass);
 }
 
 BertEncoder::BertEncoder(const Path& p, const Config& c) {

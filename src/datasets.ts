@@ -56,8 +56,9 @@ export function glueColumns(task: GlueTask): ColumnOptions {
 /** A local data file: .parquet, .csv, .tsv/.txt (tab-separated, unquoted as GLUE ships them), .jsonl/.json. */
 export async function loadDataFile(file: string, o: ColumnOptions = {}): Promise<TextDataset> {
   const ext = path.extname(file).toLowerCase();
-  // JSON Lines stream row by row, so one giant line is refused by its size instead of exhausting memory.
-  if (ext === '.jsonl') return fromRows(await readJsonLines(file), file, o, 1);
+  // JSON Lines (.jsonl, and .json that is not one array) stream row by row, so one giant line is refused by its
+  // size instead of exhausting memory.
+  if (ext === '.jsonl' || (ext === '.json' && !(await startsWithArray(file)))) return fromRows(await readJsonLines(file), file, o, 1);
   let buf: Buffer;
   try {
     buf = await fs.readFile(file);
@@ -90,22 +91,18 @@ export async function loadDataFile(file: string, o: ColumnOptions = {}): Promise
       rows = parseTsv(text, file);
       firstRow = 2;
     } else if (ext === '.json') {
-      rows = [];
-      if (text.trimStart().startsWith('[')) {
-        // A JSON array of row objects, as `datasets` reads a .json file; else JSON Lines.
-        let all: unknown;
-        try {
-          all = JSON.parse(text);
-        } catch (e) {
-          throw new InputError(file, `invalid JSON (${(e as Error).message}); expected an array of row objects or JSON Lines`);
-        }
-        (all as unknown[]).forEach((r, i) => {
-          if (typeof r !== 'object' || r === null || Array.isArray(r)) throw new InputError(file, `row ${i + 1}: not a JSON object (expected an array of row objects)`);
-          rows.push(r as Row);
-        });
-      } else {
-        text.split('\n').forEach((line, i) => { if (line.trim()) rows.push(jsonRow(line, file, i + 1)); });
+      // A JSON array of row objects, as `datasets` reads a .json file.
+      let all: unknown;
+      try {
+        all = JSON.parse(text);
+      } catch (e) {
+        throw new InputError(file, `invalid JSON (${(e as Error).message}); expected an array of row objects or JSON Lines`);
       }
+      rows = [];
+      (all as unknown[]).forEach((r, i) => {
+        if (typeof r !== 'object' || r === null || Array.isArray(r)) throw new InputError(file, `row ${i + 1}: not a JSON object (expected an array of row objects)`);
+        rows.push(r as Row);
+      });
     } else {
       throw new InputError(file, `unknown data format ${JSON.stringify(ext)} (use .parquet, .csv, .tsv, .txt, .jsonl or .json)`);
     }
@@ -124,6 +121,19 @@ function jsonRow(line: string, file: string, n: number): Row {
   } catch (e) {
     throw new InputError(file, `line ${n}: invalid JSON Lines row (${(e as Error).message})`);
   }
+}
+
+/** Whether the file's first non-blank character opens a JSON array (a .json file of rows, not JSON Lines). */
+async function startsWithArray(file: string): Promise<boolean> {
+  try {
+    for await (const chunk of createReadStream(file, { highWaterMark: 4096 }) as AsyncIterable<Buffer>) {
+      const first = chunk.toString('latin1').replace(/^\uFEFF|^\xEF\xBB\xBF/, '').trimStart();
+      if (first) return first[0] === '[';
+    }
+  } catch {
+    // unreadable: readJsonLines reports it with the reason
+  }
+  return false;
 }
 
 async function readJsonLines(file: string): Promise<Row[]> {

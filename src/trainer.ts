@@ -102,6 +102,8 @@ export interface TrainerCallback {
 
 /** The metric key metricForBestModel names in evaluation results ("f1" -> "eval_f1"). */
 function metricKey(name: string): string { return name.startsWith('eval_') ? name : `eval_${name}`; }
+/** Whether `value` beats `best` in the direction greaterIsBetter says. */
+function improves(args: TrainingArguments, value: number, best: number): boolean { return args.greaterIsBetter ? value > best : value < best; }
 
 /**
  * transformers' EarlyStoppingCallback: stop when metricForBestModel has not improved on the best so far (by more
@@ -116,8 +118,7 @@ export class EarlyStoppingCallback implements TrainerCallback {
   onEvaluate(args: TrainingArguments, state: Readonly<TrainerState>, control: TrainerControl, metrics: LogEntry) {
     const value = metrics[metricKey(args.metricForBestModel!)];
     if (value === undefined) return;
-    const better = args.greaterIsBetter ? value > state.best_metric! : value < state.best_metric!;
-    if (state.best_metric === null || (better && Math.abs(value - state.best_metric) > this.threshold)) this.counter = 0;
+    if (state.best_metric === null || (improves(args, value, state.best_metric) && Math.abs(value - state.best_metric) > this.threshold)) this.counter = 0;
     else this.counter++;
     if (this.counter >= this.patience) control.shouldTrainingStop = true;
   }
@@ -278,7 +279,7 @@ export class Trainer {
     if (value === undefined)
       throw new UsageError(`metricForBestModel: the evaluation has no ${key}; it has ${Object.keys(metrics).filter((k) => k.startsWith('eval_')).join(', ')}`);
     const best = this.state.best_metric ?? (this.args.greaterIsBetter ? -Infinity : Infinity);
-    if (this.args.greaterIsBetter ? value > best : value < best) {
+    if (improves(this.args, value, best)) {
       this.state.best_metric = value;
       this.state.best_global_step = this.state.global_step;
     }
@@ -334,7 +335,6 @@ export class Trainer {
     await model.setMixedPrecision(this.precision);
     if (o.resumeFromCheckpoint) {
       await this.resume(o.resumeFromCheckpoint);
-      this.resumedLoggingDir = await this.savedLoggingDir(o.resumeFromCheckpoint);
       // Not an error: resuming a run whose last checkpoint is its final step completes a cut-short final save.
       if (this.state.global_step >= maxSteps)
         this.o.events?.warning?.(`${o.resumeFromCheckpoint} is at step ${this.state.global_step} and this run ends at step ${maxSteps}: nothing is left to train, ` +
@@ -547,14 +547,8 @@ export class Trainer {
     for (const c of all.slice(0, Math.max(0, all.length - limit))) await removeCheckpoint(c);
   }
 
+  /** The run folder a resumed checkpoint's TensorBoard logs went to, so the resumed run appends to the same run. */
   private resumedLoggingDir: string | undefined;
-  /** The run folder a checkpoint's TensorBoard logs went to, so a resumed run appends to the same run. */
-  private async savedLoggingDir(dir: string): Promise<string | undefined> {
-    const f = path.join(dir, 'training_args.json');
-    if (!(await exists(f))) return undefined;
-    const saved = (await readJson(f)) as Partial<TrainingArguments>;
-    return typeof saved?.loggingDir === 'string' && saved.loggingDir ? saved.loggingDir : undefined;
-  }
 
   private async resume(dir: string) {
     if (!(await exists(dir))) throw new InputError(dir, 'does not exist');
@@ -587,6 +581,7 @@ export class Trainer {
       const changed = keys.filter((k) => saved?.[k] !== undefined && saved[k] !== this.args[k]);
       if (changed.length)
         this.o.events?.warning?.(`resuming from ${dir} with changed arguments: ${changed.map((k) => `${k} ${show(saved[k])} -> ${show(this.args[k])}`).join(', ')}; the run will not match the uninterrupted one`);
+      if (typeof saved?.loggingDir === 'string' && saved.loggingDir) this.resumedLoggingDir = saved.loggingDir;
     }
     this.state.global_step = st.global_step!;
     this.state.epoch = st.epoch ?? 0;

@@ -73,6 +73,7 @@ class Executor {
 };
 
 Executor& ExecutorOf(Napi::Env env);
+Napi::Function GroupClass(Napi::Env env);
 
 // C++ exceptions become the same JS errors on the JS thread and in async jobs: std::invalid_argument a TypeError,
 // std::range_error / std::out_of_range a RangeError, anything else (libtorch, I/O) an Error; messages lose
@@ -298,6 +299,90 @@ Napi::Array Strings(Napi::Env env, const std::vector<std::string>& v) {
   return a;
 }
 
+// A c10d process group (one per process, shared by its models): init() does the rendezvous, allReduce() reduces
+// a Float64Array in place on every rank. Its collectives run on the same torch thread as the models' passes, in the
+// order JS issues them: every rank issues the same sequence.
+class Group : public Napi::ObjectWrap<Group> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "ProcessGroup", {
+        InstanceMethod<&Group::Init>("init"),
+        InstanceMethod<&Group::AllReduce>("allReduce"),
+        InstanceMethod<&Group::Destroy>("destroy"),
+    });
+  }
+  explicit Group(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Group>(info) {}
+  std::shared_ptr<bert::ProcessGroup> Live() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!group_) throw std::logic_error("the process group is destroyed (or was never initialised)");
+    return group_;
+  }
+
+ private:
+  template <typename Fn>
+  Napi::Value Guard(const Napi::CallbackInfo& info, Fn fn) {
+    Napi::Env env = info.Env();
+    try {
+      return fn(env);
+    } catch (const Napi::Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      auto d = Napi::Promise::Deferred::New(env);
+      d.Reject(JsError(env, KindOf(e), CleanMessage(e.what())));
+      return d.Promise();
+    }
+  }
+
+  Napi::Value Init(const Napi::CallbackInfo& info) {
+    return Guard(info, [&](Napi::Env env) -> Napi::Value {
+      Napi::Object o = info[0].As<Napi::Object>();
+      bert::DistributedOptions d{};
+      d.master_addr = GetStr(o, "masterAddr");
+      d.master_port = GetInt(o, "masterPort");
+      d.rank = GetInt(o, "rank");
+      d.world_size = GetInt(o, "worldSize");
+      d.timeout_s = GetNum(o, "timeoutSeconds");
+      d.device = GetStr(o, "device");
+      d.agent_store = Required(o, "agentStore", &Napi::Value::IsBoolean, "a boolean").As<Napi::Boolean>().Value();
+      d.store_prefix = GetStr(o, "storePrefix");
+      return Job::Run(env, [this, d] {
+        auto g = bert::ProcessGroup::Create(d);
+        std::lock_guard<std::mutex> lock(mu_);
+        group_ = std::move(g);
+      }, [this](Napi::Env env) -> Napi::Value { return Napi::String::New(env, Live()->Backend()); }, {info.This()});
+    });
+  }
+
+  Napi::Value AllReduce(const Napi::CallbackInfo& info) {
+    return Guard(info, [&](Napi::Env env) -> Napi::Value {
+      auto g = Live();
+      if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
+        throw std::invalid_argument("values must be a Float64Array");
+      auto arr = info[0].As<Napi::Float64Array>();
+      auto values = std::make_shared<std::vector<double>>(arr.Data(), arr.Data() + arr.ElementLength());
+      const std::string op = info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "sum";
+      auto ref = std::make_shared<Napi::Reference<Napi::Float64Array>>(Napi::Persistent(arr));
+      return Job::Run(env, [g, values, op] { g->AllReduce(*values, op); }, [values, ref](Napi::Env env) -> Napi::Value {
+        std::copy(values->begin(), values->end(), ref->Value().Data());
+        return env.Undefined();
+      }, {info.This()});
+    });
+  }
+
+  // Drops this handle's reference; the group's connections close once the last job holding it has finished.
+  Napi::Value Destroy(const Napi::CallbackInfo& info) {
+    std::shared_ptr<bert::ProcessGroup> g;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      g.swap(group_);
+    }
+    return Job::Run(info.Env(), [g]() mutable { g.reset(); }, nullptr, {info.This()});
+  }
+
+  std::mutex mu_;
+  std::shared_ptr<bert::ProcessGroup> group_;
+};
+
 class Model : public Napi::ObjectWrap<Model> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -315,6 +400,7 @@ class Model : public Napi::ObjectWrap<Model> {
         InstanceMethod<&Model::Seed>("seed"),
         InstanceMethod<&Model::RngState>("rngState"),
         InstanceMethod<&Model::SetRngState>("setRngState"),
+        InstanceMethod<&Model::Distribute>("distribute"),
         InstanceMethod<&Model::Dispose>("dispose"),
     });
   }
@@ -423,8 +509,9 @@ class Model : public Napi::ObjectWrap<Model> {
       Batch b = ParseBatch(info[0].As<Napi::Object>(), config_, keep);
       if (!b.labels) throw std::invalid_argument("labels are required for a training step");
       double scale = info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : 1.0;
+      bool sync = info[2].IsBoolean() ? info[2].As<Napi::Boolean>().Value() : true;
       auto loss = std::make_shared<double>(0);
-      return Job::Run(env, [s, b, scale, loss] { *loss = s->ForwardBackward(b, scale); },
+      return Job::Run(env, [s, b, scale, sync, loss] { *loss = s->ForwardBackward(b, scale, sync); },
                       [this, loss](Napi::Env env) -> Napi::Value {
                         AccountOnce(env, grads_counted_, 1);
                         return Napi::Number::New(env, *loss);
@@ -535,6 +622,19 @@ class Model : public Napi::ObjectWrap<Model> {
     });
   }
 
+  // distribute(group, bucketCapBytes): DDP's setup (broadcast from rank 0, c10d Reducer); a collective.
+  Napi::Value Distribute(const Napi::CallbackInfo& info) {
+    return Guard(info, [&](Napi::Env env) -> Napi::Value {
+      auto s = Live();
+      if (!info[0].IsObject() || !info[0].As<Napi::Object>().InstanceOf(GroupClass(env)))
+        throw std::invalid_argument("group must be a ProcessGroup");
+      auto g = Napi::ObjectWrap<Group>::Unwrap(info[0].As<Napi::Object>())->Live();
+      const int64_t cap = GetInt(info[1].As<Napi::Object>(), "bucketCapBytes");
+      if (cap < 1) throw std::invalid_argument("bucketCapBytes must be >= 1");
+      return Job::Run(env, [s, g, cap] { s->Distribute(g, cap); }, nullptr, {info.This(), info[0]});
+    });
+  }
+
   // Drops this handle's reference; the session is freed once the last queued job holding it has finished.
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
     std::shared_ptr<Session> s;
@@ -558,6 +658,7 @@ class Addon : public Napi::Addon<Addon> {
   Addon(Napi::Env env, Napi::Object exports) {
     DefineAddon(exports, {
         InstanceValue("Model", Model::Define(env), napi_enumerable),
+        InstanceValue("ProcessGroup", GroupCtor(env), napi_enumerable),
         InstanceMethod<&Addon::RuntimeInfo>("runtime", napi_enumerable),
     });
   }
@@ -572,15 +673,24 @@ class Addon : public Napi::Addon<Addon> {
     o.Set("cudaDeviceCount", r.cuda_device_count);
     o.Set("numThreads", r.num_threads);
     o.Set("activations", Strings(env, r.activations));
+    o.Set("distributedBackends", Strings(env, r.distributed_backends));
     // What V8 counts as external memory (adjusted by 0: a read); models add their native size to it.
     o.Set("v8ExternalMemory", Napi::Number::New(env, static_cast<double>(Napi::MemoryManagement::AdjustExternalMemory(env, 0))));
     return o;
   }
+  Napi::Function GroupCtor(Napi::Env env) {
+    Napi::Function f = Group::Define(env);
+    group_class = Napi::Persistent(f);
+    return f;
+  }
+
  public:
   Executor executor;
+  Napi::FunctionReference group_class;  // to recognise a ProcessGroup handed to Model.distribute
 };
 
 Executor& ExecutorOf(Napi::Env env) { return env.GetInstanceData<Addon>()->executor; }
+Napi::Function GroupClass(Napi::Env env) { return env.GetInstanceData<Addon>()->group_class.Value(); }
 
 }  // namespace
 

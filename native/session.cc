@@ -34,6 +34,7 @@ RuntimeInfo Runtime() {
   r.cuda_device_count = static_cast<int>(torch::cuda::device_count());
   r.num_threads = at::get_num_threads();
   r.activations = Activations();
+  r.distributed_backends = DistributedBackends();
   return r;
 }
 
@@ -123,7 +124,7 @@ ForwardResult TorchSession::Forward(const Batch& batch) {
   return r;
 }
 
-double TorchSession::ForwardBackward(const Batch& batch, double loss_scale) {
+double TorchSession::ForwardBackward(const Batch& batch, double loss_scale, bool sync) {
   const Config& c = cfg_;
   const bool dropout = c.hidden_dropout_prob > 0 || c.attention_probs_dropout_prob > 0 || c.classifier_dropout > 0;
   // This step's update makes the evaluation copies stale; they are not kept through training.
@@ -145,6 +146,7 @@ double TorchSession::ForwardBackward(const Batch& batch, double loss_scale) {
     }
     loss = Loss(logits, batch);
   }
+  if (reducer_ && sync) ArmReducer();  // else no_sync: gradients accumulate locally until the step's last micro-batch
   (loss_scale == 1.0 ? loss : loss * loss_scale).backward();
   return loss.item<double>();
 }

@@ -67,6 +67,8 @@ struct StepOptions {  // src/model.ts owns the defaults
   double max_grad_norm;  // <= 0: no clipping
 };
 
+class ProcessGroup;
+
 class Session {
  public:
   static std::unique_ptr<Session> Create(const Options& options);
@@ -76,7 +78,9 @@ class Session {
   virtual int64_t NumParameters() const = 0;
   virtual LoadReport Load(const std::vector<Blob>& blobs) = 0;
   virtual ForwardResult Forward(const Batch& batch) = 0;                // eval mode, no grad
-  virtual double ForwardBackward(const Batch& batch, double loss_scale) = 0;  // train mode, grads accumulate
+  // Train mode, grads accumulate. Under data parallelism `sync` says this backward all-reduces the gradients (the
+  // last micro-batch of an optimizer step); false is DDP's no_sync.
+  virtual double ForwardBackward(const Batch& batch, double loss_scale, bool sync) = 0;
   virtual double OptimizerStep(const StepOptions& options) = 0;         // clip, AdamW, zero grads; returns grad norm
   virtual void ZeroGrad() = 0;
   virtual std::vector<Blob> StateDict() = 0;           // F32, Hugging Face names
@@ -94,6 +98,32 @@ class Session {
   virtual void Seed(uint64_t seed) = 0;
   virtual std::vector<Blob> RngState() = 0;             // U8 blobs named "cpu" and, on a GPU, "cuda"
   virtual void SetRngState(const std::vector<Blob>& state) = 0;
+  // Data parallelism as torch.nn.parallel.DistributedDataParallel sets it up: rank 0's weights broadcast to every
+  // rank, then c10d's Reducer all-reduces averaged gradients in buckets of `bucket_cap_bytes` during backward.
+  virtual void Distribute(const std::shared_ptr<ProcessGroup>& group, int64_t bucket_cap_bytes) = 0;
+};
+
+// A c10d process group (PyTorch's distributed engine, the one torch.distributed drives): rendezvous through a
+// TCPStore at master_addr:master_port, then Gloo for CPU tensors or NCCL for CUDA tensors.
+struct DistributedOptions {
+  std::string master_addr;
+  int64_t master_port, rank, world_size;
+  double timeout_s;    // every rendezvous and collective fails after this long (TrainingArguments.ddp_timeout)
+  std::string device;  // where collectives run: "cpu" (Gloo) or "cuda:N" (NCCL)
+  // Under torchrun its agent already hosts the store (TORCHELASTIC_USE_AGENT_STORE): every rank joins as a client,
+  // and keys live under a per-restart prefix, as torch.distributed does it there.
+  bool agent_store = false;
+  std::string store_prefix;
+};
+
+class ProcessGroup {
+ public:
+  static std::shared_ptr<ProcessGroup> Create(const DistributedOptions& options);
+  virtual ~ProcessGroup() = default;
+  virtual std::string Backend() const = 0;
+  virtual int64_t Rank() const = 0;
+  virtual int64_t WorldSize() const = 0;
+  virtual void AllReduce(std::vector<double>& values, const std::string& op) = 0;  // in place; op: sum, max, min
 };
 
 // Process-wide facts and settings of the libtorch in use.
@@ -103,6 +133,7 @@ struct RuntimeInfo {
   int cuda_device_count = 0;
   int num_threads = 0;
   std::vector<std::string> activations;  // hidden_act values the model implements
+  std::vector<std::string> distributed_backends;  // c10d backends this build has: gloo, nccl
 };
 RuntimeInfo Runtime();
 

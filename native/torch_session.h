@@ -8,6 +8,8 @@
 #include "session.h"
 #include "var_store.h"
 
+namespace c10d { class Reducer; }
+
 namespace bert {
 
 class TorchSession : public Session {
@@ -18,7 +20,7 @@ class TorchSession : public Session {
   int64_t NumParameters() const override;
   LoadReport Load(const std::vector<Blob>& blobs) override;                    // checkpoint.cc
   ForwardResult Forward(const Batch& batch) override;
-  double ForwardBackward(const Batch& batch, double loss_scale) override;
+  double ForwardBackward(const Batch& batch, double loss_scale, bool sync) override;
   double OptimizerStep(const StepOptions& options) override;                   // optimizer.cc
   void ZeroGrad() override;                                                    // optimizer.cc
   std::vector<Blob> StateDict() override;                                      // checkpoint.cc
@@ -29,6 +31,7 @@ class TorchSession : public Session {
   void Seed(uint64_t seed) override;                                           // rng.cc
   std::vector<Blob> RngState() override;                                       // rng.cc
   void SetRngState(const std::vector<Blob>& state) override;                   // rng.cc
+  void Distribute(const std::shared_ptr<ProcessGroup>& group, int64_t bucket_cap_bytes) override;  // distributed.cc
 
  private:
   Pass MakePass(bool train);
@@ -45,6 +48,10 @@ class TorchSession : public Session {
   // This model's dropout streams. libtorch's dropout and SDPA draw from the process's default generator, so a
   // training forward swaps the model's state in and out (DropoutScope) instead of sharing one stream.
   at::Generator cpu_gen_, device_gen_;  // device_gen_ defined only on a GPU
+  // Data parallelism (distributed.cc): the group, and the Reducer whose autograd hooks all-reduce gradients.
+  std::shared_ptr<ProcessGroup> group_;
+  std::shared_ptr<c10d::Reducer> reducer_;
+  void ArmReducer();  // between a forward and the backward that all-reduces, as DDP's forward ends
   friend class DropoutScope;
 };
 
@@ -76,6 +83,8 @@ class DropoutScope {
   at::Generator global_;
   at::Tensor saved_;
 };
+
+std::vector<std::string> DistributedBackends();  // distributed.cc
 
 // Tensors across the boundary (checkpoint.cc): safetensors dtype names, and raw bytes <-> tensors.
 at::ScalarType DtypeOf(const std::string& dtype);

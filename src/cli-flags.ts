@@ -4,6 +4,7 @@
 import { GLUE_TASKS } from './glue.js';
 import { DEFAULT_ARGS, LR_SCHEDULERS, NON_FINITE_LOSS, REPORT_TO, STRATEGIES, type TrainingArguments } from './trainer.js';
 import { UsageError } from './errors.js';
+import { DEFAULT_BUCKET_CAP_MB, DEFAULT_DDP_TIMEOUT } from './distributed.js';
 
 export type Command = 'train' | 'predict' | 'evaluate';
 
@@ -43,6 +44,9 @@ export const FLAGS: readonly Flag[] = [
   { name: 'warmup-steps', type: 'number', field: 'warmupSteps', describe: 'warmup_steps (overrides --warmup-ratio)', commands: TRAIN },
   { name: 'lr-scheduler', type: 'string', field: 'lrSchedulerType', choices: LR_SCHEDULERS, describe: 'lr_scheduler_type', commands: TRAIN },
   { name: 'weight-decay', type: 'number', field: 'weightDecay', describe: 'weight_decay (not on biases and LayerNorm)', commands: TRAIN },
+  { name: 'adam-beta1', type: 'number', field: 'adamBeta1', describe: 'adam_beta1', commands: TRAIN },
+  { name: 'adam-beta2', type: 'number', field: 'adamBeta2', describe: 'adam_beta2', commands: TRAIN },
+  { name: 'adam-epsilon', type: 'number', field: 'adamEpsilon', describe: 'adam_epsilon', commands: TRAIN },
   { name: 'max-grad-norm', type: 'number', field: 'maxGradNorm', describe: 'max_grad_norm (0: no clipping)', commands: TRAIN },
   { name: 'gradient-accumulation-steps', type: 'number', field: 'gradientAccumulationSteps', describe: 'gradient_accumulation_steps', commands: TRAIN },
   { name: 'max-steps', type: 'number', field: 'maxSteps', describe: 'stop after this many optimizer steps (-1: use epochs)', commands: TRAIN },
@@ -71,7 +75,14 @@ export const FLAGS: readonly Flag[] = [
   { name: 'do-predict', type: 'boolean', describe: 'after training, predict the test split(s) (or --test-file) into predict_results_<task>.txt as run_glue.py', commands: TRAIN },
   { name: 'test-file', type: 'string', describe: 'local data to predict with --do-predict (labels, if any, are ignored)', commands: TRAIN },
   { name: 'resume-from-checkpoint', type: 'string', describe: 'a checkpoint folder, or "latest" for the newest in --output-dir', commands: TRAIN },
-  { name: 'device', type: 'string', default: 'auto', describe: 'auto, cpu, cuda or cuda:N', commands: ALL },
+  { name: 'device', type: 'string', default: 'auto', describe: 'auto, cpu, cuda or cuda:N (with several processes: cpu, or each rank on cuda:LOCAL_RANK)', commands: ALL },
+  { name: 'nproc-per-node', type: 'number', describe: 'start this many data-parallel workers on this machine, as torchrun --nproc-per-node (CPU: Gloo; CUDA: NCCL, one GPU each)', commands: TRAIN },
+  { name: 'nnodes', type: 'number', default: 1, describe: 'machines in the job (torchrun --nnodes); run the same command on each with its --node-rank', commands: TRAIN },
+  { name: 'node-rank', type: 'number', default: 0, describe: 'this machine\'s index in the job (torchrun --node-rank)', commands: TRAIN },
+  { name: 'master-addr', type: 'string', default: '127.0.0.1', describe: 'address of node 0, where rank 0 hosts the rendezvous (torchrun --master-addr)', commands: TRAIN },
+  { name: 'master-port', type: 'number', describe: 'rendezvous port on node 0 (default: a free port with one node, else 29500)', commands: TRAIN },
+  { name: 'ddp-timeout', type: 'number', default: DEFAULT_DDP_TIMEOUT, describe: 'ddp_timeout: seconds a rendezvous or collective waits for the other ranks before failing', commands: TRAIN },
+  { name: 'ddp-bucket-cap-mb', type: 'number', default: DEFAULT_BUCKET_CAP_MB, describe: 'ddp_bucket_cap_mb: gradient all-reduce bucket size', commands: TRAIN },
   { name: 'threads', type: 'number', describe: 'libtorch intra-op threads (default: libtorch\'s choice)', commands: ALL },
   { name: 'json', type: 'boolean', default: false, describe: 'one JSON object per line instead of tables', commands: ALL },
   { name: 'revision', type: 'string', default: 'main', describe: 'Hub revision of the model (branch, tag, commit or refs/pr/N)', commands: ALL },

@@ -14,6 +14,9 @@ import { lockOutputDir, saveAsUnit, writeFileAtomic } from './fsutil.js';
 import { addon } from './native.js';
 import { checkFlags, flagOf, trainingArgsOf, yargsOptions, type Command } from './cli-flags.js';
 import { Dashboard } from './dashboard.js';
+import { DistributedContext, torchrunEnv, type TorchrunEnv } from './distributed.js';
+import { launch, watchLauncher } from './launch.js';
+import { fileURLToPath } from 'node:url';
 
 type Out = (line: string) => void;
 /** Parsed flags, by their kebab-case names (src/cli-flags.ts lists them). */
@@ -48,7 +51,7 @@ export async function main(argv = hideBin(process.argv), out: Out = stdoutLine, 
       .option('debug', { type: 'boolean', describe: 'print the stack of an unexpected (non-user) error; also BERT_TRAINER_DEBUG=1' });
     const command = (name: Command, run: (a: Flags) => Promise<number>) => async (a: Flags) => { checkFlags(a, name); code = await run(a); };
     parser
-      .command('$0', 'train (and evaluate every epoch)', (y) => y.options(yargsOptions('train')), command('train', (a) => train(a, out, err, controller.signal)))
+      .command('$0', 'train (and evaluate every epoch)', (y) => y.options(yargsOptions('train')), command('train', (a) => train(a, argv, out, err, controller.signal)))
       .command('predict', 'classify sentence pairs with a trained model (like a text-classification pipeline)', (y) => y.options(yargsOptions('predict')), command('predict', (a) => predict(a, out)))
       .command('evaluate', 'evaluate a model on a GLUE validation split or --validation-file', (y) => y.options(yargsOptions('evaluate')), command('evaluate', (a) => evaluate(a, out)))
       .strictOptions()
@@ -60,7 +63,9 @@ export async function main(argv = hideBin(process.argv), out: Out = stdoutLine, 
     await parser.parseAsync();
   } catch (e) {
     const { code: exit, lines } = errorReport(e, argv.includes('--debug') || process.env.BERT_TRAINER_DEBUG === '1');
-    for (const l of lines) err(l);
+    // Several workers share a terminal: each says which rank it is.
+    const r = process.env.RANK, rank = process.env.WORLD_SIZE && process.env.WORLD_SIZE !== '1' && r && !lines[0].startsWith(`error: rank ${r}:`) ? `[rank ${r}] ` : '';
+    for (const l of lines) err(rank + l);
     return exit;
   } finally {
     for (const s of signals) process.off(s, onSignal);
@@ -160,21 +165,50 @@ function dashboardFlags(a: Flags): { port: number; host: string } | undefined {
   return { port: p === '' ? 0 : Number(p), host: a['dashboard-host'] ?? '127.0.0.1' };
 }
 
-async function train(a: Flags, out: Out, err: Out, signal: AbortSignal): Promise<number> {
+/** --nproc-per-node and the flags that go with it, checked; null when this process is not a launcher. */
+function launchFlags(a: Flags) {
+  const int = (name: string, min: number, max = Number.MAX_SAFE_INTEGER) => {
+    const v = a[name];
+    if (v !== undefined && (!Number.isInteger(v) || v < min || v > max)) throw new UsageError(`--${name} must be an integer in [${min}, ${max}], got ${JSON.stringify(v)}`);
+    return v as number | undefined;
+  };
+  const nproc = int('nproc-per-node', 1), nnodes = int('nnodes', 1)!, nodeRank = int('node-rank', 0)!, masterPort = int('master-port', 1, 65535);
+  if (nodeRank >= nnodes) throw new UsageError(`--node-rank ${nodeRank} must be below --nnodes ${nnodes}`);
+  if (!(a['ddp-timeout'] > 0)) throw new UsageError(`--ddp-timeout must be a number of seconds > 0, got ${JSON.stringify(a['ddp-timeout'])}`);
+  if (!(a['ddp-bucket-cap-mb'] > 0)) throw new UsageError(`--ddp-bucket-cap-mb must be > 0, got ${JSON.stringify(a['ddp-bucket-cap-mb'])}`);
+  if (nproc === undefined) {
+    if (nnodes > 1) throw new UsageError('--nnodes needs --nproc-per-node');
+    return null;
+  }
+  return { nprocPerNode: nproc, nnodes, nodeRank, masterAddr: String(a['master-addr']), masterPort: masterPort ?? (nnodes > 1 ? 29500 : undefined) };
+}
+
+async function train(a: Flags, argv: string[], out: Out, err: Out, signal: AbortSignal): Promise<number> {
   const args = trainingArgsOf(a, 'train');
   validateArgs(args, flagOf);  // usage errors before any loading, named by their flags
   deviceFlag(a.device);
   if (a['max-length'] !== undefined && (!Number.isInteger(a['max-length']) || a['max-length'] < 3)) throw new UsageError('--max-length must be an integer >= 3');
   const dash = dashboardFlags(a);
-  const unlock = await lockOutputDir(a['output-dir']);  // before any work: an unusable output dir loses nothing
+  const launcher = launchFlags(a);
+  const worker = torchrunEnv();  // set by torchrun, a scheduler, or our own launcher
+  if (launcher && !worker) {
+    // This process only starts the workers (each runs this same command line as a worker).
+    const script = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'train.js');
+    return launch({ ...launcher, command: [script, ...argv], err });
+  }
+  watchLauncher(err);
+  // Under data parallelism rank 0 owns the output folder (and the dashboard); the others write only their part
+  // of each checkpoint, when rank 0 tells them.
+  const main = !worker || worker.rank === 0;
+  const unlock = main ? await lockOutputDir(a['output-dir']) : async () => {};  // before any work: an unusable output dir loses nothing
   let dashboard: Dashboard | undefined;
   try {
-    if (dash) {
+    if (dash && main) {
       dashboard = new Dashboard();
       const url = await dashboard.listen(dash.port, dash.host).catch((e) => { throw new UsageError(`--dashboard ${dash.port} on ${dash.host}: ${(e as Error).message}`); });
       if (a.json) out(JSON.stringify({ event: 'dashboard', url })); else err(`Dashboard: ${url}`);
     }
-    return await trainLocked(a, args, out, err, signal, dashboard);
+    return await trainLocked(a, args, main ? out : () => {}, err, signal, dashboard, worker ?? undefined);
   } catch (e) {
     dashboard?.publish({ type: 'error', message: (e as Error).message });
     throw e;
@@ -184,13 +218,28 @@ async function train(a: Flags, out: Out, err: Out, signal: AbortSignal): Promise
   }
 }
 
-async function trainLocked(a: Flags, args: Partial<TrainingArguments>, out: Out, err: Out, signal: AbortSignal, dashboard?: Dashboard): Promise<number> {
+/**
+ * This worker's process group: Gloo when training on the CPU, NCCL with each rank on cuda:LOCAL_RANK. A device
+ * other than auto/cpu/cuda is refused: under data parallelism LOCAL_RANK picks the GPU.
+ */
+async function joinProcessGroup(a: Flags, env: TorchrunEnv): Promise<DistributedContext> {
+  if (/^cuda:\d+$/.test(a.device)) throw new UsageError(`--device ${a.device}: with several processes each rank uses cuda:LOCAL_RANK; pass --device cuda (or auto)`);
+  const { cudaAvailable, cudaDeviceCount } = addon().runtime();
+  const cuda = a.device === 'cuda' || (a.device === 'auto' && cudaAvailable);
+  if (cuda && env.localRank >= cudaDeviceCount)
+    throw new UsageError(`LOCAL_RANK ${env.localRank} needs cuda:${env.localRank}, but only ${cudaDeviceCount} CUDA device(s) are visible: use at most ${cudaDeviceCount} processes per node`);
+  return DistributedContext.init({ env, device: cuda ? 'cuda' : 'cpu', timeoutSeconds: a['ddp-timeout'], bucketCapMb: a['ddp-bucket-cap-mb'] });
+}
+
+async function trainLocked(a: Flags, args: Partial<TrainingArguments>, out: Out, err: Out, signal: AbortSignal, dashboard?: Dashboard, worker?: TorchrunEnv): Promise<number> {
   phase = 'training';
   const log = (o: object, text: string) => out(a.json ? JSON.stringify(o) : text);
+  const dist = worker ? await joinProcessGroup(a, worker) : undefined;
+  const main = dist?.isMain ?? true;
   const { train: trainText, validation, task } = await loadSplits(a, true);
-  const { tok, model, maxLength } = await loadModelAndTokenizer(a, { seed: a.seed, ...labelInfo(trainText!) });
+  const { tok, model, maxLength } = await loadModelAndTokenizer(a, { seed: a.seed, ...labelInfo(trainText!), ...(dist ? { device: dist.device as Device } : {}) });
   try {
-    reportLoading(a.model, model, (o, t) => (a.json ? out(JSON.stringify(o)) : err(t)));
+    if (main) reportLoading(a.model, model, (o, t) => (a.json ? out(JSON.stringify(o)) : err(t)));
     const trainData = await tokenizeDataset(trainText!, tok, maxLength);
     const evalData = validation ? await tokenizeDataset(validation, tok, maxLength) : undefined;
     tok.clearCache();
@@ -206,11 +255,12 @@ async function trainLocked(a: Flags, args: Partial<TrainingArguments>, out: Out,
     const stepMs: number[] = [], epochEnds: number[] = [];
     const t0 = performance.now();
     dashboard?.publish({ type: 'start', device: model.device, trainRows: trainData.enc.length, evalRows: evalData?.enc.length ?? 0 });
-    log({ event: 'start', device: model.device, torch: addon().runtime().torchVersion, train_rows: trainData.enc.length, eval_rows: evalData?.enc.length ?? 0, max_length: maxLength },
-      `Training on ${model.device} (libtorch ${addon().runtime().torchVersion}): ${trainData.enc.length} training rows, ${evalData?.enc.length ?? 0} validation rows, max length ${maxLength}`);
+    const procs = dist ? `, ${dist.worldSize} processes (${dist.backend})` : '';
+    log({ event: 'start', device: model.device, torch: addon().runtime().torchVersion, train_rows: trainData.enc.length, eval_rows: evalData?.enc.length ?? 0, max_length: maxLength, world_size: dist?.worldSize ?? 1 },
+      `Training on ${model.device}${procs} (libtorch ${addon().runtime().torchVersion}): ${trainData.enc.length} training rows, ${evalData?.enc.length ?? 0} validation rows, max length ${maxLength}`);
     const callbacks = a['early-stopping-patience'] !== undefined ? [new EarlyStoppingCallback(a['early-stopping-patience'], a['early-stopping-threshold'])] : [];
     const trainer = new Trainer({
-      model, args, trainDataset: trainData, evalDataset: evalData, tokenizer: tok, task, signal, callbacks,
+      model, args, trainDataset: trainData, evalDataset: evalData, tokenizer: tok, task, signal, callbacks, distributed: dist,
       events: {
         progress: (p) => {
           stepMs.push(p.stepMs);
@@ -237,7 +287,7 @@ async function trainLocked(a: Flags, args: Partial<TrainingArguments>, out: Out,
       return 130;
     }
     phase = 'final-save';
-    await saveAsUnit(a['output-dir'], async (dir) => { await model.save(dir); await tok.save(dir); });
+    if (main) await saveAsUnit(a['output-dir'], async (dir) => { await model.save(dir); await tok.save(dir); });
     const evalMetrics = trainer.trainerState!.log_history.filter((e) => 'eval_loss' in e).pop() ?? {};
     const all = { ...result.metrics, ...evalMetrics };
     if (a['do-predict']) {
@@ -248,12 +298,14 @@ async function trainLocked(a: Flags, args: Partial<TrainingArguments>, out: Out,
       if (!sets.length) throw new UsageError('--do-predict with local files needs --test-file');
       for (const { name, rows } of sets) {
         const data = await tokenizeDataset({ ...rows, labels: null }, tok, maxLength);
-        const { predictions } = await trainer.predict(data);
+        const { predictions } = await trainer.predict(data);  // every rank predicts its shard
+        if (!main) continue;
         const file = path.join(a['output-dir'], `predict_results_${name}.txt`);
         await writeFileAtomic(file, predictResultsText(predictions, model.problemType === 'regression' ? null : modelLabels(model).labelNames!));
         log({ event: 'predict', file, rows: predictions.length }, `Predictions of ${predictions.length} rows written to ${file}`);
       }
     }
+    if (!main) return 0;
     await writeFileAtomic(path.join(a['output-dir'], 'train_results.json'), JSON.stringify(result.metrics, null, 2) + '\n');
     await writeFileAtomic(path.join(a['output-dir'], 'eval_results.json'), JSON.stringify(evalMetrics, null, 2) + '\n');
     await writeFileAtomic(path.join(a['output-dir'], 'all_results.json'), JSON.stringify(all, null, 2) + '\n');
@@ -269,6 +321,7 @@ async function trainLocked(a: Flags, args: Partial<TrainingArguments>, out: Out,
     return 0;
   } finally {
     await model.dispose();
+    await dist?.destroy();
   }
 }
 

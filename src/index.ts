@@ -21,3 +21,5 @@ export { UserError, UsageError, InputError } from './errors.js';
 export { addon as nativeAddon } from './native.js';
 export { Dashboard, type DashboardEvent } from './dashboard.js';
 export { TensorBoardWriter } from './tensorboard.js';
+export { DistributedContext, torchrunEnv, shardBatches, DEFAULT_DDP_TIMEOUT, DEFAULT_BUCKET_CAP_MB } from './distributed.js';
+export type { DistributedOptions, TorchrunEnv } from './distributed.js';

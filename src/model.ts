@@ -7,6 +7,7 @@ import { indexSafetensors, type FileTensor } from './safetensors.js';
 import { fileSource, type HubOptions, HubError } from './hub.js';
 import { readJson, writeAtomically, writeFileAtomic } from './fsutil.js';
 import { InputError } from './errors.js';
+import type { DistributedContext } from './distributed.js';
 
 export type Device = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
 
@@ -202,12 +203,18 @@ export class BertForSequenceClassification {
     }
   }
 
-  /** Train mode (dropout on): forward, loss, backward of loss * lossScale; gradients accumulate. Returns the loss. */
-  trainStep(batch: Batch, o: { lossScale?: number } = {}): Promise<number> {
+  /**
+   * Train mode (dropout on): forward, loss, backward of loss * lossScale; gradients accumulate. Returns the loss.
+   * After distribute(), `sync: false` keeps this backward's gradients local (DDP's no_sync, for the first
+   * micro-batches of a gradient-accumulation step); the default all-reduces them.
+   */
+  trainStep(batch: Batch, o: { lossScale?: number; sync?: boolean } = {}): Promise<number> {
     try {
       const nb = this.toNative(batch, true);
       const scale = checkNum('lossScale', o.lossScale ?? 1, (x) => Number.isFinite(x) && x > 0, 'a positive finite number');
-      return this.run(() => this.native.forwardBackward(nb, scale));
+      const sync = o.sync ?? true;
+      if (typeof sync !== 'boolean') throw new TypeError('sync must be true or false');
+      return this.run(() => this.native.forwardBackward(nb, scale, sync));
     } catch (e) {
       return Promise.reject(e);
     }
@@ -233,6 +240,25 @@ export class BertForSequenceClassification {
   }
 
   zeroGrad(): Promise<void> { return this.run(() => this.native.zeroGrad()); }
+
+  /** The process group this model's gradients are all-reduced over (set by distribute()). */
+  get distributed(): DistributedContext | undefined { return this._distributed; }
+  private _distributed: DistributedContext | undefined;
+
+  /**
+   * Data parallelism, as wrapping in DistributedDataParallel: rank 0's weights are broadcast to every rank (a
+   * collective: every rank calls it), then each training backward all-reduces averaged gradients in buckets.
+   * The model must be on the group's device.
+   */
+  distribute(group: DistributedContext): Promise<void> {
+    if (this._distributed) return this._distributed === group ? Promise.resolve() : Promise.reject(new Error('this model is already distributed over another process group'));
+    if (this.device !== group.device)
+      return Promise.reject(new TypeError(`the model is on ${this.device} but rank ${group.rank}'s device is ${group.device} (create the model with device: ${JSON.stringify(group.device)})`));
+    return this.run(async () => {
+      await this.native.distribute(group.handle, { bucketCapBytes: Math.round(group.bucketCapMb * 1024 * 1024) });
+      this._distributed = group;
+    });
+  }
 
   /**
    * Mixed precision for forward passes and the loss: 'bf16' runs them under autocast to bfloat16 (as the HF

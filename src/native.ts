@@ -17,7 +17,7 @@ export interface NativeModel {
   init(o: { config: object; device: string; seed: number; threads: number }): Promise<{ device: string; numParameters: number; parameterNames: string[] }>;
   load(t: NativeTensorSource[]): Promise<{ missing: string[]; unexpected: string[] }>;
   forward(b: NativeBatch): Promise<{ logits: Float32Array; loss?: number }>;
-  forwardBackward(b: NativeBatch, lossScale: number): Promise<number>;
+  forwardBackward(b: NativeBatch, lossScale: number, sync: boolean): Promise<number>;
   optimizerStep(o: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; maxGradNorm: number }): Promise<number>;
   zeroGrad(): Promise<void>;
   stateDict(): Promise<NativeBlob[]>;
@@ -27,11 +27,18 @@ export interface NativeModel {
   seed(n: number): Promise<void>;
   rngState(): Promise<NativeBlob[]>;
   setRngState(s: NativeBlob[]): Promise<void>;
+  distribute(group: NativeProcessGroup, o: { bucketCapBytes: number }): Promise<void>;
   dispose(): Promise<void>;
+}
+export interface NativeProcessGroup {
+  init(o: { masterAddr: string; masterPort: number; rank: number; worldSize: number; timeoutSeconds: number; device: string; agentStore: boolean; storePrefix: string }): Promise<string>;
+  allReduce(values: Float64Array, op: 'sum' | 'max' | 'min'): Promise<void>;
+  destroy(): Promise<void>;
 }
 export interface Addon {
   Model: new () => NativeModel;
-  runtime(): { torchVersion: string; cudaAvailable: boolean; cudaDeviceCount: number; numThreads: number; v8ExternalMemory: number; activations: string[] };
+  ProcessGroup: new () => NativeProcessGroup;
+  runtime(): { torchVersion: string; cudaAvailable: boolean; cudaDeviceCount: number; numThreads: number; v8ExternalMemory: number; activations: string[]; distributedBackends: string[] };
 }
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');

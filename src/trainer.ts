@@ -12,6 +12,7 @@ import { readSafetensors } from './safetensors.js';
 import { defaultLoggingDir, TensorBoardWriter, tensorboardTags } from './tensorboard.js';
 import { glueMetric } from './metrics.js';
 import { InputError, show, UsageError } from './errors.js';
+import { type DistributedContext, shardBatches } from './distributed.js';
 
 /** The values each choice argument takes: validation, types and the CLI's --help all read these. */
 export const LR_SCHEDULERS = ['linear', 'cosine', 'constant', 'constant_with_warmup', 'cosine_with_restarts', 'polynomial', 'inverse_sqrt'] as const;
@@ -143,6 +144,12 @@ export interface TrainerOptions {
   events?: TrainerEvents;
   signal?: AbortSignal;
   callbacks?: TrainerCallback[];
+  /**
+   * Data parallelism (DistributedContext.init): every rank runs the same Trainer on its shard of each epoch's
+   * order, gradients are all-reduced as DDP does, evaluation is sharded and gathered, and only rank 0 logs and
+   * writes files (events fire on rank 0 only).
+   */
+  distributed?: DistributedContext;
 }
 
 export interface TrainerState {
@@ -289,8 +296,16 @@ export class Trainer {
     for (const c of this.o.callbacks ?? []) if (this.control) c.onLog?.(this.args, this.state, this.control, entry);
     this.state.log_history.push(entry);
     if (this.tb) for (const [tag, v] of tensorboardTags(entry)) this.tb.scalar(tag, v, this.state.global_step);
-    this.o.events?.log?.(entry);
+    this.events?.log?.(entry);
   }
+
+  /** Progress, log and save events: every process's in a single-process run, rank 0's only under data parallelism. */
+  private get events(): TrainerEvents | undefined { return this.isMain ? this.o.events : undefined; }
+  /** The process that logs and writes files (rank 0; the only one without data parallelism). */
+  private get isMain(): boolean { return this.o.distributed?.isMain ?? true; }
+
+  /** Whose dropout state a checkpoint file holds: undefined (rng_state) in a single process, else this rank. */
+  private get rngRank(): number | undefined { const d = this.o.distributed; return d && d.worldSize > 1 ? d.rank : undefined; }
 
   /** The model's mixed precision in this trainer's training and evaluation. */
   private get precision(): 'no' | 'bf16' { return this.args.bf16 ? 'bf16' : 'no'; }
@@ -316,8 +331,11 @@ export class Trainer {
     if (!data) throw new UsageError('train() needs a trainDataset');
     if (!data.labels) throw new UsageError('the training dataset has no labels');
     const bs = args.perDeviceTrainBatchSize, accum = args.gradientAccumulationSteps;
-    const batchesPerEpoch = args.dataloaderDropLast ? Math.floor(data.enc.length / bs) : Math.ceil(data.enc.length / bs);
-    if (batchesPerEpoch === 0) throw new UsageError(`the training dataset has ${data.enc.length} rows, fewer than one batch of ${bs}`);
+    // Under data parallelism each rank takes every worldSize-th batch: an epoch has that many fewer steps.
+    const dist = this.o.distributed, world = dist?.worldSize ?? 1, rank = dist?.rank ?? 0;
+    const allBatches = args.dataloaderDropLast ? Math.floor(data.enc.length / bs) : Math.ceil(data.enc.length / bs);
+    if (allBatches === 0) throw new UsageError(`the training dataset has ${data.enc.length} rows, fewer than one batch of ${bs}`);
+    const batchesPerEpoch = Math.ceil(allBatches / world);
     const stepsPerEpoch = Math.max(1, Math.ceil(batchesPerEpoch / accum));
     const maxSteps = args.maxSteps > 0 ? args.maxSteps : Math.ceil(args.numTrainEpochs * stepsPerEpoch);
     const numEpochs = args.maxSteps > 0 ? Math.ceil(maxSteps / stepsPerEpoch) : Math.ceil(args.numTrainEpochs);
@@ -326,8 +344,8 @@ export class Trainer {
     this.state = {
       global_step: 0, epoch: 0, max_steps: maxSteps, num_train_epochs: numEpochs, logging_steps: args.loggingSteps,
       eval_steps: args.evalStrategy === 'steps' ? evalEvery : null, save_steps: args.saveSteps, train_batch_size: bs,
-      total_flos: 0, log_history: [], best_metric: null, best_global_step: null, best_model_checkpoint: null, is_local_process_zero: true,
-      is_world_process_zero: true, trial_name: null, trial_params: null,
+      total_flos: 0, log_history: [], best_metric: null, best_global_step: null, best_model_checkpoint: null,
+      is_local_process_zero: (dist?.localRank ?? 0) === 0, is_world_process_zero: this.isMain, trial_name: null, trial_params: null,
       stateful_callbacks: { TrainerControl: { args: { should_training_stop: false, should_epoch_stop: false, should_save: true, should_evaluate: false, should_log: false }, attributes: {} } },
     };
     this.resumedLoggingDir = undefined;
@@ -337,10 +355,12 @@ export class Trainer {
       await this.resume(o.resumeFromCheckpoint);
       // Not an error: resuming a run whose last checkpoint is its final step completes a cut-short final save.
       if (this.state.global_step >= maxSteps)
-        this.o.events?.warning?.(`${o.resumeFromCheckpoint} is at step ${this.state.global_step} and this run ends at step ${maxSteps}: nothing is left to train, ` +
+        this.events?.warning?.(`${o.resumeFromCheckpoint} is at step ${this.state.global_step} and this run ends at step ${maxSteps}: nothing is left to train, ` +
           'so the model stays as the checkpoint has it (raise numTrainEpochs / --epochs or maxSteps / --max-steps to train further); training_loss is NaN');
     }
-    if (args.reportTo.includes('tensorboard')) {
+    // As wrapping the model in DistributedDataParallel: after a resume's load, rank 0's weights go to every rank.
+    if (dist) await model.distribute(dist);
+    if (args.reportTo.includes('tensorboard') && this.isMain) {
       // As TensorBoardCallback: the arguments and the model config as text, then every log entry as scalars.
       args.loggingDir ??= this.resumedLoggingDir ?? defaultLoggingDir(args.outputDir);
       this.tb = new TensorBoardWriter(args.loggingDir, o.resumeFromCheckpoint ? this.state.global_step + 1 : undefined);
@@ -359,27 +379,36 @@ export class Trainer {
     outer:
     for (let epoch = Math.floor(startStep / stepsPerEpoch); epoch < numEpochs; epoch++) {
       const order = args.groupByLength ? lengthGroupedOrder(data.enc, bs, args.seed, epoch) : shuffledOrder(data.enc.length, args.seed, epoch);
-      const epochBatches = batches(order, bs, args.dataloaderDropLast);
+      const epochBatches = shardBatches(batches(order, bs, args.dataloaderDropLast), order, bs, rank, world);
       const skipSteps = epoch === Math.floor(startStep / stepsPerEpoch) ? startStep - epoch * stepsPerEpoch : 0;
       for (let s = skipSteps; s < stepsPerEpoch && this.state.global_step < maxSteps; s++) {
         const stepStart = performance.now();
         const micro = epochBatches.slice(s * accum, (s + 1) * accum);
         // As the Trainer: a last, partial accumulation step averages over the batches it has, not over `accum`.
         const lossScale = 1 / micro.length;
-        let stepLoss = 0;
-        for (const rows of micro) {
-          samples += rows.length;
+        let stepLoss = 0, stepFlos = 0;
+        for (const [k, rows] of micro.entries()) {
+          samples += rows.length * world;
           const batch = collate(data.enc, rows, { padId: this.padId(), padToMultipleOf: args.padToMultipleOf ?? undefined, labels: data.labels });
-          const loss = await model.trainStep(batch, { lossScale });
+          // Gradients are all-reduced on the step's last micro-batch only (DDP's no_sync before it).
+          const loss = await model.trainStep(batch, { lossScale, sync: k === micro.length - 1 });
           stepLoss += loss * lossScale;
-          this.state.total_flos += flopsPerToken * batch.shape[0] * batch.shape[1];
+          stepFlos += flopsPerToken * batch.shape[0] * batch.shape[1];
         }
+        let aborted = this.o.signal?.aborted ?? false;
+        if (dist) {
+          // Every rank decides alike: on the mean loss over ranks (what is logged, as the Trainer gathers it), the
+          // FLOPs of all ranks, and an interrupt any rank received.
+          const v = await dist.allReduce(Float64Array.of(stepLoss, stepFlos, aborted ? 1 : 0));
+          stepLoss = v[0] / world; stepFlos = v[1]; aborted = v[2] > 0;
+        }
+        this.state.total_flos += stepFlos;
         const step = this.state.global_step;
         if (!Number.isFinite(stepLoss)) {
           if (args.onNonFiniteLoss === 'stop')
             throw new Error(`training loss is ${stepLoss} at step ${step + 1} (epoch ${epoch + 1}); stopped before the update. ` +
               'Lower the learning rate, check the data, or pass onNonFiniteLoss: "skip" (--on-non-finite-loss skip) to drop such steps');
-          this.o.events?.warning?.(`training loss is ${stepLoss} at step ${step + 1}; the update was skipped`);
+          this.events?.warning?.(`training loss is ${stepLoss} at step ${step + 1}; the update was skipped`);
           await model.zeroGrad();
           // Skipping is for the odd bad batch; a run that keeps producing them has diverged and must not end as a success.
           if (++skippedInARow >= MAX_SKIPPED_IN_A_ROW)
@@ -393,7 +422,7 @@ export class Trainer {
         this.state.global_step = step + 1;
         this.state.epoch = epoch + (s + 1) / stepsPerEpoch;
         const gs = this.state.global_step;
-        this.o.events?.progress?.({ step: gs, maxSteps, epoch: this.state.epoch, stepMs: performance.now() - stepStart });
+        this.events?.progress?.({ step: gs, maxSteps, epoch: this.state.epoch, stepMs: performance.now() - stepStart });
 
         if ((gs % args.loggingSteps === 0 || (gs === 1 && args.loggingFirstStep)) && stepsSinceLog > 0) {
           this.emitLog({ loss: round4(lossSinceLog / stepsSinceLog), grad_norm: lastGradNorm,
@@ -404,12 +433,12 @@ export class Trainer {
         // As DefaultFlowCallback: every eval_steps, at each epoch end, and at the last step for the steps strategy.
         for (const c of this.o.callbacks ?? []) c.onStepEnd?.(args, this.state, control);
         if (this.o.evalDataset && ((evalEvery && (gs % evalEvery === 0 || gs === maxSteps)) || (args.evalStrategy === 'epoch' && endOfEpoch))) {
-          const metrics = await this.evaluate(this.o.evalDataset, 'eval', true);  // an interrupt ends it early, unlogged; the checkpoint below follows
+          const metrics = await this.evaluate(this.o.evalDataset, 'eval', !dist);  // an interrupt ends it early, unlogged; the checkpoint below follows
           if (args.metricForBestModel && Object.keys(metrics).length) this.updateBest(metrics);
         }
         const saveNow = (args.saveStrategy === 'steps' && gs % args.saveSteps === 0) || (args.saveStrategy === 'epoch' && endOfEpoch) ||
           (args.saveStrategy !== 'no' && gs === maxSteps);
-        if (this.o.signal?.aborted) {
+        if (aborted || (!dist && this.o.signal?.aborted)) {  // (one process: also an interrupt during the evaluation)
           await this.saveCheckpoint();
           interrupted = true;
           break outer;
@@ -421,7 +450,7 @@ export class Trainer {
     // As _load_best_model: the weights of the best checkpoint, reported in the log.
     if (!interrupted && args.loadBestModelAtEnd && this.state.best_model_checkpoint) {
       await model.loadWeights(path.join(this.state.best_model_checkpoint, 'model.safetensors'));
-      this.o.events?.warning?.(`loaded the best model from ${this.state.best_model_checkpoint} (${metricKey(args.metricForBestModel!)} ${this.state.best_metric})`);
+      this.events?.warning?.(`loaded the best model from ${this.state.best_model_checkpoint} (${metricKey(args.metricForBestModel!)} ${this.state.best_metric})`);
     }
     const runtime = (performance.now() - start) / 1000;
     const trainedSteps = this.state.global_step - startStep;
@@ -460,7 +489,7 @@ export class Trainer {
       out.step = this.state.global_step;
       this.emitLog(out);
     }
-    this.o.events?.evaluate?.(out);
+    this.events?.evaluate?.(out);
     if (this.training && this.control) for (const c of this.o.callbacks ?? []) c.onEvaluate?.(this.args, this.state, this.control, out);
     return out;
   }
@@ -476,21 +505,42 @@ export class Trainer {
     return { logits, predictions: this.predictionsOf(logits), metrics };
   }
 
-  /** null when `stopOnAbort` and the signal fired between batches (an interrupt during evaluation in training). */
+  /**
+   * null when `stopOnAbort` and the signal fired between batches (an interrupt during evaluation in training).
+   * Under data parallelism rank r runs batches r, r + worldSize, ... and one all-reduce gathers every rank's
+   * logits and per-batch losses into place (each slot is written by one rank, the others add zeros), so the
+   * metrics and the loss, summed in batch order, equal a single process's exactly.
+   */
   private async runInference(dataset: TokenizedDataset, stopOnAbort = false) {
     await this.model.setMixedPrecision(this.precision);
+    const dist = this.o.distributed, world = dist?.worldSize ?? 1, rank = dist?.rank ?? 0;
     const nl = this.model.numLabels, bs = this.args.perDeviceEvalBatchSize;
     const logits = new Float32Array(dataset.enc.length * nl);
-    let lossSum = 0, count = 0, steps = 0;
     const order = Int32Array.from({ length: dataset.enc.length }, (_, i) => i);
-    for (const rows of batches(order, bs)) {
+    const all = batches(order, bs);
+    const batchLoss = new Float64Array(all.length), batchCount = new Float64Array(all.length);
+    let steps = 0;
+    for (let i = rank; i < all.length; i += world) {
       if (stopOnAbort && this.o.signal?.aborted) return null;
+      const rows = all[i];
       const batch = collate(dataset.enc, rows, { padId: this.padId(), padToMultipleOf: this.args.padToMultipleOf ?? undefined, labels: dataset.labels });
       const out = await this.model.forward(batch);
       logits.set(out.logits, rows[0] * nl);
-      if (out.loss !== undefined) { lossSum += out.loss * rows.length; count += rows.length; }
+      if (out.loss !== undefined) { batchLoss[i] = out.loss * rows.length; batchCount[i] = rows.length; }
       steps++;
     }
+    if (dist) {
+      const buf = new Float64Array(logits.length + 2 * all.length);
+      buf.set(logits);
+      buf.set(batchLoss, logits.length);
+      buf.set(batchCount, logits.length + all.length);
+      await dist.allReduce(buf);
+      logits.set(buf.subarray(0, logits.length));
+      batchLoss.set(buf.subarray(logits.length, logits.length + all.length));
+      batchCount.set(buf.subarray(logits.length + all.length));
+    }
+    let lossSum = 0, count = 0;
+    for (let i = 0; i < all.length; i++) { lossSum += batchLoss[i]; count += batchCount[i]; }
     return { logits, lossSum, count, steps };
   }
 
@@ -513,27 +563,42 @@ export class Trainer {
     return glueMetric(task, pred, dataset.labels!);
   }
 
-  /** checkpoint-<step>/ written into a temporary folder, then renamed: a checkpoint that exists is complete. */
+  /**
+   * checkpoint-<step>/ written into a temporary folder, then renamed: a checkpoint that exists is complete. Under
+   * data parallelism rank 0 writes it; every other rank adds its own dropout state (rng_state_<rank>, as the
+   * Trainer's rng_state_<rank>.pth) before the rename, and all ranks leave only once the folder is in place.
+   */
   async saveCheckpoint(): Promise<string> {
+    const dist = this.o.distributed;
     const dir = path.join(this.args.outputDir, `checkpoint-${this.state.global_step}`);
-    const tmp = `${dir}.tmp-${process.pid}`;
-    await fs.rm(tmp, { recursive: true, force: true });
-    await this.model.save(tmp);
-    await this.o.tokenizer?.save(tmp);
-    await this.model.saveOptimizerState(path.join(tmp, 'optimizer.safetensors'));
-    await writeFileAtomic(path.join(tmp, 'scheduler.json'), JSON.stringify({ last_epoch: this.state.global_step, type: this.args.lrSchedulerType }) + '\n');
-    await this.model.saveRngState(path.join(tmp, 'rng_state.safetensors'));
+    const tmp = dist ? `${dir}.tmp-ddp` : `${dir}.tmp-${process.pid}`;
     if (this.state.best_global_step !== null) {
       const best = path.join(this.args.outputDir, `checkpoint-${this.state.best_global_step}`);
       if (this.state.best_global_step === this.state.global_step || await exists(best)) this.state.best_model_checkpoint = best;
     }
-    await writeFileAtomic(path.join(tmp, 'trainer_state.json'), JSON.stringify(this.state, null, 2) + '\n');
-    await writeFileAtomic(path.join(tmp, 'training_args.json'), JSON.stringify(this.args, null, 2) + '\n');
-    await removeCheckpoint(dir);  // re-saving a step after a resume
-    await fs.rename(tmp, dir);
-    this.o.events?.save?.(dir);
+    if (this.isMain) {
+      await fs.rm(tmp, { recursive: true, force: true });
+      await this.model.save(tmp);
+      await this.o.tokenizer?.save(tmp);
+      await this.model.saveOptimizerState(path.join(tmp, 'optimizer.safetensors'));
+      await writeFileAtomic(path.join(tmp, 'scheduler.json'), JSON.stringify({ last_epoch: this.state.global_step, type: this.args.lrSchedulerType }) + '\n');
+      await this.model.saveRngState(path.join(tmp, rngStateFile(this.rngRank)));
+      await writeFileAtomic(path.join(tmp, 'trainer_state.json'), JSON.stringify(this.state, null, 2) + '\n');
+      await writeFileAtomic(path.join(tmp, 'training_args.json'), JSON.stringify(this.args, null, 2) + '\n');
+    }
+    if (dist) {
+      await dist.barrier();
+      if (!this.isMain) await this.model.saveRngState(path.join(tmp, rngStateFile(this.rngRank)));
+      await dist.barrier();
+    }
+    if (this.isMain) {
+      await removeCheckpoint(dir);  // re-saving a step after a resume
+      await fs.rename(tmp, dir);
+      this.events?.save?.(dir);
+    }
     if (this.control) for (const c of this.o.callbacks ?? []) c.onSave?.(this.args, this.state, this.control, dir);
-    await this.rotateCheckpoints();
+    if (this.isMain) await this.rotateCheckpoints();
+    if (dist) await dist.barrier();
     return dir;
   }
 
@@ -552,17 +617,24 @@ export class Trainer {
 
   private async resume(dir: string) {
     if (!(await exists(dir))) throw new InputError(dir, 'does not exist');
-    const need = ['model.safetensors', 'optimizer.safetensors', 'trainer_state.json', 'rng_state.safetensors'];
+    const need = ['model.safetensors', 'optimizer.safetensors', 'trainer_state.json'];
     for (const f of need) if (!(await exists(path.join(dir, f)))) throw new InputError(dir, `not a complete checkpoint (no ${f})`);
+    // This rank's dropout state; a checkpoint of another world size has rng_state (or rng_state_0) only: its
+    // generator continues, and dropout will not repeat the uninterrupted run.
+    const candidates = [...new Set([rngStateFile(this.rngRank), rngStateFile(undefined), rngStateFile(0)])];
+    let rngFile: string | undefined;
+    for (const f of candidates) if (await exists(path.join(dir, f))) { rngFile = path.join(dir, f); break; }
+    if (!rngFile) throw new InputError(dir, `not a complete checkpoint (no ${candidates[0]})`);
+    if (path.basename(rngFile) !== candidates[0])
+      this.events?.warning?.(`${dir} has no ${candidates[0]} (saved with another number of processes): ${path.basename(rngFile)} is used, and dropout will not repeat the uninterrupted run`);
     const st = (await readJson(path.join(dir, 'trainer_state.json'))) as Partial<TrainerState>;
     if (!Number.isInteger(st.global_step) || (st.global_step as number) < 0) throw new InputError(path.join(dir, 'trainer_state.json'), 'global_step is missing or invalid');
     await this.model.loadWeights(path.join(dir, 'model.safetensors'));
     await this.model.loadOptimizerState(path.join(dir, 'optimizer.safetensors'));
-    const rngFile = path.join(dir, 'rng_state.safetensors');
     const rng = (await readSafetensors(rngFile)).tensors;
     if (!rng.some((t) => t.name === 'cpu')) throw new InputError(rngFile, 'no "cpu" generator state');
     if (this.model.device.startsWith('cuda') && !rng.some((t) => t.name === 'cuda'))
-      this.o.events?.warning?.(`${rngFile} has no "cuda" generator state (saved on a CPU): dropout will not repeat the uninterrupted run`);
+      this.events?.warning?.(`${rngFile} has no "cuda" generator state (saved on a CPU): dropout will not repeat the uninterrupted run`);
     await this.model.setRngState(rng).catch((e) => { throw new InputError(rngFile, (e as Error).message); });
     // The schedule continues from the checkpoint's step: scheduler.json must agree with trainer_state.json.
     const schedFile = path.join(dir, 'scheduler.json');
@@ -571,7 +643,7 @@ export class Trainer {
       if (sched?.last_epoch !== st.global_step)
         throw new InputError(schedFile, `last_epoch ${show(sched?.last_epoch)} does not match trainer_state.json's global_step ${st.global_step}`);
       if (sched.type !== this.args.lrSchedulerType)
-        this.o.events?.warning?.(`${schedFile}: the checkpoint's learning-rate schedule was ${show(sched.type)}, this run uses "${this.args.lrSchedulerType}"`);
+        this.events?.warning?.(`${schedFile}: the checkpoint's learning-rate schedule was ${show(sched.type)}, this run uses "${this.args.lrSchedulerType}"`);
     }
     // As the Trainer warns when the batch size changed: a resumed run with other hyperparameters is a different run.
     const argsFile = path.join(dir, 'training_args.json');
@@ -580,7 +652,7 @@ export class Trainer {
       const keys = ['perDeviceTrainBatchSize', 'gradientAccumulationSteps', 'learningRate', 'lrSchedulerType', 'warmupSteps', 'warmupRatio', 'weightDecay', 'maxGradNorm', 'seed'] as const;
       const changed = keys.filter((k) => saved?.[k] !== undefined && saved[k] !== this.args[k]);
       if (changed.length)
-        this.o.events?.warning?.(`resuming from ${dir} with changed arguments: ${changed.map((k) => `${k} ${show(saved[k])} -> ${show(this.args[k])}`).join(', ')}; the run will not match the uninterrupted one`);
+        this.events?.warning?.(`resuming from ${dir} with changed arguments: ${changed.map((k) => `${k} ${show(saved[k])} -> ${show(this.args[k])}`).join(', ')}; the run will not match the uninterrupted one`);
       if (typeof saved?.loggingDir === 'string' && saved.loggingDir) this.resumedLoggingDir = saved.loggingDir;
     }
     this.state.global_step = st.global_step!;
@@ -592,6 +664,9 @@ export class Trainer {
     this.state.best_model_checkpoint = typeof st.best_model_checkpoint === 'string' ? st.best_model_checkpoint : null;
   }
 }
+
+/** A checkpoint's dropout-state file: rng_state, or rng_state_<rank> under data parallelism (as the Trainer names them). */
+function rngStateFile(rank: number | undefined): string { return rank === undefined ? 'rng_state.safetensors' : `rng_state_${rank}.safetensors`; }
 
 /**
  * Deletes a checkpoint without ever leaving a half-deleted folder under a checkpoint-N name (a kill during a

@@ -2,6 +2,8 @@
 // torch.nn.parallel.DistributedDataParallel set it up: a TCPStore rendezvous, a Gloo (CPU) or NCCL (CUDA) backend,
 // rank 0's weights broadcast, and c10d's Reducer all-reducing gradient buckets from autograd hooks while backward
 // is still running.
+#include "torch_session.h"
+#ifdef BERT_ADDON_DISTRIBUTED
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -18,7 +20,6 @@
 #include <cstdlib>
 #include <stdexcept>
 #include <type_traits>
-#include "torch_session.h"
 
 namespace bert {
 
@@ -165,3 +166,16 @@ void TorchSession::ArmReducer() {
 }
 
 }  // namespace bert
+
+#else  // built with -DBERT_ADDON_DISTRIBUTED=OFF: one process only
+
+namespace bert {
+std::vector<std::string> DistributedBackends() { return {}; }
+std::shared_ptr<ProcessGroup> ProcessGroup::Create(const DistributedOptions&) {
+  throw std::invalid_argument("this build of the addon has no c10d support (built with BERT_ADDON_DISTRIBUTED=OFF)");
+}
+void TorchSession::Distribute(const std::shared_ptr<ProcessGroup>&, int64_t) { throw std::logic_error("no c10d support in this build"); }
+void TorchSession::ArmReducer() {}
+}  // namespace bert
+
+#endif

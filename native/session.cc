@@ -1,9 +1,11 @@
 // One model's session: device, construction, and the forward passes (evaluation; training with its loss and
 // backward) with autocast and dropout scopes around them.
+#include <ATen/Context.h>
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
 #include <torch/cuda.h>
 #include <torch/version.h>
+#include <cstdlib>
 #include <optional>
 #include <stdexcept>
 #include "torch_session.h"
@@ -43,6 +45,9 @@ std::unique_ptr<Session> Session::Create(const Options& options) { return std::m
 TorchSession::TorchSession(const Options& o)
     : cfg_(o.config), device_(ResolveDevice(o.device)), store_(device_, o.seed, o.config.initializer_range) {
   if (o.threads > 0) at::set_num_threads(o.threads);
+  // BERT_TRAINER_SDPA_CUDNN=0 keeps scaled_dot_product_attention off cuDNN's backend (process-wide, as
+  // torch.backends.cuda.enable_cudnn_sdp(False)): scripts/gpu/bf16_probe.mjs measures what it costs per new shape.
+  if (const char* v = std::getenv("BERT_TRAINER_SDPA_CUDNN"); device_.is_cuda() && v && std::string(v) == "0") at::globalContext().setSDPUseCuDNN(false);
   Seed(o.seed);
   model_ = std::make_unique<BertForSequenceClassification>(Path(store_, ""), cfg_);
 }

@@ -43,6 +43,7 @@ const nvrtc = cudaRoot && !existsSync(path.join(cudaRoot, 'lib64', 'libnvrtc.so'
   : undefined;
 const cmakeJs = path.join(path.dirname(require.resolve('cmake-js/package.json')), 'bin', 'cmake-js');
 const args = [cmakeJs, 'build', '--config', 'Release', '--directory', root, '--out', outDir, ...(process.env.BERT_ADDON_RPATH ? [`--CDBERT_ADDON_RPATH=${process.env.BERT_ADDON_RPATH}`] : []),
+  ...(process.env.BERT_ADDON_DISTRIBUTED ? [`--CDBERT_ADDON_DISTRIBUTED=${process.env.BERT_ADDON_DISTRIBUTED}`] : []),
   `--CDCMAKE_PREFIX_PATH=${torch.prefix}`, ...(cudaRoot ? [`--CDCUDAToolkit_ROOT=${cudaRoot}`, `--CDCUDA_TOOLKIT_ROOT_DIR=${cudaRoot}`] : []), ...(nvrtc ? [`--CDCUDA_nvrtc_LIBRARY=${nvrtc}`] : []), '--parallel', String(Math.max(1, (await import('node:os')).cpus().length))];
 try {
   execFileSync(process.execPath, args, { stdio: 'inherit', cwd: root });

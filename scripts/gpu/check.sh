@@ -37,26 +37,7 @@ step "parity on $DEVICE"
 TEST_DEVICE=$DEVICE timeout 300 node --test dist/test/parity.test.js 2>&1 | grep -E "^# parity|^ok|^not ok|^# (pass|fail)" | tee "$OUT/parity.txt"
 
 step "HF home with MRPC, MiniLM and bert-base-uncased (random weights: the real ones do not travel)"
-export HF_HOME=${HF_HOME:-/tmp/gpu-hf-home}
-# repo, then BertConfig overrides on MiniLM's config (bert-base-uncased shares MiniLM's vocabulary and tokenizer).
-random_model() {
-  local repo=$1 overrides=$2 commit=0000000000000000000000000000000000000001
-  local dir=$HF_HOME/hub/models--${repo//\//--}
-  [ -d "$dir" ] && return
-  mkdir -p "$dir/snapshots/$commit" "$dir/refs" && echo -n $commit > "$dir/refs/main"
-  cp .gpu/minilm/* "$dir/snapshots/$commit/"
-  (cd /tmp && python3 -c "
-import torch
-from transformers import BertConfig, BertModel
-torch.manual_seed(0)
-c = BertConfig.from_pretrained('$dir/snapshots/$commit', **$overrides)
-BertModel(c).save_pretrained('$dir/snapshots/$commit')")
-}
-mkdir -p "$HF_HOME/hub"
-[ -d "$HF_HOME/hub/datasets--nyu-mll--glue" ] || cp -r .gpu/hf-home/hub/* "$HF_HOME/hub/"
-random_model sentence-transformers/all-MiniLM-L6-v2 "{}"
-random_model bert-base-uncased "dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)"
-export HF_HUB_OFFLINE=1
+source scripts/gpu/hf-home.sh
 
 step "benchmark: shape (bert-base config) on $DEVICE"
 timeout 200 node dist/scripts/bench/bench.js --workload shape --device "$DEVICE" --rounds 1 --out "$OUT" 2>&1 | tail -15

@@ -65,7 +65,8 @@ export async function launch(o: LaunchOptions): Promise<number> {
         const c = code ?? 128 + (os.constants.signals[signal as NodeJS.Signals] ?? 0);
         if (c !== 0 && c !== 130 && !failed) {
           failed = { rank, code: c };
-          o.err(`error: worker rank ${rank} (pid ${w.pid}) ${signal ? `was killed by ${signal}` : `exited with code ${code}`}; stopping the other ${workers.length - 1} worker(s)`);
+          const others = workers.length - 1;
+          o.err(`error: worker rank ${rank} (pid ${w.pid}) ${signal ? `was killed by ${signal}` : `exited with code ${code}`}${others ? `; stopping the other ${others} worker${others > 1 ? 's' : ''}` : ''}`);
           stopAll();
         }
         resolve(c);

@@ -1,4 +1,4 @@
-// `npm run bench -- [--workload quick|full|shape] [--rounds N] [--steps N] [--threads N] [--device cpu|cuda] [--bf16]`
+// `npm run bench -- [--workload quick|full|shape|ddp] [--rounds N] [--steps N] [--threads N] [--device cpu|cuda] [--bf16]`
 // Runs the Python Trainer (scripts/bench/reference_trainer.py, the notebook's code) and this product on the same
 // model files, data, hyperparameters, precision, thread count and machine, alternating, several times; reports
 // median and spread, the ratio ours/PyTorch, a JSON file and an SVG chart under bench/results/.
@@ -11,7 +11,7 @@ import { projectPython, root } from '../paths.js';
 const argv = process.argv.slice(2);
 const opt = (n: string, d: string) => { const i = argv.indexOf(`--${n}`); return i >= 0 ? argv[i + 1] : d; };
 const workload = opt('workload', 'quick');
-if (!['quick', 'full', 'shape'].includes(workload)) { console.error(`--workload must be quick, full or shape, got ${workload}`); process.exit(2); }
+if (!['quick', 'full', 'shape', 'ddp'].includes(workload)) { console.error(`--workload must be quick, full, shape or ddp, got ${workload}`); process.exit(2); }
 const device = opt('device', 'cpu');
 const threads = Number(opt('threads', String(os.cpus().length)));
 const rounds = Number(opt('rounds', workload === 'full' ? '1' : '3'));
@@ -67,7 +67,8 @@ function pyFigures(stdout: string, wall: number, curves?: Curves): Fig {
     peak_rss_mb: res.peak_rss_mb, accuracy: last.eval_accuracy, f1: last.eval_f1 };
 }
 
-async function trainingWorkload(): Promise<{ ours: Fig[]; py: Fig[]; curves: Curves }> {
+/** An HF home with MRPC and MiniLM (../shared's, copied with the model by prepare-minilm), or exit 0 saying why not. */
+function mrpcHome(): string {
   let home = process.env.HF_HOME;
   if (!home || !existsSync(path.join(home, 'hub', 'datasets--nyu-mll--glue'))) {
     if (!existsSync(path.resolve(root, '..', 'shared', 'hf-home'))) {
@@ -76,7 +77,11 @@ async function trainingWorkload(): Promise<{ ours: Fig[]; py: Fig[]; curves: Cur
     }
     home = execFileSync(process.execPath, [path.join(root, 'dist', 'scripts', 'prepare-minilm.js')], { encoding: 'utf8' }).trim().split('\n').pop()!;
   }
-  const env = { ...process.env, HF_HOME: home, HF_HUB_OFFLINE: '1', TRANSFORMERS_VERBOSITY: 'error', PYTHONUNBUFFERED: '1' };
+  return home;
+}
+
+async function trainingWorkload(): Promise<{ ours: Fig[]; py: Fig[]; curves: Curves }> {
+  const env = { ...process.env, HF_HOME: mrpcHome(), HF_HUB_OFFLINE: '1', TRANSFORMERS_VERBOSITY: 'error', PYTHONUNBUFFERED: '1' };
   const limit = workload === 'quick' ? ['--max-steps', String(steps)] : [];
   const logging = workload === 'quick' ? '10' : '50';
   const ours: Fig[] = [], py: Fig[] = [];
@@ -133,6 +138,56 @@ async function shapeWorkload(): Promise<{ ours: Fig[]; py: Fig[] }> {
   return { ours, py };
 }
 
+/**
+ * Data parallelism on this machine, the same global batch of 16 three ways (MiniLM on MRPC, ours only):
+ * 1 process x `threads` threads x batch 16; `threads` processes x 1 thread x batch 16/threads over Gloo; and one
+ * such process alone (its compute without communication). The step-time gap between the last two is what
+ * all-reduce costs in the step beyond what backward hides; c10d Gloo's own all-reduce of the gradients' size
+ * (scripts/bench/allreduce_bw.py) says what it would cost unhidden.
+ */
+async function ddpWorkload() {
+  const env: NodeJS.ProcessEnv = { ...process.env, HF_HOME: mrpcHome(), HF_HUB_OFFLINE: '1' };
+  for (const k of ['RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT', 'OMP_NUM_THREADS']) delete env[k];
+  const procs = threads, global = 16;
+  if (global % procs) throw new Error(`--threads ${procs} must divide the global batch of ${global}`);
+  const configs = {
+    one_process: ['--threads', String(procs), '--batch-size', String(global)],
+    ddp: ['--nproc-per-node', String(procs), '--threads', '1', '--batch-size', String(global / procs)],
+    one_rank_alone: ['--threads', '1', '--batch-size', String(global / procs)],
+  } as const;
+  const figs: Record<string, Fig[]> = { one_process: [], ddp: [], one_rank_alone: [] };
+  for (let r = 0; r < rounds; r++) {
+    for (const [name, extra] of Object.entries(configs)) {
+      process.stderr.write(`round ${r + 1}/${rounds}: ${name}... `);
+      const { stdout, wall } = await run(process.execPath, [path.join(root, 'train.js'), '--model', model, '--device', 'cpu', '--json', '--max-steps', String(steps),
+        '--eval-strategy', 'no', '--save-strategy', 'no', '--logging-steps', '10', '--output-dir', path.join(tmp, `ddp-${name}-${r}`), ...extra], env);
+      const f = oursFigures(stdout, wall);
+      figs[name].push({ step_ms_p50: f.step_ms_p50, step_ms_p95: f.step_ms_p95, train_wall_s: f.train_wall_s, samples_per_s: f.samples_per_s, peak_rss_mb: f.peak_rss_mb });
+      process.stderr.write('done\n');
+    }
+  }
+  // MiniLM's gradients: 22.7 M fp32 parameters; bert-base's: 109.5 M (the issue's 440 MB).
+  const gradMb = { minilm: (22_713_216 * 4) / 2 ** 20, bert_base: (109_483_778 * 4) / 2 ** 20 };
+  const bw = JSON.parse(execFileSync(python, [path.join(root, 'scripts', 'bench', 'allreduce_bw.py'), JSON.stringify({ sizes_mb: [1, gradMb.minilm, gradMb.bert_base], repeats: 3 })],
+    { cwd: tmp, encoding: 'utf8', env }).trim().split('\n').pop()!);
+  const med = (k: string, f: string) => median(figs[k].map((x) => x[f]));
+  const step = { one_process: med('one_process', 'step_ms_p50'), ddp: med('ddp', 'step_ms_p50'), one_rank_alone: med('one_rank_alone', 'step_ms_p50') };
+  const allreduceMs = bw.results[1].seconds * 1000;
+  const summary = {
+    ddp_over_one_process_step: step.ddp / step.one_process,
+    exposed_communication_ms: step.ddp - step.one_rank_alone,
+    exposed_share_of_ddp_step: (step.ddp - step.one_rank_alone) / step.ddp,
+    gradient_allreduce_ms_unhidden: allreduceMs,
+    unhidden_allreduce_share_of_ddp_step: allreduceMs / step.ddp,
+    loopback_busbw_gb_s: bw.results[1].busbw_gb_s,
+  };
+  const lines = ['| configuration (global batch 16) | step p50 ms | spread | samples/s | peak RSS MB (rank 0) |', '|---|---|---|---|---|'];
+  for (const k of Object.keys(configs)) lines.push(`| ${k} | ${step[k as keyof typeof step].toFixed(1)} | ${spread(figs[k].map((x) => x.step_ms_p50))} | ${med(k, 'samples_per_s').toFixed(2)} | ${med(k, 'peak_rss_mb').toFixed(0)} |`);
+  const md = `${lines.join('\n')}\n\nGloo all-reduce, 2 processes on 127.0.0.1: ${bw.results.map((x: Fig) => `${x.mb.toFixed(1)} MB in ${(x.seconds * 1000).toFixed(1)} ms (bus ${x.busbw_gb_s.toFixed(2)} GB/s)`).join('; ')}\n\n` +
+    Object.entries(summary).map(([k, v]) => `- ${k}: ${v.toFixed(3)}`).join('\n');
+  return { figs, allreduce: bw, summary, md, gradMb };
+}
+
 function table(ours: Fig[], py: Fig[]): { md: string; summary: Record<string, { ours: number; pytorch: number; ratio: number }> } {
   const keys = Object.keys(ours[0]);
   const summary: Record<string, { ours: number; pytorch: number; ratio: number }> = {};
@@ -177,7 +232,11 @@ try {
   const name = `${workload}-${device}${bf16 ? '-bf16' : ''}-${stamp}`;
   mkdirSync(outDir, { recursive: true });
   let result;
-  if (workload === 'shape') {
+  if (workload === 'ddp') {
+    const d = await ddpWorkload();
+    result = { workload, machine, model, steps, rounds, ...d };
+    console.log(`\n### ddp: ${model} on MRPC, ${steps} steps, global batch 16, ${threads} cores, ${rounds} rounds\n\n${d.md}`);
+  } else if (workload === 'shape') {
     const { ours, py } = await shapeWorkload();
     const t = table(ours, py);
     result = { workload, machine, config: 'bert-base-uncased (random weights)', rounds, ours, pytorch: py, summary: t.summary };

@@ -9,10 +9,10 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/comm.hpp>
 #include <torch/csrc/distributed/c10d/reducer.hpp>
-#ifdef USE_C10D_GLOO
+#ifdef BERT_HAVE_GLOO
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #endif
-#ifdef USE_C10D_NCCL
+#ifdef BERT_HAVE_NCCL
 #include <c10/cuda/CUDAFunctions.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
@@ -25,10 +25,10 @@ namespace bert {
 
 std::vector<std::string> DistributedBackends() {
   std::vector<std::string> b;
-#ifdef USE_C10D_GLOO
+#ifdef BERT_HAVE_GLOO
   b.push_back("gloo");
 #endif
-#ifdef USE_C10D_NCCL
+#ifdef BERT_HAVE_NCCL
   b.push_back("nccl");
 #endif
   return b;
@@ -53,7 +53,7 @@ class TorchProcessGroup : public ProcessGroup {
     if (!o.store_prefix.empty()) store_ = c10::make_intrusive<c10d::PrefixStore>(o.store_prefix, tcp);
     group_ = c10::make_intrusive<c10d::ProcessGroup>(store_, static_cast<int>(o.rank), static_cast<int>(o.world_size));
     if (device_.is_cpu()) {
-#ifdef USE_C10D_GLOO
+#ifdef BERT_HAVE_GLOO
       auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
       // As torch.distributed: GLOO_SOCKET_IFNAME names the interface; otherwise the address this host resolves to
       // (loopback when every rank is on this machine).
@@ -70,7 +70,7 @@ class TorchProcessGroup : public ProcessGroup {
       throw std::invalid_argument("this build of the addon has no Gloo backend (it was compiled without gloo headers), so it cannot train on the CPU in several processes");
 #endif
     } else {
-#ifdef USE_C10D_NCCL
+#ifdef BERT_HAVE_NCCL
       c10::cuda::set_device(device_.index());  // NCCL's communicator and every kernel on this rank's GPU only
       auto opts = c10d::ProcessGroupNCCL::Options::create();
       opts->timeout = timeout;
@@ -81,6 +81,13 @@ class TorchProcessGroup : public ProcessGroup {
 #else
       throw std::invalid_argument("this build of the addon has no NCCL backend, so it cannot train on CUDA devices in several processes");
 #endif
+    }
+  }
+  // As destroy_process_group(): the backend's threads and communicators are shut down, not left to process exit.
+  ~TorchProcessGroup() override {
+    try {
+      group_->shutdown();
+    } catch (...) {  // a peer already gone: nothing left to shut down cleanly
     }
   }
   std::string Backend() const override { return backend_; }

@@ -140,6 +140,21 @@ class Job : public Napi::AsyncWorker {
   ErrorKind kind_ = ErrorKind::kPlain;
 };
 
+// Every method of a handle: validate on the JS thread, then run on a worker; errors become rejected Promises.
+template <typename Fn>
+Napi::Value Guard(const Napi::CallbackInfo& info, Fn fn) {
+  Napi::Env env = info.Env();
+  try {
+    return fn(env);
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    auto d = Napi::Promise::Deferred::New(env);
+    d.Reject(JsError(env, KindOf(e), CleanMessage(e.what())));
+    return d.Promise();
+  }
+}
+
 // src/ validates and fills every field (each default lives there, once); here a missing field is a bug, not a default.
 Napi::Value Required(const Napi::Object& o, const char* key, bool (Napi::Value::*is)() const, const char* what) {
   Napi::Value v = o.Get(key);
@@ -319,20 +334,6 @@ class Group : public Napi::ObjectWrap<Group> {
   }
 
  private:
-  template <typename Fn>
-  Napi::Value Guard(const Napi::CallbackInfo& info, Fn fn) {
-    Napi::Env env = info.Env();
-    try {
-      return fn(env);
-    } catch (const Napi::Error&) {
-      throw;
-    } catch (const std::exception& e) {
-      auto d = Napi::Promise::Deferred::New(env);
-      d.Reject(JsError(env, KindOf(e), CleanMessage(e.what())));
-      return d.Promise();
-    }
-  }
-
   Napi::Value Init(const Napi::CallbackInfo& info) {
     return Guard(info, [&](Napi::Env env) -> Napi::Value {
       Napi::Object o = info[0].As<Napi::Object>();
@@ -423,20 +424,6 @@ class Model : public Napi::ObjectWrap<Model> {
     Account(env, copies * param_bytes_);
   }
 
-  // Every method: validate on the JS thread, then run on a worker; errors become rejected Promises.
-  template <typename Fn>
-  Napi::Value Guard(const Napi::CallbackInfo& info, Fn fn) {
-    Napi::Env env = info.Env();
-    try {
-      return fn(env);
-    } catch (const Napi::Error&) {
-      throw;
-    } catch (const std::exception& e) {
-      auto d = Napi::Promise::Deferred::New(env);
-      d.Reject(JsError(env, KindOf(e), CleanMessage(e.what())));
-      return d.Promise();
-    }
-  }
   std::shared_ptr<Session> Live() {
     std::lock_guard<std::mutex> lock(mu_);
     if (!session_) throw std::logic_error("the model is disposed (or was never initialised)");

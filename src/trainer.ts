@@ -588,7 +588,13 @@ export class Trainer {
     }
     if (dist) {
       await dist.barrier();
-      if (!this.isMain) await this.model.saveRngState(path.join(tmp, rngStateFile(this.rngRank)));
+      // A node that does not share rank 0's filesystem has no such folder: its ranks keep their state in their own
+      // checkpoint folder of that name, as the Trainer's rng_state_<rank>.pth lands on each node.
+      if (!this.isMain) {
+        const into = (await exists(tmp)) ? tmp : dir;
+        await fs.mkdir(into, { recursive: true });
+        await this.model.saveRngState(path.join(into, rngStateFile(this.rngRank)));
+      }
       await dist.barrier();
     }
     if (this.isMain) {

@@ -10,20 +10,10 @@ set -uo pipefail  # no -e: a failed step is logged and the next one still runs
 cd "$(dirname "$0")/../.."
 PHASE=${1:-probe}
 DEVICE=${DEVICE:-cuda}
-OUT=${OUT:-$PWD/.cache/gpu-out}
-mkdir -p "$OUT"
-exec > >(tee "$OUT/log-$PHASE.txt") 2>&1
-t0=$(date +%s)
-step() { echo; echo "=== [$(( $(date +%s) - t0 ))s] $*"; }
+source scripts/gpu/lib.sh "log-$PHASE.txt"
 
-step "machine and node"
+step "machine"
 nvidia-smi -L 2>/dev/null || echo "no nvidia-smi"
-if ! command -v node >/dev/null; then
-  mkdir -p /tmp/nodebin && xz -dc .gpu/node.xz > /tmp/nodebin/node && chmod +x /tmp/nodebin/node
-  export PATH=/tmp/nodebin:$PATH
-fi
-[ -d node_modules ] || cp -r .gpu/node_modules node_modules
-[ -d dist ] || cp -r .gpu/dist dist
 
 step "build the addon against this machine's PyTorch"
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}

@@ -8,24 +8,14 @@ set -uo pipefail  # no -e: a failed step is logged and the next one still runs
 cd "$(dirname "$0")/../.."
 DEVICE=cuda
 [ "${1:-}" = "--device" ] && DEVICE=$2
-OUT=${OUT:-$PWD/.cache/gpu-out}
-mkdir -p "$OUT"
-exec > >(tee "$OUT/log.txt") 2>&1
-t0=$(date +%s)
-step() { echo; echo "=== [$(( $(date +%s) - t0 ))s] $*"; }
+source scripts/gpu/lib.sh log.txt
 
 step "machine"
 nvidia-smi 2>/dev/null | head -15 || echo "no nvidia-smi"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
 
 step "node"
-if ! command -v node >/dev/null; then
-  mkdir -p /tmp/nodebin && xz -dc .gpu/node.xz > /tmp/nodebin/node && chmod +x /tmp/nodebin/node
-  export PATH=/tmp/nodebin:$PATH
-fi
 node --version
-[ -d node_modules ] || cp -r .gpu/node_modules node_modules
-[ -d dist ] || cp -r .gpu/dist dist
 
 step "build the addon against this machine's PyTorch"
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}  # Hopper; nothing of ours is CUDA code, this only skips detection

@@ -398,6 +398,7 @@ class Model : public Napi::ObjectWrap<Model> {
         InstanceMethod<&Model::LoadOptimizerState>("loadOptimizerState"),
         InstanceMethod<&Model::SaveSafetensors>("saveSafetensors"),
         InstanceMethod<&Model::SetAutocast>("setAutocast"),
+        InstanceMethod<&Model::SetLabelSmoothing>("setLabelSmoothing"),
         InstanceMethod<&Model::Seed>("seed"),
         InstanceMethod<&Model::RngState>("rngState"),
         InstanceMethod<&Model::SetRngState>("setRngState"),
@@ -511,6 +512,8 @@ class Model : public Napi::ObjectWrap<Model> {
       auto s = Live();
       Napi::Object o = info[0].As<Napi::Object>();
       bert::StepOptions so{};
+      so.optim = GetStr(o, "optim");
+      so.momentum = GetNum(o, "momentum");
       so.lr = GetNum(o, "lr");
       so.beta1 = GetNum(o, "beta1");
       so.beta2 = GetNum(o, "beta2");
@@ -580,6 +583,15 @@ class Model : public Napi::ObjectWrap<Model> {
       if (!info[0].IsString()) throw std::invalid_argument("mixed precision must be a string");
       std::string dtype = info[0].As<Napi::String>().Utf8Value();
       return Job::Run(env, [s, dtype] { s->SetAutocast(dtype); }, nullptr, {info.This()});
+    });
+  }
+
+  Napi::Value SetLabelSmoothing(const Napi::CallbackInfo& info) {
+    return Guard(info, [&](Napi::Env env) -> Napi::Value {
+      auto s = Live();
+      if (!info[0].IsNumber()) throw std::invalid_argument("label smoothing must be a number");
+      const double eps = info[0].As<Napi::Number>().DoubleValue();
+      return Job::Run(env, [s, eps] { s->SetLabelSmoothing(eps); }, nullptr, {info.This()});
     });
   }
 

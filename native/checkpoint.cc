@@ -137,11 +137,8 @@ std::vector<std::pair<std::string, at::Tensor>> TorchSession::Named(State what) 
     return out;
   }
   out.emplace_back("step", at::tensor({step_}, at::kLong));
-  for (const auto& p : store_.params()) {
-    if (!p.exp_avg.defined()) continue;
-    out.emplace_back("state." + p.name + ".exp_avg", p.exp_avg);
-    out.emplace_back("state." + p.name + ".exp_avg_sq", p.exp_avg_sq);
-  }
+  for (const auto& p : store_.params())
+    for (const auto& [key, t] : p.state) out.emplace_back("state." + p.name + "." + key, t);
   return out;
 }
 

@@ -1,10 +1,107 @@
-// The optimizer step as the HF Trainer's default (adamw_torch_fused) takes it: clip_grad_norm_, fused AdamW over the
-// decay and no-decay groups, zero_grad(set_to_none); and the AdamW state read back from a checkpoint.
+// The optimizer step as the HF Trainer takes it: clip_grad_norm_, then the optimizer TrainingArguments.optim names
+// over the decay and no-decay groups (biases and LayerNorm weights get no weight decay), then zero_grad(set_to_none);
+// and the optimizer state read back from a checkpoint. Each optimizer computes what its PyTorch / transformers class
+// computes: torch.optim.AdamW (fused, or the plain form), torch.optim.SGD, transformers.Adafactor.
+#include <cmath>
 #include <stdexcept>
 #include <unordered_map>
 #include "torch_session.h"
 
 namespace bert {
+
+namespace {
+
+at::Tensor& StateOf(Param& p, const char* key) {
+  at::Tensor& t = p.state[key];
+  if (!t.defined()) t = at::zeros_like(p.value, at::MemoryFormat::Preserve);
+  return t;
+}
+
+// torch.optim.AdamW(fused=True), the Trainer's default (adamw_torch_fused): one kernel per group, amsgrad off.
+void FusedAdamW(const std::vector<Param*>& group, const StepOptions& o, double weight_decay, int64_t step) {
+  std::vector<at::Tensor> w, g, m, v, steps;
+  for (Param* p : group) {
+    w.push_back(p->value);
+    g.push_back(p->value.grad());
+    m.push_back(StateOf(*p, "exp_avg"));
+    v.push_back(StateOf(*p, "exp_avg_sq"));
+    steps.push_back(at::full({}, static_cast<double>(step), at::TensorOptions().dtype(at::kFloat).device(p->value.device())));
+  }
+  at::_fused_adamw_(w, g, m, v, {}, steps, o.lr, o.beta1, o.beta2, weight_decay, o.eps, /*amsgrad=*/false, /*maximize=*/false,
+                    std::nullopt, std::nullopt);
+}
+
+// torch.optim.AdamW without fused kernels (adamw_torch): decoupled decay, the moments, then
+// p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps), as its foreach path orders the arithmetic.
+void PlainAdamW(const std::vector<Param*>& group, const StepOptions& o, double weight_decay, int64_t step) {
+  std::vector<at::Tensor> w, g, m, v;
+  for (Param* p : group) {
+    w.push_back(p->value);
+    g.push_back(p->value.grad());
+    m.push_back(StateOf(*p, "exp_avg"));
+    v.push_back(StateOf(*p, "exp_avg_sq"));
+  }
+  if (weight_decay != 0) at::_foreach_mul_(w, 1 - o.lr * weight_decay);
+  at::_foreach_lerp_(m, g, 1 - o.beta1);
+  at::_foreach_mul_(v, o.beta2);
+  at::_foreach_addcmul_(v, g, g, 1 - o.beta2);
+  const double bias1 = 1 - std::pow(o.beta1, static_cast<double>(step)), bias2 = 1 - std::pow(o.beta2, static_cast<double>(step));
+  std::vector<at::Tensor> denom = at::_foreach_sqrt(v);
+  at::_foreach_div_(denom, std::sqrt(bias2));
+  at::_foreach_add_(denom, o.eps);
+  at::_foreach_addcdiv_(w, m, denom, -o.lr / bias1);
+}
+
+// torch.optim.SGD (dampening 0, not Nesterov): weight decay added to the gradient, then the momentum buffer
+// (the first step's is the gradient itself), then p -= lr * buffer.
+void Sgd(const std::vector<Param*>& group, const StepOptions& o, double weight_decay) {
+  for (Param* p : group) {
+    at::Tensor d = weight_decay != 0 ? p->value.grad().add(p->value, weight_decay) : p->value.grad();
+    if (o.momentum != 0) {
+      at::Tensor& buf = p->state["momentum_buffer"];
+      if (!buf.defined()) buf = d.clone();
+      else buf.mul_(o.momentum).add_(d);
+      d = buf;
+    }
+    p->value.add_(d, -o.lr);
+  }
+}
+
+// transformers.Adafactor as the Trainer makes it for optim="adafactor" (scale_parameter=False,
+// relative_step=False, warmup_init=False, beta1=None, eps=(1e-30, 1e-3), clip_threshold=1.0, decay_rate=-0.8):
+// second moments factored into row and column means for matrices, the update clipped to RMS 1, then scaled by lr.
+void Adafactor(const std::vector<Param*>& group, const StepOptions& o, double weight_decay, int64_t step) {
+  constexpr double kEps = 1e-30, kClip = 1.0, kDecay = -0.8;
+  const double beta2t = 1.0 - std::pow(static_cast<double>(step), kDecay);
+  auto rms = [](const at::Tensor& t) { return t.norm(2) / std::sqrt(static_cast<double>(t.numel())); };
+  for (Param* p : group) {
+    const at::Tensor& grad = p->value.grad();
+    at::Tensor update = grad * grad + kEps;
+    if (p->value.dim() >= 2) {
+      at::Tensor& row = p->state["exp_avg_sq_row"];
+      at::Tensor& col = p->state["exp_avg_sq_col"];
+      if (!row.defined()) {
+        row = at::zeros(update.mean(-1).sizes(), grad.options());
+        col = at::zeros(update.mean(-2).sizes(), grad.options());
+      }
+      row.mul_(beta2t).add_(update.mean(-1), 1.0 - beta2t);
+      col.mul_(beta2t).add_(update.mean(-2), 1.0 - beta2t);
+      at::Tensor r = (row / row.mean(-1, /*keepdim=*/true)).rsqrt_().unsqueeze(-1);
+      at::Tensor c = col.unsqueeze(-2).rsqrt();
+      update = (r * c).mul_(grad);
+    } else {
+      at::Tensor& v = StateOf(*p, "exp_avg_sq");
+      v.mul_(beta2t).add_(update, 1.0 - beta2t);
+      update = v.rsqrt().mul_(grad);
+    }
+    update.div_((rms(update) / kClip).clamp_(1.0));
+    update.mul_(o.lr);
+    if (weight_decay != 0) p->value.add_(p->value, -weight_decay * o.lr);
+    p->value.add_(-update);
+  }
+}
+
+}  // namespace
 
 void TorchSession::ZeroGrad() {
   for (auto& p : store_.params()) p.value.mutable_grad() = at::Tensor();  // set_to_none, as model.zero_grad() does
@@ -12,6 +109,8 @@ void TorchSession::ZeroGrad() {
 
 double TorchSession::OptimizerStep(const StepOptions& o) {
   at::NoGradGuard no_grad;
+  if (o.optim != "adamw_torch_fused" && o.optim != "adamw_torch" && o.optim != "sgd" && o.optim != "adafactor")
+    throw std::invalid_argument("optim '" + o.optim + "' is not one of adamw_torch_fused, adamw_torch, sgd, adafactor");  // src/model.ts checks first
   std::vector<Param*> with_grad;
   for (auto& p : store_.params())
     if (p.value.grad().defined()) with_grad.push_back(&p);
@@ -23,34 +122,26 @@ double TorchSession::OptimizerStep(const StepOptions& o) {
   at::Tensor total = at::linalg_vector_norm(at::stack(at::_foreach_norm(grads, 2)), 2);
   if (o.max_grad_norm > 0) at::_foreach_mul_(grads, at::clamp_max(o.max_grad_norm / (total + 1e-6), 1.0));
 
-  // torch.optim.AdamW(fused=True), what the HF Trainer uses by default (adamw_torch_fused): one kernel over the
-  // decay group and one over the no-decay group (biases, LayerNorm), amsgrad off.
   ++step_;
   for (bool decay : {true, false}) {
-    std::vector<at::Tensor> w, g, m, v, steps;
-    for (Param* p : with_grad) {
-      if (p->decay != decay) continue;
-      if (!p->exp_avg.defined()) {
-        p->exp_avg = at::zeros_like(p->value, at::MemoryFormat::Preserve);
-        p->exp_avg_sq = at::zeros_like(p->value, at::MemoryFormat::Preserve);
-      }
-      w.push_back(p->value);
-      g.push_back(p->value.grad());
-      m.push_back(p->exp_avg);
-      v.push_back(p->exp_avg_sq);
-      steps.push_back(at::full({}, static_cast<double>(step_), at::TensorOptions().dtype(at::kFloat).device(p->value.device())));
-    }
-    if (w.empty()) continue;
-    at::_fused_adamw_(w, g, m, v, {}, steps, o.lr, o.beta1, o.beta2, decay ? o.weight_decay : 0.0, o.eps,
-                      /*amsgrad=*/false, /*maximize=*/false, std::nullopt, std::nullopt);
+    std::vector<Param*> group;
+    for (Param* p : with_grad)
+      if (p->decay == decay) group.push_back(p);
+    if (group.empty()) continue;
+    const double wd = decay ? o.weight_decay : 0.0;
+    if (o.optim == "adamw_torch_fused") FusedAdamW(group, o, wd, step_);
+    else if (o.optim == "adamw_torch") PlainAdamW(group, o, wd, step_);
+    else if (o.optim == "sgd") Sgd(group, o, wd);
+    else Adafactor(group, o, wd, step_);
   }
   ZeroGrad();
   return total.item<double>();
 }
 
+// The state a checkpoint holds ("step", "state.<parameter>.<key>"), checked against the model before any is taken.
 void TorchSession::LoadOptimizerState(const std::vector<Blob>& blobs) {
   at::NoGradGuard no_grad;
-  std::unordered_map<std::string, at::Tensor> m;
+  std::unordered_map<std::string, std::map<std::string, at::Tensor>> by_param;
   int64_t step = -1;
   for (const Blob& b : blobs) {
     if (b.name == "step") {
@@ -59,23 +150,30 @@ void TorchSession::LoadOptimizerState(const std::vector<Blob>& blobs) {
       step = t.to(at::kLong).item<int64_t>();
       continue;
     }
-    m[b.name] = FromBlob(b, at::kCPU);
+    const size_t dot = b.name.rfind('.');
+    if (b.name.rfind("state.", 0) != 0 || dot == std::string::npos || dot < 6)
+      throw std::invalid_argument("optimizer state: unexpected entry '" + b.name + "'");
+    by_param[b.name.substr(6, dot - 6)][b.name.substr(dot + 1)] = FromBlob(b, at::kCPU);
   }
   if (step < 0) throw std::invalid_argument("optimizer state: no 'step' entry");
-  for (auto& p : store_.params()) {
-    auto a = m.find("state." + p.name + ".exp_avg"), s = m.find("state." + p.name + ".exp_avg_sq");
-    if (a == m.end() || s == m.end()) {
-      if (step > 0) throw std::invalid_argument("optimizer state: no moments for " + p.name);
-      continue;
+  for (const auto& [name, entries] : by_param) {
+    Param* p = store_.find(name);
+    if (!p) throw std::invalid_argument("optimizer state for '" + name + "', which is not a parameter of this model");
+    const auto shape = p->value.sizes().vec();
+    for (const auto& [key, t] : entries) {
+      std::vector<int64_t> want = shape;
+      if (key == "exp_avg_sq_row") want.pop_back();
+      else if (key == "exp_avg_sq_col") want.erase(want.end() - 2);
+      else if (key != "exp_avg" && key != "exp_avg_sq" && key != "momentum_buffer")
+        throw std::invalid_argument("optimizer state: unknown entry '" + key + "' for " + name);
+      if (t.sizes().vec() != want) throw std::invalid_argument("optimizer state: shape of " + name + " " + key + " does not match the model");
     }
-    if (a->second.sizes() != p.value.sizes() || s->second.sizes() != p.value.sizes())
-      throw std::invalid_argument("optimizer state: shape of " + p.name + " moments does not match the model");
   }
   for (auto& p : store_.params()) {
-    auto a = m.find("state." + p.name + ".exp_avg");
-    if (a == m.end()) continue;
-    p.exp_avg = a->second.to(device_, p.value.scalar_type()).clone();
-    p.exp_avg_sq = m["state." + p.name + ".exp_avg_sq"].to(device_, p.value.scalar_type()).clone();
+    p.state.clear();
+    auto it = by_param.find(p.name);
+    if (it == by_param.end()) continue;
+    for (const auto& [key, t] : it->second) p.state[key] = t.to(device_, p.value.scalar_type()).clone();
   }
   step_ = step;
 }

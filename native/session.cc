@@ -92,7 +92,9 @@ at::Tensor TorchSession::Loss(const at::Tensor& logits, const Batch& in) {
     return at::binary_cross_entropy_with_logits(logits, y);
   }
   at::Tensor y = at::from_blob(const_cast<void*>(in.labels), {B}, at::kInt).to(device_, at::kLong);
-  return at::cross_entropy_loss(logits.view({-1, nl}), y.view(-1));  // ignore_index -100 as in PyTorch
+  // ignore_index -100 as in PyTorch; label smoothing as torch's cross_entropy computes it, which is what the
+  // Trainer's LabelSmoother computes: (1 - e) * NLL + e * mean over classes of -log p, over the rows not ignored.
+  return at::cross_entropy_loss(logits.view({-1, nl}), y.view(-1), {}, at::Reduction::Mean, -100, label_smoothing_);
 }
 
 AutocastScope::AutocastScope(at::DeviceType t, at::ScalarType dtype)
@@ -112,6 +114,13 @@ void TorchSession::SetAutocast(const std::string& dtype) {
   if (dtype == "bf16") autocast_ = at::kBFloat16;
   else if (dtype == "no") autocast_ = at::ScalarType::Undefined;
   else throw std::invalid_argument("mixed precision '" + dtype + "' is not one of no, bf16");  // src/model.ts checks first
+}
+
+void TorchSession::SetLabelSmoothing(double epsilon) {
+  if (!(epsilon >= 0 && epsilon < 1)) throw std::range_error("label smoothing must be in [0, 1)");  // src/model.ts checks first
+  if (epsilon > 0 && cfg_.problem_type != "single_label_classification")
+    throw std::invalid_argument("label smoothing applies to single-label classification only, not " + cfg_.problem_type);
+  label_smoothing_ = epsilon;
 }
 
 ForwardResult TorchSession::Forward(const Batch& batch) {

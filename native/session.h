@@ -63,7 +63,10 @@ struct ForwardResult {
 };
 
 struct StepOptions {  // src/model.ts owns the defaults
+  // TrainingArguments.optim: adamw_torch_fused, adamw_torch, sgd or adafactor
+  std::string optim;
   double lr, beta1, beta2, eps, weight_decay;
+  double momentum;       // sgd
   double max_grad_norm;  // <= 0: no clipping
 };
 
@@ -81,12 +84,12 @@ class Session {
   // Train mode, grads accumulate. Under data parallelism `sync` says this backward all-reduces the gradients (the
   // last micro-batch of an optimizer step); false is DDP's no_sync.
   virtual double ForwardBackward(const Batch& batch, double loss_scale, bool sync) = 0;
-  virtual double OptimizerStep(const StepOptions& options) = 0;         // clip, AdamW, zero grads; returns grad norm
+  virtual double OptimizerStep(const StepOptions& options) = 0;         // clip, the optimizer, zero grads; returns grad norm
   virtual void ZeroGrad() = 0;
   virtual std::vector<Blob> StateDict() = 0;           // F32, Hugging Face names
   virtual void LoadOptimizerState(const std::vector<Blob>& blobs) = 0;
-  // The one writer of checkpoint tensors: StateDict() (kModel), the AdamW state (kOptimizer: step, exp_avg and
-  // exp_avg_sq per parameter) or the dropout generators (kRng: "cpu", "cuda") as a safetensors file, straight from
+  // The one writer of checkpoint tensors: StateDict() (kModel), the optimizer state (kOptimizer: step, and
+  // state.<parameter>.<torch.optim's key> per parameter) or the dropout generators (kRng: "cpu", "cuda") as a safetensors file, straight from
   // the tensors, then fsynced: no copy is made, so a checkpoint does not raise peak memory.
   enum class State { kModel, kOptimizer, kRng };
   virtual void SaveSafetensors(const std::string& file, State what,
@@ -94,6 +97,8 @@ class Session {
   // Mixed precision for forward passes (and the loss), as torch.autocast: "bf16" or "no" (fp32). Parameters,
   // gradients and AdamW state stay fp32, as with the HF Trainer's --bf16.
   virtual void SetAutocast(const std::string& dtype) = 0;
+  // Label smoothing of the single-label cross-entropy (TrainingArguments.label_smoothing_factor; 0: none).
+  virtual void SetLabelSmoothing(double epsilon) = 0;
   // The model's own dropout generators (CPU, and the model's CUDA device if any): two models never share a stream.
   virtual void Seed(uint64_t seed) = 0;
   virtual std::vector<Blob> RngState() = 0;             // U8 blobs named "cpu" and, on a GPU, "cuda"

@@ -28,6 +28,7 @@ class TorchSession : public Session {
   void SaveSafetensors(const std::string& file, State what,
                        const std::vector<std::pair<std::string, std::string>>& metadata) override;  // checkpoint.cc
   void SetAutocast(const std::string& dtype) override;
+  void SetLabelSmoothing(double epsilon) override;
   void Seed(uint64_t seed) override;                                           // rng.cc
   std::vector<Blob> RngState() override;                                       // rng.cc
   void SetRngState(const std::vector<Blob>& state) override;                   // rng.cc
@@ -42,8 +43,9 @@ class TorchSession : public Session {
   at::Device device_;
   VarStore store_;
   std::unique_ptr<BertForSequenceClassification> model_;
-  int64_t step_ = 0;  // optimizer steps taken (AdamW bias correction)
+  int64_t step_ = 0;  // optimizer steps taken (bias correction, Adafactor's decay)
   at::ScalarType autocast_ = at::ScalarType::Undefined;  // Undefined: fp32
+  double label_smoothing_ = 0;
   CastCache casts_;
   // This model's dropout streams. libtorch's dropout and SDPA draw from the process's default generator, so a
   // training forward swaps the model's state in and out (DropoutScope) instead of sharing one stream.

@@ -4,6 +4,7 @@
 import { GLUE_TASKS } from './glue.js';
 import { DEFAULT_ARGS, LR_SCHEDULERS, NON_FINITE_LOSS, REPORT_TO, STRATEGIES, type TrainingArguments } from './trainer.js';
 import { UsageError } from './errors.js';
+import { OPTIMIZERS } from './model.js';
 import { DEFAULT_BUCKET_CAP_MB, DEFAULT_DDP_TIMEOUT } from './distributed.js';
 
 export type Command = 'train' | 'predict' | 'evaluate';
@@ -43,6 +44,10 @@ export const FLAGS: readonly Flag[] = [
   { name: 'warmup-ratio', type: 'number', field: 'warmupRatio', describe: 'warmup_ratio', commands: TRAIN },
   { name: 'warmup-steps', type: 'number', field: 'warmupSteps', describe: 'warmup_steps (overrides --warmup-ratio)', commands: TRAIN },
   { name: 'lr-scheduler', type: 'string', field: 'lrSchedulerType', choices: LR_SCHEDULERS, describe: 'lr_scheduler_type', commands: TRAIN },
+  { name: 'lr-scheduler-kwargs', type: 'string', field: 'lrSchedulerKwargs', describe: 'lr_scheduler_kwargs as JSON, e.g. \'{"min_lr_rate":0.1}\' (cosine_with_min_lr), \'{"num_decay_steps":100}\' (warmup_stable_decay)', commands: TRAIN },
+  { name: 'optim', type: 'string', field: 'optim', choices: OPTIMIZERS, describe: 'optim: the optimizer', commands: TRAIN },
+  { name: 'optim-args', type: 'string', field: 'optimArgs', describe: 'optim_args, e.g. "momentum=0.9" for sgd', commands: TRAIN },
+  { name: 'label-smoothing-factor', type: 'number', field: 'labelSmoothingFactor', describe: 'label_smoothing_factor (training and evaluation loss)', commands: TRAIN },
   { name: 'weight-decay', type: 'number', field: 'weightDecay', describe: 'weight_decay (not on biases and LayerNorm)', commands: TRAIN },
   { name: 'adam-beta1', type: 'number', field: 'adamBeta1', describe: 'adam_beta1', commands: TRAIN },
   { name: 'adam-beta2', type: 'number', field: 'adamBeta2', describe: 'adam_beta2', commands: TRAIN },
@@ -70,6 +75,7 @@ export const FLAGS: readonly Flag[] = [
   { name: 'greater-is-better', type: 'boolean', field: 'greaterIsBetter', describe: 'default: true unless the metric ends with "loss"', commands: TRAIN },
   { name: 'early-stopping-patience', type: 'number', describe: 'stop after this many evaluations without improvement (EarlyStoppingCallback; needs --load-best-model-at-end)', commands: TRAIN },
   { name: 'early-stopping-threshold', type: 'number', default: 0, describe: 'the improvement that counts (EarlyStoppingCallback early_stopping_threshold)', commands: TRAIN },
+  { name: 'restore-callback-states-from-checkpoint', type: 'boolean', field: 'restoreCallbackStatesFromCheckpoint', describe: 'on a resume, restore early stopping\'s counter from the checkpoint', commands: TRAIN },
   { name: 'eval-on-start', type: 'boolean', field: 'evalOnStart', describe: 'eval_on_start: evaluate once before training', commands: TRAIN },
   { name: 'logging-first-step', type: 'boolean', field: 'loggingFirstStep', describe: 'logging_first_step: log step 1 too', commands: TRAIN },
   { name: 'do-predict', type: 'boolean', describe: 'after training, predict the test split(s) (or --test-file) into predict_results_<task>.txt as run_glue.py', commands: TRAIN },

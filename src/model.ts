@@ -36,15 +36,25 @@ export interface LoadReport {
   newlyInitialized: string[];
 }
 
-/** AdamW's and clipping's defaults (torch.optim.AdamW, TrainingArguments): the one place they are written. */
-export const OPTIMIZER_DEFAULTS = { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: 1 } as const;
+/** TrainingArguments.optim values the addon implements (each as its PyTorch / transformers class computes it). */
+export const OPTIMIZERS = ['adamw_torch_fused', 'adamw_torch', 'sgd', 'adafactor'] as const;
+export type Optimizer = (typeof OPTIMIZERS)[number];
+/** Optimizers whose state is the same tensors (a checkpoint of one resumes the other). */
+const STATE_FAMILY: Record<Optimizer, string> = { adamw_torch_fused: 'adamw', adamw_torch: 'adamw', sgd: 'sgd', adafactor: 'adafactor' };
+
+/** The optimizer's and clipping's defaults (torch.optim, TrainingArguments): the one place they are written. */
+export const OPTIMIZER_DEFAULTS = { optim: 'adamw_torch_fused' as Optimizer, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, momentum: 0, maxGradNorm: 1 } as const;
 
 export interface OptimizerStepOptions {
+  /** TrainingArguments.optim (default adamw_torch_fused). */
+  optim?: Optimizer;
   lr: number;
   beta1?: number;
   beta2?: number;
   eps?: number;
   weightDecay?: number;
+  /** SGD's momentum (torch.optim.SGD; default 0). */
+  momentum?: number;
   /** Clip the gradient 2-norm to this; 0 disables clipping. Default 1.0. */
   maxGradNorm?: number;
 }
@@ -220,12 +230,19 @@ export class BertForSequenceClassification {
     }
   }
 
-  /** clip_grad_norm_ then AdamW (decay skips biases and LayerNorm weights), then zero the gradients. Returns the pre-clip norm. */
+  /**
+   * clip_grad_norm_, then the optimizer (fused AdamW by default; adamw_torch, sgd, adafactor; weight decay skips
+   * biases and LayerNorm weights), then zero the gradients. Returns the pre-clip norm.
+   */
   optimizerStep(o: OptimizerStepOptions): Promise<number> {
     try {
       if (typeof o !== 'object' || o === null) throw new TypeError('optimizerStep options must be an object with lr');
       const fin = (x: number) => Number.isFinite(x);
+      const optim = o.optim ?? OPTIMIZER_DEFAULTS.optim;
+      if (!OPTIMIZERS.includes(optim)) throw new TypeError(`optim must be one of ${OPTIMIZERS.join(', ')}, got ${JSON.stringify(optim)}`);
       const opts = {
+        optim,
+        momentum: checkNum('momentum', o.momentum ?? OPTIMIZER_DEFAULTS.momentum, (x) => x >= 0 && x < 1, 'in [0, 1)'),
         lr: checkNum('lr', o.lr, (x) => fin(x) && x >= 0, 'a finite number >= 0'),
         beta1: checkNum('beta1', o.beta1 ?? OPTIMIZER_DEFAULTS.beta1, (x) => x >= 0 && x < 1, 'in [0, 1)'),
         beta2: checkNum('beta2', o.beta2 ?? OPTIMIZER_DEFAULTS.beta2, (x) => x >= 0 && x < 1, 'in [0, 1)'),
@@ -233,6 +250,7 @@ export class BertForSequenceClassification {
         weightDecay: checkNum('weightDecay', o.weightDecay ?? OPTIMIZER_DEFAULTS.weightDecay, (x) => fin(x) && x >= 0, 'a finite number >= 0'),
         maxGradNorm: checkNum('maxGradNorm', o.maxGradNorm ?? OPTIMIZER_DEFAULTS.maxGradNorm, (x) => fin(x) && x >= 0, 'a finite number >= 0 (0: no clipping)'),
       };
+      this.optim = optim;
       return this.run(() => this.native.optimizerStep(opts));
     } catch (e) {
       return Promise.reject(e);
@@ -271,6 +289,21 @@ export class BertForSequenceClassification {
   get mixedPrecision(): 'no' | 'bf16' { return this._mixedPrecision; }
   private _mixedPrecision: 'no' | 'bf16' = 'no';
 
+  /**
+   * Label smoothing of the classification loss in trainStep and forward (the Trainer's label_smoothing_factor,
+   * computed as its LabelSmoother: (1 - e) * NLL + e * the mean of -log p over the classes). 0 turns it off.
+   */
+  setLabelSmoothing(epsilon: number): Promise<void> {
+    try {
+      checkNum('labelSmoothing', epsilon, (x) => x >= 0 && x < 1, 'in [0, 1)');
+      if (epsilon > 0 && this.problemType !== 'single_label_classification')
+        throw new TypeError(`label smoothing applies to single-label classification only; this model is ${this.problemType}`);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.run(() => this.native.setLabelSmoothing(epsilon));
+  }
+
   /** Seeds this model's dropout generators (as torch.manual_seed would; other models keep their own streams). */
   seed(n: number): Promise<void> {
     try {
@@ -305,8 +338,13 @@ export class BertForSequenceClassification {
       throw new InputError(file, `does not match this model (missing: ${report.missing.slice(0, 5).join(', ') || 'none'}; unexpected: ${report.unexpected.slice(0, 5).join(', ') || 'none'})`);
   }
 
+  /** The optimizer of the last optimizerStep (the one whose state saveOptimizerState writes). */
+  private optim: Optimizer = OPTIMIZER_DEFAULTS.optim;
+
+  /** The optimizer's state (step, state.<parameter>.<key> as torch.optim names it), with the optimizer's name. */
   async saveOptimizerState(file: string): Promise<void> {
-    await writeAtomically(file, (tmp) => this.run(() => this.native.saveSafetensors(tmp, 'optimizer', { format: 'pt', content: 'adamw-state' })));
+    const optim = this.optim;
+    await writeAtomically(file, (tmp) => this.run(() => this.native.saveSafetensors(tmp, 'optimizer', { format: 'pt', optim })));
   }
 
   /** This model's dropout generators as a safetensors file ("cpu", and "cuda" on a GPU), as rng_state in checkpoints. */
@@ -314,8 +352,14 @@ export class BertForSequenceClassification {
     await writeAtomically(file, (tmp) => this.run(() => this.native.saveSafetensors(tmp, 'rng', { format: 'pt' })));
   }
 
-  async loadOptimizerState(file: string): Promise<void> {
-    const { tensors } = await indexSafetensors(file);
+  /** Loads saveOptimizerState's file; `optim` (default: the file's) must keep the same state as the file's optimizer. */
+  async loadOptimizerState(file: string, optim?: Optimizer): Promise<void> {
+    const { tensors, metadata } = await indexSafetensors(file);
+    // Files from before the optimizer was recorded hold AdamW state.
+    const saved = (metadata.optim ?? (metadata.content === 'adamw-state' ? 'adamw_torch_fused' : undefined)) as Optimizer | undefined;
+    if (!saved || !OPTIMIZERS.includes(saved)) throw new InputError(file, `does not say which optimizer's state it holds (metadata optim: ${JSON.stringify(metadata.optim ?? null)})`);
+    if (optim && STATE_FAMILY[optim] !== STATE_FAMILY[saved]) throw new InputError(file, `holds ${saved} state; this run's optimizer is ${optim}, which keeps other state`);
+    this.optim = optim ?? saved;
     await this.run(() => this.native.loadOptimizerState(tensors)).catch((e) => { throw new InputError(file, (e as Error).message); });
   }
 

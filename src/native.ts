@@ -18,12 +18,13 @@ export interface NativeModel {
   load(t: NativeTensorSource[]): Promise<{ missing: string[]; unexpected: string[] }>;
   forward(b: NativeBatch): Promise<{ logits: Float32Array; loss?: number }>;
   forwardBackward(b: NativeBatch, lossScale: number, sync: boolean): Promise<number>;
-  optimizerStep(o: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; maxGradNorm: number }): Promise<number>;
+  optimizerStep(o: { optim: string; lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; momentum: number; maxGradNorm: number }): Promise<number>;
   zeroGrad(): Promise<void>;
   stateDict(): Promise<NativeBlob[]>;
   loadOptimizerState(t: NativeTensorSource[]): Promise<void>;
   saveSafetensors(file: string, what: 'model' | 'optimizer' | 'rng', metadata: Record<string, string>): Promise<void>;
   setAutocast(dtype: 'no' | 'bf16'): Promise<void>;
+  setLabelSmoothing(epsilon: number): Promise<void>;
   seed(n: number): Promise<void>;
   rngState(): Promise<NativeBlob[]>;
   setRngState(s: NativeBlob[]): Promise<void>;

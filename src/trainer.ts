@@ -4,7 +4,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { batches, collate, lengthGroupedOrder, shuffledOrder } from './collator.js';
-import { BertForSequenceClassification, OPTIMIZER_DEFAULTS } from './model.js';
+import { BertForSequenceClassification, OPTIMIZER_DEFAULTS, OPTIMIZERS, type Optimizer } from './model.js';
 import type { BertTokenizer } from './tokenizer.js';
 import type { TokenizedDataset } from './data.js';
 import { exists, readJson, writeFileAtomic } from './fsutil.js';
@@ -15,7 +15,15 @@ import { InputError, show, UsageError } from './errors.js';
 import { type DistributedContext, shardBatches } from './distributed.js';
 
 /** The values each choice argument takes: validation, types and the CLI's --help all read these. */
-export const LR_SCHEDULERS = ['linear', 'cosine', 'constant', 'constant_with_warmup', 'cosine_with_restarts', 'polynomial', 'inverse_sqrt'] as const;
+export const LR_SCHEDULERS = ['linear', 'cosine', 'constant', 'constant_with_warmup', 'cosine_with_restarts', 'polynomial', 'inverse_sqrt',
+  'cosine_with_min_lr', 'warmup_stable_decay'] as const;
+/** lr_scheduler_kwargs each schedule takes (transformers' schedule functions' extra arguments). */
+export const LR_SCHEDULER_KWARGS: Record<(typeof LR_SCHEDULERS)[number], readonly string[]> = {
+  linear: [], constant: [], constant_with_warmup: [], cosine: ['num_cycles'], cosine_with_restarts: ['num_cycles'],
+  polynomial: ['lr_end', 'power'], inverse_sqrt: ['timescale'], cosine_with_min_lr: ['num_cycles', 'min_lr', 'min_lr_rate'],
+  warmup_stable_decay: ['num_decay_steps', 'num_stable_steps', 'warmup_type', 'decay_type', 'min_lr_ratio', 'num_cycles'],
+};
+export type LrSchedulerKwargs = Record<string, number | string>;
 export const STRATEGIES = ['no', 'steps', 'epoch'] as const;
 export const NON_FINITE_LOSS = ['stop', 'skip'] as const;
 export const REPORT_TO = ['none', 'tensorboard'] as const;
@@ -29,6 +37,14 @@ export interface TrainingArguments {
   maxSteps: number;
   learningRate: number;
   lrSchedulerType: LrScheduler;
+  /** lr_scheduler_kwargs: the schedule's extra arguments (LR_SCHEDULER_KWARGS), e.g. { min_lr_rate: 0.1 }; a JSON string is accepted. */
+  lrSchedulerKwargs: LrSchedulerKwargs;
+  /** The optimizer (TrainingArguments.optim). */
+  optim: Optimizer;
+  /** optim_args: "momentum=0.9" for sgd (the only key an optimizer here takes). */
+  optimArgs: string | null;
+  /** label_smoothing_factor: cross-entropy against (1 - e) one-hot + e uniform, as the Trainer's LabelSmoother (training and evaluation loss). */
+  labelSmoothingFactor: number;
   warmupRatio: number;
   warmupSteps: number;
   weightDecay: number;
@@ -67,17 +83,20 @@ export interface TrainingArguments {
   evalOnStart: boolean;
   /** Log the first step too, not only every loggingSteps. */
   loggingFirstStep: boolean;
+  /** On a resume, give callbacks (early stopping's patience counter) the state the checkpoint saved. Off, as in transformers. */
+  restoreCallbackStatesFromCheckpoint: boolean;
 }
 
 export const DEFAULT_ARGS: TrainingArguments = {
-  outputDir: 'test-trainer', numTrainEpochs: 3, maxSteps: -1, learningRate: 5e-5, lrSchedulerType: 'linear',
+  outputDir: 'test-trainer', numTrainEpochs: 3, maxSteps: -1, learningRate: 5e-5, lrSchedulerType: 'linear', lrSchedulerKwargs: {},
+  optim: OPTIMIZER_DEFAULTS.optim, optimArgs: null, labelSmoothingFactor: 0,
   warmupRatio: 0, warmupSteps: 0, weightDecay: OPTIMIZER_DEFAULTS.weightDecay, adamBeta1: OPTIMIZER_DEFAULTS.beta1,
   adamBeta2: OPTIMIZER_DEFAULTS.beta2, adamEpsilon: OPTIMIZER_DEFAULTS.eps, maxGradNorm: OPTIMIZER_DEFAULTS.maxGradNorm,
   perDeviceTrainBatchSize: 8, perDeviceEvalBatchSize: 8, gradientAccumulationSteps: 1, evalStrategy: 'epoch',
   evalSteps: null, loggingSteps: 500, saveStrategy: 'steps', saveSteps: 500, saveTotalLimit: null, seed: 42,
   groupByLength: false, dataloaderDropLast: false, padToMultipleOf: null, onNonFiniteLoss: 'stop', bf16: false,
   reportTo: [], loggingDir: null, loadBestModelAtEnd: false, metricForBestModel: null, greaterIsBetter: null,
-  evalOnStart: false, loggingFirstStep: false,
+  evalOnStart: false, loggingFirstStep: false, restoreCallbackStatesFromCheckpoint: false,
 };
 
 
@@ -99,6 +118,10 @@ export interface TrainerCallback {
   onLog?(args: TrainingArguments, state: Readonly<TrainerState>, control: TrainerControl, logs: LogEntry): void;
   onEvaluate?(args: TrainingArguments, state: Readonly<TrainerState>, control: TrainerControl, metrics: LogEntry): void;
   onSave?(args: TrainingArguments, state: Readonly<TrainerState>, control: TrainerControl, checkpoint: string): void;
+  /** As transformers' ExportableState: what trainer_state.json's stateful_callbacks keeps of this callback. */
+  exportState?(): { name: string; args: Record<string, unknown>; attributes: Record<string, unknown> };
+  /** Takes back exportState()'s attributes on a resume (restoreCallbackStatesFromCheckpoint). */
+  restoreState?(attributes: Record<string, unknown>): void;
 }
 
 /** The metric key metricForBestModel names in evaluation results ("f1" -> "eval_f1"). */
@@ -115,6 +138,14 @@ export class EarlyStoppingCallback implements TrainerCallback {
   constructor(readonly patience = 1, readonly threshold = 0) {
     if (!Number.isInteger(patience) || patience < 1) throw new UsageError(`early stopping patience must be an integer >= 1, got ${show(patience)}`);
     if (!(threshold >= 0)) throw new UsageError(`early stopping threshold must be >= 0, got ${show(threshold)}`);
+  }
+  exportState() {
+    return { name: 'EarlyStoppingCallback', args: { early_stopping_patience: this.patience, early_stopping_threshold: this.threshold },
+      attributes: { early_stopping_patience_counter: this.counter } };
+  }
+  restoreState(attributes: Record<string, unknown>) {
+    const c = attributes.early_stopping_patience_counter;
+    if (Number.isInteger(c) && (c as number) >= 0) this.counter = c as number;
   }
   onEvaluate(args: TrainingArguments, state: Readonly<TrainerState>, control: TrainerControl, metrics: LogEntry) {
     const value = metrics[metricKey(args.metricForBestModel!)];
@@ -199,6 +230,24 @@ export function validateArgs(a: Partial<TrainingArguments>, nameOf: (field: keyo
   posInt('loggingSteps'); posInt('saveSteps');
   const oneOf = (n: keyof TrainingArguments, list: readonly string[]) => { if (!list.includes(args[n] as string)) bad(n, `one of ${list.join(', ')}`, args[n]); };
   oneOf('lrSchedulerType', LR_SCHEDULERS);
+  oneOf('optim', OPTIMIZERS);
+  if (!(args.labelSmoothingFactor >= 0 && args.labelSmoothingFactor < 1)) bad('labelSmoothingFactor', 'in [0, 1)', args.labelSmoothingFactor);
+  if (args.optimArgs !== null) {
+    const pairs = typeof args.optimArgs === 'string' ? args.optimArgs.split(',').map((kv) => kv.split('=').map((x) => x.trim())) : [];
+    if (!pairs.length || pairs.some((kv) => kv.length !== 2)) bad('optimArgs', 'comma-separated key=value pairs', args.optimArgs);
+    for (const [k, v] of pairs) {
+      if (args.optim !== 'sgd' || k !== 'momentum') bad('optimArgs', `keys ${args.optim} takes here (sgd: momentum; the others: none)`, args.optimArgs);
+      if (!(Number(v) >= 0 && Number(v) < 1)) bad('optimArgs', 'momentum in [0, 1)', args.optimArgs);
+    }
+  }
+  if (typeof args.lrSchedulerKwargs === 'string') {
+    try {
+      args.lrSchedulerKwargs = JSON.parse(args.lrSchedulerKwargs);
+    } catch {
+      bad('lrSchedulerKwargs', 'a JSON object', args.lrSchedulerKwargs);
+    }
+  }
+  checkSchedulerKwargs(args.lrSchedulerType, args.lrSchedulerKwargs, (want, v) => bad('lrSchedulerKwargs', want, v));
   oneOf('evalStrategy', STRATEGIES);
   oneOf('saveStrategy', STRATEGIES);
   oneOf('onNonFiniteLoss', NON_FINITE_LOSS);
@@ -209,7 +258,7 @@ export function validateArgs(a: Partial<TrainingArguments>, nameOf: (field: keyo
   if (typeof args.bf16 !== 'boolean') bad('bf16', 'true or false', args.bf16);
   if (!Array.isArray(args.reportTo) || args.reportTo.some((r) => !REPORT_TO.includes(r))) bad('reportTo', `a list of ${REPORT_TO.join(', ')}`, args.reportTo);
   if (args.loggingDir !== null && (typeof args.loggingDir !== 'string' || !args.loggingDir)) bad('loggingDir', 'a folder path', args.loggingDir);
-  for (const n of ['loadBestModelAtEnd', 'evalOnStart', 'loggingFirstStep'] as const) if (typeof args[n] !== 'boolean') bad(n, 'true or false', args[n]);
+  for (const n of ['loadBestModelAtEnd', 'evalOnStart', 'loggingFirstStep', 'restoreCallbackStatesFromCheckpoint'] as const) if (typeof args[n] !== 'boolean') bad(n, 'true or false', args[n]);
   if (args.metricForBestModel !== null && (typeof args.metricForBestModel !== 'string' || !args.metricForBestModel)) bad('metricForBestModel', 'a metric name', args.metricForBestModel);
   if (args.greaterIsBetter !== null && typeof args.greaterIsBetter !== 'boolean') bad('greaterIsBetter', 'true or false', args.greaterIsBetter);
   // As TrainingArguments.__post_init__: the best model needs a checkpoint at every evaluation.
@@ -224,33 +273,70 @@ export function validateArgs(a: Partial<TrainingArguments>, nameOf: (field: keyo
   return args;
 }
 
+/** lrSchedulerKwargs checked against what `kind` takes, as transformers' schedule functions check theirs. */
+function checkSchedulerKwargs(kind: LrScheduler, kw: unknown, bad: (want: string, v: unknown) => never): void {
+  if (typeof kw !== 'object' || kw === null || Array.isArray(kw)) bad('a JSON object', kw);
+  const o = kw as LrSchedulerKwargs, allowed = LR_SCHEDULER_KWARGS[kind];
+  for (const [k, v] of Object.entries(o)) {
+    if (!allowed.includes(k)) bad(`keys of the ${kind} schedule (${allowed.join(', ') || 'none'})`, o);
+    const choice = k === 'warmup_type' || k === 'decay_type';
+    if (choice ? !['linear', 'cosine', '1-sqrt'].includes(v as string) : !(typeof v === 'number' && Number.isFinite(v) && v >= 0))
+      bad(choice ? `${k} one of linear, cosine, 1-sqrt` : `${k} a finite number >= 0`, o);
+  }
+  if (kind === 'cosine_with_min_lr' && (o.min_lr === undefined) === (o.min_lr_rate === undefined)) bad('exactly one of min_lr, min_lr_rate for cosine_with_min_lr', o);
+  if (kind === 'warmup_stable_decay' && !Number.isInteger(o.num_decay_steps)) bad('num_decay_steps, an integer, for warmup_stable_decay', o);
+}
+
 /**
- * The learning-rate multiplier transformers' get_scheduler(kind) gives at optimizer step `step` with its default
- * scheduler arguments (cosine_with_restarts: 1 cycle; polynomial: lr_end 1e-7, power 1; inverse_sqrt: timescale =
- * warmup or 10,000). `lr` is the initial learning rate (polynomial decays towards lr_end in absolute terms).
+ * The learning-rate multiplier transformers' get_scheduler(kind, ..., scheduler_specific_kwargs=kw) gives at optimizer
+ * step `step`, with its defaults for what `kw` leaves out (cosine: half a cycle; cosine_with_restarts: 1 cycle;
+ * polynomial: lr_end 1e-7, power 1; inverse_sqrt: timescale = warmup or 10,000; warmup_stable_decay: linear warmup,
+ * cosine decay, no stable steps beyond what the total leaves). `lr` is the initial learning rate (polynomial and
+ * min_lr are absolute).
  */
-export function lrLambda(kind: LrScheduler, step: number, warmup: number, total: number, lr = DEFAULT_ARGS.learningRate): number {
+export function lrLambda(kind: LrScheduler, step: number, warmup: number, total: number, lr = DEFAULT_ARGS.learningRate, kw: LrSchedulerKwargs = {}): number {
+  const num = (k: string, d: number) => (typeof kw[k] === 'number' ? (kw[k] as number) : d);
   if (kind === 'constant') return 1;  // get_constant_schedule: transformers ignores the warmup for "constant"
+  if (kind === 'warmup_stable_decay') return wsdLambda(step, warmup, total, kw);
   if (step < warmup) return step / Math.max(1, warmup);
+  const progress = (step - warmup) / Math.max(1, total - warmup);
   switch (kind) {
     case 'constant_with_warmup': return 1;
     case 'linear': return Math.max(0, (total - step) / Math.max(1, total - warmup));
-    case 'cosine': return Math.max(0, 0.5 * (1 + Math.cos(Math.PI * ((step - warmup) / Math.max(1, total - warmup)))));
-    case 'cosine_with_restarts': {
-      const progress = (step - warmup) / Math.max(1, total - warmup);
-      return progress >= 1 ? 0 : Math.max(0, 0.5 * (1 + Math.cos(Math.PI * (progress % 1))));
-    }
+    case 'cosine': return Math.max(0, 0.5 * (1 + Math.cos(Math.PI * num('num_cycles', 0.5) * 2 * progress)));
+    case 'cosine_with_restarts':
+      return progress >= 1 ? 0 : Math.max(0, 0.5 * (1 + Math.cos(Math.PI * ((num('num_cycles', 1) * progress) % 1))));
     case 'polynomial': {
-      const lrEnd = 1e-7;
+      const lrEnd = num('lr_end', 1e-7), power = num('power', 1);
       if (step > total) return lrEnd / lr;
       const remaining = 1 - (step - warmup) / Math.max(1, total - warmup);  // transformers divides by zero when warmup = total
-      return ((lr - lrEnd) * remaining + lrEnd) / lr;
+      return ((lr - lrEnd) * remaining ** power + lrEnd) / lr;
     }
     case 'inverse_sqrt': {
-      const timescale = warmup || 10_000;
+      const timescale = num('timescale', warmup || 10_000);
       return 1 / Math.sqrt((step + timescale - warmup) / timescale);
     }
+    case 'cosine_with_min_lr': {
+      const rate = kw.min_lr !== undefined ? (kw.min_lr as number) / lr : (kw.min_lr_rate as number);
+      const factor = 0.5 * (1 + Math.cos(Math.PI * num('num_cycles', 0.5) * 2 * progress));
+      return Math.max(0, factor * (1 - rate) + rate);
+    }
   }
+}
+
+/** transformers' get_wsd_schedule: warmup, a plateau, then a decay over num_decay_steps towards min_lr_ratio. */
+function wsdLambda(step: number, warmup: number, total: number, kw: LrSchedulerKwargs): number {
+  const minRatio = typeof kw.min_lr_ratio === 'number' ? kw.min_lr_ratio : 0, decaySteps = kw.num_decay_steps as number;
+  const stable = typeof kw.num_stable_steps === 'number' ? kw.num_stable_steps : total - warmup - decaySteps;
+  const shape = (type: string, p: number, rising: boolean) =>
+    type === 'linear' ? (rising ? p : 1 - p)
+    : type === 'cosine' ? (rising ? 0.5 * (1 - Math.cos(Math.PI * p)) : 0.5 * (1 + Math.cos(Math.PI * (typeof kw.num_cycles === 'number' ? kw.num_cycles : 0.5) * 2 * p)))
+    : rising ? 1 - Math.sqrt(1 - p) : 1 - Math.sqrt(p);
+  if (step < warmup) return Math.max(0, shape((kw.warmup_type as string) ?? 'linear', step / Math.max(1, warmup), true) * (1 - minRatio) + minRatio);
+  if (step < warmup + stable) return 1;
+  if (step < warmup + stable + decaySteps)
+    return Math.max(0, shape((kw.decay_type as string) ?? 'cosine', (step - warmup - stable) / Math.max(1, decaySteps), false) * (1 - minRatio) + minRatio);
+  return minRatio;
 }
 
 export class Trainer {
@@ -265,6 +351,8 @@ export class Trainer {
     this.args = validateArgs(o.args ?? {});
     if (o.callbacks?.some((c) => c instanceof EarlyStoppingCallback) && !this.args.loadBestModelAtEnd)
       throw new UsageError('early stopping needs loadBestModelAtEnd (--load-best-model-at-end), with evaluations and checkpoints at the same steps');
+    if (this.args.labelSmoothingFactor > 0 && o.model.problemType !== 'single_label_classification')
+      throw new UsageError(`labelSmoothingFactor (--label-smoothing-factor) applies to single-label classification; this model is ${o.model.problemType}`);
     const maxPos = o.model.config.max_position_embeddings;
     if (this.args.padToMultipleOf !== null && this.args.padToMultipleOf > maxPos)
       throw new UsageError(`padToMultipleOf (--pad-to-multiple-of) is ${this.args.padToMultipleOf}, more than the model's max_position_embeddings ${maxPos}: no padded batch would fit`);
@@ -351,6 +439,7 @@ export class Trainer {
     this.resumedLoggingDir = undefined;
     await model.seed(args.seed);
     await model.setMixedPrecision(this.precision);
+    await model.setLabelSmoothing(args.labelSmoothingFactor);
     if (o.resumeFromCheckpoint) {
       await this.resume(o.resumeFromCheckpoint);
       // Not an error: resuming a run whose last checkpoint is its final step completes a cut-short final save.
@@ -415,8 +504,9 @@ export class Trainer {
             throw new Error(`training loss was not finite for ${skippedInARow} steps in a row (last: step ${step + 1}, epoch ${epoch + 1}): the run has diverged; ` +
               'lower the learning rate or check the data');
         } else {
-          const lr = args.learningRate * lrLambda(args.lrSchedulerType, step, warmup, maxSteps, args.learningRate);
-          lastGradNorm = await model.optimizerStep({ lr, beta1: args.adamBeta1, beta2: args.adamBeta2, eps: args.adamEpsilon, weightDecay: args.weightDecay, maxGradNorm: args.maxGradNorm });
+          const lr = args.learningRate * lrLambda(args.lrSchedulerType, step, warmup, maxSteps, args.learningRate, args.lrSchedulerKwargs);
+          lastGradNorm = await model.optimizerStep({ optim: args.optim, lr, beta1: args.adamBeta1, beta2: args.adamBeta2, eps: args.adamEpsilon, weightDecay: args.weightDecay,
+            momentum: optimArg(args, 'momentum') ?? OPTIMIZER_DEFAULTS.momentum, maxGradNorm: args.maxGradNorm });
           lossSinceLog += stepLoss; stepsSinceLog++; totalLoss += stepLoss; totalLossSteps++; skippedInARow = 0;
         }
         this.state.global_step = step + 1;
@@ -426,7 +516,7 @@ export class Trainer {
 
         if ((gs % args.loggingSteps === 0 || (gs === 1 && args.loggingFirstStep)) && stepsSinceLog > 0) {
           this.emitLog({ loss: round4(lossSinceLog / stepsSinceLog), grad_norm: lastGradNorm,
-            learning_rate: args.learningRate * lrLambda(args.lrSchedulerType, gs, warmup, maxSteps, args.learningRate), epoch: this.state.epoch, step: gs });
+            learning_rate: args.learningRate * lrLambda(args.lrSchedulerType, gs, warmup, maxSteps, args.learningRate, args.lrSchedulerKwargs), epoch: this.state.epoch, step: gs });
           lossSinceLog = 0; stepsSinceLog = 0;
         }
         const endOfEpoch = s === stepsPerEpoch - 1 || gs === maxSteps;
@@ -513,6 +603,7 @@ export class Trainer {
    */
   private async runInference(dataset: TokenizedDataset, stopOnAbort = false) {
     await this.model.setMixedPrecision(this.precision);
+    await this.model.setLabelSmoothing(this.args.labelSmoothingFactor);  // the Trainer's eval loss is smoothed too
     const dist = this.o.distributed, world = dist?.worldSize ?? 1, rank = dist?.rank ?? 0;
     const nl = this.model.numLabels, bs = this.args.perDeviceEvalBatchSize;
     const logits = new Float32Array(dataset.enc.length * nl);
@@ -576,6 +667,10 @@ export class Trainer {
       const best = path.join(this.args.outputDir, `checkpoint-${this.state.best_global_step}`);
       if (this.state.best_global_step === this.state.global_step || await exists(best)) this.state.best_model_checkpoint = best;
     }
+    for (const c of this.o.callbacks ?? []) {
+      const st = c.exportState?.();
+      if (st) this.state.stateful_callbacks[st.name] = { args: st.args, attributes: st.attributes };
+    }
     if (this.isMain) {
       await fs.rm(tmp, { recursive: true, force: true });
       await this.model.save(tmp);
@@ -636,7 +731,7 @@ export class Trainer {
     const st = (await readJson(path.join(dir, 'trainer_state.json'))) as Partial<TrainerState>;
     if (!Number.isInteger(st.global_step) || (st.global_step as number) < 0) throw new InputError(path.join(dir, 'trainer_state.json'), 'global_step is missing or invalid');
     await this.model.loadWeights(path.join(dir, 'model.safetensors'));
-    await this.model.loadOptimizerState(path.join(dir, 'optimizer.safetensors'));
+    await this.model.loadOptimizerState(path.join(dir, 'optimizer.safetensors'), this.args.optim);
     const rng = (await readSafetensors(rngFile)).tensors;
     if (!rng.some((t) => t.name === 'cpu')) throw new InputError(rngFile, 'no "cpu" generator state');
     if (this.model.device.startsWith('cuda') && !rng.some((t) => t.name === 'cuda'))
@@ -668,7 +763,18 @@ export class Trainer {
     this.state.best_metric = typeof st.best_metric === 'number' ? st.best_metric : null;
     this.state.best_global_step = typeof st.best_global_step === 'number' ? st.best_global_step : null;
     this.state.best_model_checkpoint = typeof st.best_model_checkpoint === 'string' ? st.best_model_checkpoint : null;
+    if (this.args.restoreCallbackStatesFromCheckpoint && st.stateful_callbacks && typeof st.stateful_callbacks === 'object')
+      for (const c of this.o.callbacks ?? []) {
+        const name = c.exportState?.().name, saved = name ? (st.stateful_callbacks as Record<string, { attributes?: Record<string, unknown> }>)[name] : undefined;
+        if (saved?.attributes) c.restoreState?.(saved.attributes);
+      }
   }
+}
+
+/** A number from optimArgs ("momentum=0.9"), as the Trainer parses optim_args. */
+function optimArg(args: TrainingArguments, key: string): number | undefined {
+  const kv = args.optimArgs?.split(',').map((p) => p.split('=').map((x) => x.trim())).find(([k]) => k === key);
+  return kv ? Number(kv[1]) : undefined;
 }
 
 /** A checkpoint's dropout-state file: rng_state, or rng_state_<rank> under data parallelism (as the Trainer names them). */

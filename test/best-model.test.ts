@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { makeHfHome } from './fixtures.js';
 import { hfRef, root, tempDir } from './helpers.js';
@@ -36,6 +36,24 @@ test('best model and early stopping choose as transformers does on the same eval
     assert.ok(existsSync(path.join(out, `checkpoint-${ref.stopStep}`)), 'the last checkpoint is kept beside the best');
     assert.ok(readFileSync(path.join(out, 'model.safetensors')).equals(readFileSync(path.join(best, 'model.safetensors'))), 'the final model is not the best checkpoint');
     assert.match(r.stderr, /loaded the best model from .*checkpoint-\d+ \(eval_loss /);
+    // The patience counter travels in the checkpoint (stateful_callbacks, as transformers writes it). Resumed from the
+    // stopping checkpoint with it restored, the next evaluation without improvement stops again at once; without
+    // (transformers' default), the counter restarts and patience allows two more epochs.
+    const last = path.join(out, `checkpoint-${ref.stopStep}`);
+    const saved = JSON.parse(readFileSync(path.join(last, 'trainer_state.json'), 'utf8')).stateful_callbacks.EarlyStoppingCallback;
+    assert.deepEqual(saved, { args: { early_stopping_patience: 2, early_stopping_threshold: 0 }, attributes: { early_stopping_patience_counter: 2 } });
+    const stepsPerEpoch = ref.stopStep / Math.round(state.epoch);
+    for (const [restore, epochs] of [[true, 1], [false, 2]] as const) {
+      const o2 = path.join(dir, `resumed-${restore}`);
+      mkdirSync(o2);
+      cpSync(last, path.join(o2, path.basename(last)), { recursive: true });
+      const r2 = await run(['--model', 'tiny/bert', '--device', 'cpu', '--threads', '1', '--learning-rate', '1e-3', '--epochs', '25', '--output-dir', o2,
+        '--eval-strategy', 'epoch', '--save-strategy', 'epoch', '--load-best-model-at-end', '--early-stopping-patience', '2',
+        '--resume-from-checkpoint', 'latest', ...(restore ? ['--restore-callback-states-from-checkpoint'] : [])]);
+      assert.equal(r2.code, 0, r2.stderr);
+      const s2 = JSON.parse(readFileSync(path.join(o2, 'trainer_state.json'), 'utf8'));
+      assert.equal(s2.global_step, ref.stopStep + epochs * stepsPerEpoch, `restore ${restore}`);
+    }
   } finally {
     cleanup();
   }

@@ -72,6 +72,37 @@ def reference(a):
     return result
 
 
+def optim_reference(a):
+    """`steps` training steps of the model in a["dir"] on one batch with the optimizer the HF Trainer builds for
+    TrainingArguments(optim=..., optim_args=..., label_smoothing_factor=...): its own class, kwargs and decay groups,
+    clip_grad_norm_, and the LabelSmoother's loss when smoothing. Saves the parameters; returns losses and norms."""
+    import tempfile
+    from transformers import BertForSequenceClassification, Trainer, TrainingArguments
+    from transformers.trainer_pt_utils import LabelSmoother
+    torch.set_num_threads(a.get("threads", 1))
+    m = BertForSequenceClassification.from_pretrained(a["dir"])
+    inputs, labels = batch_tensors(a["batch"])
+    with tempfile.TemporaryDirectory() as out:
+        args = TrainingArguments(out, optim=a["optim"], optim_args=a.get("optimArgs"), learning_rate=a["lr"], weight_decay=a["weightDecay"],
+                                 adam_epsilon=a.get("eps", 1e-8), label_smoothing_factor=a.get("labelSmoothing", 0.0), report_to=[], use_cpu=True)
+        trainer = Trainer(model=m, args=args)
+        trainer.create_optimizer()
+        opt = trainer.optimizer
+    smoother = LabelSmoother(epsilon=args.label_smoothing_factor) if args.label_smoothing_factor > 0 else None
+    m.train()
+    norms, losses = [], []
+    for _ in range(a["steps"]):
+        out = m(**inputs, labels=None if smoother else labels)
+        loss = smoother(out, labels) if smoother else out.loss
+        loss.backward()
+        norms.append(torch.nn.utils.clip_grad_norm_(m.parameters(), a["maxGradNorm"]).item())
+        losses.append(loss.item())
+        opt.step()
+        opt.zero_grad()
+    save_file({n: p.detach().contiguous() for n, p in m.named_parameters()}, a["out"])
+    return {"losses": losses, "gradNorms": norms, "optimizer": type(opt).__name__, "defaults": {k: v for k, v in opt.defaults.items() if isinstance(v, (int, float, bool, str, type(None)))}}
+
+
 def check_saved(a):
     from transformers import BertForSequenceClassification
     m, info = BertForSequenceClassification.from_pretrained(a["dir"], output_loading_info=True)
@@ -89,7 +120,7 @@ def schedules(a):
     out = []
     for c in a["cases"]:
         opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=a["lr"])
-        sched = get_scheduler(c["kind"], opt, num_warmup_steps=c["warmup"], num_training_steps=c["total"])
+        sched = get_scheduler(c["kind"], opt, num_warmup_steps=c["warmup"], num_training_steps=c["total"], scheduler_specific_kwargs=c.get("kwargs") or None)
         lrs = []
         for _ in range(c["total"] + 1):
             lrs.append(opt.param_groups[0]["lr"])
@@ -122,7 +153,7 @@ def best_and_stop(a):
 
 def main():
     cmd, args = sys.argv[1], json.loads(sys.argv[2])
-    fn = {"make-model": make_model, "reference": reference, "check-saved": check_saved, "schedules": schedules, "best-and-stop": best_and_stop}[cmd]
+    fn = {"make-model": make_model, "reference": reference, "check-saved": check_saved, "schedules": schedules, "best-and-stop": best_and_stop, "optim-reference": optim_reference}[cmd]
     print(json.dumps(fn(args)))
 
 

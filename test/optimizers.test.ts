@@ -1,0 +1,61 @@
+// The optimizers TrainingArguments.optim names and label smoothing, against what the HF Trainer builds for the same
+// arguments (its optimizer class, kwargs and decay groups; its LabelSmoother), 5 steps on one batch.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { BertForSequenceClassification, OPTIMIZERS, type Optimizer } from '../src/model.js';
+import { readSafetensors } from '../src/safetensors.js';
+import { batchJson, hfRef, tempDir, tinyBatch, TINY } from './helpers.js';
+
+const f32 = (d: Uint8Array) => new Float32Array(d.buffer.slice(d.byteOffset, d.byteOffset + d.byteLength));
+
+const cases: Array<{ optim: Optimizer; optimArgs?: string; labelSmoothing?: number }> = [
+  { optim: 'adamw_torch' }, { optim: 'adamw_torch_fused', labelSmoothing: 0.1 }, { optim: 'sgd', optimArgs: 'momentum=0.9' },
+  { optim: 'sgd' }, { optim: 'adafactor' },
+];
+
+test('every optimizer is tested', () => assert.deepEqual([...new Set(cases.map((c) => c.optim))].sort(), [...OPTIMIZERS].sort()));
+
+for (const c of cases)
+test(`${c.optim}${c.optimArgs ? ` (${c.optimArgs})` : ''}${c.labelSmoothing ? ` with label smoothing ${c.labelSmoothing}` : ''}: 5 steps match the HF Trainer's optimizer (1e-5 relative)`, async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const modelDir = path.join(dir, 'hf');
+    await hfRef('make-model', { dir: modelDir, seed: 5, config: TINY });
+    const batch = tinyBatch();
+    // eps 1e-6 for the Adam family: see parity.test.ts (Adam turns summation-order noise of near-zero gradients into
+    // update differences at 1e-8). Learning rates that move every optimizer's weights visibly in five steps;
+    // Adafactor's 1e-3: it normalises each update to RMS 1, so at 1e-2 the loss falls from 0.67 to 0.13 in five
+    // steps and rounding differences grow with it (2.8e-5 in one matrix; 9.5e-7 at 1e-3).
+    const lr = c.optim === 'sgd' ? 0.5 : c.optim === 'adafactor' ? 1e-3 : 1e-2, weightDecay = 0.01, maxGradNorm = 1, steps = 5, eps = 1e-6;
+    const ref = await hfRef('optim-reference', { dir: modelDir, batch: batchJson(batch), optim: c.optim, optimArgs: c.optimArgs ?? null,
+      lr, weightDecay, eps, labelSmoothing: c.labelSmoothing ?? 0, maxGradNorm, steps, out: path.join(dir, 'ref.safetensors') });
+    const model = await BertForSequenceClassification.fromPretrained(modelDir, { device: 'cpu', threads: 1 });
+    await model.setLabelSmoothing(c.labelSmoothing ?? 0);
+    const momentum = c.optimArgs ? Number(c.optimArgs.split('=')[1]) : 0;
+    const losses: number[] = [], norms: number[] = [];
+    for (let i = 0; i < steps; i++) {
+      losses.push(await model.trainStep(batch));
+      norms.push(await model.optimizerStep({ optim: c.optim, lr, weightDecay, eps, momentum, maxGradNorm }));
+    }
+    const ours = new Map((await model.stateDict()).map((t) => [t.name, f32(t.data)]));
+    const before = new Map((await readSafetensors(path.join(modelDir, 'model.safetensors'))).tensors.map((t) => [t.name, f32(t.data)]));
+    let rel = 0, worst = '', moved = 0;
+    for (const t of (await readSafetensors(path.join(dir, 'ref.safetensors'))).tensors) {
+      const a = ours.get(t.name)!, b = f32(t.data), b0 = before.get(t.name.replace(/^bert\./, 'bert.'));
+      let num = 0, den = 0;
+      for (let i = 0; i < a.length; i++) { num = Math.max(num, Math.abs(a[i] - b[i])); den = Math.max(den, Math.abs(b[i])); if (b0) moved = Math.max(moved, Math.abs(b[i] - b0[i])); }
+      if (/attention\.self\.key\.bias$/.test(t.name)) continue;  // zero gradient in theory: rounding noise (distributed.test.ts)
+      if (num / den > rel) { rel = num / den; worst = t.name; }
+    }
+    console.log(`${c.optim}${c.labelSmoothing ? ' + smoothing' : ''}: weights after ${steps} steps within ${rel.toExponential(2)} relative (${worst}); ` +
+      `losses ${losses.map((l) => l.toFixed(5)).join(' ')}; transformers built ${ref.optimizer} ${JSON.stringify(ref.defaults)}`);
+    assert.ok(moved > 1e-3, `the optimizer barely moved the weights (${moved})`);
+    assert.ok(rel <= 1e-5, `weights differ by ${rel} relative (${worst})`);
+    losses.forEach((l, i) => assert.ok(Math.abs(l - ref.losses[i]) <= 1e-5 * Math.max(1, Math.abs(l)), `loss ${i}: ${l} vs ${ref.losses[i]}`));
+    norms.forEach((n, i) => assert.ok(Math.abs(n - ref.gradNorms[i]) <= 1e-4 * Math.max(1, n), `grad norm ${i}: ${n} vs ${ref.gradNorms[i]}`));
+    await model.dispose();
+  } finally {
+    cleanup();
+  }
+});

@@ -5,6 +5,7 @@ import { GLUE_TASKS } from './glue.js';
 import { DEFAULT_ARGS, LR_SCHEDULERS, NON_FINITE_LOSS, REPORT_TO, STRATEGIES, type TrainingArguments } from './trainer.js';
 import { UsageError } from './errors.js';
 import { OPTIMIZERS } from './model.js';
+import { HUB_STRATEGIES } from './push.js';
 import { DEFAULT_BUCKET_CAP_MB, DEFAULT_DDP_TIMEOUT } from './distributed.js';
 
 export type Command = 'train' | 'predict' | 'evaluate';
@@ -35,7 +36,8 @@ export const FLAGS: readonly Flag[] = [
   { name: 'validation-file', type: 'string', describe: 'local validation data', commands: ['train', 'evaluate'] },
   { name: 'text-columns', type: 'string', describe: 'comma-separated text column(s) of local files (default: inferred)', commands: TRAIN },
   { name: 'label-column', type: 'string', describe: 'label column of local files (default: inferred)', commands: TRAIN },
-  { name: 'output-dir', type: 'string', field: 'outputDir', describe: 'output_dir: checkpoints, the final model and results', commands: TRAIN },
+  { name: 'output-dir', type: 'string', field: 'outputDir', defaultFor: { predict: undefined }, describe: 'output_dir: checkpoints, the final model and results ' +
+    '(predict: write predict_results_<task>.txt there, as run_glue.py, instead of printing)', commands: ['train', 'predict'] },
   { name: 'epochs', type: 'number', field: 'numTrainEpochs', describe: 'num_train_epochs', commands: TRAIN },
   { name: 'learning-rate', type: 'number', field: 'learningRate', describe: 'learning_rate (AdamW)', commands: TRAIN },
   { name: 'batch-size', type: 'number', field: 'perDeviceTrainBatchSize', describe: 'per_device_train_batch_size', commands: TRAIN },
@@ -80,6 +82,11 @@ export const FLAGS: readonly Flag[] = [
   { name: 'logging-first-step', type: 'boolean', field: 'loggingFirstStep', describe: 'logging_first_step: log step 1 too', commands: TRAIN },
   { name: 'do-predict', type: 'boolean', describe: 'after training, predict the test split(s) (or --test-file) into predict_results_<task>.txt as run_glue.py', commands: TRAIN },
   { name: 'test-file', type: 'string', describe: 'local data to predict with --do-predict (labels, if any, are ignored)', commands: TRAIN },
+  { name: 'push-to-hub', type: 'boolean', field: 'pushToHub', describe: 'push_to_hub: upload the model, tokenizer, results and a model card at the end', commands: TRAIN },
+  { name: 'hub-model-id', type: 'string', field: 'hubModelId', describe: 'hub_model_id: "name" or "namespace/name" (default: the output folder\'s name)', commands: TRAIN },
+  { name: 'hub-token', type: 'string', field: 'hubToken', describe: 'hub_token (default: HF_TOKEN); never written to training_args.json', commands: TRAIN },
+  { name: 'hub-private-repo', type: 'boolean', field: 'hubPrivateRepo', describe: 'hub_private_repo: create the repo private', commands: TRAIN },
+  { name: 'hub-strategy', type: 'string', field: 'hubStrategy', choices: HUB_STRATEGIES, describe: 'hub_strategy: end, or every_save (each checkpoint too)', commands: TRAIN },
   { name: 'resume-from-checkpoint', type: 'string', describe: 'a checkpoint folder, or "latest" for the newest in --output-dir', commands: TRAIN },
   { name: 'device', type: 'string', default: 'auto', describe: 'auto, cpu, cuda or cuda:N (with several processes: cpu, or each rank on cuda:LOCAL_RANK)', commands: ALL },
   { name: 'nproc-per-node', type: 'number', describe: 'start this many data-parallel workers on this machine, as torchrun --nproc-per-node (CPU: Gloo; CUDA: NCCL, one GPU each)', commands: TRAIN },
@@ -95,7 +102,7 @@ export const FLAGS: readonly Flag[] = [
   { name: 'sentence1', type: 'string', array: true, describe: 'first sentence(s)', commands: ['predict'] },
   { name: 'sentence2', type: 'string', array: true, describe: 'second sentence(s), one per --sentence1', commands: ['predict'] },
   { name: 'file', type: 'string', describe: 'a data file of rows to classify (.csv, .tsv, .jsonl, .json, .parquet)', commands: ['predict'] },
-  { name: 'split', type: 'string', describe: 'GLUE split (default: the task\'s validation split)', commands: ['evaluate'] },
+  { name: 'split', type: 'string', describe: 'GLUE split (evaluate: default the task\'s validation split; predict: e.g. test)', commands: ['evaluate', 'predict'] },
 ];
 
 const BY_FIELD = new Map(FLAGS.filter((f) => f.field).map((f) => [f.field!, f]));
@@ -111,7 +118,7 @@ export function yargsOptions(command: Command): Record<string, object> {
   const out: Record<string, object> = {};
   for (const f of FLAGS) {
     if (!f.commands.includes(command)) continue;
-    const def = f.defaultFor?.[command] ?? (f.field ? DEFAULT_ARGS[f.field] ?? undefined : f.default);
+    const def = f.defaultFor && command in f.defaultFor ? f.defaultFor[command] : f.field ? DEFAULT_ARGS[f.field] ?? undefined : f.default;
     out[f.name] = { type: f.type, describe: f.describe, ...(def !== undefined && def !== null ? { default: def } : {}), ...(f.choices ? { choices: f.choices } : {}), ...(f.array ? { array: true } : {}) };
   }
   return out;

@@ -310,6 +310,11 @@ async function trainLocked(a: Flags, args: Partial<TrainingArguments>, out: Out,
     await writeFileAtomic(path.join(a['output-dir'], 'eval_results.json'), JSON.stringify(evalMetrics, null, 2) + '\n');
     await writeFileAtomic(path.join(a['output-dir'], 'all_results.json'), JSON.stringify(all, null, 2) + '\n');
     await writeFileAtomic(path.join(a['output-dir'], 'trainer_state.json'), JSON.stringify(trainer.trainerState, null, 2) + '\n');
+    if (trainer.args.pushToHub) {
+      // Last, so that the results and predictions go up too; a failure leaves everything above on disk (exit 1).
+      const url = await trainer.pushToHub({ baseModel: a.model });
+      log({ event: 'push', url: url ?? null }, `Pushed to the Hub${url ? `: ${url}` : ''}`);
+    }
     dashboard?.publish({ type: 'end', metrics: all });
     const sorted = [...stepMs].sort((x, y) => x - y), pct = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
     log({ event: 'end', global_step: result.globalStep, training_loss: result.trainingLoss, ...result.metrics,
@@ -391,10 +396,24 @@ function fmtTime(s: number) {
 async function predict(a: Flags, out: Out): Promise<number> {
   deviceFlag(a.device);
   let rows: TextDataset;
-  if (a.file) {
+  let taskName = 'None';  // run_glue.py's name for the results of files without a task
+  if ([a.file, a.split, a.sentence1?.length ? 1 : undefined].filter((x) => x !== undefined).length > 1)
+    throw new UsageError('predict takes one of --sentence1, --file, --split');
+  if (a.split !== undefined) {
+    let task;
+    try {
+      task = glueTask(a.task ?? 'mrpc');
+    } catch (e) {
+      throw new UsageError(`--task: ${(e as Error).message}`);
+    }
+    if (!task.splits.includes(a.split)) throw new UsageError(`--split ${a.split}: GLUE ${task.name} has the splits ${task.splits.join(', ')}`);
+    rows = await loadGlue(task.name, a.split);
+    taskName = a.split === 'test_mismatched' ? `${task.name}-mm` : task.name;
+  } else if (a.file) {
     rows = await loadDataFile(a.file, {});
+    if (a.task !== undefined) taskName = a.task;
   } else {
-    if (!a.sentence1?.length) throw new UsageError('predict needs --sentence1 (and --sentence2 for pairs) or --file');
+    if (!a.sentence1?.length) throw new UsageError('predict needs --sentence1 (and --sentence2 for pairs), --file or --split');
     if (a.sentence2 && a.sentence2.length !== a.sentence1.length) throw new UsageError(`--sentence2 was given ${a.sentence2.length} times, --sentence1 ${a.sentence1.length} times`);
     rows = { source: 'flags', text1: a.sentence1.map(String), text2: a.sentence2?.map(String) ?? null, labels: null, labelNames: [], isRegression: false };
   }
@@ -402,7 +421,14 @@ async function predict(a: Flags, out: Out): Promise<number> {
   try {
     const data = await tokenizeDataset({ ...rows, labels: null }, tok, maxLength);
     const trainer = new Trainer({ model, tokenizer: tok, args: trainingArgsOf(a, 'predict') });
-    const { logits } = await trainer.predict(data);
+    const { logits, predictions } = await trainer.predict(data);
+    if (a['output-dir'] !== undefined) {
+      // run_glue.py's do_predict output, for a split or a file of rows.
+      const file = path.join(a['output-dir'], `predict_results_${taskName}.txt`);
+      await writeFileAtomic(file, predictResultsText(predictions, model.problemType === 'regression' ? null : modelLabels(model).labelNames!));
+      out(a.json ? JSON.stringify({ event: 'predict', file, rows: predictions.length }) : `Predictions of ${predictions.length} rows written to ${file}`);
+      return 0;
+    }
     const nl = model.numLabels;
     for (let i = 0; i < data.enc.length; i++) {
       const row = Array.from(logits.subarray(i * nl, (i + 1) * nl));

@@ -35,6 +35,16 @@ export class HubError extends UserError {
 const COMMIT = /^[0-9a-f]{40}$/;
 const TRUE = new Set(['1', 'true', 'yes', 'on']);
 
+/** The Hub's address: the option, else HF_ENDPOINT, else https://huggingface.co (downloads and uploads alike). */
+export function hubEndpoint(o: { endpoint?: string } = {}): string {
+  return (o.endpoint ?? process.env.HF_ENDPOINT ?? 'https://huggingface.co').replace(/\/+$/, '');
+}
+
+/** The token: the option, else HF_TOKEN. */
+export function hubToken(o: { token?: string } = {}): string | undefined {
+  return o.token ?? process.env.HF_TOKEN ?? undefined;
+}
+
 export function hubCacheDir(): string {
   if (process.env.HF_HUB_CACHE) return process.env.HF_HUB_CACHE;
   if (process.env.HF_HOME) return path.join(process.env.HF_HOME, 'hub');
@@ -158,8 +168,8 @@ class MissingOnHub extends Error {}
 async function download(repo: string, file: string, o: HubOptions): Promise<string> {
   const type = o.repoType ?? 'model';
   const revision = o.revision ?? 'main';
-  const hubUrl = (o.endpoint ?? process.env.HF_ENDPOINT ?? 'https://huggingface.co').replace(/\/+$/, '');
-  const accessToken = o.token ?? process.env.HF_TOKEN ?? undefined;
+  const hubUrl = hubEndpoint(o);
+  const accessToken = hubToken(o);
   const cache = o.cacheDir ?? hubCacheDir();
   const storage = storageOf(repo, o);
   if (COMMIT.test(revision)) {

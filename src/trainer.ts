@@ -1,7 +1,7 @@
 // The Hugging Face Trainer's loop, readable top to bottom: epochs of shuffled, dynamically padded batches;
 // gradient accumulation; clip + AdamW + LR schedule per optimizer step; logging, evaluation and checkpoints on
 // the TrainingArguments schedule; resume from a checkpoint; AbortSignal to stop cleanly after the current step.
-import { promises as fs } from 'node:fs';
+import { promises as fs, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { batches, collate, lengthGroupedOrder, shuffledOrder } from './collator.js';
 import { BertForSequenceClassification, OPTIMIZER_DEFAULTS, OPTIMIZERS, type Optimizer } from './model.js';
@@ -13,6 +13,9 @@ import { defaultLoggingDir, TensorBoardWriter, tensorboardTags } from './tensorb
 import { glueMetric } from './metrics.js';
 import { InputError, show, UsageError } from './errors.js';
 import { type DistributedContext, shardBatches } from './distributed.js';
+import { HUB_STRATEGIES, type HubStrategy, modelCard, pushFolder, resolveRepoId } from './push.js';
+import { addon } from './native.js';
+import { hubToken, isOffline } from './hub.js';
 
 /** The values each choice argument takes: validation, types and the CLI's --help all read these. */
 export const LR_SCHEDULERS = ['linear', 'cosine', 'constant', 'constant_with_warmup', 'cosine_with_restarts', 'polynomial', 'inverse_sqrt',
@@ -85,6 +88,14 @@ export interface TrainingArguments {
   loggingFirstStep: boolean;
   /** On a resume, give callbacks (early stopping's patience counter) the state the checkpoint saved. Off, as in transformers. */
   restoreCallbackStatesFromCheckpoint: boolean;
+  /** Upload the model to the Hub (pushToHub() at the end; with hubStrategy every_save also each checkpoint). */
+  pushToHub: boolean;
+  /** "name" or "namespace/name"; null: the output folder's name under the token's user. */
+  hubModelId: string | null;
+  hubStrategy: HubStrategy;
+  /** null: HF_TOKEN. Never written to training_args.json. */
+  hubToken: string | null;
+  hubPrivateRepo: boolean;
 }
 
 export const DEFAULT_ARGS: TrainingArguments = {
@@ -97,6 +108,7 @@ export const DEFAULT_ARGS: TrainingArguments = {
   groupByLength: false, dataloaderDropLast: false, padToMultipleOf: null, onNonFiniteLoss: 'stop', bf16: false,
   reportTo: [], loggingDir: null, loadBestModelAtEnd: false, metricForBestModel: null, greaterIsBetter: null,
   evalOnStart: false, loggingFirstStep: false, restoreCallbackStatesFromCheckpoint: false,
+  pushToHub: false, hubModelId: null, hubStrategy: 'end', hubToken: null, hubPrivateRepo: false,
 };
 
 
@@ -258,7 +270,9 @@ export function validateArgs(a: Partial<TrainingArguments>, nameOf: (field: keyo
   if (typeof args.bf16 !== 'boolean') bad('bf16', 'true or false', args.bf16);
   if (!Array.isArray(args.reportTo) || args.reportTo.some((r) => !REPORT_TO.includes(r))) bad('reportTo', `a list of ${REPORT_TO.join(', ')}`, args.reportTo);
   if (args.loggingDir !== null && (typeof args.loggingDir !== 'string' || !args.loggingDir)) bad('loggingDir', 'a folder path', args.loggingDir);
-  for (const n of ['loadBestModelAtEnd', 'evalOnStart', 'loggingFirstStep', 'restoreCallbackStatesFromCheckpoint'] as const) if (typeof args[n] !== 'boolean') bad(n, 'true or false', args[n]);
+  oneOf('hubStrategy', HUB_STRATEGIES);
+  for (const n of ['hubModelId', 'hubToken'] as const) if (args[n] !== null && (typeof args[n] !== 'string' || !args[n])) bad(n, 'a non-empty string', n === 'hubToken' ? '(hidden)' : args[n]);
+  for (const n of ['loadBestModelAtEnd', 'evalOnStart', 'loggingFirstStep', 'restoreCallbackStatesFromCheckpoint', 'pushToHub', 'hubPrivateRepo'] as const) if (typeof args[n] !== 'boolean') bad(n, 'true or false', args[n]);
   if (args.metricForBestModel !== null && (typeof args.metricForBestModel !== 'string' || !args.metricForBestModel)) bad('metricForBestModel', 'a metric name', args.metricForBestModel);
   if (args.greaterIsBetter !== null && typeof args.greaterIsBetter !== 'boolean') bad('greaterIsBetter', 'true or false', args.greaterIsBetter);
   // As TrainingArguments.__post_init__: the best model needs a checkpoint at every evaluation.
@@ -351,6 +365,10 @@ export class Trainer {
     this.args = validateArgs(o.args ?? {});
     if (o.callbacks?.some((c) => c instanceof EarlyStoppingCallback) && !this.args.loadBestModelAtEnd)
       throw new UsageError('early stopping needs loadBestModelAtEnd (--load-best-model-at-end), with evaluations and checkpoints at the same steps');
+    if (this.args.pushToHub && !hubToken({ token: this.args.hubToken ?? undefined }))
+      throw new UsageError('--push-to-hub needs a token: --hub-token or HF_TOKEN (write access)');
+    if (this.args.pushToHub && isOffline())
+      throw new UsageError('--push-to-hub cannot upload with HF_HUB_OFFLINE=1 set (offline mode makes no requests)');
     if (this.args.labelSmoothingFactor > 0 && o.model.problemType !== 'single_label_classification')
       throw new UsageError(`labelSmoothingFactor (--label-smoothing-factor) applies to single-label classification; this model is ${o.model.problemType}`);
     const maxPos = o.model.config.max_position_embeddings;
@@ -453,7 +471,7 @@ export class Trainer {
       // As TensorBoardCallback: the arguments and the model config as text, then every log entry as scalars.
       args.loggingDir ??= this.resumedLoggingDir ?? defaultLoggingDir(args.outputDir);
       this.tb = new TensorBoardWriter(args.loggingDir, o.resumeFromCheckpoint ? this.state.global_step + 1 : undefined);
-      this.tb.text('args', JSON.stringify(args, null, 2));
+      this.tb.text('args', argsJson(args));
       this.tb.text('model_config', JSON.stringify(model.config, null, 2));
     }
     if (args.evalOnStart && this.o.evalDataset) await this.evaluate(this.o.evalDataset, 'eval', true);  // as eval_on_start: a baseline at the start step
@@ -679,7 +697,7 @@ export class Trainer {
       await writeFileAtomic(path.join(tmp, 'scheduler.json'), JSON.stringify({ last_epoch: this.state.global_step, type: this.args.lrSchedulerType }) + '\n');
       await this.model.saveRngState(path.join(tmp, rngStateFile(this.rngRank)));
       await writeFileAtomic(path.join(tmp, 'trainer_state.json'), JSON.stringify(this.state, null, 2) + '\n');
-      await writeFileAtomic(path.join(tmp, 'training_args.json'), JSON.stringify(this.args, null, 2) + '\n');
+      await writeFileAtomic(path.join(tmp, 'training_args.json'), argsJson(this.args));
     }
     if (dist) {
       await dist.barrier();
@@ -696,12 +714,35 @@ export class Trainer {
       await removeCheckpoint(dir);  // re-saving a step after a resume
       await fs.rename(tmp, dir);
       this.events?.save?.(dir);
+      // hub_strategy every_save: each checkpoint's model goes up as it is saved; a failed upload is a warning (the
+      // checkpoint is on disk, and the next save or the end tries again).
+      if (this.args.pushToHub && this.args.hubStrategy === 'every_save')
+        await this.pushToHub({ folder: dir, commitMessage: `Training in progress, step ${this.state.global_step}` })
+          .catch((e) => this.events?.warning?.((e as Error).message));
     }
     if (this.control) for (const c of this.o.callbacks ?? []) c.onSave?.(this.args, this.state, this.control, dir);
     if (this.isMain) await this.rotateCheckpoints();
     if (dist) await dist.barrier();
     return dir;
   }
+
+  /**
+   * As Trainer.push_to_hub: writes the model card (README.md) into `folder` (default: outputDir, where the final
+   * model was saved) and uploads the model, tokenizer, config, results and card in one commit. Rank 0 only.
+   */
+  async pushToHub(o: { folder?: string; commitMessage?: string; baseModel?: string } = {}): Promise<string | undefined> {
+    if (!this.isMain) return undefined;
+    const folder = o.folder ?? this.args.outputDir;
+    const hub = { hubModelId: this.args.hubModelId ?? undefined, token: this.args.hubToken ?? undefined, private: this.args.hubPrivateRepo };
+    this.hubRepo ??= await resolveRepoId(hub, this.args.outputDir);
+    const baseModel = o.baseModel ?? this.baseModel ?? (this.model.config as { _name_or_path?: string })._name_or_path ?? 'bert-base-uncased';
+    this.baseModel = baseModel;
+    await writeFileAtomic(path.join(folder, 'README.md'), modelCard({ repo: this.hubRepo, baseModel, task: this.o.task, args: this.args,
+      logHistory: this.state?.log_history ?? [], torchVersion: addon().runtime().torchVersion, packageVersion: PACKAGE_VERSION }));
+    return pushFolder(folder, this.hubRepo, o.commitMessage ?? 'End of training', hub);
+  }
+  private hubRepo: string | undefined;
+  private baseModel: string | undefined;
 
   /** As _rotate_checkpoints: the oldest beyond saveTotalLimit go, but never the best (moved next to the newest). */
   private async rotateCheckpoints() {
@@ -770,6 +811,13 @@ export class Trainer {
       }
   }
 }
+
+/** training_args.json: the arguments, with the Hub token masked as transformers masks it. */
+function argsJson(args: TrainingArguments): string {
+  return JSON.stringify({ ...args, hubToken: args.hubToken === null ? null : '<HUB_TOKEN>' }, null, 2) + '\n';
+}
+
+const PACKAGE_VERSION: string = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version;
 
 /** A number from optimArgs ("momentum=0.9"), as the Trainer parses optim_args. */
 function optimArg(args: TrainingArguments, key: string): number | undefined {

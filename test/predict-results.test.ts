@@ -33,6 +33,14 @@ test('--do-predict predicts the GLUE test split into predict_results_mrpc.txt, t
     assert.equal(p.code, 0, p.stderr);
     const names = p.stdout.trim().split('\n').map((l) => JSON.parse(l).label_name);
     assert.deepEqual(lines.slice(1), names.map((n, i) => `${i}\t${n}`));
+    // `predict --split test --output-dir` writes the same file as --do-predict did.
+    const again = path.join(dir, 'again');
+    const s = await run(['predict', '--model', out, '--split', 'test', '--output-dir', again, '--device', 'cpu']);
+    assert.equal(s.code, 0, s.stderr);
+    assert.equal(readFileSync(path.join(again, 'predict_results_mrpc.txt'), 'utf8'), lines.join('\n') + '\n');
+    const bad = await run(['predict', '--model', out, '--split', 'dev', '--device', 'cpu']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--split dev: GLUE mrpc has the splits train, validation, test/);
   } finally {
     cleanup();
   }

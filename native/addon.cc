@@ -403,6 +403,7 @@ class Model : public Napi::ObjectWrap<Model> {
         InstanceMethod<&Model::RngState>("rngState"),
         InstanceMethod<&Model::SetRngState>("setRngState"),
         InstanceMethod<&Model::Distribute>("distribute"),
+        InstanceMethod<&Model::PhaseTimes>("phaseTimes"),
         InstanceMethod<&Model::Dispose>("dispose"),
     });
   }
@@ -618,6 +619,22 @@ class Model : public Napi::ObjectWrap<Model> {
       std::vector<Napi::Value> keep{info.This()};
       auto blobs = std::make_shared<std::vector<Blob>>(ParseBlobs(info[0], keep));
       return Job::Run(env, [s, blobs] { s->SetRngState(*blobs); }, nullptr, keep);
+    });
+  }
+
+  Napi::Value PhaseTimes(const Napi::CallbackInfo& info) {
+    return Guard(info, [&](Napi::Env env) -> Napi::Value {
+      auto s = Live();
+      auto t = std::make_shared<bert::PhaseTimes>();
+      return Job::Run(env, [s, t] { *t = s->Times(); }, [t](Napi::Env env) -> Napi::Value {
+        Napi::Object r = Napi::Object::New(env);
+        r.Set("forwardMs", t->forward_ms);
+        r.Set("backwardMs", t->backward_ms);
+        r.Set("optimizerMs", t->optimizer_ms);
+        r.Set("forwardBackwardCalls", Napi::Number::New(env, static_cast<double>(t->forward_backward_calls)));
+        r.Set("optimizerCalls", Napi::Number::New(env, static_cast<double>(t->optimizer_calls)));
+        return r;
+      }, {info.This()});
     });
   }
 

@@ -2,6 +2,11 @@
 // as BertPreTrainedModel._init_weights does) and forward passes, read top to bottom as modeling_bert.py.
 #include "modeling_bert.h"
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <cmath>
+#include <limits>
+#include <mutex>
 #include <stdexcept>
 
 namespace bert {
@@ -109,6 +114,39 @@ Activation ActivationOf(const std::string& a) {
   throw std::invalid_argument("config: hidden_act '" + a + "' is not supported");
 }
 
+// Dropout as torch.nn.functional.dropout computes it (zero with probability p, scale the rest by 1 / (1 - p)), with
+// the mask drawn faster on the CPU: libtorch's bernoulli_ draws one mt19937 number per element on one thread, a
+// quarter of a MiniLM training forward. Here one 64-bit seed is drawn from the same (the model's) generator and a
+// counter-based hash (splitmix64 of seed and position) fills the mask in parallel: the same mask for any thread
+// count, and the generator advances one draw per call, so checkpoints and resumes stay exact.
+at::Tensor Dropout(const at::Tensor& x, double p, bool train) {
+  if (!train || p == 0) return x;
+  if (!x.device().is_cpu() || p >= 1) return at::dropout(x, p, true);
+  uint64_t seed;
+  {
+    at::Generator gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    seed = gen.get<at::CPUGeneratorImpl>()->random64();
+  }
+  at::Tensor mask = at::empty(x.sizes(), x.options().requires_grad(false));
+  const uint64_t keep_from = static_cast<uint64_t>(std::ceil(p * 16777216.0));  // keep when a 24-bit uniform >= p
+  const double scale = 1.0 / (1.0 - p);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, mask.scalar_type(), "bert_dropout_mask", [&] {
+    scalar_t* m = mask.data_ptr<scalar_t>();
+    const scalar_t kept = static_cast<scalar_t>(scale), dropped = static_cast<scalar_t>(0);
+    at::parallel_for(0, mask.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        uint64_t z = seed + static_cast<uint64_t>(i) * 0x9E3779B97F4A7C15ull;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        m[i] = (z >> 40) >= keep_from ? kept : dropped;
+      }
+    });
+  });
+  return x * mask;
+}
+
 BertEmbeddings::BertEmbeddings(const Path& p, const Config& c)
     : word_embeddings([&] {
         at::Tensor w = p.sub("word_embeddings").randn({c.vocab_size, c.hidden_size});
@@ -123,7 +161,7 @@ BertEmbeddings::BertEmbeddings(const Path& p, const Config& c)
 at::Tensor BertEmbeddings::forward(const at::Tensor& input_ids, const at::Tensor& token_type_ids, const at::Tensor& position_ids, const Pass& pass) const {
   at::Tensor e = at::embedding(word_embeddings, input_ids, pad_token_id) + at::embedding(token_type_embeddings, token_type_ids) +
                  at::embedding(position_embeddings, position_ids);
-  return at::dropout(LayerNorm.forward(e), pass.hidden_dropout, pass.train);
+  return Dropout(LayerNorm.forward(e), pass.hidden_dropout, pass.train);
 }
 
 BertSelfAttention::BertSelfAttention(const Path& p, const Config& c)
@@ -147,8 +185,18 @@ at::Tensor BertSelfAttention::forward(const at::Tensor& x, const Pass& pass) {
     qkv = at::linear(x, qkv_weight_, qkv_bias_);
   }
   if (pass.unpadded()) qkv = at::zeros({B * S, 3 * H}, qkv.options()).index_copy(0, pass.index, qkv);
-  qkv = qkv.view({B, S, 3, nh, H / nh}).permute({2, 0, 3, 1, 4});
-  at::Tensor context = at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], pass.mask, pass.attention_dropout, false);
+  // unbind, not qkv[0..2]: select's backward fills a zero tensor of all three per slice, unbind's stacks once.
+  const std::vector<at::Tensor> q_k_v = qkv.view({B, S, 3, nh, H / nh}).permute({2, 0, 3, 1, 4}).unbind(0);
+  const at::Tensor &q = q_k_v[0], &k = q_k_v[1], &v = q_k_v[2];
+  at::Tensor context;
+  if (pass.train && pass.attention_dropout > 0 && x.device().is_cpu()) {
+    // SDPA's math path, written out so its dropout is Dropout's (the same computation, a faster mask).
+    at::Tensor scores = at::matmul(q * (1.0 / std::sqrt(static_cast<double>(H / nh))), k.transpose(-2, -1));
+    if (pass.mask) scores = scores.masked_fill(pass.mask->logical_not(), -std::numeric_limits<double>::infinity());
+    context = at::matmul(Dropout(at::softmax(scores, -1), pass.attention_dropout, true), v);
+  } else {
+    context = at::scaled_dot_product_attention(q, k, v, pass.mask, pass.attention_dropout, false);
+  }
   context = context.transpose(1, 2).reshape({B * S, H});
   return pass.unpadded() ? context.index_select(0, pass.index) : context;
 }
@@ -159,7 +207,7 @@ BertSelfOutput::BertSelfOutput(const Path& p, const Config& c)
 // BertSelfOutput and BertOutput compute the same thing (as in modeling_bert.py): LayerNorm(dropout(dense(h)) + input).
 static at::Tensor DenseDropoutAddNorm(const Linear& dense, const BertLayerNorm& norm, const at::Tensor& hidden_states,
                                       const at::Tensor& input_tensor, const Pass& pass) {
-  return norm.forward(at::dropout(dense.forward(hidden_states, pass), pass.hidden_dropout, pass.train) + input_tensor);
+  return norm.forward(Dropout(dense.forward(hidden_states, pass), pass.hidden_dropout, pass.train) + input_tensor);
 }
 
 at::Tensor BertSelfOutput::forward(const at::Tensor& hidden_states, const at::Tensor& input_tensor, const Pass& pass) const {
@@ -190,7 +238,7 @@ at::Tensor BertModel::forward(const std::array<at::Tensor, 3>& inputs, const Pas
 }
 
 at::Tensor BertForSequenceClassification::forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass) {
-  at::Tensor pooled_output = at::dropout(bert.forward(inputs, pass), pass.classifier_dropout, pass.train);
+  at::Tensor pooled_output = Dropout(bert.forward(inputs, pass), pass.classifier_dropout, pass.train);
   return classifier.forward(pooled_output, pass);
 }
 

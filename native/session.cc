@@ -5,6 +5,7 @@
 #include <ATen/autocast_mode.h>
 #include <torch/cuda.h>
 #include <torch/version.h>
+#include <chrono>
 #include <cstdlib>
 #include <optional>
 #include <stdexcept>
@@ -140,8 +141,12 @@ ForwardResult TorchSession::Forward(const Batch& batch) {
   return r;
 }
 
+using Clock = std::chrono::steady_clock;
+static double MsSince(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
+
 double TorchSession::ForwardBackward(const Batch& batch, double loss_scale, bool sync) {
   const Config& c = cfg_;
+  const auto t0 = Clock::now();
   const bool dropout = c.hidden_dropout_prob > 0 || c.attention_probs_dropout_prob > 0 || c.classifier_dropout > 0;
   // This step's update makes the evaluation copies stale; they are not kept through training.
   casts_.clear();
@@ -162,9 +167,14 @@ double TorchSession::ForwardBackward(const Batch& batch, double loss_scale, bool
     }
     loss = Loss(logits, batch);
   }
+  const auto t1 = Clock::now();  // (on a GPU: the host's time to issue the forward; its kernels may still run)
+  times_.forward_ms += std::chrono::duration<double, std::milli>(t1 - t0).count();
   if (reducer_ && sync) ArmReducer();  // else no_sync: gradients accumulate locally until the step's last micro-batch
   (loss_scale == 1.0 ? loss : loss * loss_scale).backward();
-  return loss.item<double>();
+  const double value = loss.item<double>();
+  times_.backward_ms += MsSince(t1);
+  ++times_.forward_backward_calls;
+  return value;
 }
 
 }  // namespace bert

@@ -72,6 +72,13 @@ struct StepOptions {  // src/model.ts owns the defaults
 
 class ProcessGroup;
 
+// Wall time this session has spent in each phase of training, since it was made (the benchmark's per-phase
+// roofline; forward includes the loss, backward the gradient all-reduce it waits for under data parallelism).
+struct PhaseTimes {
+  double forward_ms = 0, backward_ms = 0, optimizer_ms = 0;
+  int64_t forward_backward_calls = 0, optimizer_calls = 0;
+};
+
 class Session {
  public:
   static std::unique_ptr<Session> Create(const Options& options);
@@ -106,6 +113,7 @@ class Session {
   // Data parallelism as torch.nn.parallel.DistributedDataParallel sets it up: rank 0's weights broadcast to every
   // rank, then c10d's Reducer all-reduces averaged gradients in buckets of `bucket_cap_bytes` during backward.
   virtual void Distribute(const std::shared_ptr<ProcessGroup>& group, int64_t bucket_cap_bytes) = 0;
+  virtual PhaseTimes Times() const = 0;
 };
 
 // A c10d process group (PyTorch's distributed engine, the one torch.distributed drives): rendezvous through a

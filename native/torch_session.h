@@ -33,6 +33,7 @@ class TorchSession : public Session {
   std::vector<Blob> RngState() override;                                       // rng.cc
   void SetRngState(const std::vector<Blob>& state) override;                   // rng.cc
   void Distribute(const std::shared_ptr<ProcessGroup>& group, int64_t bucket_cap_bytes) override;  // distributed.cc
+  PhaseTimes Times() const override { return times_; }
 
  private:
   Pass MakePass(bool train);
@@ -46,6 +47,7 @@ class TorchSession : public Session {
   int64_t step_ = 0;  // optimizer steps taken (bias correction, Adafactor's decay)
   at::ScalarType autocast_ = at::ScalarType::Undefined;  // Undefined: fp32
   double label_smoothing_ = 0;
+  PhaseTimes times_;
   CastCache casts_;
   // This model's dropout streams. libtorch's dropout and SDPA draw from the process's default generator, so a
   // training forward swaps the model's state in and out (DropoutScope) instead of sharing one stream.

@@ -1,7 +1,7 @@
 // BertForSequenceClassification for JS: validates every argument, serialises calls per model, maps checkpoint
 // keys to the model's Hugging Face names, and saves files that transformers' from_pretrained loads.
 import path from 'node:path';
-import { addon, type NativeBatch, type NativeBlob, type NativeModel, type NativeTensorSource } from './native.js';
+import { addon, type NativeBatch, type NativeBlob, type NativeModel, type NativeTensorSource, type PhaseTimes } from './native.js';
 import { type BertConfig, type ConfigOverrides, configToJson, nativeConfig, numLabels, parseConfig, problemType } from './config.js';
 import { indexSafetensors, type FileTensor } from './safetensors.js';
 import { fileSource, type HubOptions, HubError } from './hub.js';
@@ -258,6 +258,9 @@ export class BertForSequenceClassification {
   }
 
   zeroGrad(): Promise<void> { return this.run(() => this.native.zeroGrad()); }
+
+  /** Wall time spent in forward (with the loss), backward and the optimizer since the model was made. */
+  phaseTimes(): Promise<PhaseTimes> { return this.run(() => this.native.phaseTimes()); }
 
   /** The process group this model's gradients are all-reduced over (set by distribute()). */
   get distributed(): DistributedContext | undefined { return this._distributed; }

@@ -29,8 +29,11 @@ export interface NativeModel {
   rngState(): Promise<NativeBlob[]>;
   setRngState(s: NativeBlob[]): Promise<void>;
   distribute(group: NativeProcessGroup, o: { bucketCapBytes: number }): Promise<void>;
+  phaseTimes(): Promise<PhaseTimes>;
   dispose(): Promise<void>;
 }
+/** Wall time a model has spent per training phase since it was made (forward includes the loss). */
+export interface PhaseTimes { forwardMs: number; backwardMs: number; optimizerMs: number; forwardBackwardCalls: number; optimizerCalls: number }
 export interface NativeProcessGroup {
   init(o: { masterAddr: string; masterPort: number; rank: number; worldSize: number; timeoutSeconds: number; device: string; agentStore: boolean; storePrefix: string }): Promise<string>;
   allReduce(values: Float64Array, op: 'sum' | 'max' | 'min'): Promise<void>;

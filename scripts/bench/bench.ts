@@ -1,4 +1,4 @@
-// `npm run bench -- [--workload quick|full|shape|ddp] [--rounds N] [--steps N] [--threads N] [--device cpu|cuda] [--bf16]`
+// `npm run bench -- [--workload quick|full|shape|ddp|roofline] [--rounds N] [--steps N] [--threads N] [--device cpu|cuda] [--bf16]`
 // Runs the Python Trainer (scripts/bench/reference_trainer.py, the notebook's code) and this product on the same
 // model files, data, hyperparameters, precision, thread count and machine, alternating, several times; reports
 // median and spread, the ratio ours/PyTorch, a JSON file and an SVG chart under bench/results/.
@@ -11,7 +11,7 @@ import { projectPython, root } from '../paths.js';
 const argv = process.argv.slice(2);
 const opt = (n: string, d: string) => { const i = argv.indexOf(`--${n}`); return i >= 0 ? argv[i + 1] : d; };
 const workload = opt('workload', 'quick');
-if (!['quick', 'full', 'shape', 'ddp'].includes(workload)) { console.error(`--workload must be quick, full, shape or ddp, got ${workload}`); process.exit(2); }
+if (!['quick', 'full', 'shape', 'ddp', 'roofline'].includes(workload)) { console.error(`--workload must be quick, full, shape, ddp or roofline, got ${workload}`); process.exit(2); }
 const device = opt('device', 'cpu');
 const threads = Number(opt('threads', String(os.cpus().length)));
 const rounds = Number(opt('rounds', workload === 'full' ? '1' : '3'));
@@ -188,6 +188,79 @@ async function ddpWorkload() {
   return { figs, allreduce: bw, summary, md, gradMb };
 }
 
+/**
+ * Where a training step's time goes against what this machine's GEMMs can do: MiniLM-L6's config (random weights),
+ * MRPC-shaped batches of 8, both sides timed per phase (data, forward + loss, backward, optimizer) in alternating
+ * rounds. Forward and backward are rated in useful GFLOP/s (matrix products on real tokens: what a step must compute,
+ * the same numerator for both sides) against libtorch's sustained matmul rate at the step's own shapes; the optimizer
+ * in GB/s against a large copy's bandwidth (AdamW reads weights, gradients and both moments and writes three).
+ */
+async function rooflineWorkload() {
+  const config = { hidden_size: 384, num_hidden_layers: 6, num_attention_heads: 12, intermediate_size: 1536, vocab_size: 30522, num_labels: 2 };
+  let seed = 11;
+  const rnd = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+  const warmup = 5, lengths = Array.from({ length: warmup + steps }, () => Array.from({ length: 8 }, () => Math.round(25 + 55 * rnd())));
+  const H = config.hidden_size, I = config.intermediate_size, L = config.num_hidden_layers;
+  const measured = lengths.slice(warmup);
+  // Matrix-product FLOPs of one forward (backward: twice that), per batch, on real tokens or on the padded ones.
+  const fwd = (ls: number[], padded: boolean) => {
+    const S = Math.max(...ls), T = padded ? ls.length * S : ls.reduce((x, y) => x + y, 0), sq = padded ? ls.length * S * S : ls.reduce((x, y) => x + y * y, 0);
+    return L * (8 * T * H * H + 4 * T * H * I + 4 * H * sq) + 2 * ls.length * H * H + 2 * ls.length * H * config.num_labels;
+  };
+  const mean = (f: (ls: number[]) => number) => measured.reduce((acc, ls) => acc + f(ls), 0) / measured.length;
+  const useful = mean((ls) => fwd(ls, false)), paddedFlops = mean((ls) => fwd(ls, true));
+  const T = Math.round(mean((ls) => ls.reduce((x, y) => x + y, 0)));
+  const shapes = { [`qkv/out ${T}x${H}x${H}`]: [T, H, H], [`ffn up ${T}x${H}x${I}`]: [T, H, I], [`ffn down ${T}x${I}x${H}`]: [T, I, H],
+    [`weight grad ${H}x${T}x${I}`]: [H, T, I], 'square 1024': [1024, 1024, 1024] };
+  // Measured before and after the rounds; each figure is the better of the two (the machine's load varies).
+  const measureGemm = () => JSON.parse(execFileSync(python, [path.join(root, 'scripts', 'bench', 'roofline_ref.py'), 'gemm', JSON.stringify({ shapes, threads })],
+    { cwd: tmp, encoding: 'utf8' }).trim().split('\n').pop()!);
+  const gemmBefore = measureGemm();
+  const spec = { config, lengths, threads, warmup, bf16 };
+  const ours: Fig[] = [], py: Fig[] = [];
+  for (let r = 0; r < rounds; r++) {
+    for (const side of r % 2 === 0 ? ['ours', 'py'] : ['py', 'ours']) {
+      process.stderr.write(`round ${r + 1}/${rounds}: ${side}... `);
+      const { stdout } = side === 'ours'
+        ? await run(process.execPath, [path.join(root, 'dist', 'scripts', 'bench', 'roofline.js'), JSON.stringify(spec)], process.env)
+        : await run(python, [path.join(root, 'scripts', 'bench', 'roofline_ref.py'), 'step', JSON.stringify(spec)], { ...process.env, TRANSFORMERS_VERBOSITY: 'error' });
+      (side === 'ours' ? ours : py).push(JSON.parse(stdout.trim().split('\n').pop()!));
+      process.stderr.write('done\n');
+    }
+  }
+  const gemmAfter = measureGemm();
+  const gemm = { copy_gb_s: Math.max(gemmBefore.copy_gb_s, gemmAfter.copy_gb_s), ...Object.fromEntries(['fp32', 'bf16'].map((p) =>
+    [p, Object.fromEntries(Object.keys(shapes).map((k) => [k, Math.max(gemmBefore[p][k], gemmAfter[p][k])]))])) };
+  const prec = bf16 ? 'bf16' : 'fp32';
+  const layerShapes = Object.keys(shapes).filter((k) => k !== 'square 1024');
+  const peak = layerShapes.reduce((acc, k) => acc + gemm[prec][k], 0) / layerShapes.length;  // GFLOP/s at the step's shapes
+  const params = 22_713_216, optBytes = params * 4 * 7;
+  const phase = (side: Fig[], k: string) => median(side.map((x) => x[k]));
+  const rows: Record<string, Record<string, number>> = {};
+  for (const [name, side] of [['ours', ours], ['pytorch', py]] as const) {
+    const f = phase(side, 'forward_ms'), b = phase(side, 'backward_ms'), o = phase(side, 'optimizer_ms'), d = phase(side, 'data_ms');
+    rows[name] = { data_ms: d, forward_ms: f, backward_ms: b, optimizer_ms: o, step_ms: d + f + b + o,
+      forward_gflop_s: useful / f / 1e6, backward_gflop_s: (2 * useful) / b / 1e6, optimizer_gb_s: optBytes / o / 1e6,
+      forward_of_peak: useful / f / 1e6 / peak, backward_of_peak: (2 * useful) / b / 1e6 / peak, optimizer_of_copy_bw: optBytes / o / 1e6 / gemm.copy_gb_s,
+      step_of_roofline: ((3 * useful) / peak / 1e6 + optBytes / gemm.copy_gb_s / 1e6) / (d + f + b + o) };
+  }
+  const lines = [`| phase | ours ms | ours rate | of peak | PyTorch ms | PyTorch rate | of peak |`, '|---|---|---|---|---|---|---|'];
+  const r = (k: string, rate: string, of: string, unit: string) => lines.push(`| ${k.replace('_ms', '')} | ${rows.ours[k].toFixed(1)} | ${rate ? `${rows.ours[rate].toFixed(1)} ${unit}` : ''} | ${of ? `${(100 * rows.ours[of]).toFixed(1)}%` : ''} | ` +
+    `${rows.pytorch[k].toFixed(1)} | ${rate ? `${rows.pytorch[rate].toFixed(1)} ${unit}` : ''} | ${of ? `${(100 * rows.pytorch[of]).toFixed(1)}%` : ''} |`);
+  r('data_ms', '', '', '');
+  r('forward_ms', 'forward_gflop_s', 'forward_of_peak', 'GFLOP/s');
+  r('backward_ms', 'backward_gflop_s', 'backward_of_peak', 'GFLOP/s');
+  r('optimizer_ms', 'optimizer_gb_s', 'optimizer_of_copy_bw', 'GB/s');
+  r('step_ms', '', 'step_of_roofline', '');
+  const md = `${lines.join('\n')}\n\nPeak (${prec}): libtorch's sustained matmul at the step's shapes ${peak.toFixed(1)} GFLOP/s ` +
+    `(${layerShapes.map((k) => `${k}: ${gemm[prec][k].toFixed(1)}`).join('; ')}; square 1024: ${gemm[prec]['square 1024'].toFixed(1)}); fp32 square ${gemm.fp32['square 1024'].toFixed(1)}, ` +
+    `bf16 square ${gemm.bf16['square 1024'].toFixed(1)} GFLOP/s; copy ${gemm.copy_gb_s.toFixed(1)} GB/s. Useful forward ${(useful / 1e9).toFixed(2)} GFLOP per step ` +
+    `(${T} real tokens per batch of 8); PyTorch computes on padded tokens: ${(paddedFlops / 1e9).toFixed(2)} GFLOP. "of peak" for the step: the step's roofline time ` +
+    '(3x the useful forward FLOPs at the peak rate, plus the optimizer\'s bytes at copy bandwidth) over its measured time.';
+  return { config: 'all-MiniLM-L6-v2 config, random weights', batches: lengths.length, warmup, gemm, peak_gflop_s: peak, useful_forward_gflop: useful / 1e9,
+    padded_forward_gflop: paddedFlops / 1e9, tokens_per_batch: T, ours, pytorch: py, summary: rows, md };
+}
+
 function table(ours: Fig[], py: Fig[]): { md: string; summary: Record<string, { ours: number; pytorch: number; ratio: number }> } {
   const keys = Object.keys(ours[0]);
   const summary: Record<string, { ours: number; pytorch: number; ratio: number }> = {};
@@ -232,7 +305,11 @@ try {
   const name = `${workload}-${device}${bf16 ? '-bf16' : ''}-${stamp}`;
   mkdirSync(outDir, { recursive: true });
   let result;
-  if (workload === 'ddp') {
+  if (workload === 'roofline') {
+    const r = await rooflineWorkload();
+    result = { workload, machine, steps, rounds, ...r };
+    console.log(`\n### roofline: MiniLM-L6 config, MRPC-shaped batches of 8, ${steps} steps, cpu${bf16 ? ' bf16' : ''}, ${threads} threads, ${rounds} rounds\n\n${r.md}`);
+  } else if (workload === 'ddp') {
     const d = await ddpWorkload();
     result = { workload, machine, model, steps, rounds, ...d };
     console.log(`\n### ddp: ${model} on MRPC, ${steps} steps, global batch 16, ${threads} cores, ${rounds} rounds\n\n${d.md}`);

@@ -229,7 +229,8 @@ async function rooflineWorkload() {
     }
   }
   const gemmAfter = measureGemm();
-  const gemm = { copy_gb_s: Math.max(gemmBefore.copy_gb_s, gemmAfter.copy_gb_s), ...Object.fromEntries(['fp32', 'bf16'].map((p) =>
+  const gemm: any = {  // eslint-disable-line @typescript-eslint/no-explicit-any
+    copy_gb_s: Math.max(gemmBefore.copy_gb_s, gemmAfter.copy_gb_s), ...Object.fromEntries(['fp32', 'bf16'].map((p) =>
     [p, Object.fromEntries(Object.keys(shapes).map((k) => [k, Math.max(gemmBefore[p][k], gemmAfter[p][k])]))])) };
   const prec = bf16 ? 'bf16' : 'fp32';
   const layerShapes = Object.keys(shapes).filter((k) => k !== 'square 1024');

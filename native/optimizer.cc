@@ -140,6 +140,7 @@ double TorchSession::OptimizerStep(const StepOptions& o) {
   const double norm = total.item<double>();  // waits for the device's work, so the time below is the step's
   times_.optimizer_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   ++times_.optimizer_calls;
+  profile_.reset();  // a step being profiled ends here: the trace file is written
   return norm;
 }
 

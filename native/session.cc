@@ -10,6 +10,7 @@
 #include <optional>
 #include <stdexcept>
 #include "torch_session.h"
+#include <torch/csrc/autograd/profiler_legacy.h>
 
 namespace bert {
 
@@ -146,6 +147,11 @@ static double MsSince(Clock::time_point t) { return std::chrono::duration<double
 
 double TorchSession::ForwardBackward(const Batch& batch, double loss_scale, bool sync) {
   const Config& c = cfg_;
+  if (const char* file = std::getenv("BERT_TRAINER_PROFILE"); file && *file && !profile_) {
+    const char* step = std::getenv("BERT_TRAINER_PROFILE_STEP");
+    if (times_.optimizer_calls + 1 == (step ? std::atoll(step) : 20))
+      profile_ = std::make_shared<torch::autograd::profiler::RecordProfile>(std::string(file));  // ends with this step's optimizer step
+  }
   const auto t0 = Clock::now();
   const bool dropout = c.hidden_dropout_prob > 0 || c.attention_probs_dropout_prob > 0 || c.classifier_dropout > 0;
   // This step's update makes the evaluation copies stale; they are not kept through training.

@@ -48,6 +48,9 @@ class TorchSession : public Session {
   at::ScalarType autocast_ = at::ScalarType::Undefined;  // Undefined: fp32
   double label_smoothing_ = 0;
   PhaseTimes times_;
+  // BERT_TRAINER_PROFILE=<file>: libtorch's profiler records one whole training step (forward, backward, optimizer)
+  // as a Chrome trace: the step numbered BERT_TRAINER_PROFILE_STEP (default 20), so that warm-up is past.
+  std::shared_ptr<void> profile_;
   CastCache casts_;
   // This model's dropout streams. libtorch's dropout and SDPA draw from the process's default generator, so a
   // training forward swaps the model's state in and out (DropoutScope) instead of sharing one stream.

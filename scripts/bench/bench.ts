@@ -109,7 +109,27 @@ function fromRaw([oursFile, pyFile]: string[]): { ours: Fig[]; py: Fig[]; curves
   return { ours: [oursFigures(readFileSync(oursFile, 'utf8'), NaN, curves)], py: [pyFigures(readFileSync(pyFile, 'utf8'), NaN, curves)], curves };
 }
 
-async function shapeWorkload(): Promise<{ ours: Fig[]; py: Fig[] }> {
+/**
+ * onnxruntime-node (installed on demand into .cache/bench-ort, as it is a benchmark peer, not a dependency)
+ * running the `shape` model's weights exported by torch.onnx.export (scripts/bench/onnx_export.py).
+ */
+async function onnxSetup(): Promise<{ onnx: string; ortDir: string }> {
+  const ortDir = path.join(root, '.cache', 'bench-ort');
+  if (!existsSync(path.join(ortDir, 'node_modules', 'onnxruntime-node')))
+    execFileSync('npm', ['install', '--no-save', '--no-audit', '--no-fund', '--prefix', ortDir, 'onnxruntime-node@1.30.0'],
+      { env: { ...process.env, ONNXRUNTIME_NODE_INSTALL: 'skip' }, stdio: ['ignore', 'ignore', 'inherit'] });  // CPU binaries ship in the package
+  const { BertForSequenceClassification } = await import('../../src/model.js');
+  const { BERT_BASE_UNCASED, parseConfig } = await import('../../src/config.js');
+  const model = await BertForSequenceClassification.fromConfig(parseConfig({ ...BERT_BASE_UNCASED }, 'bert-base-uncased config'), { device: 'cpu', seed: 0 });
+  const dir = path.join(tmp, 'onnx-model');
+  await model.save(dir);
+  await model.dispose();
+  const onnx = path.join(tmp, 'model.onnx');
+  execFileSync(python, [path.join(root, 'scripts', 'bench', 'onnx_export.py'), dir, onnx], { cwd: tmp, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, TRANSFORMERS_VERBOSITY: 'error' } });
+  return { onnx, ortDir };
+}
+
+async function shapeWorkload(): Promise<{ ours: Fig[]; py: Fig[]; ort?: Fig[] }> {
   // MRPC-like padded lengths (bert-base-uncased tokens of MRPC pairs are 20-100, mean ~53), fixed for both sides.
   let s = 7;
   const rnd = () => ((s = (s * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
@@ -122,20 +142,27 @@ async function shapeWorkload(): Promise<{ ours: Fig[]; py: Fig[] }> {
   // and time the second pass: steady state. The 3-epoch workload shows what a real run pays in all.
   const spec = { inferLengths: { 1: mk(1, warmup + (small ? 20 : 200)), 8: mk(8, warmup + (small ? 5 : 100)), 32: mk(32, warmup + (small ? 2 : 50)) },
     trainLengths: mk(8, warmup + (small ? 5 : 100)), threads, device, warmup, bf16, warmAllShapes: !small };
-  const ours: Fig[] = [], py: Fig[] = [];
+  const ours: Fig[] = [], py: Fig[] = [], ort: Fig[] = [];
+  // On the CPU the onnxruntime-node column comes along unless --no-onnx; if it cannot be set up, the reason is
+  // printed and the rest runs.
+  const onnx = !argv.includes('--no-onnx') && device === 'cpu'
+    ? await onnxSetup().catch((e) => { console.error(`onnxruntime-node column skipped: ${(e as Error).message.split('\n')[0]}`); return undefined; })
+    : undefined;
   for (let r = 0; r < rounds; r++) {
-    for (const side of r % 2 === 0 ? ['ours', 'py'] : ['py', 'ours']) {
+    const sides = r % 2 === 0 ? ['ours', 'py', 'ort'] : ['ort', 'py', 'ours'];
+    for (const side of sides.filter((x) => x !== 'ort' || onnx)) {
       process.stderr.write(`round ${r + 1}/${rounds}: ${side}... `);
       const { stdout } = side === 'ours'
         ? await run(process.execPath, [path.join(root, 'dist', 'scripts', 'bench', 'shape.js'), JSON.stringify(spec)], process.env)
-        : await run(python, [path.join(root, 'scripts', 'bench', 'shape_ref.py'), JSON.stringify(spec)], process.env);
+        : side === 'py' ? await run(python, [path.join(root, 'scripts', 'bench', 'shape_ref.py'), JSON.stringify(spec)], process.env)
+        : await run(process.execPath, [path.join(root, 'dist', 'scripts', 'bench', 'ort.js'), JSON.stringify({ ...onnx, inferLengths: spec.inferLengths, threads, warmup })], process.env);
       const res = JSON.parse(stdout.trim().split('\n').pop()!);
-      (side === 'ours' ? ours : py).push({ train_steps_per_s: res.train_steps_per_s, infer_seq_per_s_b1: res.infer_seq_per_s['1'],
+      (side === 'ours' ? ours : side === 'py' ? py : ort).push({ train_steps_per_s: res.train_steps_per_s ?? NaN, infer_seq_per_s_b1: res.infer_seq_per_s['1'],
         infer_seq_per_s_b8: res.infer_seq_per_s['8'], infer_seq_per_s_b32: res.infer_seq_per_s['32'], peak_rss_mb: res.peak_rss_mb });
       process.stderr.write('done\n');
     }
   }
-  return { ours, py };
+  return { ours, py, ...(onnx ? { ort } : {}) };
 }
 
 /**
@@ -315,10 +342,13 @@ try {
     result = { workload, machine, model, steps, rounds, ...d };
     console.log(`\n### ddp: ${model} on MRPC, ${steps} steps, global batch 16, ${threads} cores, ${rounds} rounds\n\n${d.md}`);
   } else if (workload === 'shape') {
-    const { ours, py } = await shapeWorkload();
+    const { ours, py, ort } = await shapeWorkload();
     const t = table(ours, py);
-    result = { workload, machine, config: 'bert-base-uncased (random weights)', rounds, ours, pytorch: py, summary: t.summary };
+    const o = ort ? table(ours, ort) : undefined;
+    result = { workload, machine, config: 'bert-base-uncased (random weights)', rounds, ours, pytorch: py, summary: t.summary,
+      ...(ort ? { onnxruntime_node: ort, summary_vs_onnxruntime: o!.summary } : {}) };
     console.log(`\n### shape: bert-base-uncased config, random weights, MRPC-shaped batches, ${device}${bf16 ? ' bf16' : ''}, ${threads} threads, ${rounds} rounds\n\n${t.md}`);
+    if (o) console.log(`\n#### ours against onnxruntime-node 1.30.0 (the same weights through torch.onnx.export; its "PyTorch" column is onnxruntime)\n\n${o.md}`);
   } else {
     const { ours, py, curves } = raw ? fromRaw(raw.split(',')) : await trainingWorkload();
     const t = table(ours, py);

@@ -3,6 +3,7 @@
 #   `bash scripts/gpu/check-ddp-bf16.sh probe`  build; data parallelism over NCCL (world size 1, and 2 when the
 #                                                machine has two GPUs); the bf16 first-use probe with cuDNN attention
 #                                                on and off; bf16 parity against transformers under torch.autocast
+#   `bash scripts/gpu/check-ddp-bf16.sh profile`  libtorch's profiler over one of our training steps, bf16 and fp32
 #   `bash scripts/gpu/check-ddp-bf16.sh full [--sdpa-cudnn 0]`  3 epochs of bert-base-sized MRPC in bf16, ours then
 #                                                the Python Trainer, raw outputs for `bench.js --from-raw`
 # Dry run on a CPU machine: DEVICE=cpu bash scripts/gpu/check-ddp-bf16.sh probe
@@ -50,6 +51,15 @@ if [ "$PHASE" = probe ]; then
 
   step "bf16 parity with transformers under torch.autocast on $DEVICE"
   TEST_DEVICE=$DEVICE timeout 150 node --test --test-name-pattern=bf16 dist/test/parity.test.js 2>&1 | grep -E "^# parity|^ok|^not ok|rror" | tee "$OUT/parity-bf16.txt"
+elif [ "$PHASE" = profile ]; then
+  step "libtorch's profiler over our 20th training step (bert-base-sized, MRPC, batch 8), bf16 then fp32: host time per operator"
+  for prec in bf16 fp32; do
+    flag=(); [ $prec = bf16 ] && flag=(--bf16)
+    (cd /tmp && BERT_TRAINER_PROFILE=$OUT/trace-$prec.json timeout 120 node "$OLDPWD/train.js" --model bert-base-uncased "${MODEL_ARGS[@]}" "${flag[@]}" \
+      --max-steps 25 --save-strategy no --eval-strategy no --output-dir /tmp/prof-$prec > "$OUT/profile-run-$prec.jsonl" 2>&1; echo "run: exit $?")
+    grep -h '"event":"end"' "$OUT/profile-run-$prec.jsonl" | cut -c1-220
+    python3 scripts/trace-summary.py "$OUT/trace-$prec.json" 30
+  done
 else
   [ "${2:-}" = --sdpa-cudnn ] && export BERT_TRAINER_SDPA_CUDNN=$3
   step "3 epochs of MRPC, bert-base-uncased (random), bf16: ours (BERT_TRAINER_SDPA_CUDNN=${BERT_TRAINER_SDPA_CUDNN:-default})"

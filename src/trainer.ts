@@ -121,8 +121,11 @@ export interface TrainerEvents {
   warning?: (message: string) => void;
 }
 
-/** What callbacks can ask of the loop (TrainerControl). */
-export interface TrainerControl { shouldTrainingStop: boolean }
+/**
+ * What callbacks can ask of the loop (TrainerControl): set in onStepEnd (or any hook), acted on after that step
+ * besides what the strategies schedule, then cleared once done (as transformers' callback handler clears them).
+ */
+export interface TrainerControl { shouldTrainingStop: boolean; shouldLog: boolean; shouldEvaluate: boolean; shouldSave: boolean }
 
 /** Hooks into the loop, as transformers' TrainerCallback (the subset this Trainer has). */
 export interface TrainerCallback {
@@ -479,7 +482,7 @@ export class Trainer {
     const flopsPerToken = 6 * model.nonEmbeddingParameters;
     let lossSinceLog = 0, stepsSinceLog = 0, totalLoss = 0, totalLossSteps = 0, lastGradNorm = NaN, samples = 0;
     let interrupted = false, skippedInARow = 0;
-    const control: TrainerControl = { shouldTrainingStop: false };
+    const control: TrainerControl = { shouldTrainingStop: false, shouldLog: false, shouldEvaluate: false, shouldSave: false };
     this.control = control;
     const startStep = this.state.global_step;
 
@@ -532,20 +535,23 @@ export class Trainer {
         const gs = this.state.global_step;
         this.events?.progress?.({ step: gs, maxSteps, epoch: this.state.epoch, stepMs: performance.now() - stepStart });
 
-        if ((gs % args.loggingSteps === 0 || (gs === 1 && args.loggingFirstStep)) && stepsSinceLog > 0) {
+        for (const c of this.o.callbacks ?? []) c.onStepEnd?.(args, this.state, control);
+        if ((gs % args.loggingSteps === 0 || (gs === 1 && args.loggingFirstStep) || control.shouldLog) && stepsSinceLog > 0) {
           this.emitLog({ loss: round4(lossSinceLog / stepsSinceLog), grad_norm: lastGradNorm,
             learning_rate: args.learningRate * lrLambda(args.lrSchedulerType, gs, warmup, maxSteps, args.learningRate, args.lrSchedulerKwargs), epoch: this.state.epoch, step: gs });
           lossSinceLog = 0; stepsSinceLog = 0;
         }
+        control.shouldLog = false;
         const endOfEpoch = s === stepsPerEpoch - 1 || gs === maxSteps;
         // As DefaultFlowCallback: every eval_steps, at each epoch end, and at the last step for the steps strategy.
-        for (const c of this.o.callbacks ?? []) c.onStepEnd?.(args, this.state, control);
-        if (this.o.evalDataset && ((evalEvery && (gs % evalEvery === 0 || gs === maxSteps)) || (args.evalStrategy === 'epoch' && endOfEpoch))) {
+        if (this.o.evalDataset && ((evalEvery && (gs % evalEvery === 0 || gs === maxSteps)) || (args.evalStrategy === 'epoch' && endOfEpoch) || control.shouldEvaluate)) {
           const metrics = await this.evaluate(this.o.evalDataset, 'eval', !dist);  // an interrupt ends it early, unlogged; the checkpoint below follows
           if (args.metricForBestModel && Object.keys(metrics).length) this.updateBest(metrics);
         }
+        control.shouldEvaluate = false;
         const saveNow = (args.saveStrategy === 'steps' && gs % args.saveSteps === 0) || (args.saveStrategy === 'epoch' && endOfEpoch) ||
-          (args.saveStrategy !== 'no' && gs === maxSteps);
+          (args.saveStrategy !== 'no' && gs === maxSteps) || control.shouldSave;
+        control.shouldSave = false;
         if (aborted || (!dist && this.o.signal?.aborted)) {  // (one process: also an interrupt during the evaluation)
           await this.saveCheckpoint();
           interrupted = true;

@@ -74,6 +74,40 @@ test('greater_is_better is inferred as transformers infers it; early stopping wi
   }
 });
 
+test('a callback steers the loop as TrainerControl does: shouldLog, shouldEvaluate, shouldSave, shouldTrainingStop', async () => {
+  const { dir, cleanup } = tempDir('control-');
+  try {
+    const { BertTokenizer } = await import('../src/tokenizer.js');
+    const { tokenizeDataset } = await import('../src/data.js');
+    const { makePairs, makeTinyModel } = await import('./fixtures.js');
+    const modelDir = await makeTinyModel(path.join(dir, 'm'));
+    const tok = await BertTokenizer.fromPretrained(modelDir);
+    const p = makePairs(32, 3);
+    const ds = await tokenizeDataset({ source: 'pairs', text1: p.sentence1, text2: p.sentence2, labels: Int32Array.from(p.label), labelNames: ['0', '1'], isRegression: false }, tok);
+    const model = await BertForSequenceClassification.fromPretrained(modelDir, { device: 'cpu', threads: 1 });
+    const steps: number[] = [];
+    const trainer = new Trainer({ model, tokenizer: tok, trainDataset: ds, evalDataset: ds,
+      args: { outputDir: path.join(dir, 'out'), numTrainEpochs: 5, evalStrategy: 'no', saveStrategy: 'no', loggingSteps: 100 },
+      callbacks: [{ onStepEnd: (_a, state, control) => {
+        steps.push(state.global_step);
+        if (state.global_step === 2) control.shouldLog = true;
+        if (state.global_step === 3) control.shouldEvaluate = true;
+        if (state.global_step === 5) { control.shouldSave = true; control.shouldTrainingStop = true; }
+      } }] });
+    const out = await trainer.train();
+    const h = trainer.trainerState!.log_history;
+    assert.deepEqual(steps, [1, 2, 3, 4, 5]);
+    assert.equal(out.globalStep, 5);
+    assert.deepEqual(h.filter((e) => 'loss' in e).map((e) => e.step), [2]);
+    assert.deepEqual(h.filter((e) => 'eval_loss' in e).map((e) => e.step), [3]);
+    assert.ok(existsSync(path.join(dir, 'out', 'checkpoint-5', 'model.safetensors')));
+    assert.ok(!existsSync(path.join(dir, 'out', 'checkpoint-4')));
+    await model.dispose();
+  } finally {
+    cleanup();
+  }
+});
+
 test('--eval-on-start evaluates at step 0; --logging-first-step logs step 1', async () => {
   const { dir, cleanup } = tempDir('first-step-');
   try {

@@ -72,7 +72,7 @@ function mrpcHome(): string {
   let home = process.env.HF_HOME;
   if (!home || !existsSync(path.join(home, 'hub', 'datasets--nyu-mll--glue'))) {
     if (!existsSync(path.resolve(root, '..', 'shared', 'hf-home'))) {
-      console.log('SKIP: the quick/full workloads need MRPC: ../shared/hf-home is absent and HF_HOME has no nyu-mll/glue. Try --workload shape.');
+      console.log('SKIP: the quick, full and ddp workloads need MRPC: ../shared/hf-home is absent and HF_HOME has no nyu-mll/glue. Try --workload shape.');
       process.exit(0);
     }
     home = execFileSync(process.execPath, [path.join(root, 'dist', 'scripts', 'prepare-minilm.js')], { encoding: 'utf8' }).trim().split('\n').pop()!;

@@ -1,4 +1,5 @@
-// `npm run bench -- [--workload quick|full|shape|ddp|roofline] [--rounds N] [--steps N] [--threads N] [--device cpu|cuda] [--bf16]`
+// `npm run bench -- [--workload quick|full|shape|ddp|roofline] [--rounds N] [--steps N] [--threads N] [--device cpu|cuda] [--bf16]
+// [--py-torch-compile]` (the Python Trainer with torch_compile=True in quick/full)
 // Runs the Python Trainer (scripts/bench/reference_trainer.py, the notebook's code) and this product on the same
 // model files, data, hyperparameters, precision, thread count and machine, alternating, several times; reports
 // median and spread, the ratio ours/PyTorch, a JSON file and an SVG chart under bench/results/.
@@ -95,7 +96,8 @@ async function trainingWorkload(): Promise<{ ours: Fig[]; py: Fig[]; curves: Cur
         ours.push(oursFigures(stdout, wall, r === 0 ? curves : undefined));
       } else {
         const { stdout, wall } = await run(python, [path.join(root, 'scripts', 'bench', 'reference_trainer.py'), '--model', model, '--threads', String(threads),
-          '--device', device, '--output-dir', path.join(tmp, `py-${r}`), '--logging-steps', logging, ...limit, ...precision], env);
+          '--device', device, '--output-dir', path.join(tmp, `py-${r}`), '--logging-steps', logging, ...limit, ...precision,
+          ...(argv.includes('--py-torch-compile') ? ['--torch-compile'] : [])], env);
         py.push(pyFigures(stdout, wall, r === 0 ? curves : undefined));
       }
       process.stderr.write('done\n');

@@ -51,6 +51,7 @@ def main():
     p.add_argument("--save-strategy", default="steps")
     p.add_argument("--logging-steps", type=int, default=500)
     p.add_argument("--bf16", action="store_true")
+    p.add_argument("--torch-compile", action="store_true", help="TrainingArguments(torch_compile=True): inductor")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -91,7 +92,7 @@ def main():
 
     args = TrainingArguments(a.output_dir, eval_strategy="epoch", report_to="none", seed=a.seed, num_train_epochs=a.epochs,
                              max_steps=a.max_steps, use_cpu=a.device == "cpu", save_strategy=a.save_strategy,
-                             logging_steps=a.logging_steps, bf16=a.bf16)
+                             logging_steps=a.logging_steps, bf16=a.bf16, torch_compile=a.torch_compile)
     timer = StepTimes()
     trainer = Trainer(model, args, train_dataset=tokenized["train"], eval_dataset=tokenized["validation"],
                       data_collator=collator, processing_class=tokenizer, compute_metrics=compute_metrics, callbacks=[timer])

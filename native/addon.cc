@@ -140,6 +140,37 @@ class Job : public Napi::AsyncWorker {
   ErrorKind kind_ = ErrorKind::kPlain;
 };
 
+// The native object a JS handle owns: set when the job that made it finishes, taken by dispose()/destroy(); each job
+// holds its own reference, so taking it frees the object once the last queued job is done.
+template <typename T>
+class Held {
+ public:
+  explicit Held(const char* gone) : gone_(gone) {}
+  std::shared_ptr<T> Get() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!p_) throw std::logic_error(gone_);
+    return p_;
+  }
+  void Set(std::shared_ptr<T> p) {
+    std::lock_guard<std::mutex> lock(mu_);
+    p_ = std::move(p);
+  }
+  // Frees the object on the torch thread, after the jobs queued before this call.
+  Napi::Value Release(const Napi::CallbackInfo& info) {
+    std::shared_ptr<T> p;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      p.swap(p_);
+    }
+    return Job::Run(info.Env(), [p]() mutable { p.reset(); }, nullptr, {info.This()});
+  }
+
+ private:
+  std::mutex mu_;
+  std::shared_ptr<T> p_;
+  const char* gone_;
+};
+
 // Every method of a handle: validate on the JS thread, then run on a worker; errors become rejected Promises.
 template <typename Fn>
 Napi::Value Guard(const Napi::CallbackInfo& info, Fn fn) {
@@ -327,11 +358,7 @@ class Group : public Napi::ObjectWrap<Group> {
     });
   }
   explicit Group(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Group>(info) {}
-  std::shared_ptr<bert::ProcessGroup> Live() {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!group_) throw std::logic_error("the process group is destroyed (or was never initialised)");
-    return group_;
-  }
+  std::shared_ptr<bert::ProcessGroup> Live() { return group_.Get(); }
 
  private:
   Napi::Value Init(const Napi::CallbackInfo& info) {
@@ -346,11 +373,7 @@ class Group : public Napi::ObjectWrap<Group> {
       d.device = GetStr(o, "device");
       d.agent_store = Required(o, "agentStore", &Napi::Value::IsBoolean, "a boolean").As<Napi::Boolean>().Value();
       d.store_prefix = GetStr(o, "storePrefix");
-      return Job::Run(env, [this, d] {
-        auto g = bert::ProcessGroup::Create(d);
-        std::lock_guard<std::mutex> lock(mu_);
-        group_ = std::move(g);
-      }, [this](Napi::Env env) -> Napi::Value { return Napi::String::New(env, Live()->Backend()); }, {info.This()});
+      return Job::Run(env, [this, d] { group_.Set(bert::ProcessGroup::Create(d)); }, [this](Napi::Env env) -> Napi::Value { return Napi::String::New(env, Live()->Backend()); }, {info.This()});
     });
   }
 
@@ -371,17 +394,9 @@ class Group : public Napi::ObjectWrap<Group> {
   }
 
   // Drops this handle's reference; the group's connections close once the last job holding it has finished.
-  Napi::Value Destroy(const Napi::CallbackInfo& info) {
-    std::shared_ptr<bert::ProcessGroup> g;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      g.swap(group_);
-    }
-    return Job::Run(info.Env(), [g]() mutable { g.reset(); }, nullptr, {info.This()});
-  }
+  Napi::Value Destroy(const Napi::CallbackInfo& info) { return group_.Release(info); }
 
-  std::mutex mu_;
-  std::shared_ptr<bert::ProcessGroup> group_;
+  Held<bert::ProcessGroup> group_{"the process group is destroyed (or was never initialised)"};
 };
 
 class Model : public Napi::ObjectWrap<Model> {
@@ -426,11 +441,7 @@ class Model : public Napi::ObjectWrap<Model> {
     Account(env, copies * param_bytes_);
   }
 
-  std::shared_ptr<Session> Live() {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!session_) throw std::logic_error("the model is disposed (or was never initialised)");
-    return session_;
-  }
+  std::shared_ptr<Session> Live() { return session_.Get(); }
 
   Napi::Value Init(const Napi::CallbackInfo& info) {
     return Guard(info, [&](Napi::Env env) -> Napi::Value {
@@ -441,11 +452,7 @@ class Model : public Napi::ObjectWrap<Model> {
       opts->seed = static_cast<uint64_t>(GetNum(o, "seed"));
       opts->threads = static_cast<int>(GetInt(o, "threads"));
       config_ = opts->config;
-      return Job::Run(env, [this, opts] {
-        auto s = std::shared_ptr<Session>(Session::Create(*opts));
-        std::lock_guard<std::mutex> lock(mu_);
-        session_ = s;
-      }, [this](Napi::Env env) -> Napi::Value {
+      return Job::Run(env, [this, opts] { session_.Set(Session::Create(*opts)); }, [this](Napi::Env env) -> Napi::Value {
         auto s = Live();
         param_bytes_ = s->NumParameters() * 4;
         AccountOnce(env, weights_counted_, 1);
@@ -653,19 +660,13 @@ class Model : public Napi::ObjectWrap<Model> {
 
   // Drops this handle's reference; the session is freed once the last queued job holding it has finished.
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
-    std::shared_ptr<Session> s;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      s.swap(session_);
-    }
     Account(info.Env(), -accounted_);
-    return Job::Run(info.Env(), [s]() mutable { s.reset(); }, nullptr, {info.This()});
+    return session_.Release(info);
   }
 
   int64_t param_bytes_ = 0, accounted_ = 0;
   bool weights_counted_ = false, grads_counted_ = false, moments_counted_ = false;
-  std::mutex mu_;
-  std::shared_ptr<Session> session_;
+  Held<Session> session_{"the model is disposed (or was never initialised)"};
   bert::Config config_;
 };
 

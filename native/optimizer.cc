@@ -2,7 +2,6 @@
 // over the decay and no-decay groups (biases and LayerNorm weights get no weight decay), then zero_grad(set_to_none);
 // and the optimizer state read back from a checkpoint. Each optimizer computes what its PyTorch / transformers class
 // computes: torch.optim.AdamW (fused, or the plain form), torch.optim.SGD, transformers.Adafactor.
-#include <chrono>
 #include <cmath>
 #include <stdexcept>
 #include <unordered_map>
@@ -110,7 +109,7 @@ void TorchSession::ZeroGrad() {
 
 double TorchSession::OptimizerStep(const StepOptions& o) {
   at::NoGradGuard no_grad;
-  const auto t0 = std::chrono::steady_clock::now();
+  const auto t0 = Clock::now();
   if (o.optim != "adamw_torch_fused" && o.optim != "adamw_torch" && o.optim != "sgd" && o.optim != "adafactor")
     throw std::invalid_argument("optim '" + o.optim + "' is not one of adamw_torch_fused, adamw_torch, sgd, adafactor");  // src/model.ts checks first
   std::vector<Param*> with_grad;
@@ -138,7 +137,7 @@ double TorchSession::OptimizerStep(const StepOptions& o) {
   }
   ZeroGrad();
   const double norm = total.item<double>();  // waits for the device's work, so the time below is the step's
-  times_.optimizer_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  times_.optimizer_ms += MsSince(t0);
   ++times_.optimizer_calls;
   profile_.reset();  // a step being profiled ends here: the trace file is written
   return norm;

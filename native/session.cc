@@ -5,7 +5,6 @@
 #include <ATen/autocast_mode.h>
 #include <torch/cuda.h>
 #include <torch/version.h>
-#include <chrono>
 #include <cstdlib>
 #include <optional>
 #include <stdexcept>
@@ -142,9 +141,6 @@ ForwardResult TorchSession::Forward(const Batch& batch) {
   return r;
 }
 
-using Clock = std::chrono::steady_clock;
-static double MsSince(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
-
 double TorchSession::ForwardBackward(const Batch& batch, double loss_scale, bool sync) {
   const Config& c = cfg_;
   if (const char* file = std::getenv("BERT_TRAINER_PROFILE"); file && *file && !profile_) {
@@ -173,8 +169,8 @@ double TorchSession::ForwardBackward(const Batch& batch, double loss_scale, bool
     }
     loss = Loss(logits, batch);
   }
-  const auto t1 = Clock::now();  // (on a GPU: the host's time to issue the forward; its kernels may still run)
-  times_.forward_ms += std::chrono::duration<double, std::milli>(t1 - t0).count();
+  times_.forward_ms += MsSince(t0);  // (on a GPU: the host's time to issue the forward; its kernels may still run)
+  const auto t1 = Clock::now();
   if (reducer_ && sync) ArmReducer();  // else no_sync: gradients accumulate locally until the step's last micro-batch
   (loss_scale == 1.0 ? loss : loss * loss_scale).backward();
   const double value = loss.item<double>();

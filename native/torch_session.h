@@ -2,6 +2,7 @@
 #pragma once
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include "modeling_bert.h"
@@ -92,6 +93,10 @@ class DropoutScope {
 };
 
 std::vector<std::string> DistributedBackends();  // distributed.cc
+
+// Phase timings (PhaseTimes).
+using Clock = std::chrono::steady_clock;
+inline double MsSince(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
 
 // Tensors across the boundary (checkpoint.cc): safetensors dtype names, and raw bytes <-> tensors.
 at::ScalarType DtypeOf(const std::string& dtype);

@@ -14,7 +14,7 @@ import { lockOutputDir, saveAsUnit, writeFileAtomic } from './fsutil.js';
 import { addon } from './native.js';
 import { checkFlags, flagOf, trainingArgsOf, yargsOptions, type Command } from './cli-flags.js';
 import { Dashboard } from './dashboard.js';
-import { DistributedContext, torchrunEnv, type TorchrunEnv } from './distributed.js';
+import { checkDdpOptions, DistributedContext, torchrunEnv, type TorchrunEnv } from './distributed.js';
 import { launch, watchLauncher } from './launch.js';
 import { fileURLToPath } from 'node:url';
 
@@ -174,8 +174,7 @@ function launchFlags(a: Flags) {
   };
   const nproc = int('nproc-per-node', 1), nnodes = int('nnodes', 1)!, nodeRank = int('node-rank', 0)!, masterPort = int('master-port', 1, 65535);
   if (nodeRank >= nnodes) throw new UsageError(`--node-rank ${nodeRank} must be below --nnodes ${nnodes}`);
-  if (!(a['ddp-timeout'] > 0)) throw new UsageError(`--ddp-timeout must be a number of seconds > 0, got ${JSON.stringify(a['ddp-timeout'])}`);
-  if (!(a['ddp-bucket-cap-mb'] > 0)) throw new UsageError(`--ddp-bucket-cap-mb must be > 0, got ${JSON.stringify(a['ddp-bucket-cap-mb'])}`);
+  checkDdpOptions({ timeoutSeconds: a['ddp-timeout'], bucketCapMb: a['ddp-bucket-cap-mb'] });
   if (nproc === undefined) {
     if (nnodes > 1) throw new UsageError('--nnodes needs --nproc-per-node');
     return null;

@@ -62,6 +62,14 @@ export interface DistributedOptions {
   bucketCapMb?: number;
 }
 
+/** ddp_timeout and ddp_bucket_cap_mb with their defaults, checked (the launcher checks them before starting workers). */
+export function checkDdpOptions(o: { timeoutSeconds?: number; bucketCapMb?: number }): { timeoutSeconds: number; bucketCapMb: number } {
+  const timeoutSeconds = o.timeoutSeconds ?? DEFAULT_DDP_TIMEOUT, bucketCapMb = o.bucketCapMb ?? DEFAULT_BUCKET_CAP_MB;
+  if (!(Number.isFinite(timeoutSeconds) && timeoutSeconds > 0)) throw new UsageError(`ddpTimeout (--ddp-timeout) must be a number of seconds > 0, got ${show(timeoutSeconds)}`);
+  if (!(Number.isFinite(bucketCapMb) && bucketCapMb > 0)) throw new UsageError(`ddpBucketCapMb (--ddp-bucket-cap-mb) must be > 0, got ${show(bucketCapMb)}`);
+  return { timeoutSeconds, bucketCapMb };
+}
+
 /**
  * One process's membership of a data-parallel job (torch.distributed.init_process_group). Pass it to the Trainer as
  * `distributed`: it shards the data, wraps the model as DDP does, and leaves logging and saving to rank 0.
@@ -81,10 +89,7 @@ export class DistributedContext {
     const env = o.env ?? torchrunEnv();
     if (!env) throw new UsageError('not a distributed worker: WORLD_SIZE is not set (start it with --nproc-per-node N or torchrun)');
     if (o.device !== 'cpu' && o.device !== 'cuda') throw new TypeError(`device must be 'cpu' or 'cuda', got ${show(o.device)}`);
-    const timeoutSeconds = o.timeoutSeconds ?? DEFAULT_DDP_TIMEOUT;
-    if (!(Number.isFinite(timeoutSeconds) && timeoutSeconds > 0)) throw new UsageError(`ddpTimeout (--ddp-timeout) must be a number of seconds > 0, got ${show(timeoutSeconds)}`);
-    const bucketCapMb = o.bucketCapMb ?? DEFAULT_BUCKET_CAP_MB;
-    if (!(Number.isFinite(bucketCapMb) && bucketCapMb > 0)) throw new UsageError(`ddpBucketCapMb (--ddp-bucket-cap-mb) must be > 0, got ${show(bucketCapMb)}`);
+    const { timeoutSeconds, bucketCapMb } = checkDdpOptions(o);
     const device = o.device === 'cpu' ? 'cpu' : `cuda:${env.localRank}`;
     const a = addon();
     if (!a.runtime().distributedBackends.includes(o.device === 'cpu' ? 'gloo' : 'nccl'))

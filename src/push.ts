@@ -24,6 +24,13 @@ export interface PushOptions {
 /** The files of a trained model folder that go to the Hub (checkpoints and hidden files stay local). */
 const PUSHED = /^(model\.safetensors|config\.json|tokenizer\.json|tokenizer_config\.json|special_tokens_map\.json|vocab\.txt|README\.md|training_args\.json|(all|train|eval)_results\.json|trainer_state\.json|predict_results_.*\.txt)$/;
 
+/** The token an upload uses (the option, else HF_TOKEN), or a usage error saying where to put one. */
+export function requireHubToken(o: { token?: string }): string {
+  const token = hubToken(o);
+  if (!token) throw new UsageError('--push-to-hub needs a token: --hub-token or HF_TOKEN (write access)');
+  return token;
+}
+
 /** "namespace/name" for hubModelId, asking the Hub who the token belongs to when no namespace is given. */
 export async function resolveRepoId(o: PushOptions, outputDir: string): Promise<string> {
   const id = o.hubModelId ?? path.basename(path.resolve(outputDir));
@@ -31,8 +38,7 @@ export async function resolveRepoId(o: PushOptions, outputDir: string): Promise<
     validateRepoId(id);
     return id;
   }
-  const accessToken = hubToken(o);
-  if (!accessToken) throw new UsageError('--push-to-hub needs a token: --hub-token or HF_TOKEN (write access)');
+  const accessToken = requireHubToken(o);
   const me = await whoAmI({ accessToken, hubUrl: hubEndpoint(o) }).catch((e) => {
     throw new Error(`push to the Hub: cannot ask ${hubEndpoint(o)} whose token this is (${(e as Error).message}); name the repo as --hub-model-id namespace/name`);
   });
@@ -46,8 +52,7 @@ export async function resolveRepoId(o: PushOptions, outputDir: string): Promise<
  * create_repo). Returns the commit's URL. Errors name the repo and say the local files are intact.
  */
 export async function pushFolder(folder: string, repo: string, message: string, o: PushOptions): Promise<string | undefined> {
-  const accessToken = hubToken(o), hubUrl = hubEndpoint(o);
-  if (!accessToken) throw new UsageError('--push-to-hub needs a token: --hub-token or HF_TOKEN (write access)');
+  const accessToken = requireHubToken(o), hubUrl = hubEndpoint(o);
   const fail = (e: unknown): never => {
     const status = e instanceof HubApiError ? ` (HTTP ${e.statusCode})` : '';
     throw new Error(`push to ${hubUrl}/${repo} failed${status}: ${(e as Error).message.split('\n')[0]}; the local files in ${folder} are intact`);

@@ -13,9 +13,9 @@ import { defaultLoggingDir, TensorBoardWriter, tensorboardTags } from './tensorb
 import { glueMetric } from './metrics.js';
 import { InputError, show, UsageError } from './errors.js';
 import { type DistributedContext, shardBatches } from './distributed.js';
-import { HUB_STRATEGIES, type HubStrategy, modelCard, pushFolder, resolveRepoId } from './push.js';
+import { HUB_STRATEGIES, type HubStrategy, modelCard, pushFolder, requireHubToken, resolveRepoId } from './push.js';
 import { addon } from './native.js';
-import { hubToken, isOffline } from './hub.js';
+import { isOffline } from './hub.js';
 
 /** The values each choice argument takes: validation, types and the CLI's --help all read these. */
 export const LR_SCHEDULERS = ['linear', 'cosine', 'constant', 'constant_with_warmup', 'cosine_with_restarts', 'polynomial', 'inverse_sqrt',
@@ -248,7 +248,7 @@ export function validateArgs(a: Partial<TrainingArguments>, nameOf: (field: keyo
   oneOf('optim', OPTIMIZERS);
   if (!(args.labelSmoothingFactor >= 0 && args.labelSmoothingFactor < 1)) bad('labelSmoothingFactor', 'in [0, 1)', args.labelSmoothingFactor);
   if (args.optimArgs !== null) {
-    const pairs = typeof args.optimArgs === 'string' ? args.optimArgs.split(',').map((kv) => kv.split('=').map((x) => x.trim())) : [];
+    const pairs = typeof args.optimArgs === 'string' ? optimArgPairs(args.optimArgs) : [];
     if (!pairs.length || pairs.some((kv) => kv.length !== 2)) bad('optimArgs', 'comma-separated key=value pairs', args.optimArgs);
     for (const [k, v] of pairs) {
       if (args.optim !== 'sgd' || k !== 'momentum') bad('optimArgs', `keys ${args.optim} takes here (sgd: momentum; the others: none)`, args.optimArgs);
@@ -320,7 +320,7 @@ export function lrLambda(kind: LrScheduler, step: number, warmup: number, total:
   switch (kind) {
     case 'constant_with_warmup': return 1;
     case 'linear': return Math.max(0, (total - step) / Math.max(1, total - warmup));
-    case 'cosine': return Math.max(0, 0.5 * (1 + Math.cos(Math.PI * num('num_cycles', 0.5) * 2 * progress)));
+    case 'cosine': return Math.max(0, cosineDecay(progress, num('num_cycles', 0.5)));
     case 'cosine_with_restarts':
       return progress >= 1 ? 0 : Math.max(0, 0.5 * (1 + Math.cos(Math.PI * ((num('num_cycles', 1) * progress) % 1))));
     case 'polynomial': {
@@ -335,11 +335,13 @@ export function lrLambda(kind: LrScheduler, step: number, warmup: number, total:
     }
     case 'cosine_with_min_lr': {
       const rate = kw.min_lr !== undefined ? (kw.min_lr as number) / lr : (kw.min_lr_rate as number);
-      const factor = 0.5 * (1 + Math.cos(Math.PI * num('num_cycles', 0.5) * 2 * progress));
-      return Math.max(0, factor * (1 - rate) + rate);
+      return Math.max(0, cosineDecay(progress, num('num_cycles', 0.5)) * (1 - rate) + rate);
     }
   }
 }
+
+/** transformers' cosine factor: from 1 at progress 0, `cycles` cycles of a cosine over progress 0..1. */
+function cosineDecay(progress: number, cycles: number): number { return 0.5 * (1 + Math.cos(Math.PI * cycles * 2 * progress)); }
 
 /** transformers' get_wsd_schedule: warmup, a plateau, then a decay over num_decay_steps towards min_lr_ratio. */
 function wsdLambda(step: number, warmup: number, total: number, kw: LrSchedulerKwargs): number {
@@ -347,7 +349,7 @@ function wsdLambda(step: number, warmup: number, total: number, kw: LrSchedulerK
   const stable = typeof kw.num_stable_steps === 'number' ? kw.num_stable_steps : total - warmup - decaySteps;
   const shape = (type: string, p: number, rising: boolean) =>
     type === 'linear' ? (rising ? p : 1 - p)
-    : type === 'cosine' ? (rising ? 0.5 * (1 - Math.cos(Math.PI * p)) : 0.5 * (1 + Math.cos(Math.PI * (typeof kw.num_cycles === 'number' ? kw.num_cycles : 0.5) * 2 * p)))
+    : type === 'cosine' ? (rising ? 0.5 * (1 - Math.cos(Math.PI * p)) : cosineDecay(p, typeof kw.num_cycles === 'number' ? kw.num_cycles : 0.5))
     : rising ? 1 - Math.sqrt(1 - p) : 1 - Math.sqrt(p);
   if (step < warmup) return Math.max(0, shape((kw.warmup_type as string) ?? 'linear', step / Math.max(1, warmup), true) * (1 - minRatio) + minRatio);
   if (step < warmup + stable) return 1;
@@ -368,8 +370,7 @@ export class Trainer {
     this.args = validateArgs(o.args ?? {});
     if (o.callbacks?.some((c) => c instanceof EarlyStoppingCallback) && !this.args.loadBestModelAtEnd)
       throw new UsageError('early stopping needs loadBestModelAtEnd (--load-best-model-at-end), with evaluations and checkpoints at the same steps');
-    if (this.args.pushToHub && !hubToken({ token: this.args.hubToken ?? undefined }))
-      throw new UsageError('--push-to-hub needs a token: --hub-token or HF_TOKEN (write access)');
+    if (this.args.pushToHub) requireHubToken({ token: this.args.hubToken ?? undefined });
     if (this.args.pushToHub && isOffline())
       throw new UsageError('--push-to-hub cannot upload with HF_HUB_OFFLINE=1 set (offline mode makes no requests)');
     if (this.args.labelSmoothingFactor > 0 && o.model.problemType !== 'single_label_classification')
@@ -449,6 +450,8 @@ export class Trainer {
     const maxSteps = args.maxSteps > 0 ? args.maxSteps : Math.ceil(args.numTrainEpochs * stepsPerEpoch);
     const numEpochs = args.maxSteps > 0 ? Math.ceil(maxSteps / stepsPerEpoch) : Math.ceil(args.numTrainEpochs);
     const warmup = args.warmupSteps > 0 ? args.warmupSteps : Math.ceil(args.warmupRatio * maxSteps);
+    const momentumArg = args.optimArgs ? optimArgPairs(args.optimArgs).find(([k]) => k === 'momentum') : undefined;
+    const momentum = momentumArg ? Number(momentumArg[1]) : OPTIMIZER_DEFAULTS.momentum;
     const evalEvery = args.evalStrategy === 'steps' ? (args.evalSteps ?? args.loggingSteps) : 0;
     this.state = {
       global_step: 0, epoch: 0, max_steps: maxSteps, num_train_epochs: numEpochs, logging_steps: args.loggingSteps,
@@ -527,7 +530,7 @@ export class Trainer {
         } else {
           const lr = args.learningRate * lrLambda(args.lrSchedulerType, step, warmup, maxSteps, args.learningRate, args.lrSchedulerKwargs);
           lastGradNorm = await model.optimizerStep({ optim: args.optim, lr, beta1: args.adamBeta1, beta2: args.adamBeta2, eps: args.adamEpsilon, weightDecay: args.weightDecay,
-            momentum: optimArg(args, 'momentum') ?? OPTIMIZER_DEFAULTS.momentum, maxGradNorm: args.maxGradNorm });
+            momentum, maxGradNorm: args.maxGradNorm });
           lossSinceLog += stepLoss; stepsSinceLog++; totalLoss += stepLoss; totalLossSteps++; skippedInARow = 0;
         }
         this.state.global_step = step + 1;
@@ -825,10 +828,9 @@ function argsJson(args: TrainingArguments): string {
 
 const PACKAGE_VERSION: string = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version;
 
-/** A number from optimArgs ("momentum=0.9"), as the Trainer parses optim_args. */
-function optimArg(args: TrainingArguments, key: string): number | undefined {
-  const kv = args.optimArgs?.split(',').map((p) => p.split('=').map((x) => x.trim())).find(([k]) => k === key);
-  return kv ? Number(kv[1]) : undefined;
+/** optimArgs ("momentum=0.9,x=y") as [key, value] pairs, as the Trainer splits optim_args. */
+function optimArgPairs(optimArgs: string): string[][] {
+  return optimArgs.split(',').map((kv) => kv.split('=').map((x) => x.trim()));
 }
 
 /** A checkpoint's dropout-state file: rng_state, or rng_state_<rank> under data parallelism (as the Trainer names them). */

@@ -59,3 +59,32 @@ test(`${c.optim}${c.optimArgs ? ` (${c.optimArgs})` : ''}${c.labelSmoothing ? ` 
     cleanup();
   }
 });
+
+test('bad optimizer and schedule arguments: one message naming the flag; another optimizer\'s state is refused on load', async () => {
+  const { validateArgs } = await import('../src/trainer.js');
+  const { flagOf } = await import('../src/cli-flags.js');
+  const bad = (a: object, re: RegExp) => assert.throws(() => validateArgs(a, flagOf), (e: Error) => e.name === 'UsageError' && re.test(e.message));
+  bad({ optim: 'lion' }, /--optim must be one of adamw_torch_fused, adamw_torch, sgd, adafactor, got "lion"/);
+  bad({ optim: 'sgd', optimArgs: 'momentum=2' }, /--optim-args must be momentum in \[0, 1\)/);
+  bad({ optim: 'adafactor', optimArgs: 'momentum=0.9' }, /--optim-args must be keys adafactor takes here/);
+  bad({ optimArgs: 'momentum' }, /--optim-args must be comma-separated key=value pairs/);
+  bad({ lrSchedulerType: 'cosine_with_min_lr' }, /--lr-scheduler-kwargs must be exactly one of min_lr, min_lr_rate/);
+  bad({ lrSchedulerType: 'linear', lrSchedulerKwargs: '{"num_cycles":2}' }, /--lr-scheduler-kwargs must be keys of the linear schedule \(none\)/);
+  bad({ lrSchedulerKwargs: '{oops' }, /--lr-scheduler-kwargs must be a JSON object/);
+  bad({ labelSmoothingFactor: 1 }, /--label-smoothing-factor must be in \[0, 1\)/);
+  const { dir, cleanup } = tempDir();
+  try {
+    const modelDir = path.join(dir, 'hf');
+    await hfRef('make-model', { dir: modelDir, seed: 5, config: TINY });
+    const model = await BertForSequenceClassification.fromPretrained(modelDir, { device: 'cpu', threads: 1 });
+    await model.trainStep(tinyBatch());
+    await model.optimizerStep({ optim: 'sgd', lr: 0.1, momentum: 0.9 });
+    const file = path.join(dir, 'optimizer.safetensors');
+    await model.saveOptimizerState(file);
+    await assert.rejects(model.loadOptimizerState(file, 'adafactor'), /optimizer\.safetensors: holds sgd state; this run's optimizer is adafactor/);
+    await model.loadOptimizerState(file, 'sgd');
+    await model.dispose();
+  } finally {
+    cleanup();
+  }
+});

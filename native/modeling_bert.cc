@@ -2,9 +2,12 @@
 // as BertPreTrainedModel._init_weights does) and forward passes, read top to bottom as modeling_bert.py.
 #include "modeling_bert.h"
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <mutex>
 #include <stdexcept>
@@ -29,12 +32,54 @@ Param* VarStore::find(const std::string& name) {
   return it == index_.end() ? nullptr : &params_[it->second];
 }
 
-const at::Tensor& CastCache::operator()(const at::Tensor& w, at::ScalarType dtype) {
-  auto it = casts_.find(w.unsafeGetTensorImpl());
-  if (it == casts_.end() || it->second.version != w._version() || it->second.value.scalar_type() != dtype)
-    it = casts_.insert_or_assign(w.unsafeGetTensorImpl(), Cast{w.to(dtype), w._version()}).first;
+// libtorch's oneDNN operators for prepacked weights (the ones inductor's frozen CPU graphs call), found through
+// the dispatcher: they are registered by libtorch_cpu, not declared in its headers.
+static const c10::OperatorHandle* FindOp(const char* name, const char* overload) {
+  auto op = c10::Dispatcher::singleton().findOp(c10::OperatorName(name, overload));
+  return op ? new c10::OperatorHandle(*op) : nullptr;  // kept for the process
+}
+struct PackOps {
+  const c10::OperatorHandle* reorder = FindOp("mkldnn::_reorder_linear_weight", "");
+  const c10::OperatorHandle* linear = FindOp("mkldnn::_linear_pointwise", "");
+  const c10::OperatorHandle* linear_binary = FindOp("mkldnn::_linear_pointwise", "binary");
+};
+static const PackOps& Ops() {
+  static const PackOps ops;
+  return ops;
+}
+
+bool CanPackWeights() {
+  // BERT_TRAINER_NO_PACK=1: libtorch's own products in evaluation too (for comparisons).
+  static const bool ok = at::hasMKLDNN() && Ops().reorder && Ops().linear && Ops().linear_binary && !std::getenv("BERT_TRAINER_NO_PACK");
+  return ok;
+}
+
+static at::Tensor Call(const c10::OperatorHandle& op, c10::Stack stack) {
+  op.callBoxed(&stack);
+  return stack.at(0).toTensor();
+}
+
+at::Tensor PackedLinear(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias, const char* act, const char* algorithm) {
+  return Call(*Ops().linear, {x.contiguous(), packed, bias, std::string(act), c10::List<std::optional<at::Scalar>>(),
+                         *algorithm ? c10::IValue(std::string(algorithm)) : c10::IValue()});
+}
+
+at::Tensor PackedLinearAdd(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias, const at::Tensor& residual) {
+  return Call(*Ops().linear_binary, {x.contiguous(), residual.contiguous(), packed, bias, std::string("add")});
+}
+
+const at::Tensor& WeightCache::Keep(Map& map, const at::Tensor& w, at::ScalarType dtype, bool pack) {
+  auto it = map.find(w.unsafeGetTensorImpl());
+  if (it == map.end() || it->second.version != w._version() || it->second.dtype != dtype) {
+    at::Tensor v = w.to(dtype);
+    if (pack) v = Call(*Ops().reorder, {v, c10::IValue()});
+    it = map.insert_or_assign(w.unsafeGetTensorImpl(), Kept{v, w._version(), dtype}).first;
+  }
   return it->second.value;
 }
+
+const at::Tensor& WeightCache::cast(const at::Tensor& w, at::ScalarType dtype) { return Keep(casts_, w, dtype, false); }
+const at::Tensor& WeightCache::packed(const at::Tensor& w, at::ScalarType dtype) { return Keep(packs_, w, dtype, true); }
 
 std::array<at::Tensor, 3> Unpad(const Batch& in, const at::Device& device, Pass& pass) {
   const int64_t B = in.batch, S = in.seq;
@@ -79,10 +124,45 @@ std::array<at::Tensor, 3> Unpad(const Batch& in, const at::Device& device, Pass&
 
 Linear::Linear(const Path& p, int64_t in, int64_t out) : weight(p.normal("weight", {out, in})), bias(p.zeros("bias", {out})) {}
 
-at::Tensor Linear::forward(const at::Tensor& x, const Pass& pass) const {
-  // Under autocast in evaluation, a weight's kept cast replaces the cast autocast would make (same values).
-  if (pass.casts) return at::linear(x, (*pass.casts)(weight, pass.autocast), (*pass.casts)(bias, pass.autocast));
-  return at::linear(x, weight, bias);
+at::Tensor Linear::forward(const at::Tensor& x, const Pass& pass) const { return forward(x, pass, nullptr, nullptr); }
+
+at::Tensor Linear::forward(const at::Tensor& x, const Pass& pass, Activation act, const PostOp* post_op) const {
+  at::Tensor y;
+  if (pass.packed()) {
+    // Autocast would cast the input to its dtype for the product; the packed product does it here.
+    const at::Tensor& b = pass.weights->cast(bias, pass.dtype());
+    if (post_op) return PackedLinear(x.to(pass.dtype()), pass.weights->packed(weight, pass.dtype()), b, post_op->attr, post_op->algorithm);
+    y = PackedLinear(x.to(pass.dtype()), pass.weights->packed(weight, pass.dtype()), b);
+  } else if (pass.weights && pass.autocast != at::ScalarType::Undefined) {
+    // Under autocast in evaluation, a weight's kept cast replaces the cast autocast would make (same values).
+    y = at::linear(x, pass.weights->cast(weight, pass.autocast), pass.weights->cast(bias, pass.autocast));
+  } else {
+    y = at::linear(x, weight, bias);
+  }
+  return act ? act(y) : y;
+}
+
+at::Tensor Linear::forward_add(const at::Tensor& x, const at::Tensor& residual, const Pass& pass) const {
+  // fp32 only: under autocast the sum is fp32 (a bf16 product plus an fp32 residual), the fused one would be bf16.
+  if (pass.packed() && pass.dtype() == at::kFloat && residual.scalar_type() == at::kFloat)
+    return PackedLinearAdd(x, pass.weights->packed(weight, at::kFloat), bias, residual);
+  return forward(x, pass) + residual;
+}
+
+at::Tensor StackedLinear::forward(const at::Tensor& x, const Pass& pass, std::initializer_list<const Linear*> parts) {
+  std::vector<at::Tensor> weights, biases;
+  for (const Linear* l : parts) weights.push_back(l->weight), biases.push_back(l->bias);
+  if (pass.train || !pass.weights) return at::linear(x, at::cat(weights), at::cat(biases));
+  std::vector<int64_t> versions;
+  for (const Linear* l : parts) versions.push_back(l->weight._version()), versions.push_back(l->bias._version());
+  if (!weight_.defined() || versions != versions_ || bias_.scalar_type() != pass.dtype() || packed_ != pass.packed()) {
+    weight_ = at::cat(weights).to(pass.dtype());  // autocast would cast it to this dtype on each call
+    bias_ = at::cat(biases).to(pass.dtype());
+    if (pass.packed()) weight_ = Call(*Ops().reorder, {weight_, c10::IValue()});
+    versions_ = versions;
+    packed_ = pass.packed();
+  }
+  return packed_ ? PackedLinear(x.to(pass.dtype()), weight_, bias_) : at::linear(x, weight_, bias_);
 }
 
 BertLayerNorm::BertLayerNorm(const Path& p, int64_t dim, double eps)
@@ -98,20 +178,29 @@ static at::Tensor Silu(const at::Tensor& x) { return at::silu(x); }
 static at::Tensor Tanh(const at::Tensor& x) { return at::tanh(x); }
 
 // transformers' ACT2FN names this model implements: the one list (src/config.ts validates config.json against it).
-static const std::pair<const char*, Activation> kActivations[] = {
-    {"gelu", Gelu}, {"gelu_new", GeluTanh}, {"gelu_pytorch_tanh", GeluTanh}, {"gelu_fast", GeluTanh}, {"quick_gelu", QuickGelu},
-    {"relu", Relu}, {"silu", Silu}, {"swish", Silu}, {"tanh", Tanh}};
+// Beside each, oneDNN's post-op computing the same function (fused into evaluation's products on the CPU).
+static const PostOp kGeluErf{"gelu", "none"}, kGeluTanh{"gelu", "tanh"}, kRelu{"relu", ""};
+static const struct { const char* name; Activation fn; const PostOp* post_op; } kActivations[] = {
+    {"gelu", Gelu, &kGeluErf}, {"gelu_new", GeluTanh, &kGeluTanh}, {"gelu_pytorch_tanh", GeluTanh, &kGeluTanh},
+    {"gelu_fast", GeluTanh, &kGeluTanh}, {"quick_gelu", QuickGelu, nullptr}, {"relu", Relu, &kRelu},
+    {"silu", Silu, nullptr}, {"swish", Silu, nullptr}, {"tanh", Tanh, nullptr}};
 
 std::vector<std::string> Activations() {
   std::vector<std::string> names;
-  for (const auto& [name, fn] : kActivations) names.push_back(name);
+  for (const auto& a : kActivations) names.push_back(a.name);
   return names;
 }
 
-Activation ActivationOf(const std::string& a) {
-  for (const auto& [name, fn] : kActivations)
-    if (a == name) return fn;
-  throw std::invalid_argument("config: hidden_act '" + a + "' is not supported");
+Activation ActivationOf(const std::string& name) {
+  for (const auto& a : kActivations)
+    if (name == a.name) return a.fn;
+  throw std::invalid_argument("config: hidden_act '" + name + "' is not supported");
+}
+
+const PostOp* PostOpOf(const std::string& name) {
+  for (const auto& a : kActivations)
+    if (name == a.name) return a.post_op;
+  return nullptr;
 }
 
 // Dropout as torch.nn.functional.dropout computes it (zero with probability p, scale the rest by 1 / (1 - p)), with
@@ -168,35 +257,33 @@ BertSelfAttention::BertSelfAttention(const Path& p, const Config& c)
     : query(p.sub("query"), c.hidden_size, c.hidden_size), key(p.sub("key"), c.hidden_size, c.hidden_size),
       value(p.sub("value"), c.hidden_size, c.hidden_size), num_attention_heads(c.num_attention_heads) {}
 
-at::Tensor BertSelfAttention::forward(const at::Tensor& x, const Pass& pass) {
-  const int64_t B = pass.batch, S = pass.seq, H = query.weight.size(0), nh = num_attention_heads;
-  at::Tensor qkv;
-  if (pass.train) {
-    qkv = at::linear(x, at::cat({query.weight, key.weight, value.weight}), at::cat({query.bias, key.bias, value.bias}));
+at::Tensor BertSelfAttention::forward(const at::Tensor& x, const Pass& pass, const at::Tensor* first_tokens) {
+  const int64_t B = pass.batch, S = pass.seq, H = query.weight.size(0), nh = num_attention_heads, d = H / nh;
+  // Projections of the token rows, then back to the padded [batch, seq] layout attention works on.
+  auto padded = [&](at::Tensor rows, int64_t n) {  // [tokens, n*H] -> n x [batch, heads, seq, head_dim]
+    if (pass.unpadded()) rows = at::zeros({B * S, n * H}, rows.options()).index_copy(0, pass.index, rows);
+    // unbind, not slices: a slice's backward fills a zero tensor of the whole per slice, unbind's stacks once.
+    return rows.view({B, S, n, nh, d}).permute({2, 0, 3, 1, 4}).unbind(0);
+  };
+  at::Tensor q, k, v;
+  if (first_tokens) {
+    std::vector<at::Tensor> kv = padded(kv_.forward(x, pass, {&key, &value}), 2);
+    k = kv[0], v = kv[1];
+    q = query.forward(*first_tokens, pass).view({B, 1, nh, d}).transpose(1, 2);
   } else {
-    const std::array<int64_t, 6> v{query.weight._version(), key.weight._version(), value.weight._version(),
-                                   query.bias._version(), key.bias._version(), value.bias._version()};
-    const at::ScalarType dtype = pass.autocast == at::ScalarType::Undefined ? at::kFloat : pass.autocast;
-    if (!qkv_weight_.defined() || v != versions_ || qkv_weight_.scalar_type() != dtype) {
-      qkv_weight_ = at::cat({query.weight, key.weight, value.weight}).to(dtype);  // autocast would cast it to this dtype on each call
-      qkv_bias_ = at::cat({query.bias, key.bias, value.bias}).to(dtype);
-      versions_ = v;
-    }
-    qkv = at::linear(x, qkv_weight_, qkv_bias_);
+    std::vector<at::Tensor> qkv = padded(qkv_.forward(x, pass, {&query, &key, &value}), 3);
+    q = qkv[0], k = qkv[1], v = qkv[2];
   }
-  if (pass.unpadded()) qkv = at::zeros({B * S, 3 * H}, qkv.options()).index_copy(0, pass.index, qkv);
-  // unbind, not qkv[0..2]: select's backward fills a zero tensor of all three per slice, unbind's stacks once.
-  const std::vector<at::Tensor> q_k_v = qkv.view({B, S, 3, nh, H / nh}).permute({2, 0, 3, 1, 4}).unbind(0);
-  const at::Tensor &q = q_k_v[0], &k = q_k_v[1], &v = q_k_v[2];
   at::Tensor context;
   if (pass.train && pass.attention_dropout > 0 && x.device().is_cpu()) {
     // SDPA's math path, written out so its dropout is Dropout's (the same computation, a faster mask).
-    at::Tensor scores = at::matmul(q * (1.0 / std::sqrt(static_cast<double>(H / nh))), k.transpose(-2, -1));
+    at::Tensor scores = at::matmul(q * (1.0 / std::sqrt(static_cast<double>(d))), k.transpose(-2, -1));
     if (pass.mask) scores = scores.masked_fill(pass.mask->logical_not(), -std::numeric_limits<double>::infinity());
     context = at::matmul(Dropout(at::softmax(scores, -1), pass.attention_dropout, true), v);
   } else {
     context = at::scaled_dot_product_attention(q, k, v, pass.mask, pass.attention_dropout, false);
   }
+  if (first_tokens) return context.view({B, H});  // [batch, heads, 1, head_dim]: already each sequence's row
   context = context.transpose(1, 2).reshape({B * S, H});
   return pass.unpadded() ? context.index_select(0, pass.index) : context;
 }
@@ -207,6 +294,7 @@ BertSelfOutput::BertSelfOutput(const Path& p, const Config& c)
 // BertSelfOutput and BertOutput compute the same thing (as in modeling_bert.py): LayerNorm(dropout(dense(h)) + input).
 static at::Tensor DenseDropoutAddNorm(const Linear& dense, const BertLayerNorm& norm, const at::Tensor& hidden_states,
                                       const at::Tensor& input_tensor, const Pass& pass) {
+  if (!pass.train) return norm.forward(dense.forward_add(hidden_states, input_tensor, pass));
   return norm.forward(Dropout(dense.forward(hidden_states, pass), pass.hidden_dropout, pass.train) + input_tensor);
 }
 
@@ -215,7 +303,8 @@ at::Tensor BertSelfOutput::forward(const at::Tensor& hidden_states, const at::Te
 }
 
 BertIntermediate::BertIntermediate(const Path& p, const Config& c)
-    : dense(p.sub("dense"), c.hidden_size, c.intermediate_size), intermediate_act_fn(ActivationOf(c.hidden_act)) {}
+    : dense(p.sub("dense"), c.hidden_size, c.intermediate_size), intermediate_act_fn(ActivationOf(c.hidden_act)),
+      post_op(PostOpOf(c.hidden_act)) {}
 
 BertOutput::BertOutput(const Path& p, const Config& c)
     : dense(p.sub("dense"), c.intermediate_size, c.hidden_size), LayerNorm(p.sub("LayerNorm"), c.hidden_size, c.layer_norm_eps) {}
@@ -231,10 +320,16 @@ BertEncoder::BertEncoder(const Path& p, const Config& c) {
 
 at::Tensor BertModel::forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass) {
   at::Tensor hidden_states = embeddings.forward(inputs[0], inputs[1], inputs[2], pass);  // [tokens, hidden]
-  for (BertLayer& l : encoder.layer) hidden_states = l.forward(hidden_states, pass);
-  at::Tensor first_token = pass.unpadded() ? hidden_states.index_select(0, pass.cls)
-                                           : hidden_states.view({pass.batch, pass.seq, -1}).select(1, 0);
-  return pooler.forward(first_token, pass);
+  auto first_tokens = [&](const at::Tensor& h) {
+    return pass.unpadded() ? h.index_select(0, pass.cls) : h.view({pass.batch, pass.seq, -1}).select(1, 0);
+  };
+  if (encoder.layer.empty()) return pooler.forward(first_tokens(hidden_states), pass);
+  for (size_t i = 0; i + 1 < encoder.layer.size(); ++i) hidden_states = encoder.layer[i].forward(hidden_states, pass);
+  // Only the first tokens' outputs reach the pooler, and the last layer mixes tokens only through its keys and
+  // values: it computes those for every token and the rest (queries, attention, feed-forward) for the first tokens
+  // alone. The same logits and gradients as the whole layer's, for a sixth less of a 6-layer model's work.
+  const at::Tensor first = first_tokens(hidden_states);
+  return pooler.forward(encoder.layer.back().forward(hidden_states, pass, &first), pass);
 }
 
 at::Tensor BertForSequenceClassification::forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass) {

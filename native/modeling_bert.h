@@ -11,25 +11,42 @@
 
 namespace bert {
 
-// Evaluation under autocast: each weight's cast to the autocast dtype, kept while the weight's version counter
-// holds (an optimizer step or a load bumps it). PyTorch casts every weight again on every forward; for batch-1
-// inference those casts cost more than the math.
-class CastCache {
+// Evaluation's kept copies of the weights, each valid while its parameter's version counter holds (an optimizer
+// step or a load bumps it): casts to the autocast dtype (PyTorch casts every weight again on every forward; for
+// batch-1 inference those casts cost more than the math) and, on the CPU, each matrix reordered once into oneDNN's
+// blocked layout (libtorch's fp32 product repacks the weight inside every call: 1.3-1.8x the time of a prepacked
+// product at evaluation's shapes on these CPUs).
+class WeightCache {
  public:
-  const at::Tensor& operator()(const at::Tensor& w, at::ScalarType dtype);
-  void clear() { casts_.clear(); }
+  explicit WeightCache(bool pack) : pack_(pack) {}
+  const at::Tensor& cast(const at::Tensor& w, at::ScalarType dtype);
+  const at::Tensor& packed(const at::Tensor& w, at::ScalarType dtype);  // a [out, in] weight for PackedLinear
+  bool packs() const { return pack_; }
+  void clear() { casts_.clear(); packs_.clear(); }
 
  private:
-  struct Cast { at::Tensor value; int64_t version; };
-  std::unordered_map<const c10::TensorImpl*, Cast> casts_;
+  struct Kept { at::Tensor value; int64_t version; at::ScalarType dtype; };
+  using Map = std::unordered_map<const c10::TensorImpl*, Kept>;
+  const at::Tensor& Keep(Map& map, const at::Tensor& w, at::ScalarType dtype, bool pack);
+  bool pack_;
+  Map casts_, packs_;
 };
+
+// oneDNN's CPU matrix product over a weight WeightCache::packed made: act(x W^T + b), or x W^T + b + residual.
+// `act` is a oneDNN post-op name ("none", "gelu", "relu"), `algorithm` its variant ("none" = erf GELU, "tanh").
+bool CanPackWeights();  // libtorch was built with oneDNN and registers its prepacked-linear operators
+at::Tensor PackedLinear(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias, const char* act = "none",
+                        const char* algorithm = "");
+at::Tensor PackedLinearAdd(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias, const at::Tensor& residual);
 
 // What one forward pass needs besides the weights: the mode, and where the real tokens are.
 struct Pass {
   bool train = false;
   double hidden_dropout = 0, attention_dropout = 0, classifier_dropout = 0;
   at::ScalarType autocast = at::ScalarType::Undefined;  // Undefined: fp32
-  CastCache* casts = nullptr;                           // evaluation under autocast only
+  WeightCache* weights = nullptr;                       // evaluation only
+  at::ScalarType dtype() const { return autocast == at::ScalarType::Undefined ? at::kFloat : autocast; }  // of products
+  bool packed() const { return weights && weights->packs(); }
   // With dynamic padding a batch is often a third padding; every layer but attention works token by token, so
   // those layers run on the real tokens only ("unpadded"), and attention alone sees the padded [batch, seq] layout.
   int64_t batch = 0, seq = 0;
@@ -43,10 +60,34 @@ struct Pass {
 // position ids of the token rows.
 std::array<at::Tensor, 3> Unpad(const Batch& batch, const at::Device& device, Pass& pass);
 
+using Activation = at::Tensor (*)(const at::Tensor&);
+Activation ActivationOf(const std::string& hidden_act);  // transformers' ACT2FN names; throws for others
+std::vector<std::string> Activations();
+struct PostOp { const char* attr; const char* algorithm; };  // oneDNN's post-op equal to an activation
+const PostOp* PostOpOf(const std::string& hidden_act);      // nullptr where oneDNN has none
+
 struct Linear {  // nn.Linear: weight [out, in], bias [out]
   at::Tensor weight, bias;
   Linear(const Path& p, int64_t in, int64_t out);
   at::Tensor forward(const at::Tensor& x, const Pass& pass) const;
+  // Evaluation on the CPU fuses the activation (act(x W^T + b)) or the residual (x W^T + b + residual) into the
+  // product's output; elsewhere these are the separate operations.
+  at::Tensor forward(const at::Tensor& x, const Pass& pass, Activation act, const PostOp* post_op) const;
+  at::Tensor forward_add(const at::Tensor& x, const at::Tensor& residual, const Pass& pass) const;
+};
+
+// Linears over the same input as one matrix product (the same sums as separate ones): query, key and value, or key
+// and value. Training concatenates on each forward (autograd must reach the parameters); evaluation keeps the
+// concatenation (cast to the autocast dtype, or packed on the CPU) while the parameters' version counters hold.
+class StackedLinear {
+ public:
+  at::Tensor forward(const at::Tensor& x, const Pass& pass, std::initializer_list<const Linear*> parts);
+  void drop_cache() { weight_ = bias_ = at::Tensor(); }
+
+ private:
+  at::Tensor weight_, bias_;
+  std::vector<int64_t> versions_;
+  bool packed_ = false;
 };
 
 struct BertLayerNorm {  // nn.LayerNorm: weight, bias
@@ -55,10 +96,6 @@ struct BertLayerNorm {  // nn.LayerNorm: weight, bias
   BertLayerNorm(const Path& p, int64_t dim, double eps);
   at::Tensor forward(const at::Tensor& x) const;
 };
-
-using Activation = at::Tensor (*)(const at::Tensor&);
-Activation ActivationOf(const std::string& hidden_act);  // transformers' ACT2FN names; throws for others
-std::vector<std::string> Activations();
 
 struct BertEmbeddings {
   at::Tensor word_embeddings, position_embeddings, token_type_embeddings;  // "<name>.weight"
@@ -72,15 +109,13 @@ struct BertSelfAttention {
   Linear query, key, value;
   int64_t num_attention_heads;
   BertSelfAttention(const Path& p, const Config& c);
-  at::Tensor forward(const at::Tensor& hidden_states, const Pass& pass);  // the context, [tokens, hidden]
-  void drop_cache() { qkv_weight_ = qkv_bias_ = at::Tensor(); }
+  // The context, [tokens, hidden]; with `first_tokens` ([batch, hidden], each sequence's first token among
+  // hidden_states) only theirs: their queries against every token's keys and values, [batch, hidden].
+  at::Tensor forward(const at::Tensor& hidden_states, const Pass& pass, const at::Tensor* first_tokens = nullptr);
+  void drop_cache() { qkv_.drop_cache(); kv_.drop_cache(); }
 
  private:
-  // Query, key and value in one matrix product (the same sums as three). Training concatenates on each forward
-  // (autograd must reach the three parameters); evaluation keeps the concatenation (in the autocast dtype) while
-  // the parameters' version counters hold: no 3*H*H copy per layer per call.
-  at::Tensor qkv_weight_, qkv_bias_;
-  std::array<int64_t, 6> versions_{};
+  StackedLinear qkv_, kv_;
 };
 
 struct BertSelfOutput {
@@ -94,14 +129,17 @@ struct BertAttention {
   BertSelfAttention self;
   BertSelfOutput output;
   BertAttention(const Path& p, const Config& c) : self(p.sub("self"), c), output(p.sub("output"), c) {}
-  at::Tensor forward(const at::Tensor& hidden_states, const Pass& pass) { return output.forward(self.forward(hidden_states, pass), hidden_states, pass); }
+  at::Tensor forward(const at::Tensor& hidden_states, const Pass& pass, const at::Tensor* first_tokens = nullptr) {
+    return output.forward(self.forward(hidden_states, pass, first_tokens), first_tokens ? *first_tokens : hidden_states, pass);
+  }
 };
 
 struct BertIntermediate {
   Linear dense;
   Activation intermediate_act_fn;
+  const PostOp* post_op;  // intermediate_act_fn as oneDNN fuses it, or nullptr
   BertIntermediate(const Path& p, const Config& c);
-  at::Tensor forward(const at::Tensor& hidden_states, const Pass& pass) const { return intermediate_act_fn(dense.forward(hidden_states, pass)); }
+  at::Tensor forward(const at::Tensor& hidden_states, const Pass& pass) const { return dense.forward(hidden_states, pass, intermediate_act_fn, post_op); }
 };
 
 struct BertOutput {
@@ -116,8 +154,9 @@ struct BertLayer {
   BertIntermediate intermediate;
   BertOutput output;
   BertLayer(const Path& p, const Config& c) : attention(p.sub("attention"), c), intermediate(p.sub("intermediate"), c), output(p.sub("output"), c) {}
-  at::Tensor forward(const at::Tensor& hidden_states, const Pass& pass) {
-    at::Tensor attention_output = attention.forward(hidden_states, pass);
+  // With `first_tokens`, the layer's output for those tokens alone (BertSelfAttention::forward).
+  at::Tensor forward(const at::Tensor& hidden_states, const Pass& pass, const at::Tensor* first_tokens = nullptr) {
+    at::Tensor attention_output = attention.forward(hidden_states, pass, first_tokens);
     return output.forward(intermediate.forward(attention_output, pass), attention_output, pass);
   }
 };

@@ -75,7 +75,7 @@ Pass TorchSession::MakePass(bool train) {
   pass.attention_dropout = train ? c.attention_probs_dropout_prob : 0.0;
   pass.classifier_dropout = train ? (c.classifier_dropout >= 0 ? c.classifier_dropout : c.hidden_dropout_prob) : 0.0;
   pass.autocast = autocast_;
-  if (!train && autocast_ != at::ScalarType::Undefined) pass.casts = &casts_;
+  if (!train) pass.weights = &weights_;
   return pass;
 }
 
@@ -151,7 +151,7 @@ double TorchSession::ForwardBackward(const Batch& batch, double loss_scale, bool
   const auto t0 = Clock::now();
   const bool dropout = c.hidden_dropout_prob > 0 || c.attention_probs_dropout_prob > 0 || c.classifier_dropout > 0;
   // This step's update makes the evaluation copies stale; they are not kept through training.
-  casts_.clear();
+  weights_.clear();
   model_->drop_caches();
   at::Tensor loss;
   {

@@ -52,7 +52,7 @@ class TorchSession : public Session {
   // BERT_TRAINER_PROFILE=<file>: libtorch's profiler records one whole training step (forward, backward, optimizer)
   // as a Chrome trace: the step numbered BERT_TRAINER_PROFILE_STEP (default 20), so that warm-up is past.
   std::shared_ptr<void> profile_;
-  CastCache casts_;
+  WeightCache weights_{device_.is_cpu() && CanPackWeights()};
   // This model's dropout streams. libtorch's dropout and SDPA draw from the process's default generator, so a
   // training forward swaps the model's state in and out (DropoutScope) instead of sharing one stream.
   at::Generator cpu_gen_, device_gen_;  // device_gen_ defined only on a GPU

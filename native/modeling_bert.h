@@ -51,6 +51,8 @@ struct Pass {
   // those layers run on the real tokens only ("unpadded"), and attention alone sees the padded [batch, seq] layout.
   int64_t batch = 0, seq = 0;
   at::Tensor index;                // flat [batch*seq] positions of the token rows; undefined: all positions, in order
+  std::vector<int64_t> lengths;    // real tokens of each sequence, whose rows are contiguous and in order (then any
+                                   // rounding rows, Unpad); with `index` only
   at::Tensor cls;                  // row of each sequence's first token among them; undefined: row b*seq
   std::optional<at::Tensor> mask;  // [batch, 1, 1, seq] key-padding mask (true = attend); none without padding
   bool unpadded() const { return index.defined(); }

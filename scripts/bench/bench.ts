@@ -220,7 +220,7 @@ async function ddpWorkload() {
 /**
  * Where a training step's time goes against what this machine's GEMMs can do: MiniLM-L6's config (random weights),
  * MRPC-shaped batches of 8, both sides timed per phase (data, forward + loss, backward, optimizer) in alternating
- * rounds. Forward and backward are rated in useful GFLOP/s (matrix products on real tokens: what a step must compute,
+ * rounds. Forward and backward are rated in useful GFLOP/s (the matrix products the logits need: what a step must compute,
  * the same numerator for both sides) against libtorch's sustained matmul rate at the step's own shapes; the optimizer
  * in GB/s against a large copy's bandwidth (AdamW reads weights, gradients and both moments and writes three).
  */
@@ -231,13 +231,19 @@ async function rooflineWorkload() {
   const warmup = 5, lengths = Array.from({ length: warmup + steps }, () => Array.from({ length: 8 }, () => Math.round(25 + 55 * rnd())));
   const H = config.hidden_size, I = config.intermediate_size, L = config.num_hidden_layers;
   const measured = lengths.slice(warmup);
-  // Matrix-product FLOPs of one forward (backward: twice that), per batch, on real tokens or on the padded ones.
-  const fwd = (ls: number[], padded: boolean) => {
-    const S = Math.max(...ls), T = padded ? ls.length * S : ls.reduce((x, y) => x + y, 0), sq = padded ? ls.length * S * S : ls.reduce((x, y) => x + y * y, 0);
-    return L * (8 * T * H * H + 4 * T * H * I + 4 * H * sq) + 2 * ls.length * H * H + 2 * ls.length * H * config.num_labels;
+  // Matrix-product FLOPs of one forward (backward: twice that), per batch: what the logits need (real tokens; in the
+  // last layer, keys and values of every token but queries, attention and feed-forward for the first tokens only,
+  // the one row each sequence's logits read), or what a full forward over the padded batch multiplies (PyTorch's).
+  // ('full': every layer whole on the real tokens, the definition of this figure before 2026-11-27's second run.)
+  const fwd = (ls: number[], padded: boolean, full = false) => {
+    const B = ls.length, S = Math.max(...ls), T = padded ? B * S : ls.reduce((x, y) => x + y, 0), sq = padded ? B * S * S : ls.reduce((x, y) => x + y * y, 0);
+    const head = 2 * B * H * H + 2 * B * H * config.num_labels;  // pooler and classifier
+    if (padded || full) return L * (8 * T * H * H + 4 * T * H * I + 4 * H * sq) + head;
+    const last = 4 * T * H * H + 4 * B * H * H + 4 * T * H + 4 * B * H * I;  // k, v of all tokens; q, out, attention, ffn of the first
+    return (L - 1) * (8 * T * H * H + 4 * T * H * I + 4 * H * sq) + last + head;
   };
   const mean = (f: (ls: number[]) => number) => measured.reduce((acc, ls) => acc + f(ls), 0) / measured.length;
-  const useful = mean((ls) => fwd(ls, false)), paddedFlops = mean((ls) => fwd(ls, true));
+  const useful = mean((ls) => fwd(ls, false)), paddedFlops = mean((ls) => fwd(ls, true)), fullFlops = mean((ls) => fwd(ls, false, true));
   const T = Math.round(mean((ls) => ls.reduce((x, y) => x + y, 0)));
   const shapes = { [`qkv/out ${T}x${H}x${H}`]: [T, H, H], [`ffn up ${T}x${H}x${I}`]: [T, H, I], [`ffn down ${T}x${I}x${H}`]: [T, I, H],
     [`weight grad ${H}x${T}x${I}`]: [H, T, I], 'square 1024': [1024, 1024, 1024] };
@@ -285,9 +291,9 @@ async function rooflineWorkload() {
   const md = `${lines.join('\n')}\n\nPeak (${prec}): libtorch's sustained matmul at the step's shapes ${peak.toFixed(1)} GFLOP/s ` +
     `(${layerShapes.map((k) => `${k}: ${gemm[prec][k].toFixed(1)}`).join('; ')}; square 1024: ${gemm[prec]['square 1024'].toFixed(1)}); fp32 square ${gemm.fp32['square 1024'].toFixed(1)}, ` +
     `bf16 square ${gemm.bf16['square 1024'].toFixed(1)} GFLOP/s; copy ${gemm.copy_gb_s.toFixed(1)} GB/s. Useful forward ${(useful / 1e9).toFixed(2)} GFLOP per step ` +
-    `(${T} real tokens per batch of 8); PyTorch computes on padded tokens: ${(paddedFlops / 1e9).toFixed(2)} GFLOP. "of peak" for the step: the step's roofline time ` +
+    `(${T} real tokens per batch of 8; every layer whole on them: ${(fullFlops / 1e9).toFixed(2)}); PyTorch computes on padded tokens: ${(paddedFlops / 1e9).toFixed(2)} GFLOP. "of peak" for the step: the step's roofline time ` +
     '(3x the useful forward FLOPs at the peak rate, plus the optimizer\'s bytes at copy bandwidth) over its measured time.';
-  return { config: 'all-MiniLM-L6-v2 config, random weights', batches: lengths.length, warmup, gemm, peak_gflop_s: peak, useful_forward_gflop: useful / 1e9,
+  return { config: 'all-MiniLM-L6-v2 config, random weights', batches: lengths.length, warmup, gemm, peak_gflop_s: peak, useful_forward_gflop: useful / 1e9, full_forward_gflop: fullFlops / 1e9,
     padded_forward_gflop: paddedFlops / 1e9, tokens_per_batch: T, ours, pytorch: py, summary: rows, md };
 }
 

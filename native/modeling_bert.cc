@@ -103,12 +103,14 @@ std::array<at::Tensor, 3> Unpad(const Batch& in, const at::Device& device, Pass&
   }
   if (!keep.empty()) {
     for (int64_t b = 0; b < B; ++b) pass.lengths.push_back((b + 1 < B ? cls[b + 1] : static_cast<int64_t>(keep.size())) - cls[b]);
-    // Round the token rows up to a multiple of 32 with padding positions (computed, never read) so that a run's
-    // products see a few dozen shapes instead of one per batch: oneDNN generates and caches kernels per shape (for
-    // bf16, and for evaluation's prepacked fp32 products), and freed blocks of recurring sizes are reused. With a
-    // shape per batch a bf16 3-epoch MRPC run grew by 1 GB, and 250 fp32 MiniLM steps of random lengths peaked at
-    // 927 MB RSS against 733 MB rounded (glibc's heap fragments).
-    const size_t target = std::min<size_t>(static_cast<size_t>(B * S), (keep.size() + 31) / 32 * 32);
+    // Round the token rows up to a multiple of 32 (64 under autocast) with padding positions (computed, never
+    // read) so that a run's products see a few dozen shapes instead of one per batch: oneDNN generates and caches
+    // kernels per shape (every bf16 product; evaluation's prepacked fp32 ones), and freed blocks of recurring sizes
+    // are reused. With a shape per batch a bf16 3-epoch MRPC run grew by 1 GB; 250 fp32 MiniLM steps of random
+    // lengths peaked at 927 MB RSS against 733 MB rounded (glibc's heap fragments); bf16 with 32 peaked 140 MB
+    // above 64 over 3 epochs (twice the kernels).
+    const size_t multiple = pass.autocast == at::ScalarType::Undefined ? 32 : 64;
+    const size_t target = std::min<size_t>(static_cast<size_t>(B * S), (keep.size() + multiple - 1) / multiple * multiple);
     for (int64_t i = 0; i < B * S && keep.size() < target; ++i)
       if (in.attention_mask[i] == 0) keep.push_back(i);
   }

@@ -107,8 +107,7 @@ std::array<at::Tensor, 3> Unpad(const Batch& in, const at::Device& device, Pass&
     // read) so that a run's products see a few dozen shapes instead of one per batch: oneDNN generates and caches
     // kernels per shape (every bf16 product; evaluation's prepacked fp32 ones), and freed blocks of recurring sizes
     // are reused. With a shape per batch a bf16 3-epoch MRPC run grew by 1 GB; 250 fp32 MiniLM steps of random
-    // lengths peaked at 927 MB RSS against 733 MB rounded (glibc's heap fragments); bf16 with 32 peaked 140 MB
-    // above 64 over 3 epochs (twice the kernels).
+    // lengths peaked at 927 MB RSS against 733 MB rounded (glibc's heap fragments).
     const size_t multiple = pass.autocast == at::ScalarType::Undefined ? 32 : 64;
     const size_t target = std::min<size_t>(static_cast<size_t>(B * S), (keep.size() + multiple - 1) / multiple * multiple);
     for (int64_t i = 0; i < B * S && keep.size() < target; ++i)
@@ -281,7 +280,9 @@ at::Tensor BertSelfAttention::forward(const at::Tensor& x, const Pass& pass, con
   const at::Tensor rows = first_tokens ? kv_.forward(x, pass, {&key, &value}) : qkv_.forward(x, pass, {&query, &key, &value});
   const at::Tensor first_q = first_tokens ? query.forward(*first_tokens, pass).view({B, 1, nh, d}).transpose(1, 2) : at::Tensor();
   // split and unbind, not slices: a slice's backward fills a zero tensor of the whole per slice, these concatenate once.
-  if (pass.unpadded() && x.device().is_cpu()) {
+  if (pass.unpadded() && x.device().is_cpu() && pass.autocast == at::ScalarType::Undefined) {
+    // (fp32: under autocast each sequence's length would be a new shape for oneDNN's bf16 kernels, which it
+    // generates and keeps per shape; a bf16 3-epoch run went 262 -> 267 s and 1,058 -> 1,198 MB with it.)
     // Each sequence attends over its own rows (contiguous among the token rows): no padded positions computed, no
     // mask, no copies into and out of the [batch, seq] layout; half the time of the padded form on MRPC's batches.
     std::vector<int64_t> sizes = pass.lengths;

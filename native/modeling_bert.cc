@@ -10,7 +10,6 @@
 #include <cstdlib>
 #include <limits>
 #include <mutex>
-#include <numeric>
 #include <stdexcept>
 
 namespace bert {
@@ -102,7 +101,8 @@ std::array<at::Tensor, 3> Unpad(const Batch& in, const at::Device& device, Pass&
     }
   }
   if (!keep.empty()) {
-    for (int64_t b = 0; b < B; ++b) pass.lengths.push_back((b + 1 < B ? cls[b + 1] : static_cast<int64_t>(keep.size())) - cls[b]);
+    const int64_t real = static_cast<int64_t>(keep.size());
+    for (int64_t b = 0; b < B; ++b) pass.lengths.push_back((b + 1 < B ? cls[b + 1] : real) - cls[b]);
     // Round the token rows up to a multiple of 32 (64 under autocast) with padding positions (computed, never
     // read) so that a run's products see a few dozen shapes instead of one per batch: oneDNN generates and caches
     // kernels per shape (every bf16 product; evaluation's prepacked fp32 ones), and freed blocks of recurring sizes
@@ -114,6 +114,7 @@ std::array<at::Tensor, 3> Unpad(const Batch& in, const at::Device& device, Pass&
     const size_t target = std::min<size_t>(static_cast<size_t>(B * S), (keep.size() + multiple - 1) / multiple * multiple);
     for (int64_t i = 0; i < B * S && keep.size() < target; ++i)
       if (in.attention_mask[i] == 0) keep.push_back(i);
+    if (static_cast<int64_t>(keep.size()) > real) pass.lengths.push_back(static_cast<int64_t>(keep.size()) - real);
   }
   if (padded) pass.mask = ids(in.attention_mask).ne(0).view({B, 1, 1, S});  // no mask without padding: SDPA's fastest kernel
   at::Tensor input_ids = ids(in.input_ids);
@@ -137,9 +138,9 @@ at::Tensor Linear::forward(const at::Tensor& x, const Pass& pass, Activation act
   at::Tensor y;
   if (pass.packed()) {
     // Autocast would cast the input to its dtype for the product; the packed product does it here.
-    const at::Tensor& b = pass.weights->cast(bias, pass.dtype());
-    if (post_op) return PackedLinear(x.to(pass.dtype()), pass.weights->packed(weight, pass.dtype()), b, post_op->attr, post_op->algorithm);
-    y = PackedLinear(x.to(pass.dtype()), pass.weights->packed(weight, pass.dtype()), b);
+    y = PackedLinear(x.to(pass.dtype()), pass.weights->packed(weight, pass.dtype()), pass.weights->cast(bias, pass.dtype()),
+                     post_op ? post_op->attr : "none", post_op ? post_op->algorithm : "");
+    if (post_op) return y;  // the activation is fused
   } else if (pass.weights && pass.autocast != at::ScalarType::Undefined) {
     // Under autocast in evaluation, a weight's kept cast replaces the cast autocast would make (same values).
     y = at::linear(x, pass.weights->cast(weight, pass.autocast), pass.weights->cast(bias, pass.autocast));
@@ -157,14 +158,17 @@ at::Tensor Linear::forward_add(const at::Tensor& x, const at::Tensor& residual, 
 }
 
 at::Tensor StackedLinear::forward(const at::Tensor& x, const Pass& pass, std::initializer_list<const Linear*> parts) {
-  std::vector<at::Tensor> weights, biases;
-  for (const Linear* l : parts) weights.push_back(l->weight), biases.push_back(l->bias);
-  if (pass.train || !pass.weights) return at::linear(x, at::cat(weights), at::cat(biases));
+  auto cat = [&](at::Tensor Linear::*member) {
+    std::vector<at::Tensor> all;
+    for (const Linear* l : parts) all.push_back(l->*member);
+    return at::cat(all);
+  };
+  if (pass.train || !pass.weights) return at::linear(x, cat(&Linear::weight), cat(&Linear::bias));
   std::vector<int64_t> versions;
   for (const Linear* l : parts) versions.push_back(l->weight._version()), versions.push_back(l->bias._version());
   if (!weight_.defined() || versions != versions_ || bias_.scalar_type() != pass.dtype() || packed_ != pass.packed()) {
-    weight_ = at::cat(weights).to(pass.dtype());  // autocast would cast it to this dtype on each call
-    bias_ = at::cat(biases).to(pass.dtype());
+    weight_ = cat(&Linear::weight).to(pass.dtype());  // autocast would cast it to this dtype on each call
+    bias_ = cat(&Linear::bias).to(pass.dtype());
     if (pass.packed()) weight_ = Call(*Ops().reorder, {weight_, c10::IValue()});
     versions_ = versions;
     packed_ = pass.packed();
@@ -198,17 +202,14 @@ std::vector<std::string> Activations() {
   return names;
 }
 
-Activation ActivationOf(const std::string& name) {
+static const auto& ActivationEntry(const std::string& name) {
   for (const auto& a : kActivations)
-    if (name == a.name) return a.fn;
+    if (name == a.name) return a;
   throw std::invalid_argument("config: hidden_act '" + name + "' is not supported");
 }
 
-const PostOp* PostOpOf(const std::string& name) {
-  for (const auto& a : kActivations)
-    if (name == a.name) return a.post_op;
-  return nullptr;
-}
+Activation ActivationOf(const std::string& name) { return ActivationEntry(name).fn; }
+const PostOp* PostOpOf(const std::string& name) { return ActivationEntry(name).post_op; }
 
 // Dropout as torch.nn.functional.dropout computes it (zero with probability p, scale the rest by 1 / (1 - p)), with
 // the mask drawn faster on the CPU: libtorch's bernoulli_ draws one mt19937 number per element on one thread, a
@@ -283,14 +284,11 @@ at::Tensor BertSelfAttention::forward(const at::Tensor& x, const Pass& pass, con
   const at::Tensor first_q = first_tokens ? query.forward(*first_tokens, pass).view({B, 1, nh, d}).transpose(1, 2) : at::Tensor();
   // split and unbind, not slices: a slice's backward fills a zero tensor of the whole per slice, these concatenate once.
   if (pass.unpadded() && x.device().is_cpu() && pass.autocast == at::ScalarType::Undefined) {
-    // (fp32: under autocast each sequence's length would be a new shape for oneDNN's bf16 kernels, which it
-    // generates and keeps per shape: a bf16 3-epoch MRPC run took 267 s with it, 240 s without.)
     // Each sequence attends over its own rows (contiguous among the token rows): no padded positions computed, no
     // mask, no copies into and out of the [batch, seq] layout; half the time of the padded form on MRPC's batches.
-    std::vector<int64_t> sizes = pass.lengths;
-    const int64_t real = std::accumulate(sizes.begin(), sizes.end(), int64_t{0}), extra = rows.size(0) - real;
-    if (extra > 0) sizes.push_back(extra);  // Unpad's rounding rows: computed, never read
-    const std::vector<at::Tensor> seqs = rows.split_with_sizes(sizes, 0);
+    // fp32 only: under autocast each sequence's length would be a new shape for oneDNN's bf16 kernels, which it
+    // generates and keeps per shape (a bf16 3-epoch MRPC run took 267 s with it, 240 s without).
+    const std::vector<at::Tensor> seqs = rows.split_with_sizes(pass.lengths, 0);  // then any rounding rows: never read
     std::vector<at::Tensor> context;
     for (int64_t b = 0; b < B; ++b) {
       // n x [1, heads, len, head_dim]: 4-d, or SDPA leaves its fused CPU kernel for the math path's dozen operators
@@ -298,7 +296,7 @@ at::Tensor BertSelfAttention::forward(const at::Tensor& x, const Pass& pass, con
       const at::Tensor q = first_tokens ? first_q.narrow(0, b, 1) : h[0];
       context.push_back(Attend(q, h[n - 2], h[n - 1], std::nullopt, pass).transpose(1, 2).reshape({-1, H}));
     }
-    if (extra > 0 && !first_tokens) context.push_back(at::zeros({extra, H}, rows.options()));
+    if (static_cast<int64_t>(seqs.size()) > B && !first_tokens) context.push_back(at::zeros({seqs[B].size(0), H}, rows.options()));
     return at::cat(context);
   }
   // Elsewhere attention works on the padded [batch, heads, seq, head_dim] layout, padding masked.

@@ -48,11 +48,12 @@ struct Pass {
   at::ScalarType dtype() const { return autocast == at::ScalarType::Undefined ? at::kFloat : autocast; }  // of products
   bool packed() const { return weights && weights->packs(); }
   // With dynamic padding a batch is often a third padding; every layer but attention works token by token, so
-  // those layers run on the real tokens only ("unpadded"), and attention alone sees the padded [batch, seq] layout.
+  // those layers run on the real tokens only ("unpadded"); attention runs per sequence on them (CPU, fp32) or on
+  // the padded [batch, seq] layout.
   int64_t batch = 0, seq = 0;
   at::Tensor index;                // flat [batch*seq] positions of the token rows; undefined: all positions, in order
-  std::vector<int64_t> lengths;    // real tokens of each sequence, whose rows are contiguous and in order (then any
-                                   // rounding rows, Unpad); with `index` only
+  std::vector<int64_t> lengths;    // row counts of the token rows' runs: each sequence's real tokens (contiguous, in
+                                   // order), then Unpad's rounding rows if any; with `index` only
   at::Tensor cls;                  // row of each sequence's first token among them; undefined: row b*seq
   std::optional<at::Tensor> mask;  // [batch, 1, 1, seq] key-padding mask (true = attend); none without padding
   bool unpadded() const { return index.defined(); }
@@ -66,7 +67,7 @@ using Activation = at::Tensor (*)(const at::Tensor&);
 Activation ActivationOf(const std::string& hidden_act);  // transformers' ACT2FN names; throws for others
 std::vector<std::string> Activations();
 struct PostOp { const char* attr; const char* algorithm; };  // oneDNN's post-op equal to an activation
-const PostOp* PostOpOf(const std::string& hidden_act);      // nullptr where oneDNN has none
+const PostOp* PostOpOf(const std::string& hidden_act);      // nullptr where oneDNN has none; throws as ActivationOf
 
 struct Linear {  // nn.Linear: weight [out, in], bias [out]
   at::Tensor weight, bias;

@@ -135,3 +135,54 @@ test('bf16 autocast: logits, loss and 3 training losses within 1e-2 relative of 
     cleanup();
   }
 });
+
+// Ours draws dropout masks from its own counter-based generator (modeling_bert.cc), not torch's bernoulli_: the
+// masks differ, so no single draw can be compared. What must hold is the distribution: over many draws the
+// training-mode loss has transformers' mean and spread, at each site dropout is applied (embeddings and each
+// layer's outputs; attention probabilities; the pooled output before the classifier) and all together.
+// Larger weights than BERT's initialisation (initializer_range 0.3) make the loss sensitive to each mask.
+// Checked to fail with ours' probability at 0.05 against transformers' 0.1 (hidden states: z -7.2, spread 0.79x),
+// at 0.2 or 0.4 against 0.3 (attention: spread 0.85x / 1.21x; classifier: z -9.4 / 11.5); with the right ones,
+// |z| stayed under 1.6 and the spreads within 3.5%.
+test('dropout: the training-mode loss over 3,000 draws has the mean and spread of transformers\' (each site, and all)', async () => {
+  const { dir, cleanup } = tempDir();
+  const draws = 3000;
+  const mean = (a: number[]) => a.reduce((x, y) => x + y, 0) / a.length;
+  const sd = (a: number[]) => Math.sqrt(a.reduce((x, y) => x + (y - mean(a)) ** 2, 0) / (a.length - 1));
+  try {
+    const batch = tinyBatch(16, 16, 4);
+    const sites = {
+      all: { hidden_dropout_prob: 0.1, attention_probs_dropout_prob: 0.1, classifier_dropout: null },
+      'hidden states': { hidden_dropout_prob: 0.1, attention_probs_dropout_prob: 0, classifier_dropout: 0 },
+      attention: { hidden_dropout_prob: 0, attention_probs_dropout_prob: 0.3, classifier_dropout: 0 },
+      classifier: { hidden_dropout_prob: 0, attention_probs_dropout_prob: 0, classifier_dropout: 0.3 },
+    };
+    const lines: string[] = [];
+    for (const [site, dropout] of Object.entries(sites)) {
+      const modelDir = path.join(dir, site.replace(' ', '-'));
+      await hfRef('make-model', { dir: modelDir, seed: 9, config: { ...TINY, ...dropout, initializer_range: 0.3 } });
+      const ref = (await hfRef('dropout-draws', { dir: modelDir, batch: batchJson(batch), draws, seed: 1, threads: THREADS })).losses as number[];
+      const model = await BertForSequenceClassification.fromPretrained(modelDir, { device: 'cpu', threads: THREADS });
+      const ours: number[] = [];
+      try {
+        await model.seed(1);
+        for (let i = 0; i < draws; i++) {
+          ours.push(await model.trainStep(batch));
+          await model.zeroGrad();
+        }
+      } finally {
+        await model.dispose();
+      }
+      const z = (mean(ours) - mean(ref)) / Math.sqrt((sd(ours) ** 2 + sd(ref) ** 2) / draws);
+      const sdRatio = sd(ours) / sd(ref);
+      lines.push(`${site}: mean ${mean(ours).toFixed(4)} vs ${mean(ref).toFixed(4)} (z ${z.toFixed(2)}), sd ${sd(ours).toFixed(4)} vs ${sd(ref).toFixed(4)}`);
+      assert.ok(sd(ref) > 1e-3, `${site}: transformers' loss barely moves with dropout (sd ${sd(ref)}): the test would not see a difference`);
+      // |z| < 4.5: a false alarm about once in 150,000 runs; the spread of 3,000 draws is known to about 2.5%.
+      assert.ok(Math.abs(z) < 4.5, `${site}: ours' mean training-mode loss ${mean(ours)} vs transformers' ${mean(ref)} (z = ${z.toFixed(2)})`);
+      assert.ok(sdRatio > 0.88 && sdRatio < 1.14, `${site}: spread over masks ${sd(ours)} vs transformers' ${sd(ref)}`);
+    }
+    console.log(`dropout over ${draws} draws, ours vs transformers: ${lines.join('; ')}`);
+  } finally {
+    cleanup();
+  }
+});

@@ -1,5 +1,6 @@
-// `npm run bench -- [--workload quick|full|shape|ddp|roofline] [--rounds N] [--steps N] [--threads N] [--device cpu|cuda] [--bf16]
-// [--py-torch-compile]` (the Python Trainer with torch_compile=True in quick/full)
+// `npm run bench -- [--workload quick|full|shape|ddp|roofline|replay] [--rounds N] [--steps N] [--threads N] [--device cpu|cuda] [--bf16]
+// [--py-torch-compile] [--seeds 42,1,2]` (--py-torch-compile: the Python Trainer with torch_compile=True in quick/full;
+// --seeds: one round per seed, both sides trained with it, so accuracy is compared over seeds, not one draw)
 // Runs the Python Trainer (scripts/bench/reference_trainer.py, the notebook's code) and this product on the same
 // model files, data, hyperparameters, precision, thread count and machine, alternating, several times; reports
 // median and spread, the ratio ours/PyTorch, a JSON file and an SVG chart under bench/results/.
@@ -12,10 +13,17 @@ import { projectPython, root } from '../paths.js';
 const argv = process.argv.slice(2);
 const opt = (n: string, d: string) => { const i = argv.indexOf(`--${n}`); return i >= 0 ? argv[i + 1] : d; };
 const workload = opt('workload', 'quick');
-if (!['quick', 'full', 'shape', 'ddp', 'roofline'].includes(workload)) { console.error(`--workload must be quick, full, shape, ddp or roofline, got ${workload}`); process.exit(2); }
+if (!['quick', 'full', 'shape', 'ddp', 'roofline', 'replay'].includes(workload)) { console.error(`--workload must be quick, full, shape, ddp, roofline or replay, got ${workload}`); process.exit(2); }
 const device = opt('device', 'cpu');
 const threads = Number(opt('threads', String(os.cpus().length)));
-const rounds = Number(opt('rounds', workload === 'full' ? '1' : '3'));
+// A fine-tuning run's accuracy depends on its seed (row order, new weights, dropout masks) by about ±0.02 on MRPC:
+// with --seeds each round trains both sides with its seed, so the accuracy columns show a spread over seeds.
+const seeds = opt('seeds', '') ? opt('seeds', '').split(',').map(Number) : [];
+if (seeds.some((x) => !Number.isInteger(x) || x < 0)) { console.error(`--seeds must be comma-separated integers >= 0, got ${opt('seeds', '')}`); process.exit(2); }
+if (seeds.length > (workload === 'replay' ? 1 : Infinity) || (seeds.length && !['quick', 'full', 'replay'].includes(workload))) {
+  console.error('--seeds: several for the quick and full workloads, one for replay'); process.exit(2);
+}
+const rounds = seeds.length || Number(opt('rounds', workload === 'full' ? '1' : '3'));
 const steps = Number(opt('steps', '100'));
 const model = opt('model', 'sentence-transformers/all-MiniLM-L6-v2');
 const bf16 = process.argv.includes('--bf16');  // both sides: TrainingArguments(bf16=True) and our --bf16
@@ -88,15 +96,16 @@ async function trainingWorkload(): Promise<{ ours: Fig[]; py: Fig[]; curves: Cur
   const ours: Fig[] = [], py: Fig[] = [];
   const curves: Curves = { ours: [], py: [], oursSteps: [], pySteps: [] };
   for (let r = 0; r < rounds; r++) {
+    const seed = seeds.length ? ['--seed', String(seeds[r])] : [];
     for (const side of r % 2 === 0 ? ['ours', 'py'] : ['py', 'ours']) {
-      process.stderr.write(`round ${r + 1}/${rounds}: ${side === 'ours' ? 'this product' : 'Python Trainer'}... `);
+      process.stderr.write(`round ${r + 1}/${rounds}${seeds.length ? ` (seed ${seeds[r]})` : ''}: ${side === 'ours' ? 'this product' : 'Python Trainer'}... `);
       if (side === 'ours') {
         const { stdout, wall } = await run(process.execPath, [path.join(root, 'train.js'), '--model', model, '--threads', String(threads), '--device', device,
-          '--json', '--output-dir', path.join(tmp, `ours-${r}`), '--logging-steps', logging, ...limit, ...precision], env);
+          '--json', '--output-dir', path.join(tmp, `ours-${r}`), '--logging-steps', logging, ...limit, ...precision, ...seed], env);
         ours.push(oursFigures(stdout, wall, r === 0 ? curves : undefined));
       } else {
         const { stdout, wall } = await run(python, [path.join(root, 'scripts', 'bench', 'reference_trainer.py'), '--model', model, '--threads', String(threads),
-          '--device', device, '--output-dir', path.join(tmp, `py-${r}`), '--logging-steps', logging, ...limit, ...precision,
+          '--device', device, '--output-dir', path.join(tmp, `py-${r}`), '--logging-steps', logging, ...limit, ...precision, ...seed,
           ...(argv.includes('--py-torch-compile') ? ['--torch-compile'] : [])], env);
         py.push(pyFigures(stdout, wall, r === 0 ? curves : undefined));
       }
@@ -297,6 +306,76 @@ async function rooflineWorkload() {
     padded_forward_gflop: paddedFlops / 1e9, tokens_per_batch: T, ours, pytorch: py, summary: rows, md };
 }
 
+/**
+ * Does ours train as PyTorch does? PyTorch replays ours' run: ours' initial weights (its seeded classifier head) and
+ * ours' row order, the Trainer's step written out (replay_ref.py). 1: dropout off, `steps` steps: every step's loss
+ * must match (nothing random is left). 2: dropout on, weights fixed (the model from 1), fixed batches drawn `draws`
+ * times: the training-mode loss's mean and spread over masks must match. 3 (with --full): 3 epochs with dropout,
+ * both sides from the same weights and order; only the masks differ, so this is one draw of each, not a test.
+ */
+async function replayWorkload() {
+  const env = { ...process.env, HF_HOME: mrpcHome(), HF_HUB_OFFLINE: '1', TRANSFORMERS_VERBOSITY: 'error' };
+  const seed = seeds[0] ?? 42, draws = Number(opt('draws', '50')), dir = path.join(tmp, 'replay');
+  const ours = (mode: string, spec: object) => run(process.execPath, [path.join(root, 'dist', 'scripts', 'bench', 'replay.js'), mode, JSON.stringify(spec)], env);
+  const py = async (mode: string, spec: object) => JSON.parse((await run(python, [path.join(root, 'scripts', 'bench', 'replay_ref.py'), mode,
+    JSON.stringify({ threads, ...spec })], env)).stdout.trim().split('\n').pop()!);
+  const oursTrain = async (modelDir: string, out: string, extra: string[]) => {
+    const { stdout } = await run(process.execPath, [path.join(root, 'train.js'), '--model', modelDir, '--threads', String(threads), '--device', 'cpu',
+      '--json', '--seed', String(seed), '--output-dir', out, '--logging-steps', '1', '--save-strategy', 'no', ...extra], env);
+    const events = stdout.trim().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+    const evals = events.filter((e) => 'eval_accuracy' in e);
+    return { losses: events.filter((e) => 'loss' in e && 'step' in e).map((e) => e.loss as number), accuracy: evals.at(-1)?.eval_accuracy, f1: evals.at(-1)?.eval_f1 };
+  };
+  const mean = (a: number[]) => a.reduce((x, y) => x + y, 0) / a.length;
+  const sd = (a: number[]) => Math.sqrt(a.reduce((x, y) => x + (y - mean(a)) ** 2, 0) / (a.length - 1));
+  process.stderr.write(`replay (seed ${seed}): prepare... `);
+  const { rows } = JSON.parse((await ours('prepare', { dir, model, seed, epochs: 3 })).stdout.trim().split('\n').pop()!);
+  const orders = path.join(dir, 'orders.json');
+  process.stderr.write(`no dropout, ${steps} steps: ours... `);
+  const a = await oursTrain(path.join(dir, 'init-nodrop'), path.join(dir, 'ours-nodrop'), ['--max-steps', String(steps), '--eval-strategy', 'no']);
+  process.stderr.write('PyTorch... ');
+  const b = (await py('train', { model: path.join(dir, 'init-nodrop'), orders, steps, total: steps, seed })).losses as number[];
+  const diffs = a.losses.map((l, i) => Math.abs(l - b[i]));  // ours logs 4 decimals
+  const stepsPart = { steps: a.losses.length, max_abs_diff: Math.max(...diffs), first_step_over_1e3: diffs.findIndex((d) => d > 1e-3) + 1 || null,
+    mean_loss: { ours: mean(a.losses), pytorch: mean(b) } };
+  process.stderr.write(`dropout statistics, ${draws} draws: ours... `);
+  const batches = path.join(dir, 'batches.json'), trained = path.join(dir, 'trained');
+  await py('batches', { model: path.join(dir, 'init'), orders, out: batches });
+  const od = JSON.parse((await ours('dropout', { init: path.join(dir, 'init'), trained: path.join(dir, 'ours-nodrop'), model: trained, batches, draws, threads, seed })).stdout.trim().split('\n').pop()!).losses as number[][];
+  process.stderr.write('PyTorch... ');
+  const pd = (await py('dropout', { model: trained, batches, draws, seed })).losses as number[][];
+  const perBatch = od[0].map((_, j) => {
+    const x = od.map((r) => r[j]), y = pd.map((r) => r[j]);
+    return { ours_mean: mean(x), ours_sd: sd(x), pytorch_mean: mean(y), pytorch_sd: sd(y), z: (mean(x) - mean(y)) / Math.sqrt(sd(x) ** 2 / x.length + sd(y) ** 2 / y.length) };
+  });
+  const ox = od.map(mean), px = pd.map(mean);
+  const dropoutPart = { draws, batches: perBatch.length, per_batch: perBatch, mean_loss: { ours: mean(ox), pytorch: mean(px) },
+    z: (mean(ox) - mean(px)) / Math.sqrt(sd(ox) ** 2 / ox.length + sd(px) ** 2 / px.length) };
+  let fullPart;
+  if (argv.includes('--full')) {
+    const total = 3 * Math.ceil(rows / 8);
+    process.stderr.write('3 epochs with dropout: ours... ');
+    const f = await oursTrain(path.join(dir, 'init'), path.join(dir, 'ours-full'), []);
+    process.stderr.write('PyTorch... ');
+    const g = await py('train', { model: path.join(dir, 'init'), orders, steps: total, total, seed, evaluate: true });
+    const epochs = (l: number[]) => [0, 1, 2].map((e) => mean(l.slice(Math.round((e * l.length) / 3), Math.round(((e + 1) * l.length) / 3))));
+    fullPart = { ours: { epoch_loss: epochs(f.losses), accuracy: f.accuracy, f1: f.f1 }, pytorch: { epoch_loss: epochs(g.losses), accuracy: g.accuracy, f1: g.f1 } };
+  }
+  process.stderr.write('done\n');
+  const f4 = (x: number) => x.toFixed(4);
+  const md = [
+    `Dropout off, ${stepsPart.steps} steps from ours' initial weights in ours' row order: largest difference of a step's loss ${stepsPart.max_abs_diff.toExponential(2)} ` +
+      `(ours logs 4 decimals), first step over 1e-3: ${stepsPart.first_step_over_1e3 ?? 'none'}; mean loss ${f4(stepsPart.mean_loss.ours)} vs ${f4(stepsPart.mean_loss.pytorch)}.`,
+    '', `Dropout on, weights fixed, ${draws} draws of ${perBatch.length} batches (training-mode loss):`, '',
+    '| batch | ours mean | ours sd | PyTorch mean | PyTorch sd | z |', '|---|---|---|---|---|---|',
+    ...perBatch.map((r, j) => `| ${j + 1} | ${f4(r.ours_mean)} | ${f4(r.ours_sd)} | ${f4(r.pytorch_mean)} | ${f4(r.pytorch_sd)} | ${r.z.toFixed(2)} |`),
+    `| all | ${f4(dropoutPart.mean_loss.ours)} | | ${f4(dropoutPart.mean_loss.pytorch)} | | ${dropoutPart.z.toFixed(2)} |`,
+    ...(fullPart ? ['', `3 epochs with dropout, same weights and order: epoch losses ours ${fullPart.ours.epoch_loss.map(f4).join(' / ')}, PyTorch ` +
+      `${fullPart.pytorch.epoch_loss.map(f4).join(' / ')}; accuracy / F1 ours ${f4(fullPart.ours.accuracy)} / ${f4(fullPart.ours.f1)}, PyTorch ${f4(fullPart.pytorch.accuracy)} / ${f4(fullPart.pytorch.f1)}.`] : []),
+  ].join('\n');
+  return { seed, no_dropout: stepsPart, dropout: dropoutPart, ...(fullPart ? { full: fullPart } : {}), md };
+}
+
 function table(ours: Fig[], py: Fig[]): { md: string; summary: Record<string, { ours: number; pytorch: number; ratio: number }> } {
   const keys = Object.keys(ours[0]);
   const summary: Record<string, { ours: number; pytorch: number; ratio: number }> = {};
@@ -341,7 +420,11 @@ try {
   const name = `${workload}-${device}${bf16 ? '-bf16' : ''}-${stamp}`;
   mkdirSync(outDir, { recursive: true });
   let result;
-  if (workload === 'roofline') {
+  if (workload === 'replay') {
+    const r = await replayWorkload();
+    result = { workload, machine, model, ...r };
+    console.log(`\n### replay: ${model} on MRPC, PyTorch replaying ours' weights and row order, cpu, ${threads} threads\n\n${r.md}`);
+  } else if (workload === 'roofline') {
     const r = await rooflineWorkload();
     result = { workload, machine, steps, rounds, ...r };
     console.log(`\n### roofline: MiniLM-L6 config, MRPC-shaped batches of 8, ${steps} steps, cpu${bf16 ? ' bf16' : ''}, ${threads} threads, ${rounds} rounds\n\n${r.md}`);
@@ -360,9 +443,9 @@ try {
   } else {
     const { ours, py, curves } = raw ? fromRaw(raw.split(',')) : await trainingWorkload();
     const t = table(ours, py);
-    result = { workload, machine, model, steps: workload === 'quick' ? steps : 'three epochs', rounds, ours, pytorch: py, summary: t.summary, curves };
+    result = { workload, machine, model, steps: workload === 'quick' ? steps : 'three epochs', rounds, ...(seeds.length ? { seeds } : {}), ours, pytorch: py, summary: t.summary, curves };
     writeFileSync(path.join(outDir, `${name}.svg`), svg(curves, `${workload}: ${model} on MRPC, ${device}, ${threads} threads (round 1)`));
-    console.log(`\n### ${workload}: ${model} on GLUE MRPC, ${workload === 'quick' ? `${steps} steps` : '3 epochs'}, ${device}${bf16 ? ' bf16' : ''}, ${machine.threads} threads, ${rounds} alternating rounds\n\n${t.md}`);
+    console.log(`\n### ${workload}: ${model} on GLUE MRPC, ${workload === 'quick' ? `${steps} steps` : '3 epochs'}, ${device}${bf16 ? ' bf16' : ''}, ${machine.threads} threads, ${rounds} alternating rounds${seeds.length ? ` (seeds ${seeds.join(', ')})` : ''}\n\n${t.md}`);
     console.log(`\nchart: ${path.relative(root, path.join(outDir, `${name}.svg`))}`);
   }
   writeFileSync(path.join(outDir, `${name}.json`), JSON.stringify(result, null, 2) + '\n');

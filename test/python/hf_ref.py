@@ -72,6 +72,18 @@ def reference(a):
     return result
 
 
+def dropout_draws(a):
+    """Training-mode losses of one batch, `draws` times (new dropout masks each time), the weights fixed."""
+    from transformers import BertForSequenceClassification
+    torch.set_num_threads(a.get("threads", 1))
+    torch.manual_seed(a["seed"])
+    m = BertForSequenceClassification.from_pretrained(a["dir"])
+    m.train()
+    inputs, labels = batch_tensors(a["batch"])
+    with torch.no_grad():
+        return {"losses": [m(**inputs, labels=labels).loss.item() for _ in range(a["draws"])]}
+
+
 def optim_reference(a):
     """`steps` training steps of the model in a["dir"] on one batch with the optimizer the HF Trainer builds for
     TrainingArguments(optim=..., optim_args=..., label_smoothing_factor=...): its own class, kwargs and decay groups,
@@ -153,7 +165,8 @@ def best_and_stop(a):
 
 def main():
     cmd, args = sys.argv[1], json.loads(sys.argv[2])
-    fn = {"make-model": make_model, "reference": reference, "check-saved": check_saved, "schedules": schedules, "best-and-stop": best_and_stop, "optim-reference": optim_reference}[cmd]
+    fn = {"make-model": make_model, "reference": reference, "check-saved": check_saved, "schedules": schedules, "best-and-stop": best_and_stop, "optim-reference": optim_reference,
+          "dropout-draws": dropout_draws}[cmd]
     print(json.dumps(fn(args)))
 
 

@@ -27,6 +27,7 @@ const rounds = seeds.length || Number(opt('rounds', workload === 'full' ? '1' : 
 const steps = Number(opt('steps', '100'));
 const model = opt('model', 'sentence-transformers/all-MiniLM-L6-v2');
 const bf16 = process.argv.includes('--bf16');  // both sides: TrainingArguments(bf16=True) and our --bf16
+const pyCompile = argv.includes('--py-torch-compile');
 const precision = bf16 ? ['--bf16'] : [];
 const outDir = path.resolve(opt('out', path.join(root, 'bench', 'results')));
 const python = projectPython();
@@ -51,7 +52,7 @@ const machine = raw ? { ...JSON.parse(readFileSync(opt('machine', ''), 'utf8')).
   cpu: os.cpus()[0]?.model, cores: os.cpus().length, memory_gb: Math.round(os.totalmem() / 2 ** 30), platform: `${os.platform()} ${os.arch()}`,
   node: process.version, torch: execFileSync(python, ['-c', 'import torch;print(torch.__version__)'], { cwd: os.tmpdir() }).toString().trim(),
   transformers: execFileSync(python, ['-c', 'import transformers;print(transformers.__version__)'], { cwd: os.tmpdir() }).toString().trim(),
-  device, threads, precision: bf16 ? 'bf16 autocast' : 'fp32',
+  device, threads, precision: bf16 ? 'bf16 autocast' : 'fp32', ...(pyCompile ? { python_side: 'Trainer with torch_compile=True (inductor)' } : {}),
   ...(device.startsWith('cuda') ? { gpu: execFileSync(python, ['-c', 'import torch;print(torch.cuda.get_device_name(0))'], { cwd: os.tmpdir() }).toString().trim() } : {}),
 };
 
@@ -106,7 +107,7 @@ async function trainingWorkload(): Promise<{ ours: Fig[]; py: Fig[]; curves: Cur
       } else {
         const { stdout, wall } = await run(python, [path.join(root, 'scripts', 'bench', 'reference_trainer.py'), '--model', model, '--threads', String(threads),
           '--device', device, '--output-dir', path.join(tmp, `py-${r}`), '--logging-steps', logging, ...limit, ...precision, ...seed,
-          ...(argv.includes('--py-torch-compile') ? ['--torch-compile'] : [])], env);
+          ...(pyCompile ? ['--torch-compile'] : [])], env);
         py.push(pyFigures(stdout, wall, r === 0 ? curves : undefined));
       }
       process.stderr.write('done\n');
@@ -417,7 +418,7 @@ function svg(curves: Curves, title: string): string {
 
 try {
   const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
-  const name = `${workload}-${device}${bf16 ? '-bf16' : ''}-${stamp}`;
+  const name = `${workload}-${device}${bf16 ? '-bf16' : ''}${pyCompile ? '-py-compile' : ''}-${stamp}`;
   mkdirSync(outDir, { recursive: true });
   let result;
   if (workload === 'replay') {

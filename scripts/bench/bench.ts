@@ -1,6 +1,7 @@
 // `npm run bench -- [--workload quick|full|shape|ddp|roofline|replay] [--rounds N] [--steps N] [--threads N] [--device cpu|cuda] [--bf16]
 // [--py-torch-compile] [--seeds 42,1,2]` (--py-torch-compile: the Python Trainer with torch_compile=True in quick/full;
-// --seeds: one round per seed, both sides trained with it, so accuracy is compared over seeds, not one draw)
+// --seeds: one round per seed, both sides trained with it, so accuracy is compared over seeds, not one draw;
+// replay: [--seeds N] [--steps N] [--draws N] [--full], see replayWorkload)
 // Runs the Python Trainer (scripts/bench/reference_trainer.py, the notebook's code) and this product on the same
 // model files, data, hyperparameters, precision, thread count and machine, alternating, several times; reports
 // median and spread, the ratio ours/PyTorch, a JSON file and an SVG chart under bench/results/.
@@ -40,6 +41,8 @@ function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ std
     else resolve({ stdout, wall: (performance.now() - t) / 1000 });
   }));
 }
+/** The JSON object a child prints on its last line (every side of every workload reports that way). */
+const lastJson = (stdout: string) => JSON.parse(stdout.trim().split('\n').pop()!);
 const median = (a: number[]) => { const s = a.filter(Number.isFinite).sort((x, y) => x - y); return s.length ? s[Math.floor(s.length / 2)] : NaN; };
 const pct = (a: number[], q: number) => { const s = [...a].sort((x, y) => x - y); return s[Math.min(s.length - 1, Math.floor(q * s.length))]; };
 const spread = (a: number[]) => (a.length > 1 ? `${Math.min(...a).toPrecision(4)}–${Math.max(...a).toPrecision(4)}` : '');
@@ -68,7 +71,7 @@ function oursFigures(stdout: string, wall: number, curves?: Curves): Fig {
     peak_rss_mb: end.peak_rss_mb, accuracy: last.eval_accuracy, f1: last.eval_f1 };
 }
 function pyFigures(stdout: string, wall: number, curves?: Curves): Fig {
-  const res = JSON.parse(stdout.trim().split('\n').pop()!);
+  const res = lastJson(stdout);
   const st = (res.step_times_s as number[]).map((x) => x * 1000);
   const evals = (res.log_history as Fig[]).filter((e) => 'eval_loss' in e), last = evals[evals.length - 1] ?? {};
   if (curves) { curves.py = (res.log_history as Fig[]).filter((e) => 'loss' in e).map((e) => [e.step, e.loss]); curves.pySteps = st; }
@@ -168,7 +171,7 @@ async function shapeWorkload(): Promise<{ ours: Fig[]; py: Fig[]; ort?: Fig[] }>
         ? await run(process.execPath, [path.join(root, 'dist', 'scripts', 'bench', 'shape.js'), JSON.stringify(spec)], process.env)
         : side === 'py' ? await run(python, [path.join(root, 'scripts', 'bench', 'shape_ref.py'), JSON.stringify(spec)], process.env)
         : await run(process.execPath, [path.join(root, 'dist', 'scripts', 'bench', 'ort.js'), JSON.stringify({ ...onnx, inferLengths: spec.inferLengths, threads, warmup })], process.env);
-      const res = JSON.parse(stdout.trim().split('\n').pop()!);
+      const res = lastJson(stdout);
       (side === 'ours' ? ours : side === 'py' ? py : ort).push({ train_steps_per_s: res.train_steps_per_s ?? NaN, infer_seq_per_s_b1: res.infer_seq_per_s['1'],
         infer_seq_per_s_b8: res.infer_seq_per_s['8'], infer_seq_per_s_b32: res.infer_seq_per_s['32'], peak_rss_mb: res.peak_rss_mb });
       process.stderr.write('done\n');
@@ -207,8 +210,8 @@ async function ddpWorkload() {
   }
   // MiniLM's gradients: 22.7 M fp32 parameters; bert-base's: 109.5 M (the issue's 440 MB).
   const gradMb = { minilm: (22_713_216 * 4) / 2 ** 20, bert_base: (109_483_778 * 4) / 2 ** 20 };
-  const bw = JSON.parse(execFileSync(python, [path.join(root, 'scripts', 'bench', 'allreduce_bw.py'), JSON.stringify({ sizes_mb: [1, gradMb.minilm, gradMb.bert_base], repeats: 3 })],
-    { cwd: tmp, encoding: 'utf8', env }).trim().split('\n').pop()!);
+  const bw = lastJson(execFileSync(python, [path.join(root, 'scripts', 'bench', 'allreduce_bw.py'), JSON.stringify({ sizes_mb: [1, gradMb.minilm, gradMb.bert_base], repeats: 3 })],
+    { cwd: tmp, encoding: 'utf8', env }));
   const med = (k: string, f: string) => median(figs[k].map((x) => x[f]));
   const step = { one_process: med('one_process', 'step_ms_p50'), ddp: med('ddp', 'step_ms_p50'), one_rank_alone: med('one_rank_alone', 'step_ms_p50') };
   const allreduceMs = bw.results[1].seconds * 1000;
@@ -258,8 +261,8 @@ async function rooflineWorkload() {
   const shapes = { [`qkv/out ${T}x${H}x${H}`]: [T, H, H], [`ffn up ${T}x${H}x${I}`]: [T, H, I], [`ffn down ${T}x${I}x${H}`]: [T, I, H],
     [`weight grad ${H}x${T}x${I}`]: [H, T, I], 'square 1024': [1024, 1024, 1024] };
   // Measured before and after the rounds; each figure is the better of the two (the machine's load varies).
-  const measureGemm = () => JSON.parse(execFileSync(python, [path.join(root, 'scripts', 'bench', 'roofline_ref.py'), 'gemm', JSON.stringify({ shapes, threads })],
-    { cwd: tmp, encoding: 'utf8' }).trim().split('\n').pop()!);
+  const measureGemm = () => lastJson(execFileSync(python, [path.join(root, 'scripts', 'bench', 'roofline_ref.py'), 'gemm', JSON.stringify({ shapes, threads })],
+    { cwd: tmp, encoding: 'utf8' }));
   const gemmBefore = measureGemm();
   const spec = { config, lengths, threads, warmup, bf16 };
   const ours: Fig[] = [], py: Fig[] = [];
@@ -269,7 +272,7 @@ async function rooflineWorkload() {
       const { stdout } = side === 'ours'
         ? await run(process.execPath, [path.join(root, 'dist', 'scripts', 'bench', 'roofline.js'), JSON.stringify(spec)], process.env)
         : await run(python, [path.join(root, 'scripts', 'bench', 'roofline_ref.py'), 'step', JSON.stringify(spec)], { ...process.env, TRANSFORMERS_VERBOSITY: 'error' });
-      (side === 'ours' ? ours : py).push(JSON.parse(stdout.trim().split('\n').pop()!));
+      (side === 'ours' ? ours : py).push(lastJson(stdout));
       process.stderr.write('done\n');
     }
   }
@@ -317,9 +320,10 @@ async function rooflineWorkload() {
 async function replayWorkload() {
   const env = { ...process.env, HF_HOME: mrpcHome(), HF_HUB_OFFLINE: '1', TRANSFORMERS_VERBOSITY: 'error' };
   const seed = seeds[0] ?? 42, draws = Number(opt('draws', '50')), dir = path.join(tmp, 'replay');
-  const ours = (mode: string, spec: object) => run(process.execPath, [path.join(root, 'dist', 'scripts', 'bench', 'replay.js'), mode, JSON.stringify(spec)], env);
-  const py = async (mode: string, spec: object) => JSON.parse((await run(python, [path.join(root, 'scripts', 'bench', 'replay_ref.py'), mode,
-    JSON.stringify({ threads, ...spec })], env)).stdout.trim().split('\n').pop()!);
+  const ours = async (mode: string, spec: object) => lastJson((await run(process.execPath, [path.join(root, 'dist', 'scripts', 'bench', 'replay.js'), mode,
+    JSON.stringify(spec)], env)).stdout);
+  const py = async (mode: string, spec: object) => lastJson((await run(python, [path.join(root, 'scripts', 'bench', 'replay_ref.py'), mode,
+    JSON.stringify({ threads, ...spec })], env)).stdout);
   const oursTrain = async (modelDir: string, out: string, extra: string[]) => {
     const { stdout } = await run(process.execPath, [path.join(root, 'train.js'), '--model', modelDir, '--threads', String(threads), '--device', 'cpu',
       '--json', '--seed', String(seed), '--output-dir', out, '--logging-steps', '1', '--save-strategy', 'no', ...extra], env);
@@ -329,8 +333,9 @@ async function replayWorkload() {
   };
   const mean = (a: number[]) => a.reduce((x, y) => x + y, 0) / a.length;
   const sd = (a: number[]) => Math.sqrt(a.reduce((x, y) => x + (y - mean(a)) ** 2, 0) / (a.length - 1));
+  const z = (x: number[], y: number[]) => (mean(x) - mean(y)) / Math.sqrt(sd(x) ** 2 / x.length + sd(y) ** 2 / y.length);  // Welch's
   process.stderr.write(`replay (seed ${seed}): prepare... `);
-  const { rows } = JSON.parse((await ours('prepare', { dir, model, seed, epochs: 3 })).stdout.trim().split('\n').pop()!);
+  const { rows } = await ours('prepare', { dir, model, seed, epochs: 3 });
   const orders = path.join(dir, 'orders.json');
   process.stderr.write(`no dropout, ${steps} steps: ours... `);
   const a = await oursTrain(path.join(dir, 'init-nodrop'), path.join(dir, 'ours-nodrop'), ['--max-steps', String(steps), '--eval-strategy', 'no']);
@@ -342,16 +347,15 @@ async function replayWorkload() {
   process.stderr.write(`dropout statistics, ${draws} draws: ours... `);
   const batches = path.join(dir, 'batches.json'), trained = path.join(dir, 'trained');
   await py('batches', { model: path.join(dir, 'init'), orders, out: batches });
-  const od = JSON.parse((await ours('dropout', { init: path.join(dir, 'init'), trained: path.join(dir, 'ours-nodrop'), model: trained, batches, draws, threads, seed })).stdout.trim().split('\n').pop()!).losses as number[][];
+  const od = (await ours('dropout', { init: path.join(dir, 'init'), trained: path.join(dir, 'ours-nodrop'), model: trained, batches, draws, threads, seed })).losses as number[][];
   process.stderr.write('PyTorch... ');
   const pd = (await py('dropout', { model: trained, batches, draws, seed })).losses as number[][];
   const perBatch = od[0].map((_, j) => {
     const x = od.map((r) => r[j]), y = pd.map((r) => r[j]);
-    return { ours_mean: mean(x), ours_sd: sd(x), pytorch_mean: mean(y), pytorch_sd: sd(y), z: (mean(x) - mean(y)) / Math.sqrt(sd(x) ** 2 / x.length + sd(y) ** 2 / y.length) };
+    return { ours_mean: mean(x), ours_sd: sd(x), pytorch_mean: mean(y), pytorch_sd: sd(y), z: z(x, y) };
   });
   const ox = od.map(mean), px = pd.map(mean);
-  const dropoutPart = { draws, batches: perBatch.length, per_batch: perBatch, mean_loss: { ours: mean(ox), pytorch: mean(px) },
-    z: (mean(ox) - mean(px)) / Math.sqrt(sd(ox) ** 2 / ox.length + sd(px) ** 2 / px.length) };
+  const dropoutPart = { draws, batches: perBatch.length, per_batch: perBatch, mean_loss: { ours: mean(ox), pytorch: mean(px) }, z: z(ox, px) };
   let fullPart;
   if (argv.includes('--full')) {
     const total = 3 * Math.ceil(rows / 8);

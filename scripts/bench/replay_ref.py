@@ -18,9 +18,10 @@ mode, a = sys.argv[1], json.loads(sys.argv[2])
 torch.set_num_threads(a.get("threads", 2))
 
 
-def mrpc(split):
+def mrpc(split, tok):
+    """A split's rows and their encodings, as the notebook's tokenizer(s1, s2, truncation=True) makes them."""
     t = pq.read_table(hf_hub_download("nyu-mll/glue", f"mrpc/{split}-00000-of-00001.parquet", repo_type="dataset")).to_pydict()
-    return t, AutoTokenizer.from_pretrained(a["model"])(t["sentence1"], t["sentence2"], truncation=True)
+    return t, tok(t["sentence1"], t["sentence2"], truncation=True)
 
 
 def features(enc, rows):
@@ -29,8 +30,8 @@ def features(enc, rows):
 
 if mode == "train":
     torch.manual_seed(a["seed"])  # dropout masks only: the weights and the order come from ours
-    data, enc = mrpc("train")
     tok = AutoTokenizer.from_pretrained(a["model"])
+    data, enc = mrpc("train", tok)
     collate = DataCollatorWithPadding(tok)
     model = AutoModelForSequenceClassification.from_pretrained(a["model"])
     model.train()
@@ -53,7 +54,7 @@ if mode == "train":
             losses.append(loss.item())
     out = {"losses": losses}
     if a.get("evaluate"):
-        vdata, venc = mrpc("validation")
+        vdata, venc = mrpc("validation", tok)
         model.eval()
         pred = []
         with torch.no_grad():
@@ -64,8 +65,8 @@ if mode == "train":
         out.update(accuracy=sum(p == y for p, y in zip(pred, labels)) / len(labels), f1=2 * tp / (sum(pred) + sum(labels)))
     print(json.dumps(out))
 elif mode == "batches":
-    data, enc = mrpc("train")
     tok = AutoTokenizer.from_pretrained(a["model"])
+    data, enc = mrpc("train", tok)
     order = json.load(open(a["orders"]))[1]
     out = []
     for s in range(0, 64, 8):

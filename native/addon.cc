@@ -7,6 +7,8 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <unistd.h>
+#include <cstdio>
 #include <thread>
 #include "session.h"
 
@@ -677,10 +679,19 @@ class Addon : public Napi::Addon<Addon> {
         InstanceValue("Model", Model::Define(env), napi_enumerable),
         InstanceValue("ProcessGroup", GroupCtor(env), napi_enumerable),
         InstanceMethod<&Addon::RuntimeInfo>("runtime", napi_enumerable),
+        InstanceMethod<&Addon::ExitNow>("exitNow", napi_enumerable),
     });
   }
 
  private:
+  // Ends the process at once with `code`. process.exit() joins libuv's thread pool, so it waits for a native call
+  // in progress (a rendezvous waiting for peers, an allocation that swaps) for as long as that call takes; an
+  // interrupt that has nothing to save must not. Node's stdout/stderr writes to files and pipes are synchronous.
+  Napi::Value ExitNow(const Napi::CallbackInfo& info) {
+    const int code = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : 1;
+    std::fflush(nullptr);
+    _exit(code);
+  }
   Napi::Value RuntimeInfo(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     bert::RuntimeInfo r = bert::Runtime();
@@ -691,6 +702,8 @@ class Addon : public Napi::Addon<Addon> {
     o.Set("numThreads", r.num_threads);
     o.Set("activations", Strings(env, r.activations));
     o.Set("distributedBackends", Strings(env, r.distributed_backends));
+    o.Set("cpuCapability", r.cpu_capability);
+    o.Set("packedBf16", r.packed_bf16);
     // What V8 counts as external memory (adjusted by 0: a read); models add their native size to it.
     o.Set("v8ExternalMemory", Napi::Number::New(env, static_cast<double>(Napi::MemoryManagement::AdjustExternalMemory(env, 0))));
     return o;

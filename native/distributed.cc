@@ -16,8 +16,13 @@
 #include <c10/cuda/CUDAFunctions.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <type_traits>
 
@@ -38,6 +43,34 @@ namespace {
 
 using Backend = c10d::ProcessGroup::BackendType;
 
+// The store's listening socket, bound to MASTER_ADDR's address only. TCPStore's own server listens on every
+// interface, and the store has no authentication: a single-machine job (MASTER_ADDR 127.0.0.1) must not be
+// reachable from the network, and a multi-machine job is reachable on the address it names and no other.
+int ListenOn(const std::string& host, int port) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  const std::string service = std::to_string(port);
+  if (int rc = getaddrinfo(host.c_str(), service.c_str(), &hints, &found); rc != 0)
+    throw std::invalid_argument("MASTER_ADDR " + host + " does not resolve: " + gai_strerror(rc));
+  int err = 0;
+  for (addrinfo* a = found; a; a = a->ai_next) {
+    int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) { err = errno; continue; }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0) {
+      freeaddrinfo(found);
+      return fd;  // TCPStore's server takes it over (masterListenFd)
+    }
+    err = errno;
+    close(fd);
+  }
+  freeaddrinfo(found);
+  throw std::runtime_error("the rendezvous store cannot listen on " + host + ":" + service + ": " + std::strerror(err));
+}
+
 class TorchProcessGroup : public ProcessGroup {
  public:
   TorchProcessGroup(const DistributedOptions& o) : device_(o.device), rank_(o.rank), world_(o.world_size) {
@@ -48,6 +81,7 @@ class TorchProcessGroup : public ProcessGroup {
     so.numWorkers = static_cast<size_t>(o.world_size);
     so.waitWorkers = !o.agent_store;
     so.timeout = timeout;
+    if (so.isServer) so.masterListenFd = ListenOn(o.master_addr, static_cast<int>(o.master_port));
     c10::intrusive_ptr<c10d::Store> tcp = c10::make_intrusive<c10d::TCPStore>(o.master_addr, so);
     store_ = tcp;
     if (!o.store_prefix.empty()) store_ = c10::make_intrusive<c10d::PrefixStore>(o.store_prefix, tcp);

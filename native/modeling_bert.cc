@@ -54,6 +54,17 @@ bool CanPackWeights() {
   return ok;
 }
 
+bool CpuHasPackedBf16() {
+  static const bool ok = [] {
+    const c10::OperatorHandle* check = FindOp("mkldnn::_is_mkldnn_bf16_supported", "");
+    if (!CanPackWeights() || !check) return false;
+    c10::Stack stack;
+    check->callBoxed(&stack);
+    return stack.at(0).toBool();
+  }();
+  return ok;
+}
+
 static at::Tensor Call(const c10::OperatorHandle& op, c10::Stack stack) {
   op.callBoxed(&stack);
   return stack.at(0).toTensor();

@@ -35,6 +35,9 @@ class WeightCache {
 // oneDNN's CPU matrix product over a weight WeightCache::packed made: act(x W^T + b), or x W^T + b + residual.
 // `act` is a oneDNN post-op name ("none", "gelu", "relu"), `algorithm` its variant ("none" = erf GELU, "tanh").
 bool CanPackWeights();  // libtorch was built with oneDNN and registers its prepacked-linear operators
+// oneDNN's bf16 products on this CPU: mkldnn::_is_mkldnn_bf16_supported, the check PyTorch makes (AVX-512 BW/VL/DQ
+// or AVX-NE-CONVERT, as oneDNN sees the CPU: ONEDNN_MAX_CPU_ISA=AVX2 makes any machine answer as an AVX2-only one).
+bool CpuHasPackedBf16();
 at::Tensor PackedLinear(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias, const char* act = "none",
                         const char* algorithm = "");
 at::Tensor PackedLinearAdd(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias, const at::Tensor& residual);
@@ -46,7 +49,9 @@ struct Pass {
   at::ScalarType autocast = at::ScalarType::Undefined;  // Undefined: fp32
   WeightCache* weights = nullptr;                       // evaluation only
   at::ScalarType dtype() const { return autocast == at::ScalarType::Undefined ? at::kFloat : autocast; }  // of products
-  bool packed() const { return weights && weights->packs(); }
+  // Prepacked products for fp32 wherever oneDNN is there; for bf16 only where oneDNN has bf16 kernels for this CPU
+  // (elsewhere its reorder refuses bf16, and autocast's plain products run instead).
+  bool packed() const { return weights && weights->packs() && (dtype() == at::kFloat || CpuHasPackedBf16()); }
   // With dynamic padding a batch is often a third padding; every layer but attention works token by token, so
   // those layers run on the real tokens only ("unpadded"); attention runs per sequence on them (CPU, fp32) or on
   // the padded [batch, seq] layout.

@@ -1,5 +1,6 @@
 // One model's session: device, construction, and the forward passes (evaluation; training with its loss and
 // backward) with autocast and dropout scopes around them.
+#include <ATen/Version.h>
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
@@ -38,6 +39,8 @@ RuntimeInfo Runtime() {
   r.num_threads = at::get_num_threads();
   r.activations = Activations();
   r.distributed_backends = DistributedBackends();
+  r.cpu_capability = at::get_cpu_capability();
+  r.packed_bf16 = CpuHasPackedBf16();
   return r;
 }
 

@@ -147,6 +147,8 @@ struct RuntimeInfo {
   int num_threads = 0;
   std::vector<std::string> activations;  // hidden_act values the model implements
   std::vector<std::string> distributed_backends;  // c10d backends this build has: gloo, nccl
+  std::string cpu_capability;  // ATen's kernels for this CPU: AVX512, AVX2, DEFAULT (ATEN_CPU_CAPABILITY lowers it)
+  bool packed_bf16 = false;    // bf16 evaluation on oneDNN's prepacked weights (else autocast's plain products)
 };
 RuntimeInfo Runtime();
 

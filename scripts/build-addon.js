@@ -6,6 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
 import { findLibtorch } from './find-libtorch.js';
+import { needsReconfigure, readCache } from './cmake-cache.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
@@ -45,7 +46,14 @@ const cmakeJs = path.join(path.dirname(require.resolve('cmake-js/package.json'))
 const args = [cmakeJs, 'build', '--config', 'Release', '--directory', root, '--out', outDir, ...(process.env.BERT_ADDON_RPATH ? [`--CDBERT_ADDON_RPATH=${process.env.BERT_ADDON_RPATH}`] : []),
   ...(process.env.BERT_ADDON_DISTRIBUTED ? [`--CDBERT_ADDON_DISTRIBUTED=${process.env.BERT_ADDON_DISTRIBUTED}`] : []),
   `--CDCMAKE_PREFIX_PATH=${torch.prefix}`, ...(cudaRoot ? [`--CDCUDAToolkit_ROOT=${cudaRoot}`, `--CDCUDA_TOOLKIT_ROOT_DIR=${cudaRoot}`] : []), ...(nvrtc ? [`--CDCUDA_nvrtc_LIBRARY=${nvrtc}`] : []), '--parallel', String(Math.max(1, (await import('node:os')).cpus().length))];
+// cmake-js `build` configures only a new build folder, so a header installed since (Gloo's, apt-get install
+// libgloo-dev) would stay "not found" in CMakeCache.txt: `npm run rebuild` (--reconfigure) configures anew, and so
+// does any build whose cache recorded Gloo missing while its headers are now there.
 try {
+  if (needsReconfigure(readCache(outDir), { requested: process.argv.includes('--reconfigure') })) {
+    console.error('[addon] configuring anew');
+    execFileSync(process.execPath, [args[0], 'configure', ...args.slice(2)], { stdio: 'inherit', cwd: root });
+  }
   execFileSync(process.execPath, args, { stdio: 'inherit', cwd: root });
 } catch {
   console.error('\nThe addon did not build (see the compiler output above). libtorch: ' + torch.prefix);

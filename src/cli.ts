@@ -1,6 +1,7 @@
 // `node train.js`: the notebook's flow from the command line. Usage errors exit 2 with one line; runtime
 // failures exit 1; Ctrl-C saves a checkpoint after the current step and exits 130.
 import path from 'node:path';
+import { constants as fsConstants, promises as fs } from 'node:fs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { BertForSequenceClassification, isDevice, type Device } from './model.js';
@@ -9,24 +10,31 @@ import { loadDataFile, loadGlue, type TextDataset } from './datasets.js';
 import { glueMetricNames, glueTask } from './glue.js';
 import { tokenizeDataset } from './data.js';
 import { EarlyStoppingCallback, listCheckpoints, Trainer, validateArgs, type LogEntry, type TrainingArguments } from './trainer.js';
-import { UsageError, UserError } from './errors.js';
+import { InputError, UsageError, UserError } from './errors.js';
 import { lockOutputDir, saveAsUnit, writeFileAtomic } from './fsutil.js';
-import { addon } from './native.js';
+import { addon, exitNow } from './native.js';
 import { checkFlags, flagOf, trainingArgsOf, yargsOptions, type Command } from './cli-flags.js';
-import { Dashboard } from './dashboard.js';
-import { checkDdpOptions, DistributedContext, torchrunEnv, type TorchrunEnv } from './distributed.js';
-import { launch, watchLauncher } from './launch.js';
+import { Dashboard, isLoopbackHost } from './dashboard.js';
+import { maskToken } from './hub.js';
+import { checkDdpOptions, checkHost, DistributedContext, resolveHost, torchrunEnv, type TorchrunEnv } from './distributed.js';
+import { failedPeer, launch, watchLauncher } from './launch.js';
+import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 
 type Out = (line: string) => void;
 /** Parsed flags, by their kebab-case names (src/cli-flags.ts lists them). */
 type Flags = Record<string, any>;  // eslint-disable-line @typescript-eslint/no-explicit-any
 
-/** What an interrupt does now: stop training and checkpoint, or (after training) let the final save finish. */
-let phase: 'training' | 'final-save' = 'training';
+/**
+ * What an interrupt does now. 'setup' (loading, joining the process group) and 'command' (predict, evaluate) have
+ * nothing to save: they stop at once. 'training' stops after the current step with a checkpoint; 'final-save' lets
+ * the final save finish; 'launcher' passes the signal to its workers (launch.ts), each of which says what it does.
+ */
+let phase: 'setup' | 'training' | 'final-save' | 'command' | 'launcher' = 'command';
 
 export async function main(argv = hideBin(process.argv), out: Out = stdoutLine, err: Out = stderrLine): Promise<number> {
   let code = 0;
+  phase = 'command';
   const controller = new AbortController();
   // Ctrl-C, SIGTERM (timeout, docker stop, Kubernetes) and SIGHUP (a closed terminal) all ask for the same clean
   // stop. A process manager often forwards a signal the terminal also sends: one within a second of the first is
@@ -35,9 +43,20 @@ export async function main(argv = hideBin(process.argv), out: Out = stdoutLine, 
   const onSignal = (sig: NodeJS.Signals) => {
     const now = performance.now();
     if (first && now - first < 1000) return;
-    if (first) process.exit(130);
+    if (first) exitNow(130);
     first = now;
-    err(phase === 'training'
+    const peer = failedPeer();
+    if (peer !== undefined) {
+      // The launcher stops the job because a worker failed: without it no rank can save.
+      err(`error: rank ${process.env.RANK}: worker rank ${peer} failed; stopping without a checkpoint (the job cannot save without every rank)`);
+      exitNow(1);
+    }
+    if (phase === 'setup' || phase === 'command') {
+      err(`Interrupted (${sig}): stopping${phase === 'setup' ? ' before training started (nothing to save)' : ''}`);
+      exitNow(130);
+    }
+    if (phase === 'launcher') err(`Interrupted (${sig}): passed on to the workers (again to stop them at once)`);
+    else err(phase === 'training'
       ? `Interrupted (${sig}): finishing the current step and saving a checkpoint (Ctrl-C again to quit now)`
       : `Interrupted (${sig}): training is done; finishing the final save (Ctrl-C again to quit now)`);
     controller.abort();
@@ -65,7 +84,9 @@ export async function main(argv = hideBin(process.argv), out: Out = stdoutLine, 
     const { code: exit, lines } = errorReport(e, argv.includes('--debug') || process.env.BERT_TRAINER_DEBUG === '1');
     // Several workers share a terminal: each says which rank it is.
     const r = process.env.RANK, rank = process.env.WORLD_SIZE && process.env.WORLD_SIZE !== '1' && r && !lines[0].startsWith(`error: rank ${r}:`) ? `[rank ${r}] ` : '';
-    for (const l of lines) err(rank + l);
+    // Whatever a server relayed into an error, the token never reaches the terminal.
+    const flagToken = argv[argv.indexOf('--hub-token') + 1];
+    for (const l of lines) err(rank + maskToken(maskToken(l, argv.includes('--hub-token') ? flagToken : undefined), process.env.HF_TOKEN));
     return exit;
   } finally {
     for (const s of signals) process.off(s, onSignal);
@@ -120,6 +141,15 @@ async function loadModelAndTokenizer(a: Flags, extra: Parameters<typeof BertForS
   return { tok, model, maxLength };
 }
 
+/**
+ * Training and evaluation read one class per row (GLUE, files); a multi-label model needs a set of classes per row,
+ * which nothing here reads yet: refused by name instead of failing on the label count.
+ */
+function refuseMultiLabel(a: Flags, model: BertForSequenceClassification, command: string) {
+  if (model.problemType === 'multi_label_classification')
+    throw new InputError(`${a.model}/config.json`, `problem_type "multi_label_classification": ${command} reads one class per row, so a multi-label model cannot be ${command === 'train' ? 'trained' : 'evaluated'} here (predict gives its per-label sigmoid scores)`);
+}
+
 /** The labels a model was trained with, so a file's labels are read through its label2id, as run_glue.py does. */
 function modelLabels(model: BertForSequenceClassification): { labelNames?: string[]; isRegression: boolean } {
   if (model.problemType === 'regression') return { isRegression: true };
@@ -165,6 +195,31 @@ function dashboardFlags(a: Flags): { port: number; host: string } | undefined {
   return { port: p === '' ? 0 : Number(p), host: a['dashboard-host'] ?? '127.0.0.1' };
 }
 
+/** --logging-dir, before anything loads: a folder, or a path where one can be made (TensorBoard writes there). */
+async function checkLoggingDir(dir: string | undefined): Promise<void> {
+  if (dir === undefined) return;
+  // ENOTDIR: a part of the path is a file, named by the walk below.
+  const st = await fs.stat(dir).catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' || e.code === 'ENOTDIR' ? null : Promise.reject(e))).catch((e: Error) => {
+    throw new UsageError(`--logging-dir ${dir}: ${e.message}`);
+  });
+  if (st && !st.isDirectory()) throw new UsageError(`--logging-dir ${dir}: is a file, not a folder`);
+  if (!st) {
+    // The nearest existing parent must be a folder we may write to.
+    let parent = path.dirname(path.resolve(dir));
+    for (;;) {
+      const p = await fs.stat(parent).catch(() => null);
+      if (p) {
+        if (!p.isDirectory()) throw new UsageError(`--logging-dir ${dir}: ${parent} is a file, not a folder`);
+        await fs.access(parent, fsConstants.W_OK).catch(() => { throw new UsageError(`--logging-dir ${dir}: ${parent} is not writable`); });
+        return;
+      }
+      const up = path.dirname(parent);
+      if (up === parent) return;
+      parent = up;
+    }
+  }
+}
+
 /** --nproc-per-node and the flags that go with it, checked; null when this process is not a launcher. */
 function launchFlags(a: Flags) {
   const int = (name: string, min: number, max = Number.MAX_SAFE_INTEGER) => {
@@ -172,26 +227,37 @@ function launchFlags(a: Flags) {
     if (v !== undefined && (!Number.isInteger(v) || v < min || v > max)) throw new UsageError(`--${name} must be an integer in [${min}, ${max}], got ${JSON.stringify(v)}`);
     return v as number | undefined;
   };
-  const nproc = int('nproc-per-node', 1), nnodes = int('nnodes', 1)!, nodeRank = int('node-rank', 0)!, masterPort = int('master-port', 1, 65535);
+  const nproc = int('nproc-per-node', 1, MAX_NPROC_PER_NODE), nnodes = int('nnodes', 1)!, nodeRank = int('node-rank', 0)!, masterPort = int('master-port', 1, 65535);
   if (nodeRank >= nnodes) throw new UsageError(`--node-rank ${nodeRank} must be below --nnodes ${nnodes}`);
   checkDdpOptions({ timeoutSeconds: a['ddp-timeout'], bucketCapMb: a['ddp-bucket-cap-mb'] });
   if (nproc === undefined) {
     if (nnodes > 1) throw new UsageError('--nnodes needs --nproc-per-node');
     return null;
   }
+  checkHost(String(a['master-addr']), '--master-addr');
   return { nprocPerNode: nproc, nnodes, nodeRank, masterAddr: String(a['master-addr']), masterPort: masterPort ?? (nnodes > 1 ? 29500 : undefined) };
 }
 
+/** torchrun sets no bound; one process per core is the useful most on a CPU, and a GPU machine has at most a few dozen. */
+const MAX_NPROC_PER_NODE = 1024;
+
 async function train(a: Flags, argv: string[], out: Out, err: Out, signal: AbortSignal): Promise<number> {
+  phase = 'setup';
   const args = trainingArgsOf(a, 'train');
   validateArgs(args, flagOf);  // usage errors before any loading, named by their flags
   deviceFlag(a.device);
   if (a['max-length'] !== undefined && (!Number.isInteger(a['max-length']) || a['max-length'] < 3)) throw new UsageError('--max-length must be an integer >= 3');
+  await checkLoggingDir(a['logging-dir']);
   const dash = dashboardFlags(a);
   const launcher = launchFlags(a);
   const worker = torchrunEnv();  // set by torchrun, a scheduler, or our own launcher
   if (launcher && !worker) {
     // This process only starts the workers (each runs this same command line as a worker).
+    await resolveHost(launcher.masterAddr, '--master-addr');
+    const cores = os.availableParallelism();
+    if (launcher.nprocPerNode > cores && !(a.device === 'cuda' || (a.device === 'auto' && addon().runtime().cudaAvailable)))
+      err(`warning: --nproc-per-node ${launcher.nprocPerNode} is more than this machine's ${cores} cores: the workers will share them and each step will be slower`);
+    phase = 'launcher';
     const script = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'train.js');
     return launch({ ...launcher, command: [script, ...argv], err });
   }
@@ -205,6 +271,8 @@ async function train(a: Flags, argv: string[], out: Out, err: Out, signal: Abort
     if (dash && main) {
       dashboard = new Dashboard();
       const url = await dashboard.listen(dash.port, dash.host).catch((e) => { throw new UsageError(`--dashboard ${dash.port} on ${dash.host}: ${(e as Error).message}`); });
+      if (!isLoopbackHost(dash.host))
+        err(`warning: --dashboard-host ${dash.host}: the dashboard (the run's logs and metrics, no authentication) can be read by anyone who can reach this machine on that address`);
       if (a.json) out(JSON.stringify({ event: 'dashboard', url })); else err(`Dashboard: ${url}`);
     }
     return await trainLocked(a, args, main ? out : () => {}, err, signal, dashboard, worker ?? undefined);
@@ -231,13 +299,13 @@ async function joinProcessGroup(a: Flags, env: TorchrunEnv): Promise<Distributed
 }
 
 async function trainLocked(a: Flags, args: Partial<TrainingArguments>, out: Out, err: Out, signal: AbortSignal, dashboard?: Dashboard, worker?: TorchrunEnv): Promise<number> {
-  phase = 'training';
   const log = (o: object, text: string) => out(a.json ? JSON.stringify(o) : text);
   const dist = worker ? await joinProcessGroup(a, worker) : undefined;
   const main = dist?.isMain ?? true;
   const { train: trainText, validation, task } = await loadSplits(a, true);
   const { tok, model, maxLength } = await loadModelAndTokenizer(a, { seed: a.seed, ...labelInfo(trainText!), ...(dist ? { device: dist.device as Device } : {}) });
   try {
+    refuseMultiLabel(a, model, 'train');
     if (main) reportLoading(a.model, model, (o, t) => (a.json ? out(JSON.stringify(o)) : err(t)));
     const trainData = await tokenizeDataset(trainText!, tok, maxLength);
     const evalData = validation ? await tokenizeDataset(validation, tok, maxLength) : undefined;
@@ -278,6 +346,7 @@ async function trainLocked(a: Flags, args: Partial<TrainingArguments>, out: Out,
         warning: (w) => err(`warning: ${w}`),
       },
     });
+    phase = 'training';
     const result = await trainer.train({ resumeFromCheckpoint: resume });
     progress.clear();
     if (result.interrupted) {
@@ -291,7 +360,7 @@ async function trainLocked(a: Flags, args: Partial<TrainingArguments>, out: Out,
     const all = { ...result.metrics, ...evalMetrics };
     if (a['do-predict']) {
       // As run_glue.py's do_predict: each test split (MNLI: matched and mismatched) into predict_results_<task>.txt.
-      const sets = a['test-file'] ? [{ name: task ?? 'None', rows: await loadDataFile(a['test-file'], { textColumns: a['text-columns']?.split(',').map((c: string) => c.trim()) }) }]
+      const sets = a['test-file'] ? [{ name: task ?? 'None', rows: await loadDataFile(a['test-file'], { textColumns: a['text-columns']?.split(',').map((c: string) => c.trim()), ignoreLabels: true }) }]
         : task ? await Promise.all(glueTask(task).splits.filter((sp) => sp.startsWith('test')).map(async (sp) => ({ name: sp === 'test_mismatched' ? `${task}-mm` : task, rows: await loadGlue(task, sp) })))
         : [];
       if (!sets.length) throw new UsageError('--do-predict with local files needs --test-file');
@@ -409,7 +478,7 @@ async function predict(a: Flags, out: Out): Promise<number> {
     rows = await loadGlue(task.name, a.split);
     taskName = a.split === 'test_mismatched' ? `${task.name}-mm` : task.name;
   } else if (a.file) {
-    rows = await loadDataFile(a.file, {});
+    rows = await loadDataFile(a.file, { ignoreLabels: true });
     if (a.task !== undefined) taskName = a.task;
   } else {
     if (!a.sentence1?.length) throw new UsageError('predict needs --sentence1 (and --sentence2 for pairs), --file or --split');
@@ -435,6 +504,12 @@ async function predict(a: Flags, out: Out): Promise<number> {
       let result: Record<string, unknown>;
       if (model.problemType === 'regression') {
         result = { score: row[0] };
+      } else if (model.problemType === 'multi_label_classification') {
+        // As the text-classification pipeline for multi-label models: a sigmoid per label; the labels above 0.5.
+        const probs = row.map((v) => 1 / (1 + Math.exp(-v)));
+        const best = probs.indexOf(Math.max(...probs));
+        result = { label: best, label_name: model.config.id2label[String(best)], score: probs[best], probabilities: probs,
+          labels: probs.flatMap((p, k) => (p > 0.5 ? [model.config.id2label[String(k)]] : [])) };
       } else {
         const mx = Math.max(...row), ex = row.map((v) => Math.exp(v - mx)), sum = ex.reduce((x, y) => x + y, 0);
         const probs = ex.map((v) => v / sum);
@@ -452,6 +527,7 @@ async function predict(a: Flags, out: Out): Promise<number> {
 async function evaluate(a: Flags, out: Out): Promise<number> {
   const { tok, model, maxLength } = await loadModelAndTokenizer(a);
   try {
+    refuseMultiLabel(a, model, 'evaluate');
     const { validation, task } = await loadSplits({ task: a.task, 'validation-file': a['validation-file'] }, false, a.split, modelLabels(model));
     const data = await tokenizeDataset(validation!, tok, maxLength);
     const trainer = new Trainer({ model, tokenizer: tok, task, args: trainingArgsOf(a, 'evaluate') });

@@ -1,4 +1,5 @@
 // BertConfig as transformers reads config.json: defaults, validation with the file and field named, overrides.
+import os from 'node:os';
 import { InputError, show } from './errors.js';
 import { addon } from './native.js';
 
@@ -126,14 +127,46 @@ export function parseConfig(raw: unknown, file: string, o: ConfigOverrides = {})
     n = o.numLabels;
     names = undefined;
   }
-  if (!Number.isInteger(n) || n < 1 || n > 100000) throw new InputError(file, `the number of labels must be an integer >= 1, got ${show(n)}`);
+  if (!Number.isInteger(n) || n < 1 || n > MAX_LABELS) throw new InputError(file, `the number of labels must be an integer in [1, ${MAX_LABELS}], got ${show(n)}`);
   Object.assign(c, labelMaps(n, names));
   delete c.num_labels;
   const pt = o.problemType ?? (r.problem_type as ProblemType | null | undefined) ?? null;
   if (pt !== null && !['regression', 'single_label_classification', 'multi_label_classification'].includes(pt))
     throw new InputError(file, `problem_type ${show(pt)} is not one of regression, single_label_classification, multi_label_classification`);
   c.problem_type = pt;
+  checkFits(c, file, 4, 'its fp32 weights alone');
   return c;
+}
+
+const MAX_LABELS = 100000;
+
+/** The parameters of a BertForSequenceClassification with this config (what the addon allocates). */
+export function parameterCount(c: BertConfig): number {
+  const H = c.hidden_size, I = c.intermediate_size, n = numLabels(c);
+  const embeddings = (c.vocab_size + c.max_position_embeddings + c.type_vocab_size) * H + 2 * H;
+  const layer = 4 * (H * H + H) + 2 * H + (H * I + I) + (I * H + H) + 2 * H;
+  return embeddings + c.num_hidden_layers * layer + (H * H + H) + (H * n + n);
+}
+
+/** Bytes of memory this process can still take: the kernel's MemAvailable, within a cgroup's limit if it has one. */
+export function availableMemory(): number {
+  const limit = process.constrainedMemory?.() ?? 0;
+  const free = os.freemem();
+  return limit > 0 && limit < Number.MAX_SAFE_INTEGER ? Math.min(free, Math.max(0, limit - process.memoryUsage.rss())) : free;
+}
+
+/**
+ * Each field of a config can be in range while their product is not: refuse, naming the file, a model that cannot
+ * fit in memory before anything is allocated (the kernel would kill the process after minutes of swapping).
+ * `bytesPerParameter`: 4 to hold fp32 weights; training adds gradients and AdamW's two moments (16 in all).
+ */
+export function checkFits(c: BertConfig, file: string, bytesPerParameter: number, what: string): void {
+  const params = parameterCount(c), need = params * bytesPerParameter, have = availableMemory();
+  if (need > have) {
+    const gb = (b: number) => `${(b / 2 ** 30).toFixed(1)} GB`;
+    throw new InputError(file, `this configuration makes a model of ${params.toExponential(2)} parameters (vocab_size ${c.vocab_size}, hidden_size ${c.hidden_size}, ` +
+      `num_hidden_layers ${c.num_hidden_layers}, intermediate_size ${c.intermediate_size}): ${what} need ${gb(need)}, and this machine has ${gb(have)} of memory available`);
+  }
 }
 
 /** What save() writes: the config as transformers writes it for BertForSequenceClassification. */

@@ -2,7 +2,8 @@
 // a server-sent-events stream of the run's events (progress, logs, evaluations, the end). A page opened late gets
 // everything so far first. An app can embed the same page and stream (the Electron example, for instance).
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
+import os from 'node:os';
 
 export type DashboardEvent =
   | { type: 'start'; device: string; trainRows: number; evalRows: number; maxSteps?: number; args?: object }
@@ -10,6 +11,11 @@ export type DashboardEvent =
   | { type: 'log'; entry: Record<string, number> }
   | { type: 'end'; metrics: Record<string, number>; interrupted?: boolean }
   | { type: 'error'; message: string };
+
+/** Loopback addresses: a dashboard bound elsewhere is reachable from the network (and has no authentication). */
+export function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}
 
 export class Dashboard {
   private server: http.Server | undefined;
@@ -21,6 +27,7 @@ export class Dashboard {
 
   /** Starts serving; port 0 picks a free one. Returns the page's URL. */
   async listen(port = 0, host = '127.0.0.1'): Promise<string> {
+    this.boundHost = host.toLowerCase();
     this.server = http.createServer((req, res) => this.handle(req, res));
     await new Promise<void>((resolve, reject) => {
       this.server!.once('error', reject);
@@ -43,8 +50,23 @@ export class Dashboard {
     this.server = undefined;
   }
 
+  private boundHost = '127.0.0.1';
+
+  /**
+   * DNS rebinding: a page on attacker.example whose name is re-pointed at 127.0.0.1 reaches this server as same-
+   * origin, with "Host: attacker.example". Only hosts that name this machine are served: IP addresses, localhost,
+   * this machine's name, and the host the server was told to bind.
+   */
+  private hostAllowed(header: string | undefined): boolean {
+    if (!header) return false;
+    const m = /^(?:\[([^\]]+)\]|([^:]+))(?::\d+)?$/.exec(header.trim());
+    const name = (m?.[1] ?? m?.[2] ?? '').toLowerCase().replace(/\.$/, '');
+    return !!name && (net.isIP(name) !== 0 || name === 'localhost' || name.endsWith('.localhost') || name === os.hostname().toLowerCase() || name === this.boundHost);
+  }
+
   private handle(req: http.IncomingMessage, res: http.ServerResponse) {
     const url = (req.url ?? '/').split('?')[0];
+    if (!this.hostAllowed(req.headers.host)) { res.writeHead(403, { 'content-type': 'text/plain' }).end('forbidden: unknown Host header'); return; }
     if (req.method !== 'GET') { res.writeHead(405).end(); return; }
     if (url === '/') {
       res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' }).end(PAGE);

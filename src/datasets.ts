@@ -31,6 +31,8 @@ export interface ColumnOptions {
   isRegression?: boolean;
   /** Training data: a file without a recognisable label column is an error naming its columns. */
   requireLabels?: boolean;
+  /** Prediction: the label column, if any, is not read (labels come back null). */
+  ignoreLabels?: boolean;
 }
 
 type Row = Record<string, unknown>;
@@ -260,7 +262,9 @@ function fromRows(rows: Row[], file: string, o: ColumnOptions, firstRow: number)
   let labels: Int32Array | Float32Array | null = null;
   let labelNames = o.labelNames ?? [];
   let isRegression = o.isRegression ?? false;
-  if (labelCol !== undefined && columns.includes(labelCol)) {
+  if (o.ignoreLabels) {
+    // predict: the model has its labels, and a file's labels (one class, unknown names) are not its concern
+  } else if (labelCol !== undefined && columns.includes(labelCol)) {
     const raw = rows.map((r, i) => {
       const v = r[labelCol];
       if (v === undefined || v === null || v === '') throw new InputError(file, `${where(i)}: missing label in column ${JSON.stringify(labelCol)}`);
@@ -285,7 +289,8 @@ function fromRows(rows: Row[], file: string, o: ColumnOptions, firstRow: number)
         const distinct = [...new Set(raw.map(key))];
         const allNumbers = distinct.every((d) => Number.isFinite(Number(d)));
         labelNames = allNumbers ? distinct.map(Number).sort((x, y) => x - y).map(String) : distinct.sort();
-        if (labelNames.length < 2)
+        // Training a new head needs two classes; evaluating one file's rows against them does not.
+        if (labelNames.length < 2 && o.requireLabels)
           throw new InputError(file, `column ${JSON.stringify(labelCol)} has a single label (${show(labelNames[0])}) in all ${raw.length} rows: a classifier needs at least 2 classes`);
       }
       // Known class names first (the model's label2id, or the training file's classes); a bare integer is a class

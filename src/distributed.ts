@@ -1,6 +1,8 @@
 // Data-parallel training on libtorch's c10d, with torchrun's environment contract: each process reads RANK,
 // WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT, joins a process group (Gloo on the CPU,
 // NCCL on CUDA), and the model's gradients are all-reduced by c10d's Reducer during backward, as DDP does.
+import dns from 'node:dns/promises';
+import net from 'node:net';
 import { addon, type NativeProcessGroup } from './native.js';
 import { show, UsageError } from './errors.js';
 
@@ -45,6 +47,7 @@ export function torchrunEnv(env: NodeJS.ProcessEnv = process.env): TorchrunEnv |
   const localRank = int('LOCAL_RANK', 0, localWorldSize - 1, rank % localWorldSize);
   const masterAddr = env.MASTER_ADDR;
   if (!masterAddr) throw new UsageError('MASTER_ADDR is not set: a distributed worker needs RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT (torchrun and --nproc-per-node set them)');
+  checkHost(masterAddr, 'MASTER_ADDR');
   const masterPort = int('MASTER_PORT', 1, 65535);
   const agentStore = env.TORCHELASTIC_USE_AGENT_STORE === 'True';
   const storePrefix = agentStore ? `/worker/attempt_${env.TORCHELASTIC_RESTART_COUNT ?? '0'}` : '';
@@ -60,6 +63,34 @@ export interface DistributedOptions {
   timeoutSeconds?: number;
   /** Gradient bucket size in MiB (ddp_bucket_cap_mb). */
   bucketCapMb?: number;
+}
+
+const HOSTNAME = /^(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
+
+/** MASTER_ADDR / --master-addr: a host name or an IP address, nothing else (a port goes in MASTER_PORT). */
+export function checkHost(value: string, name: string): void {
+  if (net.isIP(value) || HOSTNAME.test(value)) return;
+  const port = /^(.+):(\d+)$/.exec(value);
+  throw new UsageError(port && (net.isIP(port[1]) || HOSTNAME.test(port[1]))
+    ? `${name} ${show(value)} has a port: give the host alone (${port[1]}) and the port as ${name === 'MASTER_ADDR' ? 'MASTER_PORT' : '--master-port'}`
+    : `${name} must be a host name or an IP address, got ${show(value)}`);
+}
+
+/**
+ * The address a host name stands for, found before any rendezvous: a name that does not resolve fails here in a
+ * line, instead of c10d retrying it every second until ddp_timeout.
+ */
+export async function resolveHost(value: string, name: string, timeoutMs = 10_000): Promise<string> {
+  if (net.isIP(value)) return value;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const found = await Promise.race([dns.lookup(value), new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`no answer in ${timeoutMs / 1000} s`)), timeoutMs); })]);
+    return found.address;
+  } catch (e) {
+    throw new UsageError(`${name} ${show(value)} does not resolve to an address (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** ddp_timeout and ddp_bucket_cap_mb with their defaults, checked (the launcher checks them before starting workers). */
@@ -93,7 +124,8 @@ export class DistributedContext {
     const device = o.device === 'cpu' ? 'cpu' : `cuda:${env.localRank}`;
     const a = addon();
     if (!a.runtime().distributedBackends.includes(o.device === 'cpu' ? 'gloo' : 'nccl'))
-      throw new UsageError(`this build of the addon has no ${o.device === 'cpu' ? 'Gloo' : 'NCCL'} backend (it was compiled without its headers; see the README's "Multiple processes and machines")`);
+      throw new UsageError(`this build of the addon has no ${o.device === 'cpu' ? 'Gloo' : 'NCCL'} backend (it was compiled without its headers: ${o.device === 'cpu' ? 'apt-get install libgloo-dev' : 'a CUDA torch wheel with nvidia-nccl'}, then \`npm run rebuild\`, which configures anew; see the README's "Multiple processes and machines")`);
+    await resolveHost(env.masterAddr, 'MASTER_ADDR');
     const native = new a.ProcessGroup();
     let backend: string;
     try {
@@ -115,11 +147,20 @@ export class DistributedContext {
 
   /** In place on every rank, in call order (every rank must make the same calls). */
   allReduce(values: Float64Array, op: 'sum' | 'max' | 'min' = 'sum'): Promise<Float64Array> {
-    const p = this.queue.then(() => this.native.allReduce(values, op).catch((e) => {
-      throw new Error(`rank ${this.rank}: a collective failed, so another rank has stopped or is unreachable (${nativeReason(e)})`);
-    })).then(() => values);
+    const p = this.queue.then(() => this.native.allReduce(values, op).catch((e) => { throw this.collectiveError(e); })).then(() => values);
     this.queue = p.catch(() => undefined);
     return p;
+  }
+
+  /**
+   * The one line a failed collective (an all-reduce here, or a gradient bucket's during backward) becomes: what it
+   * means, not Gloo's socket text; a timeout names --ddp-timeout.
+   */
+  collectiveError(e: unknown): Error {
+    const reason = nativeReason(e);
+    const why = /timed? ?out|timeout/i.test(reason) ? `no answer within ${this.timeoutSeconds} s (--ddp-timeout)`
+      : /read error|write error|connection|broken pipe|socket|GLHF|peer/i.test(reason) ? 'the connection to it was lost' : reason;
+    return new Error(`rank ${this.rank}: a collective failed, so another rank has stopped or is unreachable (${why})`);
   }
 
   /** Every rank waits here until all have arrived. */

@@ -111,7 +111,10 @@ export async function saveAsUnit(dir: string, write: (tmpDir: string) => Promise
   const tmp = path.join(dir, `.final.tmp-${process.pid}`);
   await fs.rm(tmp, { recursive: true, force: true });
   await fs.mkdir(tmp, { recursive: true });
-  await write(tmp);
+  await write(tmp).catch(async (e) => {
+    await fs.rm(tmp, { recursive: true, force: true }).catch(() => undefined);  // a full disk is not left fuller
+    throw e;
+  });
   await writeFileAtomic(path.join(dir, INCOMPLETE_SAVE), `pid ${process.pid}\n`);
   for (const name of await fs.readdir(tmp)) await fs.rename(path.join(tmp, name), path.join(dir, name));
   await fs.rm(tmp, { recursive: true, force: true });

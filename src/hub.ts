@@ -40,6 +40,14 @@ export function hubEndpoint(o: { endpoint?: string } = {}): string {
   return (o.endpoint ?? process.env.HF_ENDPOINT ?? 'https://huggingface.co').replace(/\/+$/, '');
 }
 
+/**
+ * Text that a server sent back, or an error built from it, with the token masked: a server (or a proxy) that echoes
+ * the request's Authorization header must not put the token on a terminal or into a log.
+ */
+export function maskToken(text: string, token: string | undefined = hubToken()): string {
+  return token && token.length >= 4 ? text.split(token).join('<HUB_TOKEN>') : text;
+}
+
 /** The token: the option, else HF_TOKEN. */
 export function hubToken(o: { token?: string } = {}): string | undefined {
   return o.token ?? process.env.HF_TOKEN ?? undefined;
@@ -155,11 +163,11 @@ export async function hubFile(repo: string, file: string, o: HubOptions & { opti
     if (e instanceof HubError) throw e;
     const hit = await cachedFile(repo, file, o);
     if (hit && isNetworkError(e)) {
-      o.onWarning?.(`the Hub could not be reached (${(e as Error).message}); using the cached ${file} of ${repo}`);
+      o.onWarning?.(`the Hub could not be reached (${maskToken((e as Error).message, hubToken(o))}); using the cached ${file} of ${repo}`);
       return hit;
     }
     if (o.optional && isNetworkError(e) && await knownMissing(repo, file, o)) return null;
-    throw notFound(repo, file, o, `the Hub request failed (${(e as Error).message})`);
+    throw notFound(repo, file, o, `the Hub request failed (${maskToken((e as Error).message, hubToken(o))})`);
   }
 }
 

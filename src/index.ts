@@ -23,3 +23,4 @@ export { Dashboard, type DashboardEvent } from './dashboard.js';
 export { TensorBoardWriter } from './tensorboard.js';
 export { DistributedContext, torchrunEnv, shardBatches, DEFAULT_DDP_TIMEOUT, DEFAULT_BUCKET_CAP_MB } from './distributed.js';
 export type { DistributedOptions, TorchrunEnv } from './distributed.js';
+export { cpuInfo, type CpuInfo } from './cpu.js';

@@ -4,6 +4,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import os from 'node:os';
+import { exitNow } from './native.js';
 
 export interface LaunchOptions {
   nprocPerNode: number;
@@ -41,14 +42,21 @@ export async function launch(o: LaunchOptions): Promise<number> {
   const workers: ChildProcess[] = [];
   let failed: { rank: number; code: number } | undefined;
   let killTimer: NodeJS.Timeout | undefined;
-  const stopAll = () => {
-    for (const w of workers) if (w.exitCode === null && w.signalCode === null) w.kill('SIGTERM');
+  const live = () => workers.filter((w) => w.exitCode === null && w.signalCode === null);
+  const stopAll = (failedRank: number) => {
+    // Told first why: a worker whose peer is gone cannot save a checkpoint (rank 0 waits for every rank), so it
+    // stops without promising one.
+    for (const w of live()) { try { w.send({ event: 'peer-failed', rank: failedRank }); } catch { /* channel closed: SIGTERM still goes */ } }
+    for (const w of live()) w.kill('SIGTERM');
     killTimer ??= setTimeout(() => { for (const w of workers) if (w.exitCode === null && w.signalCode === null) w.kill('SIGKILL'); }, GRACE_S * 1000);
   };
   // An interrupt or termination of the launcher goes to every worker (each saves a checkpoint and stops).
   const forward = (sig: NodeJS.Signals) => { for (const w of workers) if (w.exitCode === null) w.kill(sig); };
   const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
   for (const s of signals) process.on(s, forward);
+  // However the launcher ends (a second Ctrl-C quits it at once), no worker outlives it.
+  const killAll = () => { for (const w of live()) w.kill('SIGKILL'); };
+  process.on('exit', killAll);
   const codes = await Promise.all(Array.from({ length: o.nprocPerNode }, (_, local) => {
     const rank = o.nodeRank * o.nprocPerNode + local;
     const env = {
@@ -67,7 +75,7 @@ export async function launch(o: LaunchOptions): Promise<number> {
           failed = { rank, code: c };
           const others = workers.length - 1;
           o.err(`error: worker rank ${rank} (pid ${w.pid}) ${signal ? `was killed by ${signal}` : `exited with code ${code}`}${others ? `; stopping the other ${others} worker${others > 1 ? 's' : ''}` : ''}`);
-          stopAll();
+          stopAll(rank);
         }
         resolve(c);
       });
@@ -75,6 +83,7 @@ export async function launch(o: LaunchOptions): Promise<number> {
   }));
   clearTimeout(killTimer);
   for (const s of signals) process.off(s, forward);
+  process.off('exit', killAll);
   if (failed) return failed.code === 2 ? 2 : 1;
   return codes.every((c) => c === 0) ? 0 : codes.includes(130) ? 130 : 1;
 }
@@ -85,6 +94,13 @@ export function watchLauncher(err: (line: string) => void): void {
   process.channel.unref();  // the channel alone must not keep a finished worker alive
   process.once('disconnect', () => {
     err(`error: rank ${process.env.RANK}: the launcher exited; stopping`);
-    process.exit(1);
+    exitNow(1);
+  });
+  process.on('message', (m: { event?: string; rank?: number }) => {
+    if (m?.event === 'peer-failed') peerFailed = m.rank;
   });
 }
+
+let peerFailed: number | undefined;
+/** In a worker: the rank whose failure made the launcher stop this job, once it has said so; else undefined. */
+export function failedPeer(): number | undefined { return peerFailed; }

@@ -4,7 +4,7 @@
 import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { commit, createRepo, HubApiError, whoAmI } from '@huggingface/hub';
-import { hubEndpoint, hubToken, validateRepoId } from './hub.js';
+import { hubEndpoint, hubToken, maskToken, validateRepoId } from './hub.js';
 import { UsageError } from './errors.js';
 import type { LogEntry, TrainingArguments } from './trainer.js';
 
@@ -40,7 +40,7 @@ export async function resolveRepoId(o: PushOptions, outputDir: string): Promise<
   }
   const accessToken = requireHubToken(o);
   const me = await whoAmI({ accessToken, hubUrl: hubEndpoint(o) }).catch((e) => {
-    throw new Error(`push to the Hub: cannot ask ${hubEndpoint(o)} whose token this is (${(e as Error).message}); name the repo as --hub-model-id namespace/name`);
+    throw new Error(`push to the Hub: cannot ask ${hubEndpoint(o)} whose token this is (${maskToken((e as Error).message, accessToken)}); name the repo as --hub-model-id namespace/name`);
   });
   const repo = `${me.name}/${id}`;
   validateRepoId(repo);
@@ -55,7 +55,7 @@ export async function pushFolder(folder: string, repo: string, message: string, 
   const accessToken = requireHubToken(o), hubUrl = hubEndpoint(o);
   const fail = (e: unknown): never => {
     const status = e instanceof HubApiError ? ` (HTTP ${e.statusCode})` : '';
-    throw new Error(`push to ${hubUrl}/${repo} failed${status}: ${(e as Error).message.split('\n')[0]}; the local files in ${folder} are intact`);
+    throw new Error(`push to ${hubUrl}/${repo} failed${status}: ${maskToken((e as Error).message.split('\n')[0], accessToken)}; the local files in ${folder} are intact`);
   };
   try {
     await createRepo({ repo: { type: 'model', name: repo }, accessToken, hubUrl, private: o.private });

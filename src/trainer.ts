@@ -11,6 +11,7 @@ import { exists, readJson, writeFileAtomic } from './fsutil.js';
 import { readSafetensors } from './safetensors.js';
 import { defaultLoggingDir, TensorBoardWriter, tensorboardTags } from './tensorboard.js';
 import { glueMetric } from './metrics.js';
+import { checkFits } from './config.js';
 import { InputError, show, UsageError } from './errors.js';
 import { type DistributedContext, shardBatches } from './distributed.js';
 import { HUB_STRATEGIES, type HubStrategy, modelCard, pushFolder, requireHubToken, resolveRepoId } from './push.js';
@@ -440,6 +441,8 @@ export class Trainer {
     const data = this.o.trainDataset;
     if (!data) throw new UsageError('train() needs a trainDataset');
     if (!data.labels) throw new UsageError('the training dataset has no labels');
+    // The weights are in memory already; gradients and AdamW's two moments take three times as much again.
+    checkFits(model.config, "the model's config.json", 12, "training's gradients and optimizer state");
     const bs = args.perDeviceTrainBatchSize, accum = args.gradientAccumulationSteps;
     // Under data parallelism each rank takes every worldSize-th batch: an epoch has that many fewer steps.
     const dist = this.o.distributed, world = dist?.worldSize ?? 1, rank = dist?.rank ?? 0;
@@ -477,7 +480,7 @@ export class Trainer {
       // As TensorBoardCallback: the arguments and the model config as text, then every log entry as scalars.
       args.loggingDir ??= this.resumedLoggingDir ?? defaultLoggingDir(args.outputDir);
       this.tb = new TensorBoardWriter(args.loggingDir, o.resumeFromCheckpoint ? this.state.global_step + 1 : undefined);
-      this.tb.text('args', argsJson(args));
+      this.tb.text('args', argsJson(args, world));
       this.tb.text('model_config', JSON.stringify(model.config, null, 2));
     }
     if (args.evalOnStart && this.o.evalDataset) await this.evaluate(this.o.evalDataset, 'eval', true);  // as eval_on_start: a baseline at the start step
@@ -504,7 +507,8 @@ export class Trainer {
           samples += rows.length * world;
           const batch = collate(data.enc, rows, { padId: this.padId(), padToMultipleOf: args.padToMultipleOf ?? undefined, labels: data.labels });
           // Gradients are all-reduced on the step's last micro-batch only (DDP's no_sync before it).
-          const loss = await model.trainStep(batch, { lossScale, sync: k === micro.length - 1 });
+          const loss = await model.trainStep(batch, { lossScale, sync: k === micro.length - 1 })
+            .catch((e) => { throw dist && (e as Error).name !== 'UserError' && /gloo|nccl|c10d|connection|timed? ?out/i.test((e as Error).message) ? dist.collectiveError(e) : e; });
           stepLoss += loss * lossScale;
           stepFlos += flopsPerToken * batch.shape[0] * batch.shape[1];
         }
@@ -698,16 +702,12 @@ export class Trainer {
       const st = c.exportState?.();
       if (st) this.state.stateful_callbacks[st.name] = { args: st.args, attributes: st.attributes };
     }
-    if (this.isMain) {
-      await fs.rm(tmp, { recursive: true, force: true });
-      await this.model.save(tmp);
-      await this.o.tokenizer?.save(tmp);
-      await this.model.saveOptimizerState(path.join(tmp, 'optimizer.safetensors'));
-      await writeFileAtomic(path.join(tmp, 'scheduler.json'), JSON.stringify({ last_epoch: this.state.global_step, type: this.args.lrSchedulerType }) + '\n');
-      await this.model.saveRngState(path.join(tmp, rngStateFile(this.rngRank)));
-      await writeFileAtomic(path.join(tmp, 'trainer_state.json'), JSON.stringify(this.state, null, 2) + '\n');
-      await writeFileAtomic(path.join(tmp, 'training_args.json'), argsJson(this.args));
-    }
+    if (this.isMain) await this.writeCheckpoint(tmp).catch(async (e) => {
+      // A full disk (ENOSPC) or any failed write: the half-written folder goes now, not at the next run's start,
+      // so the failed run does not leave the disk fuller than it found it.
+      await fs.rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+      throw e;
+    });
     if (dist) {
       await dist.barrier();
       // A node that does not share rank 0's filesystem has no such folder: its ranks keep their state in their own
@@ -733,6 +733,18 @@ export class Trainer {
     if (this.isMain) await this.rotateCheckpoints();
     if (dist) await dist.barrier();
     return dir;
+  }
+
+  /** One checkpoint's files, written into `tmp` (renamed to checkpoint-N once every rank has its part). */
+  private async writeCheckpoint(tmp: string): Promise<void> {
+    await fs.rm(tmp, { recursive: true, force: true });
+    await this.model.save(tmp);
+    await this.o.tokenizer?.save(tmp);
+    await this.model.saveOptimizerState(path.join(tmp, 'optimizer.safetensors'));
+    await writeFileAtomic(path.join(tmp, 'scheduler.json'), JSON.stringify({ last_epoch: this.state.global_step, type: this.args.lrSchedulerType }) + '\n');
+    await this.model.saveRngState(path.join(tmp, rngStateFile(this.rngRank)));
+    await writeFileAtomic(path.join(tmp, 'trainer_state.json'), JSON.stringify(this.state, null, 2) + '\n');
+    await writeFileAtomic(path.join(tmp, 'training_args.json'), argsJson(this.args, this.o.distributed?.worldSize ?? 1));
   }
 
   /**
@@ -799,7 +811,16 @@ export class Trainer {
     // As the Trainer warns when the batch size changed: a resumed run with other hyperparameters is a different run.
     const argsFile = path.join(dir, 'training_args.json');
     if (await exists(argsFile)) {
-      const saved = (await readJson(argsFile)) as Partial<TrainingArguments>;
+      const saved = (await readJson(argsFile)) as Partial<TrainingArguments> & { worldSize?: unknown };
+      // A step is one global batch of worldSize × batch × accumulation rows: with another number of processes the
+      // checkpoint's step lands in another epoch, and the schedule would skip or repeat data. Refused, not guessed.
+      const world = this.o.distributed?.worldSize ?? 1;
+      if (typeof saved?.worldSize === 'number' && saved.worldSize !== world) {
+        const rows = (n: number, a: Partial<TrainingArguments>) => n * (a.perDeviceTrainBatchSize ?? 0) * (a.gradientAccumulationSteps ?? 1);
+        throw new UsageError(`${dir} was saved by a run of ${saved.worldSize} process${saved.worldSize === 1 ? '' : 'es'} (${rows(saved.worldSize, saved)} rows a step); ` +
+          `this run has ${world} (${rows(world, this.args)} rows a step), so its steps and epochs would not line up with the checkpoint's. ` +
+          `Resume with ${saved.worldSize === 1 ? 'one process (no --nproc-per-node)' : `--nproc-per-node ${saved.worldSize} (over all nodes)`}, or start a new run from its weights (--model ${dir})`);
+      }
       const keys = ['perDeviceTrainBatchSize', 'gradientAccumulationSteps', 'learningRate', 'lrSchedulerType', 'warmupSteps', 'warmupRatio', 'weightDecay', 'maxGradNorm', 'seed'] as const;
       const changed = keys.filter((k) => saved?.[k] !== undefined && saved[k] !== this.args[k]);
       if (changed.length)
@@ -821,9 +842,12 @@ export class Trainer {
   }
 }
 
-/** training_args.json: the arguments, with the Hub token masked as transformers masks it. */
-function argsJson(args: TrainingArguments): string {
-  return JSON.stringify({ ...args, hubToken: args.hubToken === null ? null : '<HUB_TOKEN>' }, null, 2) + '\n';
+/**
+ * training_args.json: the arguments, with the Hub token masked as transformers masks it, and the number of processes
+ * that trained (a resume checks it: steps count global batches).
+ */
+function argsJson(args: TrainingArguments, worldSize: number): string {
+  return JSON.stringify({ ...args, hubToken: args.hubToken === null ? null : '<HUB_TOKEN>', worldSize }, null, 2) + '\n';
 }
 
 const PACKAGE_VERSION: string = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version;

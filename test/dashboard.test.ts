@@ -3,18 +3,12 @@
 // evaluation accuracy in the epoch table; a screenshot is saved. Skips, saying so, where no Chromium is installed.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { makeHfHome } from './fixtures.js';
-import { root, tempDir } from './helpers.js';
+import { chromium, root, tempDir } from './helpers.js';
 
-function chromium(): string | undefined {
-  for (const name of ['chromium', 'chromium-browser', 'google-chrome']) {
-    try { return execFileSync('which', [name], { encoding: 'utf8' }).trim() || undefined; } catch { /* next */ }
-  }
-  return ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p));
-}
 const browser = chromium();
 
 test('the dashboard page shows the loss curve and the eval accuracy while a run goes on', { skip: browser ? false : 'no Chromium installed (apt-get install chromium); .ci/run installs it' }, async () => {

@@ -2,13 +2,12 @@
 // under plain Node, and its page runs in headless Chromium fed the same events by a stand-in for preload.cjs.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { makePairs, makeTinyModel } from './fixtures.js';
-import { root, tempDir } from './helpers.js';
+import { chromium, root, tempDir } from './helpers.js';
 
 const example = path.join(root, 'examples', 'electron');
 let work: { dir: string; cleanup: () => void };
@@ -41,12 +40,6 @@ test('the example app\'s core (what its utilityProcess runs) trains with progres
   assert.ok(Math.abs(prediction.probabilities.reduce((a: number, b: number) => a + b, 0) - 1) < 1e-6);
 });
 
-function chromium(): string | undefined {
-  for (const name of ['chromium', 'chromium-browser', 'google-chrome']) {
-    try { return execFileSync('which', [name], { encoding: 'utf8' }).trim() || undefined; } catch { /* next */ }
-  }
-  return undefined;
-}
 const browser = chromium();
 
 test('the example\'s page shows progress, the loss curve and a prediction (headless Chromium, preload stand-in)', { skip: browser ? false : 'no Chromium installed (apt-get install chromium); .ci/run installs it' }, async () => {

@@ -1,5 +1,5 @@
-import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -7,6 +7,14 @@ import { projectPython, root } from '../scripts/paths.js';
 
 export { root };
 export const pythonForTests = projectPython;
+
+/** A Chromium for the browser tests (Debian's chromium), or undefined: those tests skip, saying so. */
+export function chromium(): string | undefined {
+  for (const name of ['chromium', 'chromium-browser', 'google-chrome']) {
+    try { return execFileSync('which', [name], { encoding: 'utf8' }).trim() || undefined; } catch { /* next */ }
+  }
+  return ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p));
+}
 
 /** Runs test/python/hf_ref.py; resolves with its JSON output. */
 export function hfRef(command: string, args: object): Promise<any> {

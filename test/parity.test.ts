@@ -143,10 +143,12 @@ test('bf16 autocast: logits, loss and 3 training losses within 1e-2 relative of 
 // Larger weights than BERT's initialisation (initializer_range 0.3) make the loss sensitive to each mask.
 // Checked to fail with ours' probability at 0.05 against transformers' 0.1 (hidden states: z -7.2, spread 0.79x),
 // at 0.2 or 0.4 against 0.3 (attention: spread 0.85x / 1.21x; classifier: z -9.4 / 11.5); with the right ones,
-// |z| stayed under 1.6 and the spreads within 3.5%.
-test('dropout: the training-mode loss over 3,000 draws has the mean and spread of transformers\' (each site, and all)', async () => {
+// |z| stayed under 1.6 and the spreads within 3.5%. Those figures are of 3,000 draws; 1,500 keep npm test within its
+// budget on AVX2-only machines (the 3,000 took 310 s there) and scale each z by 0.71 (-5.1; -6.7 / 8.1), still
+// past the 4.5 bound, while the spread bounds stay over 3 standard errors of the ratio.
+test('dropout: the training-mode loss over 1,500 draws has the mean and spread of transformers\' (each site, and all)', async () => {
   const { dir, cleanup } = tempDir();
-  const draws = 3000;
+  const draws = 1500;
   const mean = (a: number[]) => a.reduce((x, y) => x + y, 0) / a.length;
   const sd = (a: number[]) => Math.sqrt(a.reduce((x, y) => x + (y - mean(a)) ** 2, 0) / (a.length - 1));
   try {
@@ -177,7 +179,7 @@ test('dropout: the training-mode loss over 3,000 draws has the mean and spread o
       const sdRatio = sd(ours) / sd(ref);
       lines.push(`${site}: mean ${mean(ours).toFixed(4)} vs ${mean(ref).toFixed(4)} (z ${z.toFixed(2)}), sd ${sd(ours).toFixed(4)} vs ${sd(ref).toFixed(4)}`);
       assert.ok(sd(ref) > 1e-3, `${site}: transformers' loss barely moves with dropout (sd ${sd(ref)}): the test would not see a difference`);
-      // |z| < 4.5: a false alarm about once in 150,000 runs; the spread of 3,000 draws is known to about 2.5%.
+      // |z| < 4.5: a false alarm about once in 150,000 runs; the ratio of the spreads of 1,500 draws each is known to about 2.6%.
       assert.ok(Math.abs(z) < 4.5, `${site}: ours' mean training-mode loss ${mean(ours)} vs transformers' ${mean(ref)} (z = ${z.toFixed(2)})`);
       assert.ok(sdRatio > 0.88 && sdRatio < 1.14, `${site}: spread over masks ${sd(ours)} vs transformers' ${sd(ref)}`);
     }

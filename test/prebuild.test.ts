@@ -3,8 +3,8 @@
 // in-tree build gives for a forward pass and a training step. Its dynamic section names no path but $ORIGIN.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { root, tempDir } from './helpers.js';
 
@@ -52,6 +52,35 @@ test('the prebuild folder works wherever it is copied: no Python, no .venv, no L
     const inTree = JSON.parse(execFileSync(process.execPath, [path.join(tmp, 'run.cjs'), path.join(root, 'build', 'Release', 'bert_addon.node')], { cwd: tmp, encoding: 'utf8' }));
     assert.ok(relocated.after.every(Number.isFinite) && relocated.loss > 0);
     assert.deepEqual(relocated, inTree);
+  } finally {
+    cleanup();
+  }
+});
+
+// Issue 25 (7): a truncated library in a prebuild was mapped past its end by the dynamic loader, and the process died
+// of SIGBUS with no message. The loader now checks every file against the sizes prebuild.json records.
+test('a damaged prebuild (a truncated file) is named by the loader in one message, not a SIGBUS', { timeout: 120_000 }, () => {
+  if (!existsSync(path.join(dir, 'prebuild.json')))
+    execFileSync(process.execPath, [path.join(root, 'scripts', 'prebuild.js')], { cwd: root, stdio: 'pipe' });
+  const { dir: tmp, cleanup } = tempDir('damaged-prebuild-');
+  try {
+    // A package without an in-tree build: its dist, its dependencies, and a prebuild whose addon is cut short.
+    const pkg = path.join(tmp, 'pkg');
+    mkdirSync(pkg);
+    cpSync(path.join(root, 'dist'), path.join(pkg, 'dist'), { recursive: true });
+    cpSync(path.join(root, 'package.json'), path.join(pkg, 'package.json'));
+    symlinkSync(path.join(root, 'node_modules'), path.join(pkg, 'node_modules'));
+    const pre = path.join(pkg, 'prebuilds', path.basename(dir));
+    mkdirSync(pre, { recursive: true });
+    const manifest = JSON.parse(readFileSync(path.join(dir, 'prebuild.json'), 'utf8')) as { files: Array<{ file: string; bytes: number }> };
+    for (const { file } of manifest.files) if (file !== 'node.napi.node') symlinkSync(path.join(dir, file), path.join(pre, file));
+    cpSync(path.join(dir, 'prebuild.json'), path.join(pre, 'prebuild.json'));
+    const addonBytes = readFileSync(path.join(dir, 'node.napi.node'));
+    writeFileSync(path.join(pre, 'node.napi.node'), addonBytes.subarray(0, Math.floor(addonBytes.length / 3)));
+    const run = spawnSync(process.execPath, ['-e', `import(${JSON.stringify(path.join(pkg, 'dist', 'src', 'native.js'))}).then((m) => m.addon())`], { encoding: 'utf8' });
+    assert.equal(run.signal, null, `the loader died of ${run.signal}: ${run.stderr}`);
+    assert.notEqual(run.status, 0);
+    assert.match(run.stderr, new RegExp(`the prebuilt addon in .*${path.basename(dir)} is damaged: node.napi.node is ${Math.floor(addonBytes.length / 3)} bytes, its prebuild.json records ${addonBytes.length}`));
   } finally {
     cleanup();
   }

@@ -87,6 +87,25 @@ test('--bf16 trains and evaluates under bfloat16 autocast and records bf16 in tr
   assert.equal(JSON.parse(readFileSync(path.join(dir, 'checkpoint-6', 'training_args.json'), 'utf8')).bf16, true);
 });
 
+// Issue 25 (1): on CPUs without AVX-512 (an AMD EPYC with AVX2 only) oneDNN refuses bf16 weight packing, and
+// --bf16 stopped in its first evaluation. ONEDNN_MAX_CPU_ISA=AVX2 makes oneDNN, and libtorch's bf16 check that
+// reads it, answer as such a CPU does, on any machine; evaluation must then take autocast's plain products.
+test('--bf16 on a CPU whose oneDNN has no bf16 kernels (ONEDNN_MAX_CPU_ISA=AVX2) trains, evaluates and predicts on the plain autocast path', async () => {
+  const dir = path.join(work.dir, 'bf16-avx2');
+  const avx2 = { ONEDNN_MAX_CPU_ISA: 'AVX2' };
+  const probe = JSON.parse(await new Promise<string>((resolve, reject) => execFile(process.execPath, ['-e',
+    `import(${JSON.stringify(path.join(root, 'dist', 'src', 'native.js'))}).then((m) => console.log(JSON.stringify(m.addon().runtime())))`],
+  { env: { ...env(), ...avx2 } }, (e, out) => (e ? reject(e) : resolve(out)))));
+  assert.equal(probe.packedBf16, false, 'with ONEDNN_MAX_CPU_ISA=AVX2 the addon must not choose prepacked bf16 weights');
+  const r = await cli([...BASE, '--max-steps', '4', '--save-strategy', 'no', '--bf16', '--output-dir', dir, '--json'], avx2);
+  assert.equal(r.code, 0, r.stderr);
+  const evalLine = r.stdout.trim().split('\n').map((l) => JSON.parse(l)).find((l) => 'eval_loss' in l);
+  assert.ok(evalLine && Number.isFinite(evalLine.eval_loss), r.stdout);
+  const p = await cli(['predict', '--model', dir, '--sentence1', 'a cat .', '--sentence2', 'a dog .', '--bf16', '--device', 'cpu', '--json'], avx2);
+  assert.equal(p.code, 0, p.stderr);
+  assert.ok(Number.isFinite(JSON.parse(p.stdout).score), p.stdout);
+});
+
 test('Ctrl-C stops after the current step, saves a checkpoint and exits 130', async () => {
   const out = path.join(work.dir, 'sigint');
   const child = spawn(process.execPath, [path.join(root, 'train.js'), ...BASE, '--epochs', '200', '--output-dir', out, '--eval-strategy', 'no', '--save-strategy', 'no'], { env: env() });

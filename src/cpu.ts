@@ -1,0 +1,27 @@
+// The CPU's instruction-set features, so that benchmark results from different machines are never compared as one
+// (AVX2-only, AVX-512, AMX processors take different kernels in oneDNN and ATen).
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+import { addon } from './native.js';
+
+/** The flags of /proc/cpuinfo that decide the kernels; empty where the file is not there (not Linux). */
+const FEATURES = ['avx2', 'fma', 'avx_vnni', 'avx512f', 'avx512bw', 'avx512vl', 'avx512dq', 'avx512_vnni', 'avx512_bf16', 'avx512_fp16', 'amx_tile', 'amx_bf16', 'amx_int8'];
+
+export interface CpuInfo {
+  model: string | undefined;
+  /** Which of the deciding instruction-set flags this CPU reports. */
+  features: string[];
+  /** ATen's kernel level (AVX512, AVX2, DEFAULT) and whether bf16 evaluation runs on oneDNN's prepacked weights. */
+  atenCapability: string;
+  packedBf16: boolean;
+}
+
+export function cpuInfo(): CpuInfo {
+  let flags = new Set<string>();
+  try {
+    const line = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('flags'));
+    flags = new Set((line?.split(':')[1] ?? '').trim().split(/\s+/));
+  } catch { /* not Linux: the runtime's answers below still say which kernels run */ }
+  const rt = addon().runtime();
+  return { model: os.cpus()[0]?.model, features: FEATURES.filter((f) => flags.has(f)), atenCapability: rt.cpuCapability, packedBf16: rt.packedBf16 };
+}

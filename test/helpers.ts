@@ -1,4 +1,5 @@
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import readline from 'node:readline';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,17 +17,56 @@ export function chromium(): string | undefined {
   return ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p));
 }
 
-/** Runs test/python/hf_ref.py; resolves with its JSON output. */
+/**
+ * Runs a command of test/python/hf_ref.py; resolves with its JSON result. One Python process per test file serves
+ * every call in turn (importing torch and transformers takes ~5 s; the suite makes dozens of calls); it is
+ * unreferenced while idle, so it never keeps a test file from ending, and exits when this process does.
+ */
 export function hfRef(command: string, args: object): Promise<any> {
+  const s = (refServer ??= startRefServer());
+  const id = ++s.seq;
   return new Promise((resolve, reject) => {
-    execFile(pythonForTests(), [path.join(root, 'test', 'python', 'hf_ref.py'), command, JSON.stringify(args)],
-      { cwd: os.tmpdir(), maxBuffer: 1 << 28, env: { ...process.env, TRANSFORMERS_VERBOSITY: 'error', HF_HUB_OFFLINE: '1' } },
-      (err, stdout, stderr) => {
-        if (err) return reject(new Error(`hf_ref.py ${command} failed: ${stderr || err.message}`));
-        const last = stdout.trim().split('\n').pop()!;
-        resolve(JSON.parse(last));
-      });
+    s.pending.set(id, { resolve, reject, command });
+    s.child.ref();
+    s.child.stdin!.write(JSON.stringify({ id, command, args }) + '\n');
   });
+}
+
+interface RefServer {
+  child: ChildProcess;
+  seq: number;
+  pending: Map<number, { resolve: (v: any) => void; reject: (e: Error) => void; command: string }>;
+}
+let refServer: RefServer | undefined;
+
+function startRefServer(): RefServer {
+  const child = spawn(pythonForTests(), [path.join(root, 'test', 'python', 'hf_ref.py'), '--serve'],
+    { cwd: os.tmpdir(), stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, TRANSFORMERS_VERBOSITY: 'error', HF_HUB_OFFLINE: '1' } });
+  const s: RefServer = { child, seq: 0, pending: new Map() };
+  let stderr = '';
+  child.stderr!.on('data', (d) => { stderr = (stderr + d).slice(-20_000); });
+  readline.createInterface({ input: child.stdout! }).on('line', (line) => {
+    const answer = JSON.parse(line) as { id: number; result?: unknown; error?: string };
+    const p = s.pending.get(answer.id);
+    if (!p) return;
+    s.pending.delete(answer.id);
+    if (answer.error !== undefined) p.reject(new Error(`hf_ref.py ${p.command} failed: ${answer.error}`));
+    else p.resolve(answer.result);
+    if (!s.pending.size) idle(s);
+  });
+  child.once('exit', (code, signal) => {
+    for (const p of s.pending.values()) p.reject(new Error(`hf_ref.py ${p.command} failed: the Python process exited (${code ?? signal}): ${stderr}`));
+    s.pending.clear();
+    if (refServer === s) refServer = undefined;
+  });
+  idle(s);
+  return s;
+}
+
+/** Nothing pending: the server must not keep the event loop (and so the test file) alive. */
+function idle(s: RefServer) {
+  s.child.unref();
+  for (const stream of [s.child.stdin, s.child.stdout, s.child.stderr]) (stream as unknown as { unref?: () => void })?.unref?.();
 }
 
 export function tempDir(prefix = 'bert-test-'): { dir: string; cleanup: () => void } {

@@ -1,6 +1,8 @@
 """Reference computations with PyTorch + Hugging Face transformers, driven by the Node tests.
 
-Usage: python hf_ref.py <command> <json-args>. Prints one JSON object."""
+Usage: python hf_ref.py <command> <json-args>: prints one JSON object. python hf_ref.py --serve: one request a line
+on stdin ({"id", "command", "args"}), one answer a line on stdout ({"id", "result"} or {"id", "error"}), so that a
+test file pays for importing torch and transformers (~5 s) once, not once a call."""
 import contextlib
 import json
 import os
@@ -163,11 +165,29 @@ def best_and_stop(a):
     return {"stopStep": stop, "bestMetric": state.best_metric, "bestGlobalStep": state.best_global_step, "greaterIsBetter": args.greater_is_better}
 
 
+COMMANDS = {"make-model": make_model, "reference": reference, "check-saved": check_saved, "schedules": schedules, "best-and-stop": best_and_stop,
+            "optim-reference": optim_reference, "dropout-draws": dropout_draws}
+
+
+def serve():
+    import traceback
+    out = sys.stdout
+    for line in sys.stdin:
+        req = json.loads(line)
+        try:
+            with contextlib.redirect_stdout(sys.stderr):  # only answers go to stdout
+                answer = {"id": req["id"], "result": COMMANDS[req["command"]](req["args"])}
+        except Exception:  # noqa: BLE001 - the test that asked gets the traceback
+            answer = {"id": req["id"], "error": traceback.format_exc()}
+        out.write(json.dumps(answer) + "\n")
+        out.flush()
+
+
 def main():
+    if sys.argv[1] == "--serve":
+        return serve()
     cmd, args = sys.argv[1], json.loads(sys.argv[2])
-    fn = {"make-model": make_model, "reference": reference, "check-saved": check_saved, "schedules": schedules, "best-and-stop": best_and_stop, "optim-reference": optim_reference,
-          "dropout-draws": dropout_draws}[cmd]
-    print(json.dumps(fn(args)))
+    print(json.dumps(COMMANDS[cmd](args)))
 
 
 if __name__ == "__main__":

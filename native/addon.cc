@@ -216,6 +216,7 @@ bert::Config ParseConfig(const Napi::Object& c) {
   k.initializer_range = GetNum(c, "initializer_range");
   k.classifier_dropout = GetNum(c, "classifier_dropout");  // < 0: transformers' None
   k.problem_type = GetStr(c, "problem_type");
+  k.architecture = GetStr(c, "architecture");
   return k;
 }
 
@@ -261,27 +262,40 @@ Batch ParseBatch(const Napi::Object& o, const bert::Config& cfg, std::vector<Nap
   keep.push_back(o.Get("inputIds"));
   keep.push_back(o.Get("attentionMask"));
   keep.push_back(o.Get("tokenTypeIds"));
+  const std::string& arch = cfg.architecture;
+  if (arch == "BertForMultipleChoice") {
+    b.num_choices = GetInt(o, "numChoices");
+    if (b.num_choices < 1 || b.batch % b.num_choices != 0)
+      throw std::invalid_argument("numChoices must divide the batch's rows (examples * choices), got " + std::to_string(b.num_choices) + " for " + std::to_string(b.batch));
+  }
   Napi::Value labels = o.Get("labels");
   if (!labels.IsUndefined() && !labels.IsNull()) {
     if (!labels.IsTypedArray()) throw std::invalid_argument("labels must be an Int32Array or Float32Array");
     auto t = labels.As<Napi::TypedArray>();
-    const bool multi = cfg.problem_type == "multi_label_classification";
-    b.labels_per_row = (multi || (cfg.problem_type == "regression" && cfg.num_labels > 1)) ? cfg.num_labels : 1;
-    if (t.ElementLength() != static_cast<size_t>(b.batch * b.labels_per_row))
-      throw std::invalid_argument("labels has " + std::to_string(t.ElementLength()) + " elements, expected " +
-                                  std::to_string(b.batch * b.labels_per_row));
+    // What each head reads: its labels per row, the range of each, and whether they are classes.
+    const bool seq_cls = arch == "BertForSequenceClassification";
+    const bool multi = seq_cls && cfg.problem_type == "multi_label_classification";
+    const bool regression = seq_cls && cfg.problem_type == "regression";
+    int64_t count = b.batch, limit = cfg.num_labels;
+    if (multi || (regression && cfg.num_labels > 1)) count = b.batch * cfg.num_labels;
+    if (arch == "BertForTokenClassification" || arch == "BertForMaskedLM") count = b.batch * b.seq;
+    if (arch == "BertForMaskedLM") limit = cfg.vocab_size;
+    if (arch == "BertForQuestionAnswering") count = b.batch * 2, limit = -1;  // positions: clamped to seq and ignored past it
+    if (arch == "BertForMultipleChoice") count = b.batch / b.num_choices, limit = b.num_choices;
+    b.labels_per_row = count / b.batch > 0 ? count / b.batch : 1;
+    if (t.ElementLength() != static_cast<size_t>(count))
+      throw std::invalid_argument("labels has " + std::to_string(t.ElementLength()) + " elements, expected " + std::to_string(count));
     if (t.TypedArrayType() == napi_float32_array) {
-      if (cfg.problem_type == "single_label_classification")
-        throw std::invalid_argument("labels must be an Int32Array for single-label classification");
+      if (!regression && !multi) throw std::invalid_argument("labels must be an Int32Array of class ids for " + arch + " (" + cfg.problem_type + ")");
       b.labels_float = true;
       b.labels = labels.As<Napi::Float32Array>().Data();
     } else if (t.TypedArrayType() == napi_int32_array) {
-      if (cfg.problem_type == "regression") throw std::invalid_argument("labels must be a Float32Array for regression");
+      if (regression) throw std::invalid_argument("labels must be a Float32Array for regression");
       const int32_t* y = labels.As<Napi::Int32Array>().Data();
-      for (int64_t i = 0; i < b.batch * b.labels_per_row; ++i)
-        if (!multi && y[i] != -100 && (y[i] < 0 || y[i] >= cfg.num_labels))
+      for (int64_t i = 0; i < count; ++i)
+        if (!multi && limit > 0 && y[i] != -100 && (y[i] < 0 || y[i] >= limit))
           throw std::range_error("batch.labels[" + std::to_string(i) + "] = " + std::to_string(y[i]) + " is outside [0, " +
-                                 std::to_string(cfg.num_labels) + ") (or -100 to ignore)");
+                                 std::to_string(limit) + ") (or -100 to ignore)");
       b.labels = y;
     } else {
       throw std::invalid_argument("labels must be an Int32Array or Float32Array");
@@ -491,9 +505,20 @@ class Model : public Napi::ObjectWrap<Model> {
       auto out = std::make_shared<bert::ForwardResult>();
       return Job::Run(env, [s, b, out] { *out = s->Forward(b); }, [out](Napi::Env env) -> Napi::Value {
         Napi::Object r = Napi::Object::New(env);
-        auto logits = Napi::Float32Array::New(env, out->logits.size());
-        std::copy(out->logits.begin(), out->logits.end(), logits.Data());
-        r.Set("logits", logits);
+        Napi::Array outputs = Napi::Array::New(env, out->outputs.size());
+        for (size_t i = 0; i < out->outputs.size(); ++i) {
+          const bert::NamedOutput& o = out->outputs[i];
+          Napi::Object t = Napi::Object::New(env);
+          t.Set("name", o.name);
+          Napi::Array shape = Napi::Array::New(env, o.shape.size());
+          for (size_t k = 0; k < o.shape.size(); ++k) shape.Set(static_cast<uint32_t>(k), Napi::Number::New(env, static_cast<double>(o.shape[k])));
+          t.Set("shape", shape);
+          auto data = Napi::Float32Array::New(env, o.data.size());
+          std::copy(o.data.begin(), o.data.end(), data.Data());
+          t.Set("data", data);
+          outputs.Set(static_cast<uint32_t>(i), t);
+        }
+        r.Set("outputs", outputs);
         if (out->has_loss) r.Set("loss", out->loss);
         return r;
       }, keep);

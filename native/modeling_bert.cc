@@ -104,7 +104,7 @@ std::array<at::Tensor, 3> Unpad(const Batch& in, const at::Device& device, Pass&
     for (int64_t i = 0, n = B * S; i < n && !padded; ++i) padded = in.attention_mask[i] == 0;
     bool cls_real = true;
     for (int64_t b = 0; b < B; ++b) cls_real = cls_real && in.attention_mask[b * S] != 0;
-    if (padded && cls_real) {
+    if (padded && cls_real && !pass.keep_padding) {
       for (int64_t i = 0; i < B * S; ++i) {
         if (i % S == 0) cls.push_back(static_cast<int64_t>(keep.size()));
         if (in.attention_mask[i] != 0) keep.push_back(i);
@@ -352,25 +352,194 @@ BertEncoder::BertEncoder(const Path& p, const Config& c) {
 
 at::Tensor BertModel::forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass) {
   at::Tensor hidden_states = embeddings.forward(inputs[0], inputs[1], inputs[2], pass);  // [tokens, hidden]
+  for (BertLayer& l : encoder.layer) hidden_states = l.forward(hidden_states, pass);
+  return hidden_states;
+}
+
+at::Tensor BertModel::pooled(const std::array<at::Tensor, 3>& inputs, const Pass& pass) {
+  if (!pooler) throw std::logic_error("this model has no pooler");
+  at::Tensor hidden_states = embeddings.forward(inputs[0], inputs[1], inputs[2], pass);
   auto first_tokens = [&](const at::Tensor& h) {
     return pass.unpadded() ? h.index_select(0, pass.cls) : h.view({pass.batch, pass.seq, -1}).select(1, 0);
   };
-  if (encoder.layer.empty()) return pooler.forward(first_tokens(hidden_states), pass);
+  if (encoder.layer.empty()) return pooler->forward(first_tokens(hidden_states), pass);
   for (size_t i = 0; i + 1 < encoder.layer.size(); ++i) hidden_states = encoder.layer[i].forward(hidden_states, pass);
-  // Only the first tokens' outputs reach the pooler, and the last layer mixes tokens only through its keys and
-  // values: it computes those for every token and the rest (queries, attention, feed-forward) for the first tokens
-  // alone. The same logits and gradients as the whole layer's, for a sixth less of a 6-layer model's work.
+  // The same logits and gradients as the whole last layer's, for a sixth less of a 6-layer model's work.
   const at::Tensor first = first_tokens(hidden_states);
-  return pooler.forward(encoder.layer.back().forward(hidden_states, pass, &first), pass);
+  return pooler->forward(encoder.layer.back().forward(hidden_states, pass, &first), pass);
 }
 
-at::Tensor BertForSequenceClassification::forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass) {
-  at::Tensor pooled_output = Dropout(bert.forward(inputs, pass), pass.classifier_dropout, pass.train);
-  return classifier.forward(pooled_output, pass);
+void BertPreTrainedModel::drop_caches() {
+  for (BertLayer& l : bert_->encoder.layer) l.attention.self.drop_cache();
 }
 
-void BertForSequenceClassification::drop_caches() {
-  for (BertLayer& l : bert.encoder.layer) l.attention.self.drop_cache();
+namespace {
+
+// Host labels as a device tensor of `shape` (int64 for classes, fp32 for scores); a copy: autograd may keep it.
+at::Tensor IntLabels(const Batch& in, std::vector<int64_t> shape, const at::Device& device) {
+  return at::from_blob(const_cast<void*>(in.labels), shape, at::kInt).to(device, at::kLong);
+}
+
+// Token rows back to their [batch * seq] positions: zeros where no real token is (padding), as no loss or
+// prediction reads those positions. `rows` is [rows, n] in pass.index order.
+at::Tensor Repad(const at::Tensor& rows, const Pass& pass) {
+  if (!pass.unpadded()) return rows;
+  int64_t real = 0;
+  for (int64_t b = 0; b < pass.batch; ++b) real += pass.lengths[static_cast<size_t>(b)];
+  return at::zeros({pass.batch * pass.seq, rows.size(1)}, rows.options()).index_copy(0, pass.index.narrow(0, 0, real), rows.narrow(0, 0, real));
+}
+
+// Cross-entropy as torch computes it for every classification head: mean over the rows whose label is not -100,
+// label smoothing as the Trainer's LabelSmoother.
+at::Tensor CrossEntropy(const at::Tensor& logits, const at::Tensor& labels, const Pass& pass) {
+  return at::cross_entropy_loss(logits, labels, {}, at::Reduction::Mean, -100, pass.label_smoothing);
+}
+
+class BertForSequenceClassification final : public BertPreTrainedModel {
+ public:
+  BertForSequenceClassification(const Path& root, const Config& c)
+      : BertPreTrainedModel(&bert), bert(root.sub("bert"), c, true), classifier(root.sub("classifier"), c.hidden_size, c.num_labels), cfg_(c) {}
+  HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
+    at::Tensor pooled_output = Dropout(bert.pooled(inputs, pass), pass.classifier_dropout, pass.train);
+    at::Tensor logits = classifier.forward(pooled_output, pass);
+    HeadOutput out{{{"logits", logits}}, {}};
+    if (!in.labels) return out;
+    const int64_t B = in.batch, nl = cfg_.num_labels;
+    const at::Device device = logits.device();
+    // The loss BertForSequenceClassification picks for its problem_type.
+    if (cfg_.problem_type == "regression") {
+      at::Tensor y = at::from_blob(const_cast<void*>(in.labels), {B, in.labels_per_row}, at::kFloat).to(device).clone();
+      out.loss = nl == 1 ? at::mse_loss(logits.squeeze(), y.squeeze()) : at::mse_loss(logits, y);
+    } else if (cfg_.problem_type == "multi_label_classification") {
+      at::Tensor y = in.labels_float ? at::from_blob(const_cast<void*>(in.labels), {B, nl}, at::kFloat).to(device).clone()
+                                     : at::from_blob(const_cast<void*>(in.labels), {B, nl}, at::kInt).to(device, at::kFloat);
+      out.loss = at::binary_cross_entropy_with_logits(logits, y);
+    } else {
+      out.loss = CrossEntropy(logits.view({-1, nl}), IntLabels(in, {B}, device), pass);
+    }
+    return out;
+  }
+  BertModel bert;
+  Linear classifier;
+
+ private:
+  Config cfg_;
+};
+
+class BertForTokenClassification final : public BertPreTrainedModel {
+ public:
+  BertForTokenClassification(const Path& root, const Config& c)
+      : BertPreTrainedModel(&bert), bert(root.sub("bert"), c, false), classifier(root.sub("classifier"), c.hidden_size, c.num_labels), nl_(c.num_labels) {}
+  HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
+    at::Tensor rows = Dropout(bert.forward(inputs, pass), pass.classifier_dropout, pass.train);
+    at::Tensor logits = Repad(classifier.forward(rows, pass), pass);  // [batch * seq, num_labels]
+    HeadOutput out{{{"logits", logits.view({in.batch, in.seq, nl_})}}, {}};
+    if (in.labels) out.loss = CrossEntropy(logits, IntLabels(in, {in.batch * in.seq}, logits.device()), pass);
+    return out;
+  }
+  BertModel bert;
+  Linear classifier;
+
+ private:
+  int64_t nl_;
+};
+
+class BertForQuestionAnswering final : public BertPreTrainedModel {
+ public:
+  BertForQuestionAnswering(const Path& root, const Config& c)
+      : BertPreTrainedModel(&bert), bert(root.sub("bert"), c, false), qa_outputs(root.sub("qa_outputs"), c.hidden_size, c.num_labels) {
+    if (c.num_labels != 2) throw std::invalid_argument("BertForQuestionAnswering needs num_labels 2 (start and end), got " + std::to_string(c.num_labels));
+  }
+  bool keeps_padding() const override { return true; }
+  HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
+    const int64_t B = in.batch, S = in.seq;
+    at::Tensor logits = qa_outputs.forward(bert.forward(inputs, pass), pass).view({B, S, 2});
+    std::vector<at::Tensor> se = logits.unbind(-1);  // start_logits, end_logits: [batch, seq]
+    HeadOutput out{{{"start_logits", se[0]}, {"end_logits", se[1]}}, {}};
+    if (!in.labels) return out;
+    // As modeling_bert.py: positions outside the sequence are clamped to seq and ignored.
+    at::Tensor pos = IntLabels(in, {B, 2}, logits.device()).clamp(0, S);
+    auto ce = [&](const at::Tensor& l, const at::Tensor& y) {
+      return at::cross_entropy_loss(l.to(at::kFloat), y, {}, at::Reduction::Mean, S, 0.0);
+    };
+    out.loss = (ce(se[0], pos.select(1, 0)) + ce(se[1], pos.select(1, 1))) / 2;
+    return out;
+  }
+  BertModel bert;
+  Linear qa_outputs;
+};
+
+// cls.predictions: transform (dense, activation, LayerNorm), then the decoder, whose weight is the word embeddings
+// (tied as transformers ties them: one tensor, gradients from both uses) and whose bias is cls.predictions.bias.
+struct BertLMPredictionHead {
+  Linear transform_dense;
+  Activation transform_act_fn;
+  BertLayerNorm transform_LayerNorm;
+  at::Tensor bias;
+  BertLMPredictionHead(const Path& p, const Config& c)
+      : transform_dense(p.sub("transform").sub("dense"), c.hidden_size, c.hidden_size), transform_act_fn(ActivationOf(c.hidden_act)),
+        transform_LayerNorm(p.sub("transform").sub("LayerNorm"), c.hidden_size, c.layer_norm_eps), bias(p.zeros("bias", {c.vocab_size})) {}
+  at::Tensor forward(const at::Tensor& h, const at::Tensor& decoder_weight, const Pass& pass) const {
+    at::Tensor t = transform_LayerNorm.forward(transform_dense.forward(h, pass, transform_act_fn, nullptr));
+    return at::linear(t, decoder_weight, bias);
+  }
+};
+
+class BertForMaskedLM final : public BertPreTrainedModel {
+ public:
+  BertForMaskedLM(const Path& root, const Config& c)
+      : BertPreTrainedModel(&bert), bert(root.sub("bert"), c, false), predictions(root.sub("cls").sub("predictions"), c), vocab_(c.vocab_size) {}
+  HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
+    at::Tensor rows = bert.forward(inputs, pass);
+    const at::Tensor& decoder = bert.embeddings.word_embeddings;
+    if (!in.labels) {
+      at::Tensor logits = Repad(predictions.forward(rows, decoder, pass), pass);
+      return {{{"logits", logits.view({in.batch, in.seq, vocab_})}}, {}};
+    }
+    // With labels, the vocabulary product (the head's largest by far) runs for the labelled positions only: the
+    // loss reads nothing else, so it equals transformers' loss over every position. logits: [labelled, vocab].
+    at::Tensor y = IntLabels(in, {in.batch * in.seq}, rows.device());
+    if (pass.unpadded()) y = y.index_select(0, pass.index);
+    at::Tensor keep = y.ne(-100).nonzero().squeeze(1);
+    at::Tensor logits = predictions.forward(rows.index_select(0, keep), decoder, pass);
+    HeadOutput out{{{"logits", logits}}, {}};
+    out.loss = CrossEntropy(logits, y.index_select(0, keep), pass);  // NaN with no labelled position, as torch's mean
+    return out;
+  }
+  BertModel bert;
+  BertLMPredictionHead predictions;
+
+ private:
+  int64_t vocab_;
+};
+
+class BertForMultipleChoice final : public BertPreTrainedModel {
+ public:
+  BertForMultipleChoice(const Path& root, const Config& c)
+      : BertPreTrainedModel(&bert), bert(root.sub("bert"), c, true), classifier(root.sub("classifier"), c.hidden_size, 1) {}
+  HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
+    // The choices of each example are rows of the batch ([examples * choices, seq], as transformers flattens them).
+    at::Tensor pooled_output = Dropout(bert.pooled(inputs, pass), pass.classifier_dropout, pass.train);
+    at::Tensor logits = classifier.forward(pooled_output, pass).view({-1, in.num_choices});
+    HeadOutput out{{{"logits", logits}}, {}};
+    if (in.labels) out.loss = CrossEntropy(logits, IntLabels(in, {logits.size(0)}, logits.device()), pass);
+    return out;
+  }
+  BertModel bert;
+  Linear classifier;
+};
+
+}  // namespace
+
+std::unique_ptr<BertPreTrainedModel> BertPreTrainedModel::Create(const Path& root, const Config& c) {
+  const std::string& a = c.architecture;
+  if (a == "BertForSequenceClassification") return std::make_unique<BertForSequenceClassification>(root, c);
+  if (a == "BertForTokenClassification") return std::make_unique<BertForTokenClassification>(root, c);
+  if (a == "BertForQuestionAnswering") return std::make_unique<BertForQuestionAnswering>(root, c);
+  if (a == "BertForMaskedLM") return std::make_unique<BertForMaskedLM>(root, c);
+  if (a == "BertForMultipleChoice") return std::make_unique<BertForMultipleChoice>(root, c);
+  throw std::invalid_argument("architecture '" + a + "' is not one of BertForSequenceClassification, BertForTokenClassification, "
+                              "BertForQuestionAnswering, BertForMaskedLM, BertForMultipleChoice");  // src/config.ts checks first
 }
 
 }  // namespace bert

@@ -48,6 +48,8 @@ struct Pass {
   double hidden_dropout = 0, attention_dropout = 0, classifier_dropout = 0;
   at::ScalarType autocast = at::ScalarType::Undefined;  // Undefined: fp32
   WeightCache* weights = nullptr;                       // evaluation only
+  double label_smoothing = 0;                           // of the classification losses (TrainingArguments.label_smoothing_factor)
+  bool keep_padding = false;                            // Unpad keeps the [batch, seq] layout (BertPreTrainedModel::keeps_padding)
   at::ScalarType dtype() const { return autocast == at::ScalarType::Undefined ? at::kFloat : autocast; }  // of products
   // Prepacked products for fp32 wherever oneDNN is there; for bf16 only where oneDNN has bf16 kernels for this CPU
   // (elsewhere its reorder refuses bf16, and autocast's plain products run instead).
@@ -183,18 +185,41 @@ struct BertPooler {
 struct BertModel {
   BertEmbeddings embeddings;
   BertEncoder encoder;
-  BertPooler pooler;
-  BertModel(const Path& p, const Config& c) : embeddings(p.sub("embeddings"), c), encoder(p.sub("encoder"), c), pooler(p.sub("pooler"), c) {}
-  at::Tensor forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass);  // the pooled output, [batch, hidden]
+  std::optional<BertPooler> pooler;  // add_pooling_layer: the heads that read the pooled output have one
+  BertModel(const Path& p, const Config& c, bool add_pooling_layer)
+      : embeddings(p.sub("embeddings"), c), encoder(p.sub("encoder"), c) {
+    if (add_pooling_layer) pooler.emplace(p.sub("pooler"), c);
+  }
+  // The last hidden state of every token row, [rows, hidden]: the real tokens (and Unpad's rounding rows) when
+  // the pass is unpadded, else every position of [batch * seq].
+  at::Tensor forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass);
+  // The pooled output, [batch, hidden]. Only the first tokens' states reach the pooler, and the last layer mixes
+  // tokens only through keys and values: it computes those for every token and the rest for the first tokens.
+  at::Tensor pooled(const std::array<at::Tensor, 3>& inputs, const Pass& pass);
 };
 
-struct BertForSequenceClassification {
-  BertModel bert;
-  Linear classifier;
-  BertForSequenceClassification(const Path& root, const Config& c)
-      : bert(root.sub("bert"), c), classifier(root.sub("classifier"), c.hidden_size, c.num_labels) {}
-  at::Tensor forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass);  // logits, [batch, num_labels]
+// What a head gives back: its outputs by transformers' ModelOutput names (logits; start_logits, end_logits) with
+// their shapes, and the loss when the batch has labels (each head owns its loss, as in modeling_bert.py).
+struct HeadOutput {
+  std::vector<std::pair<std::string, at::Tensor>> outputs;
+  at::Tensor loss;  // undefined without labels
+};
+
+// An encoder with one head, chosen by Config::architecture. Heads that read only the pooled output keep the
+// first-token shortcut; token-level heads read every real token's state.
+class BertPreTrainedModel {
+ public:
+  static std::unique_ptr<BertPreTrainedModel> Create(const Path& root, const Config& c);  // throws for unknown names
+  virtual ~BertPreTrainedModel() = default;
+  virtual HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& batch) = 0;
+  // Question answering reads logits at every position, padding included (transformers' loss does): no unpadding.
+  virtual bool keeps_padding() const { return false; }
+  BertModel& base() { return *bert_; }
   void drop_caches();  // the kept evaluation copies (a training step makes them stale)
+
+ protected:
+  explicit BertPreTrainedModel(BertModel* bert) : bert_(bert) {}
+  BertModel* bert_;
 };
 
 }  // namespace bert

@@ -55,7 +55,7 @@ TorchSession::TorchSession(const Options& o)
   // makes hundreds of shapes). BERT_TRAINER_SDPA_CUDNN=1 lets libtorch choose it again.
   if (const char* v = std::getenv("BERT_TRAINER_SDPA_CUDNN"); device_.is_cuda() && !(v && std::string(v) == "1")) at::globalContext().setSDPUseCuDNN(false);
   Seed(o.seed);
-  model_ = std::make_unique<BertForSequenceClassification>(Path(store_, ""), cfg_);
+  model_ = BertPreTrainedModel::Create(Path(store_, ""), cfg_);
 }
 
 std::vector<std::string> TorchSession::ParameterNames() const {
@@ -78,27 +78,10 @@ Pass TorchSession::MakePass(bool train) {
   pass.attention_dropout = train ? c.attention_probs_dropout_prob : 0.0;
   pass.classifier_dropout = train ? (c.classifier_dropout >= 0 ? c.classifier_dropout : c.hidden_dropout_prob) : 0.0;
   pass.autocast = autocast_;
+  pass.label_smoothing = label_smoothing_;
+  pass.keep_padding = model_->keeps_padding();
   if (!train) pass.weights = &weights_;
   return pass;
-}
-
-// The loss BertForSequenceClassification picks for its problem_type.
-at::Tensor TorchSession::Loss(const at::Tensor& logits, const Batch& in) {
-  const int64_t B = in.batch, nl = cfg_.num_labels;
-  if (cfg_.problem_type == "regression") {
-    at::Tensor y = at::from_blob(const_cast<void*>(in.labels), {B, in.labels_per_row}, at::kFloat).to(device_).clone();  // own the data: autograd may keep it
-    return nl == 1 ? at::mse_loss(logits.squeeze(), y.squeeze()) : at::mse_loss(logits, y);
-  }
-  if (cfg_.problem_type == "multi_label_classification") {
-    at::Tensor y = in.labels_float
-        ? at::from_blob(const_cast<void*>(in.labels), {B, nl}, at::kFloat).to(device_).clone()
-        : at::from_blob(const_cast<void*>(in.labels), {B, nl}, at::kInt).to(device_, at::kFloat);
-    return at::binary_cross_entropy_with_logits(logits, y);
-  }
-  at::Tensor y = at::from_blob(const_cast<void*>(in.labels), {B}, at::kInt).to(device_, at::kLong);
-  // ignore_index -100 as in PyTorch; label smoothing as torch's cross_entropy computes it, which is what the
-  // Trainer's LabelSmoother computes: (1 - e) * NLL + e * mean over classes of -log p, over the rows not ignored.
-  return at::cross_entropy_loss(logits.view({-1, nl}), y.view(-1), {}, at::Reduction::Mean, -100, label_smoothing_);
 }
 
 AutocastScope::AutocastScope(at::DeviceType t, at::ScalarType dtype)
@@ -122,8 +105,9 @@ void TorchSession::SetAutocast(const std::string& dtype) {
 
 void TorchSession::SetLabelSmoothing(double epsilon) {
   if (!(epsilon >= 0 && epsilon < 1)) throw std::range_error("label smoothing must be in [0, 1)");  // src/model.ts checks first
-  if (epsilon > 0 && cfg_.problem_type != "single_label_classification")
-    throw std::invalid_argument("label smoothing applies to single-label classification only, not " + cfg_.problem_type);
+  if (epsilon > 0 && (cfg_.architecture == "BertForQuestionAnswering" ||
+                      (cfg_.architecture == "BertForSequenceClassification" && cfg_.problem_type != "single_label_classification")))
+    throw std::invalid_argument("label smoothing applies to class labels only, not to " + cfg_.architecture + " (" + cfg_.problem_type + ")");
   label_smoothing_ = epsilon;
 }
 
@@ -132,15 +116,17 @@ ForwardResult TorchSession::Forward(const Batch& batch) {
   std::optional<AutocastScope> autocast;
   if (autocast_ != at::ScalarType::Undefined) autocast.emplace(device_.type(), autocast_);
   Pass pass = MakePass(false);
-  at::Tensor logits = model_->forward(Unpad(batch, device_, pass), pass);
+  HeadOutput out = model_->forward(Unpad(batch, device_, pass), pass, batch);
   ForwardResult r;
-  if (batch.labels) {
-    r.loss = Loss(logits, batch).item<double>();
+  if (out.loss.defined()) {
+    r.loss = out.loss.item<double>();
     r.has_loss = true;
   }
   autocast.reset();
-  at::Tensor cpu = logits.to(at::kCPU, at::kFloat).contiguous();
-  r.logits.assign(cpu.data_ptr<float>(), cpu.data_ptr<float>() + cpu.numel());
+  for (const auto& [name, t] : out.outputs) {
+    at::Tensor cpu = t.to(at::kCPU, at::kFloat).contiguous();
+    r.outputs.push_back({name, cpu.sizes().vec(), std::vector<float>(cpu.data_ptr<float>(), cpu.data_ptr<float>() + cpu.numel())});
+  }
   return r;
 }
 
@@ -163,14 +149,12 @@ double TorchSession::ForwardBackward(const Batch& batch, double loss_scale, bool
     std::optional<AutocastScope> autocast;
     if (autocast_ != at::ScalarType::Undefined) autocast.emplace(device_.type(), autocast_);
     Pass pass = MakePass(true);
-    at::Tensor logits;
     {
       // Only the forward draws random numbers (backward reuses the saved masks), so only it holds the scope.
       std::optional<DropoutScope> scope;
       if (dropout) scope.emplace(device_.is_cpu() ? cpu_gen_ : device_gen_, device_);
-      logits = model_->forward(Unpad(batch, device_, pass), pass);
+      loss = model_->forward(Unpad(batch, device_, pass), pass, batch).loss;
     }
-    loss = Loss(logits, batch);
   }
   times_.forward_ms += MsSince(t0);  // (on a GPU: the host's time to issue the forward; its kernels may still run)
   const auto t1 = Clock::now();

@@ -20,6 +20,9 @@ struct Config {
   double initializer_range;
   double classifier_dropout;  // < 0: use hidden_dropout_prob, as transformers does for None
   std::string problem_type;   // single_label_classification, regression or multi_label_classification
+  // The head, by transformers' class name: BertForSequenceClassification, BertForTokenClassification,
+  // BertForQuestionAnswering, BertForMaskedLM or BertForMultipleChoice.
+  std::string architecture;
 };
 
 struct Options {
@@ -36,8 +39,12 @@ struct Batch {
   const int32_t* token_type_ids = nullptr;  // may be null: all zeros
   const void* labels = nullptr;             // may be null: no loss
   bool labels_float = false;
-  int64_t labels_per_row = 1;               // num_labels for multi-label, else 1
+  // Labels per row of the batch: 1 (a class or score), num_labels (multi-label, multi-output regression), seq
+  // (token classification and masked LM: one per position, -100 ignored), 2 (question answering: start and end
+  // positions); multiple choice: one per example, an example being num_choices rows.
+  int64_t labels_per_row = 1;
   int64_t batch = 0, seq = 0;
+  int64_t num_choices = 0;                  // multiple choice: rows per example (batch is examples * num_choices)
 };
 
 struct Blob {  // a tensor crossing the boundary as raw bytes
@@ -56,8 +63,14 @@ struct LoadReport {
   std::vector<std::string> unexpected;  // blobs that match no parameter
 };
 
+struct NamedOutput {  // one of a head's outputs (transformers' ModelOutput field name), fp32, row-major
+  std::string name;
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+};
+
 struct ForwardResult {
-  std::vector<float> logits;  // batch * num_labels
+  std::vector<NamedOutput> outputs;
   double loss = 0;
   bool has_loss = false;
 };

@@ -38,13 +38,12 @@ class TorchSession : public Session {
 
  private:
   Pass MakePass(bool train);
-  at::Tensor Loss(const at::Tensor& logits, const Batch& batch);
   std::vector<std::pair<std::string, at::Tensor>> Named(State what) const;  // the tensors of one kind of state, by name
 
   Config cfg_;
   at::Device device_;
   VarStore store_;
-  std::unique_ptr<BertForSequenceClassification> model_;
+  std::unique_ptr<BertPreTrainedModel> model_;  // the encoder and its head (Config::architecture)
   int64_t step_ = 0;  // optimizer steps taken (bias correction, Adafactor's decay)
   at::ScalarType autocast_ = at::ScalarType::Undefined;  // Undefined: fp32
   double label_smoothing_ = 0;

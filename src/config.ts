@@ -140,12 +140,15 @@ export function parseConfig(raw: unknown, file: string, o: ConfigOverrides = {})
 
 const MAX_LABELS = 100000;
 
-/** The parameters of a BertForSequenceClassification with this config (what the addon allocates). */
-export function parameterCount(c: BertConfig): number {
+/** The parameters the addon allocates for this config and head. */
+export function parameterCount(c: BertConfig, architecture: Architecture = architectureOf(c)): number {
   const H = c.hidden_size, I = c.intermediate_size, n = numLabels(c);
   const embeddings = (c.vocab_size + c.max_position_embeddings + c.type_vocab_size) * H + 2 * H;
   const layer = 4 * (H * H + H) + 2 * H + (H * I + I) + (I * H + H) + 2 * H;
-  return embeddings + c.num_hidden_layers * layer + (H * H + H) + (H * n + n);
+  const pooler = H * H + H;
+  const head = { BertForSequenceClassification: pooler + H * n + n, BertForMultipleChoice: pooler + H + 1, BertForTokenClassification: H * n + n,
+    BertForQuestionAnswering: H * n + n, BertForMaskedLM: H * H + H + 2 * H + c.vocab_size }[architecture];
+  return embeddings + c.num_hidden_layers * layer + head;
 }
 
 /** Bytes of memory this process can still take: the kernel's MemAvailable, within a cgroup's limit if it has one. */
@@ -169,12 +172,26 @@ export function checkFits(c: BertConfig, file: string, bytesPerParameter: number
   }
 }
 
-/** What save() writes: the config as transformers writes it for BertForSequenceClassification. */
-export function configToJson(c: BertConfig): Record<string, unknown> {
-  return { ...c, architectures: ['BertForSequenceClassification'], model_type: 'bert', pad_token_id: c.pad_token_id < 0 ? null : c.pad_token_id, dtype: 'float32' };
+/** The heads (transformers' class names) the addon builds on the encoder: the one list. */
+export const ARCHITECTURES = ['BertForSequenceClassification', 'BertForTokenClassification', 'BertForQuestionAnswering', 'BertForMaskedLM', 'BertForMultipleChoice'] as const;
+export type Architecture = (typeof ARCHITECTURES)[number];
+
+/**
+ * The head a checkpoint's config.json names (architectures[0], as AutoModel reads it), when it is one of ours;
+ * BertForPreTraining keeps its masked-LM head; a bare BertModel (or none named) gets sequence classification.
+ */
+export function architectureOf(c: BertConfig): Architecture {
+  const named = Array.isArray(c.architectures) ? String(c.architectures[0]) : undefined;
+  if (named === 'BertForPreTraining') return 'BertForMaskedLM';
+  return (ARCHITECTURES as readonly string[]).includes(named ?? '') ? named as Architecture : 'BertForSequenceClassification';
+}
+
+/** What save() writes: the config as transformers writes it for the model's class. */
+export function configToJson(c: BertConfig, architecture: Architecture): Record<string, unknown> {
+  return { ...c, architectures: [architecture], model_type: 'bert', pad_token_id: c.pad_token_id < 0 ? null : c.pad_token_id, dtype: 'float32' };
 }
 
 /** What the addon needs. */
-export function nativeConfig(c: BertConfig): Record<string, unknown> {
-  return { ...c, num_labels: numLabels(c), problem_type: problemType(c), classifier_dropout: c.classifier_dropout ?? -1 };
+export function nativeConfig(c: BertConfig, architecture: Architecture): Record<string, unknown> {
+  return { ...c, num_labels: numLabels(c), problem_type: problemType(c), classifier_dropout: c.classifier_dropout ?? -1, architecture };
 }

@@ -1,6 +1,6 @@
 // Public API: the pieces the CLI uses, for Node and Electron apps.
-export { BertForSequenceClassification } from './model.js';
-export type { Batch, Device, LoadReport, ModelOptions, OptimizerStepOptions } from './model.js';
+export { BertPreTrainedModel, BertForSequenceClassification, BertForTokenClassification, BertForQuestionAnswering, BertForMaskedLM, BertForMultipleChoice } from './model.js';
+export type { Batch, Device, LoadReport, ModelOptions, ModelOutput, OptimizerStepOptions } from './model.js';
 export { BertTokenizer, truncatedLengths } from './tokenizer.js';
 export type { EncodedDataset, EncodeOptions } from './tokenizer.js';
 export { Trainer, DEFAULT_ARGS, lrLambda, listCheckpoints, EarlyStoppingCallback } from './trainer.js';
@@ -14,8 +14,8 @@ export { collate, shuffledOrder, lengthGroupedOrder, batches } from './collator.
 export { GLUE_TASKS, glueTask, glueMetricNames } from './glue.js';
 export { accuracy, f1, matthewsCorrelation, pearson, spearman, glueMetric } from './metrics.js';
 export { hubFile, cachedFile, hubCacheDir, fileSource, HubError } from './hub.js';
-export { parseConfig, BERT_BASE_UNCASED } from './config.js';
-export type { BertConfig } from './config.js';
+export { parseConfig, BERT_BASE_UNCASED, ARCHITECTURES } from './config.js';
+export type { BertConfig, Architecture } from './config.js';
 export { readSafetensors, writeSafetensors, parseSafetensors, indexSafetensors } from './safetensors.js';
 export { UserError, UsageError, InputError } from './errors.js';
 export { addon as nativeAddon } from './native.js';

@@ -1,8 +1,10 @@
-// BertForSequenceClassification for JS: validates every argument, serialises calls per model, maps checkpoint
-// keys to the model's Hugging Face names, and saves files that transformers' from_pretrained loads.
+// The BERT encoder with one head for JS (BertForSequenceClassification, BertForTokenClassification,
+// BertForQuestionAnswering, BertForMaskedLM, BertForMultipleChoice): validates every argument, serialises calls per
+// model, maps checkpoint keys to the model's Hugging Face names, and saves files that transformers' from_pretrained
+// (AutoModelFor...) loads.
 import path from 'node:path';
 import { addon, type NativeBatch, type NativeBlob, type NativeModel, type NativeTensorSource, type PhaseTimes } from './native.js';
-import { type BertConfig, type ConfigOverrides, configToJson, nativeConfig, numLabels, parseConfig, problemType } from './config.js';
+import { type Architecture, ARCHITECTURES, architectureOf, type BertConfig, type ConfigOverrides, configToJson, nativeConfig, numLabels, parseConfig, problemType } from './config.js';
 import { indexSafetensors, type FileTensor } from './safetensors.js';
 import { fileSource, type HubOptions, HubError } from './hub.js';
 import { readJson, writeAtomically, writeFileAtomic } from './fsutil.js';
@@ -17,8 +19,25 @@ export interface Batch {
   inputIds: Int32Array;
   attentionMask?: Int32Array;
   tokenTypeIds?: Int32Array;
-  /** Int32Array of class ids (or -100 to ignore) for classification; Float32Array for regression. */
+  /**
+   * What the head reads, Int32Array unless said: sequence classification and multiple choice, a class id per
+   * example (Float32Array scores for regression, num_labels per example for multi-label); token classification and
+   * masked LM, a class (token) id per position, -100 to ignore; question answering, [start, end] per example.
+   */
   labels?: Int32Array | Float32Array;
+  /** Multiple choice: the rows per example (the batch is examples × numChoices rows, each a choice). */
+  numChoices?: number;
+}
+
+/** A head's outputs, by transformers' ModelOutput names in camelCase, each row-major with its shape. */
+export interface ModelOutput {
+  /** Sequence classification [batch, numLabels]; token classification [batch, seq, numLabels]; multiple choice
+   * [examples, numChoices]; masked LM [batch, seq, vocab] without labels, [labelled positions, vocab] with them. */
+  logits?: Float32Array;
+  startLogits?: Float32Array;
+  endLogits?: Float32Array;
+  loss?: number;
+  shapes: Record<string, number[]>;
 }
 
 export interface ModelOptions extends ConfigOverrides, HubOptions {
@@ -79,17 +98,36 @@ function checkNum(name: string, v: unknown, ok: (x: number) => boolean, range: s
 /** Maps a checkpoint key to this model's key; null for keys transformers ignores. */
 function mapKey(key: string, addPrefix: boolean): string {
   let k = key.replace(/LayerNorm\.gamma$/, 'LayerNorm.weight').replace(/LayerNorm\.beta$/, 'LayerNorm.bias');
-  if (addPrefix && !k.startsWith('cls.') && !k.startsWith('classifier.')) k = `bert.${k}`;
+  if (addPrefix && !/^(cls|classifier|qa_outputs)\./.test(k)) k = `bert.${k}`;
   return k;
 }
 
-export class BertForSequenceClassification {
+/** Checkpoint keys a head does not use: the masked-LM head keeps cls.predictions (its decoder is the tied embeddings). */
+function unusedKey(key: string, architecture: Architecture): boolean {
+  if (architecture === 'BertForMaskedLM') return key.startsWith('cls.') && !key.startsWith('cls.predictions.');
+  return key.startsWith('cls.');
+}
+// transformers ties cls.predictions.decoder to the word embeddings (and its bias to cls.predictions.bias): one tensor.
+const TIED_KEYS = /^cls\.predictions\.decoder\.(weight|bias)$/;
+
+type ModelClass<M> = { new (native: NativeModel, config: BertConfig, architecture: Architecture, device: string, numParameters: number,
+  parameterNames: string[], loadReport: LoadReport): M; readonly architecture: Architecture | null };
+
+/**
+ * The encoder and one head. Use a head's class (BertForTokenClassification.fromPretrained(...)), or this class to
+ * take the head that config.json's `architectures` names, as AutoModel does.
+ */
+export class BertPreTrainedModel {
+  /** The head this class builds; null: the one config.json names (or BertForSequenceClassification). */
+  static readonly architecture: Architecture | null = null;
   private queue: Promise<unknown> = Promise.resolve();
   private disposed = false;
 
-  private constructor(
+  /** @internal use fromPretrained / fromConfig */
+  constructor(
     private readonly native: NativeModel,
     readonly config: BertConfig,
+    readonly architecture: Architecture,
     readonly device: string,
     readonly numParameters: number,
     readonly parameterNames: string[],
@@ -105,29 +143,34 @@ export class BertForSequenceClassification {
   get problemType() { return problemType(this.config); }
 
   /** A randomly initialised model (seeded), e.g. with bert-base-uncased's config for speed work. */
-  static async fromConfig(config: BertConfig, o: ModelOptions = {}): Promise<BertForSequenceClassification> {
+  static async fromConfig<M extends BertPreTrainedModel>(this: ModelClass<M>, config: BertConfig, o: ModelOptions & { architecture?: Architecture } = {}): Promise<M> {
+    const architecture = this.architecture ?? o.architecture ?? architectureOf(config);
+    if (!ARCHITECTURES.includes(architecture)) throw new TypeError(`architecture must be one of ${ARCHITECTURES.join(', ')}, got ${JSON.stringify(architecture)}`);
     const device = o.device ?? 'auto';
     if (!isDevice(device)) throw new TypeError(`device must be auto, cpu, cuda or cuda:N, got ${JSON.stringify(device)}`);
     const seed = checkInt('seed', o.seed ?? 42, 0, Number.MAX_SAFE_INTEGER);
     const threads = checkInt('threads', o.threads ?? 0, 0, 1024);
     const a = addon();
     const native = new a.Model();
-    const info = await native.init({ config: nativeConfig(config), device, seed, threads });
-    return new BertForSequenceClassification(native, config, info.device, info.numParameters, info.parameterNames,
+    const info = await native.init({ config: nativeConfig(config, architecture), device, seed, threads });
+    return new this(native, config, architecture, info.device, info.numParameters, info.parameterNames,
       { unused: [], newlyInitialized: info.parameterNames.slice() });
   }
 
   /**
    * Loads config.json + model.safetensors from a local folder or a Hub repo id (through the HF cache). Accepts
-   * BertModel, BertForPreTraining/MaskedLM and BertForSequenceClassification checkpoints; pickle is refused.
+   * BertModel, BertForPreTraining and every head's checkpoints (a head the class does not have is reported as unused
+   * and its own is newly initialised, as from_pretrained reports them); pickle is refused. The class's head, or the
+   * one config.json names (BertPreTrainedModel, as AutoModel), or `o.architecture`.
    */
-  static async fromPretrained(nameOrPath: string, o: ModelOptions = {}): Promise<BertForSequenceClassification> {
+  static async fromPretrained<M extends BertPreTrainedModel>(this: ModelClass<M>, nameOrPath: string, o: ModelOptions & { architecture?: Architecture } = {}): Promise<M> {
     if (typeof nameOrPath !== 'string' || !nameOrPath) throw new TypeError('nameOrPath must be a non-empty string');
     const src = await fileSource(nameOrPath, o);
     const configFile = (await src.get('config.json'))!;
     const config = parseConfig(await readJson(configFile), configFile, o);
     const files = await weightFiles(src, nameOrPath);
-    const model = await BertForSequenceClassification.fromConfig(config, o);
+    const architecture = this.architecture ?? o.architecture ?? architectureOf(config);
+    const model = await (this as unknown as typeof BertPreTrainedModel).fromConfig(config, { ...o, architecture }) as M;
     try {
       const tensors: FileTensor[] = [];  // headers only: the addon reads each tensor from its file
       for (const f of files) tensors.push(...(await indexSafetensors(f)).tensors);
@@ -137,19 +180,20 @@ export class BertForSequenceClassification {
       for (const t of tensors) {
         if (IGNORED_KEYS.test(t.name)) continue;
         const k = mapKey(t.name, addPrefix);
-        if (k.startsWith('cls.')) unused.push(t.name);
+        if (architecture === 'BertForMaskedLM' && TIED_KEYS.test(k)) continue;  // the same tensors as the embeddings' and the bias
+        if (unusedKey(k, architecture)) unused.push(t.name);
         else blobs.push({ ...t, name: k });
       }
       let report;
       try {
-        report = await model.native.load(blobs);
+        report = await (model as BertPreTrainedModel).native.load(blobs);
       } catch (e) {
         throw new InputError(files.join(', '), (e as Error).message);
       }
       (model as { loadReport: LoadReport }).loadReport = { unused: [...unused, ...report.unexpected], newlyInitialized: report.missing };
       return model;
     } catch (e) {
-      await model.dispose();
+      await (model as BertPreTrainedModel).dispose();
       throw e;
     }
   }
@@ -183,8 +227,22 @@ export class BertForSequenceClassification {
       attentionMask: ints('attentionMask', b.attentionMask, false),
       tokenTypeIds: ints('tokenTypeIds', b.tokenTypeIds, false),
     };
+    if (this.architecture === 'BertForMultipleChoice') {
+      const nc = checkInt('batch.numChoices', b.numChoices, 1, bs);
+      if (bs % nc !== 0) throw new RangeError(`batch.numChoices ${nc} must divide the batch's ${bs} rows (examples × choices)`);
+      out.numChoices = nc;
+    }
     if (b.labels === undefined) {
       if (needLabels) throw new TypeError('batch.labels is required for a training step');
+      return out;
+    }
+    const perHead = { BertForTokenClassification: n, BertForMaskedLM: n, BertForQuestionAnswering: bs * 2, BertForMultipleChoice: bs / (out.numChoices ?? 1) } as Record<string, number>;
+    if (this.architecture in perHead) {
+      const need = perHead[this.architecture];
+      if (!(b.labels instanceof Int32Array)) throw new TypeError(`batch.labels must be an Int32Array for ${this.architecture}`);
+      if (b.labels.length !== need) throw new RangeError(`batch.labels has ${b.labels.length} elements; ${this.architecture} needs ${need} (${
+        this.architecture === 'BertForQuestionAnswering' ? '[start, end] per row' : this.architecture === 'BertForMultipleChoice' ? 'one per example' : 'one per position'})`);
+      out.labels = b.labels;
       return out;
     }
     const pt = this.problemType;
@@ -203,11 +261,22 @@ export class BertForSequenceClassification {
     return out;
   }
 
-  /** Eval mode, no gradients: logits [batch, numLabels] (row-major), and the loss when labels are given. */
-  forward(batch: Batch): Promise<{ logits: Float32Array; loss?: number }> {
+  /** Eval mode, no gradients: the head's outputs (ModelOutput), and the loss when labels are given. */
+  forward(batch: Batch): Promise<ModelOutput> {
     try {
       const nb = this.toNative(batch, false);
-      return this.run(() => this.native.forward(nb));
+      return this.run(async () => {
+        const r = await this.native.forward(nb);
+        const out: ModelOutput = { shapes: {} };
+        const camel = { logits: 'logits', start_logits: 'startLogits', end_logits: 'endLogits' } as const;
+        for (const t of r.outputs) {
+          const k = camel[t.name as keyof typeof camel];
+          out[k] = t.data;
+          out.shapes[k] = t.shape;
+        }
+        if (r.loss !== undefined) out.loss = r.loss;
+        return out;
+      });
     } catch (e) {
       return Promise.reject(e);
     }
@@ -299,8 +368,8 @@ export class BertForSequenceClassification {
   setLabelSmoothing(epsilon: number): Promise<void> {
     try {
       checkNum('labelSmoothing', epsilon, (x) => x >= 0 && x < 1, 'in [0, 1)');
-      if (epsilon > 0 && this.problemType !== 'single_label_classification')
-        throw new TypeError(`label smoothing applies to single-label classification only; this model is ${this.problemType}`);
+      if (epsilon > 0 && (this.architecture === 'BertForQuestionAnswering' || (this.architecture === 'BertForSequenceClassification' && this.problemType !== 'single_label_classification')))
+        throw new TypeError(`label smoothing applies to class labels only; this model is ${this.architecture === 'BertForSequenceClassification' ? this.problemType : this.architecture}`);
     } catch (e) {
       return Promise.reject(e);
     }
@@ -326,11 +395,11 @@ export class BertForSequenceClassification {
 
   stateDict(): Promise<NativeBlob[]> { return this.run(() => this.native.stateDict()); }
 
-  /** Writes model.safetensors and config.json (what BertForSequenceClassification.from_pretrained reads). */
+  /** Writes model.safetensors and config.json (what AutoModelFor<head>.from_pretrained reads). */
   async save(dir: string): Promise<void> {
     // Written by the addon straight from the tensors: no copy of the weights passes through JS.
     await writeAtomically(path.join(dir, 'model.safetensors'), (tmp) => this.run(() => this.native.saveSafetensors(tmp, 'model', { format: 'pt' })));
-    await writeFileAtomic(path.join(dir, 'config.json'), JSON.stringify(configToJson(this.config), null, 2) + '\n');
+    await writeFileAtomic(path.join(dir, 'config.json'), JSON.stringify(configToJson(this.config, this.architecture), null, 2) + '\n');
   }
 
   /** Loads weights saved by save() (same architecture and names) into this model. */
@@ -374,6 +443,32 @@ export class BertForSequenceClassification {
     this.queue = p.catch(() => undefined);
     return p;
   }
+}
+
+/** Sentence-pair (or single sentence) classification and regression, as transformers' class. */
+export class BertForSequenceClassification extends BertPreTrainedModel {
+  static override readonly architecture: Architecture = 'BertForSequenceClassification';
+  override forward(batch: Batch) { return super.forward(batch) as Promise<ModelOutput & { logits: Float32Array }>; }
+}
+/** A class per token (named-entity recognition): logits [batch, seq, numLabels]. */
+export class BertForTokenClassification extends BertPreTrainedModel {
+  static override readonly architecture: Architecture = 'BertForTokenClassification';
+  override forward(batch: Batch) { return super.forward(batch) as Promise<ModelOutput & { logits: Float32Array }>; }
+}
+/** Extractive question answering: startLogits and endLogits [batch, seq]. */
+export class BertForQuestionAnswering extends BertPreTrainedModel {
+  static override readonly architecture: Architecture = 'BertForQuestionAnswering';
+  override forward(batch: Batch) { return super.forward(batch) as Promise<ModelOutput & { startLogits: Float32Array; endLogits: Float32Array }>; }
+}
+/** Masked-language modelling: the decoder is the word embeddings (tied), its bias cls.predictions.bias. */
+export class BertForMaskedLM extends BertPreTrainedModel {
+  static override readonly architecture: Architecture = 'BertForMaskedLM';
+  override forward(batch: Batch) { return super.forward(batch) as Promise<ModelOutput & { logits: Float32Array }>; }
+}
+/** Multiple choice (SWAG): each example's choices are rows of the batch; logits [examples, numChoices]. */
+export class BertForMultipleChoice extends BertPreTrainedModel {
+  static override readonly architecture: Architecture = 'BertForMultipleChoice';
+  override forward(batch: Batch) { return super.forward(batch) as Promise<ModelOutput & { logits: Float32Array }>; }
 }
 
 async function weightFiles(src: Awaited<ReturnType<typeof fileSource>>, name: string): Promise<string[]> {

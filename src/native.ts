@@ -13,11 +13,12 @@ export interface NativeBatch {
   batch: number; seq: number;
   inputIds: Int32Array; attentionMask?: Int32Array; tokenTypeIds?: Int32Array;
   labels?: Int32Array | Float32Array;
+  numChoices?: number;
 }
 export interface NativeModel {
   init(o: { config: object; device: string; seed: number; threads: number }): Promise<{ device: string; numParameters: number; parameterNames: string[] }>;
   load(t: NativeTensorSource[]): Promise<{ missing: string[]; unexpected: string[] }>;
-  forward(b: NativeBatch): Promise<{ logits: Float32Array; loss?: number }>;
+  forward(b: NativeBatch): Promise<{ outputs: Array<{ name: string; shape: number[]; data: Float32Array }>; loss?: number }>;
   forwardBackward(b: NativeBatch, lossScale: number, sync: boolean): Promise<number>;
   optimizerStep(o: { optim: string; lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; momentum: number; maxGradNorm: number }): Promise<number>;
   zeroGrad(): Promise<void>;

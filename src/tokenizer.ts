@@ -180,6 +180,32 @@ export class BertTokenizer {
     return { ids, typeIds, offsets, length: n };
   }
 
+  /**
+   * Pre-split words (tokenizer(words, is_split_into_words=True, truncation=True)): each word's pieces in order,
+   * [CLS] ... [SEP], and `wordIds`, aligned with `ids`, giving each token's word index (-1 for special tokens), as
+   * BatchEncoding.word_ids() does. A word that yields no piece has no token.
+   */
+  encodeWords(words: string[][], o: EncodeOptions = {}): EncodedDataset & { wordIds: Int32Array } {
+    const maxLength = o.maxLength ?? this.modelMaxLength;
+    if ((o.truncation ?? true) && (!Number.isInteger(maxLength) || maxLength < 2)) throw new RangeError(`maxLength must be an integer >= 2, got ${maxLength}`);
+    const limit = (o.truncation ?? true) ? maxLength - 2 : Infinity;
+    const ids: number[] = [], wordIds: number[] = [], offsets = new Int32Array(words.length + 1);
+    words.forEach((ws, i) => {
+      offsets[i] = ids.length;
+      ids.push(this.clsId); wordIds.push(-1);
+      let n = 0;
+      for (let w = 0; w < ws.length && n < limit; w++) {
+        for (const id of this.encodeText(ws[w])) {
+          if (n++ >= limit) break;
+          ids.push(id); wordIds.push(w);
+        }
+      }
+      ids.push(this.sepId); wordIds.push(-1);
+    });
+    offsets[words.length] = ids.length;
+    return { ids: Int32Array.from(ids), typeIds: new Uint8Array(ids.length), offsets, length: words.length, wordIds: Int32Array.from(wordIds) };
+  }
+
   /** Releases the per-text cache (it only speeds up repeated texts). */
   clearCache(): void { this.cache.clear(); }
 

@@ -17,7 +17,8 @@ process.dlopen(m, process.argv[2]);
 const a = m.exports;
 const config = { vocab_size: 50, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 24,
   max_position_embeddings: 32, type_vocab_size: 2, pad_token_id: 0, num_labels: 2, hidden_act: 'gelu', hidden_dropout_prob: 0,
-  attention_probs_dropout_prob: 0, layer_norm_eps: 1e-12, initializer_range: 0.02, classifier_dropout: -1, problem_type: 'single_label_classification' };
+  attention_probs_dropout_prob: 0, layer_norm_eps: 1e-12, initializer_range: 0.02, classifier_dropout: -1, problem_type: 'single_label_classification',
+  architecture: 'BertForSequenceClassification' };
 (async () => {
   const model = new a.Model();
   await model.init({ config, device: 'cpu', seed: 3, threads: 1 });
@@ -26,7 +27,7 @@ const config = { vocab_size: 50, hidden_size: 16, num_hidden_layers: 2, num_atte
   const loss = await model.forwardBackward(batch, 1);
   const norm = await model.optimizerStep({ optim: 'adamw_torch_fused', lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, momentum: 0, maxGradNorm: 1 });
   const after = await model.forward(batch);
-  console.log(JSON.stringify({ torch: a.runtime().torchVersion, before: Array.from(before.logits), loss, norm, after: Array.from(after.logits) }));
+  console.log(JSON.stringify({ torch: a.runtime().torchVersion, before: Array.from(before.outputs[0].data), loss, norm, after: Array.from(after.outputs[0].data) }));
   await model.dispose();
 })();
 `;

@@ -165,7 +165,88 @@ def best_and_stop(a):
     return {"stopStep": stop, "bestMetric": state.best_metric, "bestGlobalStep": state.best_global_step, "greaterIsBetter": args.greater_is_better}
 
 
-COMMANDS = {"make-model": make_model, "reference": reference, "check-saved": check_saved, "schedules": schedules, "best-and-stop": best_and_stop,
+def head_inputs(a, cls_name):
+    """The batch as the head takes it: multiple choice's rows are [examples, choices, seq]; labels by head."""
+    b = a["batch"]
+    bs, seq = b["shape"]
+    t = lambda k: torch.tensor(b[k], dtype=torch.long).view(bs, seq)
+    inputs = {"input_ids": t("inputIds"), "attention_mask": t("attentionMask"), "token_type_ids": t("tokenTypeIds")}
+    labels = torch.tensor(b["labels"], dtype=torch.long)
+    if cls_name == "BertForMultipleChoice":
+        nc = b["numChoices"]
+        inputs = {k: v.view(bs // nc, nc, seq) for k, v in inputs.items()}
+        return inputs, {"labels": labels}
+    if cls_name == "BertForQuestionAnswering":
+        pos = labels.view(bs, 2)
+        return inputs, {"start_positions": pos[:, 0], "end_positions": pos[:, 1]}
+    if cls_name in ("BertForTokenClassification", "BertForMaskedLM"):
+        return inputs, {"labels": labels.view(bs, seq)}
+    return inputs, {"labels": labels}
+
+
+def head_outputs(out):
+    keys = [k for k in ("logits", "start_logits", "end_logits") if getattr(out, k, None) is not None]
+    return {k: getattr(out, k).float().flatten().tolist() for k in keys} | {k + "_shape": list(getattr(out, k).shape) for k in keys}
+
+
+def make_head_model(a):
+    import transformers
+    torch.manual_seed(a.get("seed", 0))
+    m = getattr(transformers, a["architecture"])(transformers.BertConfig(**a["config"]))
+    with torch.no_grad():  # a non-trivial LayerNorm and bias state, so loading mistakes show up in the outputs
+        for n, p in m.named_parameters():
+            if "LayerNorm" in n or n.endswith("bias"):
+                p.add_(torch.randn_like(p) * 0.1)
+    m.save_pretrained(a["dir"])
+    return {"ok": True, "keys": sorted(k for k, _ in m.state_dict().items())}
+
+
+def head_reference(a):
+    """Eval outputs and loss, then `steps` AdamW steps with clip_grad_norm_, for any head (transformers' class)."""
+    import transformers
+    torch.set_num_threads(a.get("threads", 1))
+    cls_name = a["architecture"]
+    m = getattr(transformers, cls_name).from_pretrained(a["dir"])
+    inputs, labels = head_inputs(a, cls_name)
+    m.eval()
+    with torch.no_grad():
+        plain = m(**inputs)
+        out = m(**inputs, **labels)
+    result = head_outputs(plain) | {"loss": out.loss.item()}
+    decay = [p for n, p in m.named_parameters() if not ("LayerNorm" in n or n.endswith("bias"))]
+    no_decay = [p for n, p in m.named_parameters() if "LayerNorm" in n or n.endswith("bias")]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": a["weightDecay"]}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=a["lr"], betas=(0.9, 0.999), eps=a.get("eps", 1e-8), foreach=False)
+    m.train()  # dropout probabilities are 0 in the config
+    losses = []
+    for _ in range(a["steps"]):
+        out = m(**inputs, **labels)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(m.parameters(), a["maxGradNorm"])
+        losses.append(out.loss.item())
+        opt.step()
+        opt.zero_grad()
+    result["trainLosses"] = losses
+    save_file({n: p.detach().cpu().contiguous() for n, p in m.named_parameters()}, a["out"])
+    return result
+
+
+def head_check_saved(a):
+    """Loads a folder with AutoModelFor<head>, as a user would: the loading report and the outputs."""
+    import transformers
+    auto = {"BertForSequenceClassification": "AutoModelForSequenceClassification", "BertForTokenClassification": "AutoModelForTokenClassification",
+            "BertForQuestionAnswering": "AutoModelForQuestionAnswering", "BertForMaskedLM": "AutoModelForMaskedLM",
+            "BertForMultipleChoice": "AutoModelForMultipleChoice"}[a["architecture"]]
+    m, info = getattr(transformers, auto).from_pretrained(a["dir"], output_loading_info=True)
+    m.eval()
+    inputs, _ = head_inputs(a, a["architecture"])
+    with torch.no_grad():
+        out = m(**inputs)
+    return {"class": type(m).__name__, "missing": sorted(info["missing_keys"]), "unexpected": sorted(info["unexpected_keys"]),
+            "mismatched": [str(x) for x in info.get("mismatched_keys", [])]} | head_outputs(out)
+
+
+COMMANDS = {"make-head-model": make_head_model, "head-reference": head_reference, "head-check-saved": head_check_saved,"make-model": make_model, "reference": reference, "check-saved": check_saved, "schedules": schedules, "best-and-stop": best_and_stop,
             "optim-reference": optim_reference, "dropout-draws": dropout_draws}
 
 

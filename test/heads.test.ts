@@ -1,0 +1,152 @@
+// Every head against transformers' class of the same name on the same files (a tiny random BERT that transformers
+// makes): forward outputs, loss, 3 AdamW steps (the masked-LM decoder tied to the word embeddings gets both
+// gradients), and the saved folder read back by AutoModelFor<head> with no missing or unexpected keys.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { BertForMaskedLM, BertForMultipleChoice, BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification, BertPreTrainedModel } from '../src/model.js';
+import type { Architecture } from '../src/config.js';
+import { readSafetensors } from '../src/safetensors.js';
+import { TINY, f32, hfRef, tempDir, tinyBatch } from './helpers.js';
+
+const THREADS = 1;
+const CLASSES = { BertForSequenceClassification, BertForTokenClassification, BertForQuestionAnswering, BertForMaskedLM, BertForMultipleChoice };
+
+/** A batch with padding (row 1 is 4 tokens short) and the labels each head reads. */
+function headBatch(arch: Architecture) {
+  const bs = arch === 'BertForMultipleChoice' ? 4 : 3, seq = 9;
+  const b = tinyBatch(bs, seq, 7);
+  const pad = (i: number) => b.attentionMask[i] === 0;
+  let labels: Int32Array;
+  if (arch === 'BertForTokenClassification') labels = Int32Array.from({ length: bs * seq }, (_, i) => (pad(i) ? -100 : (i * 7) % 5));
+  else if (arch === 'BertForMaskedLM') labels = Int32Array.from({ length: bs * seq }, (_, i) => (pad(i) || i % 3 ? -100 : (i * 13) % 100));
+  else if (arch === 'BertForQuestionAnswering') labels = Int32Array.from([2, 5, 1, 3, 4, 30]);  // the last end is past seq: clamped and ignored
+  else if (arch === 'BertForMultipleChoice') labels = Int32Array.from([1, 0]);  // 2 examples of 2 choices
+  else labels = Int32Array.from([0, 2, 1]);
+  return { ...b, labels, ...(arch === 'BertForMultipleChoice' ? { numChoices: 2 } : {}) };
+}
+const json = (b: ReturnType<typeof headBatch>) => ({ shape: b.shape, inputIds: [...b.inputIds], attentionMask: [...b.attentionMask], tokenTypeIds: [...b.tokenTypeIds],
+  labels: [...b.labels], ...('numChoices' in b ? { numChoices: b.numChoices } : {}) });
+
+/** The largest difference over the positions a head's logits are defined at (token-level heads: real tokens). */
+function diff(arch: Architecture, name: string, ours: Float32Array, theirs: number[], b: ReturnType<typeof headBatch>, withLabels: boolean): number {
+  let d = 0;
+  if (arch === 'BertForMaskedLM' && withLabels) {
+    // ours: the labelled positions' rows, in order; theirs: every position's
+    const V = TINY.vocab_size;
+    let r = 0;
+    for (let i = 0; i < b.labels.length; i++) {
+      if (b.labels[i] === -100) continue;
+      for (let v = 0; v < V; v++) d = Math.max(d, Math.abs(ours[r * V + v] - theirs[i * V + v]));
+      r++;
+    }
+    assert.equal(r * V, ours.length);
+    return d;
+  }
+  assert.equal(ours.length, theirs.length, name);
+  const per = ours.length / b.inputIds.length;
+  for (let i = 0; i < ours.length; i++) {
+    const token = Math.floor(i / per);
+    if ((arch === 'BertForTokenClassification' || arch === 'BertForMaskedLM') && b.attentionMask[token] === 0) continue;
+    d = Math.max(d, Math.abs(ours[i] - theirs[i]));
+  }
+  return d;
+}
+
+for (const arch of Object.keys(CLASSES) as Architecture[])
+test(`${arch}: outputs, loss, 3 AdamW steps and the saved folder match transformers`, async () => {
+  const { dir, cleanup } = tempDir('heads-');
+  try {
+    const hf = path.join(dir, 'hf');
+    const config = { ...TINY, num_labels: arch === 'BertForTokenClassification' ? 5 : arch === 'BertForSequenceClassification' ? 3 : 2 };
+    await hfRef('make-head-model', { dir: hf, seed: 11, architecture: arch, config });
+    const batch = headBatch(arch);
+    const lr = 1e-3, weightDecay = 0.01, maxGradNorm = 0.5, steps = 3, eps = 1e-6;
+    const ref = await hfRef('head-reference', { dir: hf, architecture: arch, batch: json(batch), lr, weightDecay, maxGradNorm, steps, eps,
+      out: path.join(dir, 'ref-after.safetensors'), threads: THREADS });
+
+    // The class's own head, and the one config.json names (as AutoModel) are the same model.
+    const model: BertPreTrainedModel = await (CLASSES[arch] as typeof BertPreTrainedModel).fromPretrained(hf, { device: 'cpu', threads: THREADS });
+    const auto = await BertPreTrainedModel.fromPretrained(hf, { device: 'cpu', threads: THREADS });
+    try {
+      assert.equal(auto.architecture, arch);
+      assert.deepEqual(model.loadReport, { unused: [], newlyInitialized: [] });
+      const { labels, ...inputs } = batch;
+      const plain = await model.forward(inputs);
+      const withLabels = await model.forward(batch);
+      const names = arch === 'BertForQuestionAnswering' ? [['startLogits', 'start_logits'], ['endLogits', 'end_logits']] : [['logits', 'logits']];
+      let outDiff = 0;
+      for (const [ours, theirs] of names) {
+        outDiff = Math.max(outDiff, diff(arch, theirs, (plain as unknown as Record<string, Float32Array>)[ours], ref[theirs], batch, false));
+        assert.deepEqual(plain.shapes[ours], ref[`${theirs}_shape`], `${ours}'s shape`);
+      }
+      if (arch === 'BertForMaskedLM') outDiff = Math.max(outDiff, diff(arch, 'logits', withLabels.logits!, ref.logits, batch, true));
+      const lossDiff = Math.abs(withLabels.loss! - ref.loss);
+      const losses: number[] = [];
+      for (let i = 0; i < steps; i++) {
+        losses.push(await model.trainStep(batch));
+        await model.optimizerStep({ lr, weightDecay, maxGradNorm, eps });
+      }
+      const trainDiff = Math.max(...losses.map((l, i) => Math.abs(l - ref.trainLosses[i])));
+      const ours = new Map((await model.stateDict()).map((t) => [t.name, f32(t.data)]));
+      let paramRel = 0, worst = '';
+      const theirs = (await readSafetensors(path.join(dir, 'ref-after.safetensors'))).tensors;
+      assert.deepEqual([...ours.keys()].sort(), theirs.map((t) => t.name).sort(), 'the same parameters, by name');
+      for (const t of theirs) {
+        const a = ours.get(t.name)!, b = f32(t.data);
+        let num = 0, den = 0;
+        for (let i = 0; i < a.length; i++) { num = Math.max(num, Math.abs(a[i] - b[i])); den = Math.max(den, Math.abs(b[i])); }
+        if (t.name === 'qa_outputs.bias') {
+          // Adding a constant to every position's start (end) logit leaves both softmaxes unchanged: this bias's
+          // gradient is zero in theory and rounding noise in practice, which Adam scales up to steps of about lr.
+          assert.ok(num <= steps * lr, `${t.name} moved ${num} apart, more than ${steps} Adam steps of lr ${lr} can`);
+          continue;
+        }
+        if (num / Math.max(den, 1e-12) > paramRel) worst = t.name;
+        paramRel = Math.max(paramRel, num / Math.max(den, 1e-12));
+      }
+      const saved = path.join(dir, 'saved');
+      await model.save(saved);
+      const after = await model.forward(inputs);
+      const check = await hfRef('head-check-saved', { dir: saved, architecture: arch, batch: json(batch) });
+      let savedDiff = 0;
+      for (const [o, t] of names) savedDiff = Math.max(savedDiff, diff(arch, t, (after as unknown as Record<string, Float32Array>)[o], check[t], batch, false));
+      console.log(`heads ${arch}: outputs ${outDiff.toExponential(2)}, loss ${lossDiff.toExponential(2)}, 3 training losses ${trainDiff.toExponential(2)}, ` +
+        `params after 3 AdamW steps ${paramRel.toExponential(2)} relative (${worst}), saved folder through ${check.class} ${savedDiff.toExponential(2)}`);
+      assert.equal(check.class, arch);
+      assert.deepEqual([check.missing, check.unexpected, check.mismatched], [[], [], []]);
+      assert.ok(outDiff <= 1e-5, `outputs differ by ${outDiff}`);
+      assert.ok(lossDiff <= 1e-5, `loss differs by ${lossDiff}`);
+      assert.ok(trainDiff <= 1e-5, `training losses differ by ${trainDiff}`);
+      assert.ok(paramRel <= 1e-5, `parameters after 3 steps differ by ${paramRel} relative`);
+      assert.ok(savedDiff <= 1e-5, `the saved model's outputs differ by ${savedDiff} in transformers`);
+    } finally {
+      await model.dispose();
+      await auto.dispose();
+    }
+  } finally {
+    cleanup();
+  }
+});
+
+test('a BertForPreTraining or BertForMaskedLM checkpoint keeps its MLM head in BertForMaskedLM and reports it unused elsewhere', async () => {
+  const { dir, cleanup } = tempDir('heads-load-');
+  try {
+    await hfRef('make-model', { dir: path.join(dir, 'pre'), seed: 2, kind: 'pretraining', config: TINY });
+    const mlm = await BertForMaskedLM.fromPretrained(path.join(dir, 'pre'), { device: 'cpu' });
+    const cls = await BertForTokenClassification.fromPretrained(path.join(dir, 'pre'), { device: 'cpu', labels: ['O', 'B-X', 'I-X'] });
+    try {
+      assert.deepEqual(mlm.loadReport.newlyInitialized, []);
+      // As from_pretrained reports them: the next-sentence head and the pooler (BertForMaskedLM has none).
+      assert.deepEqual(mlm.loadReport.unused.sort(), ['bert.pooler.dense.bias', 'bert.pooler.dense.weight', 'cls.seq_relationship.bias', 'cls.seq_relationship.weight']);
+      assert.ok(cls.loadReport.unused.some((k) => k.startsWith('cls.predictions.')));
+      assert.deepEqual(cls.loadReport.newlyInitialized.sort(), ['classifier.bias', 'classifier.weight']);
+      assert.ok(!cls.parameterNames.some((n) => n.startsWith('bert.pooler.')), 'token classification has no pooler, as transformers builds it');
+    } finally {
+      await mlm.dispose();
+      await cls.dispose();
+    }
+  } finally {
+    cleanup();
+  }
+});

@@ -11,7 +11,7 @@ import { venvDir, venvPython } from './find-libtorch.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const BENCH = process.argv.includes('--bench');
-const CHECK = 'import torch, transformers, safetensors, sklearn, scipy, numpy, pyarrow, tensorboard, accelerate' + (BENCH ? ', datasets, onnx' : '');
+const CHECK = 'import torch, transformers, safetensors, sklearn, scipy, numpy, pyarrow, tensorboard, accelerate, seqeval' + (BENCH ? ', datasets, onnx' : '');
 
 function works(py) {
   try {

@@ -8,7 +8,7 @@ import { OPTIMIZERS } from './model.js';
 import { HUB_STRATEGIES } from './push.js';
 import { DEFAULT_BUCKET_CAP_MB, DEFAULT_DDP_TIMEOUT } from './distributed.js';
 
-export type Command = 'train' | 'predict' | 'evaluate';
+export type Command = 'train' | 'predict' | 'evaluate' | 'ner';
 
 interface Flag {
   name: string;
@@ -25,24 +25,27 @@ interface Flag {
   commands: readonly Command[];
 }
 
-const ALL: readonly Command[] = ['train', 'predict', 'evaluate'];
-const TRAIN: readonly Command[] = ['train'];
+const ALL: readonly Command[] = ['train', 'predict', 'evaluate', 'ner'];
+const GLUE: readonly Command[] = ['train', 'predict', 'evaluate'];
+/** Training commands: sequence classification (GLUE or files) and run_ner.py's token classification. */
+const TRAIN: readonly Command[] = ['train', 'ner'];
+const DDP: readonly Command[] = ['train'];
 
 export const FLAGS: readonly Flag[] = [
   { name: 'model', type: 'string', default: 'bert-base-uncased', defaultFor: { predict: DEFAULT_ARGS.outputDir, evaluate: DEFAULT_ARGS.outputDir }, describe: 'Hub repo id or local checkpoint folder', commands: ALL },
   { name: 'task', type: 'string', describe: `GLUE task (${Object.keys(GLUE_TASKS).join(', ')}; default mrpc). With --train-file/--validation-file it sets ` +
-    'the files\' label names, regression or not, and the metric; without it they come from the files (float labels: regression)', commands: ALL },
+    'the files\' label names, regression or not, and the metric; without it they come from the files (float labels: regression)', commands: GLUE },
   { name: 'train-file', type: 'string', describe: 'local training data (.parquet, .csv, .tsv, .jsonl, .json) instead of GLUE', commands: TRAIN },
-  { name: 'validation-file', type: 'string', describe: 'local validation data', commands: ['train', 'evaluate'] },
-  { name: 'text-columns', type: 'string', describe: 'comma-separated text column(s) of local files (default: inferred)', commands: TRAIN },
-  { name: 'label-column', type: 'string', describe: 'label column of local files (default: inferred)', commands: TRAIN },
+  { name: 'validation-file', type: 'string', describe: 'local validation data', commands: ['train', 'evaluate', 'ner'] },
+  { name: 'text-columns', type: 'string', describe: 'comma-separated text column(s) of local files (default: inferred)', commands: ['train'] },
+  { name: 'label-column', type: 'string', describe: 'label column of local files (default: inferred)', commands: ['train'] },
   { name: 'output-dir', type: 'string', field: 'outputDir', defaultFor: { predict: undefined }, describe: 'output_dir: checkpoints, the final model and results ' +
-    '(predict: write predict_results_<task>.txt there, as run_glue.py, instead of printing)', commands: ['train', 'predict'] },
+    '(predict: write predict_results_<task>.txt there, as run_glue.py, instead of printing)', commands: ['train', 'predict', 'ner'] },
   { name: 'epochs', type: 'number', field: 'numTrainEpochs', describe: 'num_train_epochs', commands: TRAIN },
   { name: 'learning-rate', type: 'number', field: 'learningRate', describe: 'learning_rate (AdamW)', commands: TRAIN },
   { name: 'batch-size', type: 'number', field: 'perDeviceTrainBatchSize', describe: 'per_device_train_batch_size', commands: TRAIN },
   { name: 'eval-batch-size', type: 'number', field: 'perDeviceEvalBatchSize', describe: 'per_device_eval_batch_size', commands: ALL },
-  { name: 'max-length', type: 'number', describe: 'truncate to this many tokens (default: tokenizer model_max_length, capped by the model)', commands: ALL },
+  { name: 'max-length', type: 'number', describe: 'truncate to this many tokens (default: tokenizer model_max_length, capped by the model)', commands: GLUE },
   { name: 'warmup-ratio', type: 'number', field: 'warmupRatio', describe: 'warmup_ratio', commands: TRAIN },
   { name: 'warmup-steps', type: 'number', field: 'warmupSteps', describe: 'warmup_steps (overrides --warmup-ratio)', commands: TRAIN },
   { name: 'lr-scheduler', type: 'string', field: 'lrSchedulerType', choices: LR_SCHEDULERS, describe: 'lr_scheduler_type', commands: TRAIN },
@@ -80,8 +83,8 @@ export const FLAGS: readonly Flag[] = [
   { name: 'restore-callback-states-from-checkpoint', type: 'boolean', field: 'restoreCallbackStatesFromCheckpoint', describe: 'on a resume, restore early stopping\'s counter from the checkpoint', commands: TRAIN },
   { name: 'eval-on-start', type: 'boolean', field: 'evalOnStart', describe: 'eval_on_start: evaluate once before training', commands: TRAIN },
   { name: 'logging-first-step', type: 'boolean', field: 'loggingFirstStep', describe: 'logging_first_step: log step 1 too', commands: TRAIN },
-  { name: 'do-predict', type: 'boolean', describe: 'after training, predict the test split(s) (or --test-file) into predict_results_<task>.txt as run_glue.py', commands: TRAIN },
-  { name: 'test-file', type: 'string', describe: 'local data to predict with --do-predict (labels, if any, are ignored)', commands: TRAIN },
+  { name: 'do-predict', type: 'boolean', describe: 'after training, predict the test split(s) (or --test-file) into predict_results_<task>.txt as run_glue.py', commands: ['train'] },
+  { name: 'test-file', type: 'string', describe: 'local data to predict with --do-predict (labels, if any, are ignored)', commands: ['train'] },
   { name: 'push-to-hub', type: 'boolean', field: 'pushToHub', describe: 'push_to_hub: upload the model, tokenizer, results and a model card at the end', commands: TRAIN },
   { name: 'hub-model-id', type: 'string', field: 'hubModelId', describe: 'hub_model_id: "name" or "namespace/name" (default: the output folder\'s name)', commands: TRAIN },
   { name: 'hub-token', type: 'string', field: 'hubToken', describe: 'hub_token (default: HF_TOKEN); never written to training_args.json', commands: TRAIN },
@@ -89,19 +92,24 @@ export const FLAGS: readonly Flag[] = [
   { name: 'hub-strategy', type: 'string', field: 'hubStrategy', choices: HUB_STRATEGIES, describe: 'hub_strategy: end, or every_save (each checkpoint too)', commands: TRAIN },
   { name: 'resume-from-checkpoint', type: 'string', describe: 'a checkpoint folder, or "latest" for the newest in --output-dir', commands: TRAIN },
   { name: 'device', type: 'string', default: 'auto', describe: 'auto, cpu, cuda or cuda:N (with several processes: cpu, or each rank on cuda:LOCAL_RANK)', commands: ALL },
-  { name: 'nproc-per-node', type: 'number', describe: 'start this many data-parallel workers on this machine, as torchrun --nproc-per-node (CPU: Gloo; CUDA: NCCL, one GPU each)', commands: TRAIN },
-  { name: 'nnodes', type: 'number', default: 1, describe: 'machines in the job (torchrun --nnodes); run the same command on each with its --node-rank', commands: TRAIN },
-  { name: 'node-rank', type: 'number', default: 0, describe: 'this machine\'s index in the job (torchrun --node-rank)', commands: TRAIN },
-  { name: 'master-addr', type: 'string', default: '127.0.0.1', describe: 'address of node 0, where rank 0 hosts the rendezvous (torchrun --master-addr)', commands: TRAIN },
-  { name: 'master-port', type: 'number', describe: 'rendezvous port on node 0 (default: a free port with one node, else 29500)', commands: TRAIN },
-  { name: 'ddp-timeout', type: 'number', default: DEFAULT_DDP_TIMEOUT, describe: 'ddp_timeout: seconds a rendezvous or collective waits for the other ranks before failing', commands: TRAIN },
-  { name: 'ddp-bucket-cap-mb', type: 'number', default: DEFAULT_BUCKET_CAP_MB, describe: 'ddp_bucket_cap_mb: gradient all-reduce bucket size', commands: TRAIN },
+  { name: 'nproc-per-node', type: 'number', describe: 'start this many data-parallel workers on this machine, as torchrun --nproc-per-node (CPU: Gloo; CUDA: NCCL, one GPU each)', commands: DDP },
+  { name: 'nnodes', type: 'number', default: 1, describe: 'machines in the job (torchrun --nnodes); run the same command on each with its --node-rank', commands: DDP },
+  { name: 'node-rank', type: 'number', default: 0, describe: 'this machine\'s index in the job (torchrun --node-rank)', commands: DDP },
+  { name: 'master-addr', type: 'string', default: '127.0.0.1', describe: 'address of node 0, where rank 0 hosts the rendezvous (torchrun --master-addr)', commands: DDP },
+  { name: 'master-port', type: 'number', describe: 'rendezvous port on node 0 (default: a free port with one node, else 29500)', commands: DDP },
+  { name: 'ddp-timeout', type: 'number', default: DEFAULT_DDP_TIMEOUT, describe: 'ddp_timeout: seconds a rendezvous or collective waits for the other ranks before failing', commands: DDP },
+  { name: 'ddp-bucket-cap-mb', type: 'number', default: DEFAULT_BUCKET_CAP_MB, describe: 'ddp_bucket_cap_mb: gradient all-reduce bucket size', commands: DDP },
   { name: 'threads', type: 'number', describe: 'libtorch intra-op threads (default: libtorch\'s choice)', commands: ALL },
   { name: 'json', type: 'boolean', default: false, describe: 'one JSON object per line instead of tables', commands: ALL },
   { name: 'revision', type: 'string', default: 'main', describe: 'Hub revision of the model (branch, tag, commit or refs/pr/N)', commands: ALL },
   { name: 'sentence1', type: 'string', array: true, describe: 'first sentence(s)', commands: ['predict'] },
   { name: 'sentence2', type: 'string', array: true, describe: 'second sentence(s), one per --sentence1', commands: ['predict'] },
   { name: 'file', type: 'string', describe: 'a data file of rows to classify (.csv, .tsv, .jsonl, .json, .parquet)', commands: ['predict'] },
+  { name: 'text-column-name', type: 'string', describe: 'column of word lists (run_ner text_column_name; default "tokens", else the first column)', commands: ['ner'] },
+  { name: 'label-column-name', type: 'string', describe: 'column of tag lists (run_ner label_column_name; default "ner_tags", else the second column)', commands: ['ner'] },
+  { name: 'label-all-tokens', type: 'boolean', default: false, describe: 'label every piece of a word, not only the first (B- becomes I- after the first)', commands: ['ner'] },
+  { name: 'return-entity-level-metrics', type: 'boolean', default: false, describe: 'report precision, recall, f1 and number per entity type too', commands: ['ner'] },
+  { name: 'max-seq-length', type: 'number', describe: 'truncate to this many tokens (run_ner max_seq_length; default: tokenizer model_max_length, capped by the model)', commands: ['ner'] },
   { name: 'split', type: 'string', describe: 'GLUE split (evaluate: default the task\'s validation split; predict: e.g. test)', commands: ['evaluate', 'predict'] },
 ];
 

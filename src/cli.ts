@@ -4,12 +4,15 @@ import path from 'node:path';
 import { constants as fsConstants, promises as fs } from 'node:fs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { BertForSequenceClassification, isDevice, type Device } from './model.js';
+import { BertForSequenceClassification, BertForTokenClassification, BertPreTrainedModel, isDevice, type Device, type ModelOptions } from './model.js';
+import { loadTokenDataFile, tokenizeTokenDataset } from './ner.js';
+import { nerMetrics } from './seqeval.js';
+import type { TokenizedDataset } from './data.js';
 import { BertTokenizer } from './tokenizer.js';
 import { loadDataFile, loadGlue, type TextDataset } from './datasets.js';
 import { glueMetricNames, glueTask } from './glue.js';
 import { tokenizeDataset } from './data.js';
-import { EarlyStoppingCallback, listCheckpoints, Trainer, validateArgs, type LogEntry, type TrainingArguments } from './trainer.js';
+import { DEFAULT_ARGS, EarlyStoppingCallback, listCheckpoints, Trainer, validateArgs, type LogEntry, type TrainerOptions, type TrainingArguments } from './trainer.js';
 import { InputError, UsageError, UserError } from './errors.js';
 import { lockOutputDir, saveAsUnit, writeFileAtomic } from './fsutil.js';
 import { addon, exitNow } from './native.js';
@@ -71,6 +74,8 @@ export async function main(argv = hideBin(process.argv), out: Out = stdoutLine, 
     const command = (name: Command, run: (a: Flags) => Promise<number>) => async (a: Flags) => { checkFlags(a, name); code = await run(a); };
     parser
       .command('$0', 'train (and evaluate every epoch)', (y) => y.options(yargsOptions('train')), command('train', (a) => train(a, argv, out, err, controller.signal)))
+      .command('ner', 'token classification (named-entity recognition) from files of words and tags, as run_ner.py', (y) => y.options(yargsOptions('ner')),
+        command('ner', (a) => train(a, argv, out, err, controller.signal, 'ner')))
       .command('predict', 'classify sentence pairs with a trained model (like a text-classification pipeline)', (y) => y.options(yargsOptions('predict')), command('predict', (a) => predict(a, out)))
       .command('evaluate', 'evaluate a model on a GLUE validation split or --validation-file', (y) => y.options(yargsOptions('evaluate')), command('evaluate', (a) => evaluate(a, out)))
       .strictOptions()
@@ -132,11 +137,14 @@ function deviceFlag(d: string): Device {
   return d;
 }
 
-/** The model and its tokenizer, as every command loads them. */
-async function loadModelAndTokenizer(a: Flags, extra: Parameters<typeof BertForSequenceClassification.fromPretrained>[1] = {}) {
+/**
+ * The model and its tokenizer, as every command loads them: training a sequence classifier (`cls`), or (predict,
+ * evaluate) the head the checkpoint's config.json names, as the pipelines' AutoModel does.
+ */
+async function loadModelAndTokenizer(a: Flags, extra: ModelOptions = {}, cls: typeof BertPreTrainedModel = BertForSequenceClassification) {
   const device = deviceFlag(a.device);
   const tok = await BertTokenizer.fromPretrained(a.model, { revision: a.revision });
-  const model = await BertForSequenceClassification.fromPretrained(a.model, { revision: a.revision, device, threads: a.threads, ...extra });
+  const model = await cls.fromPretrained(a.model, { revision: a.revision, device, threads: a.threads, ...extra });
   const maxLength = Math.min(a['max-length'] ?? tok.modelMaxLength, model.config.max_position_embeddings);
   return { tok, model, maxLength };
 }
@@ -145,13 +153,58 @@ async function loadModelAndTokenizer(a: Flags, extra: Parameters<typeof BertForS
  * Training and evaluation read one class per row (GLUE, files); a multi-label model needs a set of classes per row,
  * which nothing here reads yet: refused by name instead of failing on the label count.
  */
-function refuseMultiLabel(a: Flags, model: BertForSequenceClassification, command: string) {
+function refuseMultiLabel(a: Flags, model: BertPreTrainedModel, command: string) {
   if (model.problemType === 'multi_label_classification')
     throw new InputError(`${a.model}/config.json`, `problem_type "multi_label_classification": ${command} reads one class per row, so a multi-label model cannot be ${command === 'train' ? 'trained' : 'evaluated'} here (predict gives its per-label sigmoid scores)`);
 }
 
+/** predict and evaluate handle sequence and token classification; the other heads are trained through the library. */
+function refuseHead(a: Flags, model: BertPreTrainedModel, command: string) {
+  if (model.architecture !== 'BertForSequenceClassification')
+    throw new InputError(`${a.model}/config.json`, `architectures names ${model.architecture}: \`${command}\` reads sentence and token classification models only (BertForSequenceClassification, BertForTokenClassification)`);
+}
+
+/**
+ * Token classification: each word's tag (its first piece's prediction, as run_ner.py keeps them) and probability.
+ * --sentence1: whitespace-separated words; --file: rows of "tokens" (run_ner's layout). --output-dir writes
+ * predictions.txt (one line of tags per row), as run_ner.py's do_predict.
+ */
+async function predictTokens(a: Flags, rows: TextDataset | undefined, tok: BertTokenizer, model: BertPreTrainedModel, out: Out): Promise<number> {
+  const words = a.file ? (await loadTokenDataFile(a.file, { labelNames: modelLabels(model).labelNames })).words : rows!.text1.map((t) => t.split(/\s+/).filter(Boolean));
+  const maxLength = Math.min(a['max-length'] ?? tok.modelMaxLength, model.config.max_position_embeddings);
+  const data = tokenizeTokenDataset({ source: a.file ?? 'flags', words, tags: null, labelNames: [] }, tok, { maxLength });
+  const trainer = new Trainer({ model, tokenizer: tok, args: trainingArgsOf(a, 'predict') });
+  const { logits } = await trainer.predict(data);
+  const names = modelLabels(model).labelNames!, nl = model.numLabels;
+  const lines: string[] = [];
+  for (let r = 0; r < data.enc.length; r++) {
+    const tags: string[] = [], scores: number[] = [];
+    let previous = -1;
+    for (let t = data.enc.offsets[r]; t < data.enc.offsets[r + 1]; t++) {
+      const w = data.wordIds![t];
+      if (w >= 0 && w !== previous) {
+        const row = Array.from(logits.subarray(t * nl, (t + 1) * nl));
+        if (!row.every(Number.isFinite)) throw new Error(`${a.model}: the model gives non-finite logits for input ${r + 1}: its weights are not usable (a diverged training run?)`);
+        const mx = Math.max(...row), ex = row.map((v) => Math.exp(v - mx)), sum = ex.reduce((x, y) => x + y, 0), best = row.indexOf(mx);
+        tags.push(names[best]);
+        scores.push(ex[best] / sum);
+      }
+      previous = w;
+    }
+    lines.push(tags.join(' '));
+    if (a['output-dir'] === undefined)
+      out(a.json ? JSON.stringify({ words: words[r].slice(0, tags.length), tags, scores }) : words[r].slice(0, tags.length).map((w, k) => `${w}/${tags[k]}`).join(' '));
+  }
+  if (a['output-dir'] !== undefined) {
+    const file = path.join(a['output-dir'], 'predictions.txt');
+    await writeFileAtomic(file, lines.join('\n') + '\n');
+    out(a.json ? JSON.stringify({ event: 'predict', file, rows: lines.length }) : `Predictions of ${lines.length} rows written to ${file}`);
+  }
+  return 0;
+}
+
 /** The labels a model was trained with, so a file's labels are read through its label2id, as run_glue.py does. */
-function modelLabels(model: BertForSequenceClassification): { labelNames?: string[]; isRegression: boolean } {
+function modelLabels(model: BertPreTrainedModel): { labelNames?: string[]; isRegression: boolean } {
   if (model.problemType === 'regression') return { isRegression: true };
   return { labelNames: Array.from({ length: model.numLabels }, (_, i) => model.config.id2label[String(i)] ?? `LABEL_${i}`), isRegression: false };
 }
@@ -241,9 +294,60 @@ function launchFlags(a: Flags) {
 /** torchrun sets no bound; one process per core is the useful most on a CPU, and a GPU machine has at most a few dozen. */
 const MAX_NPROC_PER_NODE = 1024;
 
-async function train(a: Flags, argv: string[], out: Out, err: Out, signal: AbortSignal): Promise<number> {
+/** What a training command trains on: its model, tokenizer, data and metrics (GLUE classification, NER, ...). */
+interface Prepared {
+  tok: BertTokenizer;
+  model: BertPreTrainedModel;
+  trainData: TokenizedDataset;
+  evalData?: TokenizedDataset;
+  /** The columns of the per-epoch table, as the evaluation names them (eval_<name>). */
+  metricNames: string[];
+  task?: string;
+  computeMetrics?: TrainerOptions['computeMetrics'];
+}
+type Prepare = (a: Flags, o: { seed: number; device?: Device }) => Promise<Prepared>;
+
+/** `node train.js`: GLUE (or local files) sequence classification. */
+const prepareGlue: Prepare = async (a, o) => {
+  const { train: trainText, validation, task } = await loadSplits(a, true);
+  const { tok, model, maxLength } = await loadModelAndTokenizer(a, { seed: o.seed, ...labelInfo(trainText!), ...(o.device ? { device: o.device } : {}) });
+  try {
+    refuseMultiLabel(a, model, 'train');
+    const trainData = await tokenizeDataset(trainText!, tok, maxLength);
+    const evalData = validation ? await tokenizeDataset(validation, tok, maxLength) : undefined;
+    const metricNames = task ? glueMetricNames(task) : (trainText!.isRegression ? ['pearson', 'spearmanr'] : model.numLabels === 2 ? ['accuracy', 'f1'] : ['accuracy']);
+    return { tok, model, trainData, evalData, metricNames, task };
+  } catch (e) {
+    await model.dispose();
+    throw e;
+  }
+};
+
+/** `node train.js ner`: token classification as run_ner.py, from local files of words and tags. */
+const prepareNer: Prepare = async (a, o) => {
+  if (!a['train-file']) throw new UsageError('ner needs --train-file (JSON Lines, JSON or parquet rows of "tokens" and "ner_tags")');
+  const cols = { textColumnName: a['text-column-name'], labelColumnName: a['label-column-name'] };
+  const train = await loadTokenDataFile(a['train-file'], { ...cols, requireLabels: true });
+  const validation = a['validation-file'] ? await loadTokenDataFile(a['validation-file'], { ...cols, labelNames: train.labelNames }) : undefined;
+  const device = deviceFlag(o.device ?? a.device);
+  const tok = await BertTokenizer.fromPretrained(a.model, { revision: a.revision });
+  const model = await BertForTokenClassification.fromPretrained(a.model, { revision: a.revision, device, threads: a.threads, seed: o.seed, labels: train.labelNames });
+  try {
+    const maxLength = Math.min(a['max-seq-length'] ?? tok.modelMaxLength, model.config.max_position_embeddings);
+    const enc = { maxLength, labelAllTokens: a['label-all-tokens'] };
+    const ent = a['return-entity-level-metrics'] === true;
+    return { tok, model, trainData: tokenizeTokenDataset(train, tok, enc), evalData: validation ? tokenizeTokenDataset(validation, tok, enc) : undefined,
+      metricNames: ent ? ['overall_precision', 'overall_recall', 'overall_f1', 'overall_accuracy'] : ['precision', 'recall', 'f1', 'accuracy'],
+      computeMetrics: nerMetrics(train.labelNames, { returnEntityLevelMetrics: ent }) };
+  } catch (e) {
+    await model.dispose();
+    throw e;
+  }
+};
+
+async function train(a: Flags, argv: string[], out: Out, err: Out, signal: AbortSignal, command: 'train' | 'ner' = 'train'): Promise<number> {
   phase = 'setup';
-  const args = trainingArgsOf(a, 'train');
+  const args = trainingArgsOf(a, command);
   validateArgs(args, flagOf);  // usage errors before any loading, named by their flags
   deviceFlag(a.device);
   if (a['max-length'] !== undefined && (!Number.isInteger(a['max-length']) || a['max-length'] < 3)) throw new UsageError('--max-length must be an integer >= 3');
@@ -275,7 +379,7 @@ async function train(a: Flags, argv: string[], out: Out, err: Out, signal: Abort
         err(`warning: --dashboard-host ${dash.host}: the dashboard (the run's logs and metrics, no authentication) can be read by anyone who can reach this machine on that address`);
       if (a.json) out(JSON.stringify({ event: 'dashboard', url })); else err(`Dashboard: ${url}`);
     }
-    return await trainLocked(a, args, main ? out : () => {}, err, signal, dashboard, worker ?? undefined);
+    return await trainLocked(a, args, main ? out : () => {}, err, signal, command === 'ner' ? prepareNer : prepareGlue, dashboard, worker ?? undefined);
   } catch (e) {
     dashboard?.publish({ type: 'error', message: (e as Error).message });
     throw e;
@@ -298,24 +402,20 @@ async function joinProcessGroup(a: Flags, env: TorchrunEnv): Promise<Distributed
   return DistributedContext.init({ env, device: cuda ? 'cuda' : 'cpu', timeoutSeconds: a['ddp-timeout'], bucketCapMb: a['ddp-bucket-cap-mb'] });
 }
 
-async function trainLocked(a: Flags, args: Partial<TrainingArguments>, out: Out, err: Out, signal: AbortSignal, dashboard?: Dashboard, worker?: TorchrunEnv): Promise<number> {
+async function trainLocked(a: Flags, args: Partial<TrainingArguments>, out: Out, err: Out, signal: AbortSignal, prepare: Prepare, dashboard?: Dashboard, worker?: TorchrunEnv): Promise<number> {
   const log = (o: object, text: string) => out(a.json ? JSON.stringify(o) : text);
   const dist = worker ? await joinProcessGroup(a, worker) : undefined;
   const main = dist?.isMain ?? true;
-  const { train: trainText, validation, task } = await loadSplits(a, true);
-  const { tok, model, maxLength } = await loadModelAndTokenizer(a, { seed: a.seed, ...labelInfo(trainText!), ...(dist ? { device: dist.device as Device } : {}) });
+  const { tok, model, trainData, evalData, metricNames, task, computeMetrics } = await prepare(a, { seed: a.seed ?? DEFAULT_ARGS.seed, ...(dist ? { device: dist.device as Device } : {}) });
+  const maxLength = Math.min(a['max-length'] ?? tok.modelMaxLength, model.config.max_position_embeddings);
   try {
-    refuseMultiLabel(a, model, 'train');
     if (main) reportLoading(a.model, model, (o, t) => (a.json ? out(JSON.stringify(o)) : err(t)));
-    const trainData = await tokenizeDataset(trainText!, tok, maxLength);
-    const evalData = validation ? await tokenizeDataset(validation, tok, maxLength) : undefined;
     tok.clearCache();
     let resume = a['resume-from-checkpoint'];
     if (resume === 'latest') {
       resume = (await listCheckpoints(a['output-dir'])).pop();
       if (!resume) throw new UsageError(`--resume-from-checkpoint latest: no checkpoint-* folder in ${a['output-dir']}`);
     }
-    const metricNames = task ? glueMetricNames(task) : (trainText!.isRegression ? ['pearson', 'spearmanr'] : model.numLabels === 2 ? ['accuracy', 'f1'] : ['accuracy']);
     const table = new EpochTable(metricNames, a.json ? () => undefined : out);
     let lastTrainLoss: number | undefined;
     const progress = new Progress(a.json ? null : out);
@@ -327,7 +427,7 @@ async function trainLocked(a: Flags, args: Partial<TrainingArguments>, out: Out,
       `Training on ${model.device}${procs} (libtorch ${addon().runtime().torchVersion}): ${trainData.enc.length} training rows, ${evalData?.enc.length ?? 0} validation rows, max length ${maxLength}`);
     const callbacks = a['early-stopping-patience'] !== undefined ? [new EarlyStoppingCallback(a['early-stopping-patience'], a['early-stopping-threshold'])] : [];
     const trainer = new Trainer({
-      model, args, trainDataset: trainData, evalDataset: evalData, tokenizer: tok, task, signal, callbacks, distributed: dist,
+      model, args, trainDataset: trainData, evalDataset: evalData, tokenizer: tok, task, signal, callbacks, distributed: dist, computeMetrics,
       events: {
         progress: (p) => {
           stepMs.push(p.stepMs);
@@ -398,12 +498,12 @@ async function trainLocked(a: Flags, args: Partial<TrainingArguments>, out: Out,
   }
 }
 
-function reportLoading(name: string, model: BertForSequenceClassification, say: (o: object, text: string) => void) {
+function reportLoading(name: string, model: BertPreTrainedModel, say: (o: object, text: string) => void) {
   const r = model.loadReport;
   if (r.unused.length)
-    say({ event: 'unused_weights', keys: r.unused }, `Some weights of the model checkpoint at ${name} were not used when initializing BertForSequenceClassification: ${JSON.stringify(r.unused)}`);
+    say({ event: 'unused_weights', keys: r.unused }, `Some weights of the model checkpoint at ${name} were not used when initializing ${model.architecture}: ${JSON.stringify(r.unused)}`);
   if (r.newlyInitialized.length)
-    say({ event: 'newly_initialized', keys: r.newlyInitialized }, `Some weights of BertForSequenceClassification were not initialized from the model checkpoint at ${name} and are newly initialized: ${JSON.stringify(r.newlyInitialized)}\n` +
+    say({ event: 'newly_initialized', keys: r.newlyInitialized }, `Some weights of ${model.architecture} were not initialized from the model checkpoint at ${name} and are newly initialized: ${JSON.stringify(r.newlyInitialized)}\n` +
       'You should probably TRAIN this model on a down-stream task to be able to use it for predictions and inference.');
 }
 
@@ -463,7 +563,7 @@ function fmtTime(s: number) {
 
 async function predict(a: Flags, out: Out): Promise<number> {
   deviceFlag(a.device);
-  let rows: TextDataset;
+  let rows: TextDataset | undefined;  // --file: read once the model's head says how
   let taskName = 'None';  // run_glue.py's name for the results of files without a task
   if ([a.file, a.split, a.sentence1?.length ? 1 : undefined].filter((x) => x !== undefined).length > 1)
     throw new UsageError('predict takes one of --sentence1, --file, --split');
@@ -478,15 +578,17 @@ async function predict(a: Flags, out: Out): Promise<number> {
     rows = await loadGlue(task.name, a.split);
     taskName = a.split === 'test_mismatched' ? `${task.name}-mm` : task.name;
   } else if (a.file) {
-    rows = await loadDataFile(a.file, { ignoreLabels: true });
     if (a.task !== undefined) taskName = a.task;
   } else {
     if (!a.sentence1?.length) throw new UsageError('predict needs --sentence1 (and --sentence2 for pairs), --file or --split');
     if (a.sentence2 && a.sentence2.length !== a.sentence1.length) throw new UsageError(`--sentence2 was given ${a.sentence2.length} times, --sentence1 ${a.sentence1.length} times`);
     rows = { source: 'flags', text1: a.sentence1.map(String), text2: a.sentence2?.map(String) ?? null, labels: null, labelNames: [], isRegression: false };
   }
-  const { tok, model, maxLength } = await loadModelAndTokenizer(a);
+  const { tok, model, maxLength } = await loadModelAndTokenizer(a, {}, BertPreTrainedModel);
   try {
+    if (model.architecture === 'BertForTokenClassification') return await predictTokens(a, rows, tok, model, out);
+    refuseHead(a, model, 'predict');
+    rows ??= await loadDataFile(a.file, { ignoreLabels: true });
     const data = await tokenizeDataset({ ...rows, labels: null }, tok, maxLength);
     const trainer = new Trainer({ model, tokenizer: tok, args: trainingArgsOf(a, 'predict') });
     const { logits, predictions } = await trainer.predict(data);
@@ -525,8 +627,18 @@ async function predict(a: Flags, out: Out): Promise<number> {
 }
 
 async function evaluate(a: Flags, out: Out): Promise<number> {
-  const { tok, model, maxLength } = await loadModelAndTokenizer(a);
+  const { tok, model, maxLength } = await loadModelAndTokenizer(a, {}, BertPreTrainedModel);
   try {
+    if (model.architecture === 'BertForTokenClassification') {
+      if (!a['validation-file']) throw new UsageError('evaluate of a token-classification model needs --validation-file (rows of "tokens" and "ner_tags")');
+      const names = modelLabels(model).labelNames!;
+      const data = tokenizeTokenDataset(await loadTokenDataFile(a['validation-file'], { labelNames: names, requireLabels: true }), tok, { maxLength });
+      const trainer = new Trainer({ model, tokenizer: tok, args: trainingArgsOf(a, 'evaluate'), computeMetrics: nerMetrics(names) });
+      const m = await trainer.evaluate(data);
+      out(a.json ? JSON.stringify(m) : Object.entries(m).map(([k, v]) => `${k} = ${v}`).join('\n'));
+      return 0;
+    }
+    refuseHead(a, model, 'evaluate');
     refuseMultiLabel(a, model, 'evaluate');
     const { validation, task } = await loadSplits({ task: a.task, 'validation-file': a['validation-file'] }, false, a.split, modelLabels(model));
     const data = await tokenizeDataset(validation!, tok, maxLength);

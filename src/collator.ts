@@ -1,5 +1,5 @@
 // DataCollatorWithPadding: pad each batch to its longest sequence (optionally to a multiple), build the mask,
-// labels as int32 class ids or float32 scores. Plus the samplers that choose which rows form a batch.
+// labels as int32 class ids or float32 scores, or (DataCollatorForTokenClassification) one per token, -100 padded. Plus the samplers that choose which rows form a batch.
 import type { Batch } from './model.js';
 import type { EncodedDataset } from './tokenizer.js';
 
@@ -7,6 +7,8 @@ export interface CollateOptions {
   padId: number;
   padToMultipleOf?: number;
   labels?: Int32Array | Float32Array | null;
+  /** Per-token labels aligned with data.ids: padded with -100 (DataCollatorForTokenClassification). */
+  tokenLabels?: Int32Array;
 }
 
 export function collate(data: EncodedDataset, rows: ArrayLike<number>, o: CollateOptions): Batch {
@@ -24,7 +26,14 @@ export function collate(data: EncodedDataset, rows: ArrayLike<number>, o: Collat
     tokenTypeIds.set(data.typeIds.subarray(start, start + len), i * seq);
   }
   const batch: Batch = { shape: [bs, seq], inputIds, attentionMask, tokenTypeIds };
-  if (o.labels) {
+  if (o.tokenLabels) {
+    const labels = new Int32Array(bs * seq).fill(-100);
+    for (let i = 0; i < bs; i++) {
+      const start = data.offsets[rows[i]], len = data.offsets[rows[i] + 1] - start;
+      labels.set(o.tokenLabels.subarray(start, start + len), i * seq);
+    }
+    batch.labels = labels;
+  } else if (o.labels) {
     const labels = o.labels instanceof Float32Array ? new Float32Array(bs) : new Int32Array(bs);
     for (let i = 0; i < bs; i++) labels[i] = o.labels[rows[i]];
     batch.labels = labels;

@@ -5,10 +5,18 @@ import type { BertTokenizer, EncodedDataset } from './tokenizer.js';
 /** A tokenized split with its labels: what the Trainer trains and evaluates on. */
 export interface TokenizedDataset {
   enc: EncodedDataset;
+  /** One label per example (sequence classification); null without labels or for token-level labels. */
   labels: Int32Array | Float32Array | null;
   labelNames: string[];
   isRegression: boolean;
+  /** Token classification: a class id per token, aligned with enc.ids (-100: not scored, as run_ner.py aligns them). */
+  tokenLabels?: Int32Array;
+  /** Each token's word index (-1 for special tokens), aligned with enc.ids: BatchEncoding.word_ids(). */
+  wordIds?: Int32Array;
 }
+
+/** Whether a split has anything to score against. */
+export function hasLabels(d: TokenizedDataset): boolean { return d.labels !== null || d.tokenLabels !== undefined; }
 
 const CHUNK = 512;
 

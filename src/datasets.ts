@@ -35,7 +35,6 @@ export interface ColumnOptions {
   ignoreLabels?: boolean;
 }
 
-type Row = Record<string, unknown>;
 
 const TEXT_PAIRS: Array<[string, string?]> = [
   ['sentence1', 'sentence2'], ['#1 String', '#2 String'], ['question1', 'question2'], ['premise', 'hypothesis'],
@@ -57,10 +56,21 @@ export function glueColumns(task: GlueTask): ColumnOptions {
 
 /** A local data file: .parquet, .csv, .tsv/.txt (tab-separated, unquoted as GLUE ships them), .jsonl/.json. */
 export async function loadDataFile(file: string, o: ColumnOptions = {}): Promise<TextDataset> {
+  const { rows, names, firstRow } = await readDataRows(file, o.labelColumn ?? 'label');
+  return fromRows(rows, file, { ...o, labelNames: o.labelNames ?? names }, firstRow);
+}
+
+export type Row = Record<string, unknown>;
+
+/**
+ * A local data file's rows, and the class names a parquet file's `datasets` metadata gives `labelColumn` (a
+ * ClassLabel, or a sequence of them); `firstRow` is the number messages use for rows[0] (a header is line 1).
+ */
+export async function readDataRows(file: string, labelColumn: string): Promise<{ rows: Row[]; names?: string[]; firstRow: number }> {
   const ext = path.extname(file).toLowerCase();
   // JSON Lines (.jsonl, and .json that is not one array) stream row by row, so one giant line is refused by its
   // size instead of exhausting memory.
-  if (ext === '.jsonl' || (ext === '.json' && !(await startsWithArray(file)))) return fromRows(await readJsonLines(file), file, o, 1);
+  if (ext === '.jsonl' || (ext === '.json' && !(await startsWithArray(file)))) return { rows: await readJsonLines(file), firstRow: 1 };
   let buf: Buffer;
   try {
     buf = await fs.readFile(file);
@@ -68,13 +78,13 @@ export async function loadDataFile(file: string, o: ColumnOptions = {}): Promise
     throw new InputError(file, `cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
   let rows: Row[];
-  let names = o.labelNames;
+  let names: string[] | undefined;
   let firstRow = 1;  // the number users see for rows[0] in messages
   if (ext === '.parquet') {
     const ab = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength) as ArrayBuffer;
     try {
       const md = parquetMetadata(ab);
-      names ??= labelNamesFromParquet(md.key_value_metadata, o.labelColumn ?? 'label');
+      names = labelNamesFromParquet(md.key_value_metadata, labelColumn);
       rows = (await parquetReadObjects({ file: ab, compressors })) as Row[];
     } catch (e) {
       throw new InputError(file, `not a readable parquet file (${(e as Error).message})`);
@@ -109,7 +119,7 @@ export async function loadDataFile(file: string, o: ColumnOptions = {}): Promise
       throw new InputError(file, `unknown data format ${JSON.stringify(ext)} (use .parquet, .csv, .tsv, .txt, .jsonl or .json)`);
     }
   }
-  return fromRows(rows, file, { ...o, labelNames: names }, firstRow);
+  return { rows, names, firstRow };
 }
 
 /** The largest JSON Lines row accepted (bytes): far above any text-classification row, far below trouble. */
@@ -181,7 +191,8 @@ function labelNamesFromParquet(kv: Array<{ key: string; value?: string }> | unde
   if (!hf) return undefined;
   try {
     const j = JSON.parse(hf);
-    const names = j?.info?.features?.[labelColumn]?.names;
+    const feature = j?.info?.features?.[labelColumn];
+    const names = feature?.names ?? feature?.feature?.names;  // ClassLabel, or Sequence(ClassLabel) (NER tags)
     return Array.isArray(names) && names.every((n: unknown) => typeof n === 'string') ? names : undefined;
   } catch {
     return undefined;

@@ -67,3 +67,31 @@ export function seqeval(predictions: string[][], references: string[][]): Seqeva
   const all = prf(correct.length, predSet.size, trueSet.size);
   return { overall_precision: all.precision, overall_recall: all.recall, overall_f1: all.f1, overall_accuracy: div(right, total), types };
 }
+
+/**
+ * run_ner.py's compute_metrics for the Trainer: the scored tokens' tags (labels not -100; the first piece of each
+ * word by default) per example, then seqeval. `returnEntityLevelMetrics`: every type's precision, recall, f1 and
+ * number too (as `${type}_${name}`), with overall_precision ... overall_accuracy; else precision, recall, f1 and
+ * accuracy.
+ */
+export function nerMetrics(labelNames: string[], o: { returnEntityLevelMetrics?: boolean } = {}) {
+  return (p: { predictions: ArrayLike<number>; labelIds: ArrayLike<number>; dataset: { enc: { offsets: Int32Array; length: number } } }): Record<string, number> => {
+    const preds: string[][] = [], refs: string[][] = [];
+    const { offsets, length } = p.dataset.enc;
+    for (let r = 0; r < length; r++) {
+      const pr: string[] = [], rf: string[] = [];
+      for (let t = offsets[r]; t < offsets[r + 1]; t++) {
+        if (p.labelIds[t] === -100) continue;
+        pr.push(labelNames[p.predictions[t]]);
+        rf.push(labelNames[p.labelIds[t]]);
+      }
+      preds.push(pr);
+      refs.push(rf);
+    }
+    const s = seqeval(preds, refs);
+    if (!o.returnEntityLevelMetrics) return { precision: s.overall_precision, recall: s.overall_recall, f1: s.overall_f1, accuracy: s.overall_accuracy };
+    const out: Record<string, number> = {};
+    for (const [type, m] of Object.entries(s.types)) for (const [k, v] of Object.entries(m)) out[`${type}_${k}`] = v;
+    return { ...out, overall_precision: s.overall_precision, overall_recall: s.overall_recall, overall_f1: s.overall_f1, overall_accuracy: s.overall_accuracy };
+  };
+}

@@ -4,9 +4,10 @@
 import { promises as fs, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { batches, collate, lengthGroupedOrder, shuffledOrder } from './collator.js';
-import { BertForSequenceClassification, OPTIMIZER_DEFAULTS, OPTIMIZERS, type Optimizer } from './model.js';
+import { type BertPreTrainedModel, OPTIMIZER_DEFAULTS, OPTIMIZERS, type Optimizer } from './model.js';
 import type { BertTokenizer } from './tokenizer.js';
-import type { TokenizedDataset } from './data.js';
+import { hasLabels, type TokenizedDataset } from './data.js';
+import { nerMetrics } from './seqeval.js';
 import { exists, readJson, writeFileAtomic } from './fsutil.js';
 import { readSafetensors } from './safetensors.js';
 import { defaultLoggingDir, TensorBoardWriter, tensorboardTags } from './tensorboard.js';
@@ -180,14 +181,28 @@ export interface TrainOutput {
   interrupted: boolean;
 }
 
+/** What computeMetrics gets (transformers' EvalPrediction): per example, or per token for token classification. */
+export interface EvalPrediction {
+  predictions: Int32Array | Float32Array;
+  /** The labels, aligned with predictions (token classification: -100 where a token is not scored). */
+  labelIds: Int32Array | Float32Array;
+  dataset: TokenizedDataset;
+}
+
 export interface TrainerOptions {
-  model: BertForSequenceClassification;
+  model: BertPreTrainedModel;
   args?: Partial<TrainingArguments>;
   trainDataset?: TokenizedDataset;
   evalDataset?: TokenizedDataset;
   tokenizer?: BertTokenizer;
   /** GLUE task name for evaluate.load("glue", task)-style metrics; without it: accuracy (+ f1 for 2 classes). */
   task?: string;
+  /**
+   * As the Trainer's compute_metrics: the metrics of an evaluation from its predictions (argmax of the logits;
+   * regression: the scores) and labels. Defaults: GLUE's metric for sequence classification, seqeval's entity-level
+   * precision, recall, F1 and accuracy for token classification.
+   */
+  computeMetrics?: (p: EvalPrediction) => Record<string, number>;
   events?: TrainerEvents;
   signal?: AbortSignal;
   callbacks?: TrainerCallback[];
@@ -361,7 +376,7 @@ function wsdLambda(step: number, warmup: number, total: number, kw: LrSchedulerK
 
 export class Trainer {
   readonly args: TrainingArguments;
-  readonly model: BertForSequenceClassification;
+  readonly model: BertPreTrainedModel;
   private state!: TrainerState;
   private training = false;
   private tb: TensorBoardWriter | undefined;
@@ -440,7 +455,7 @@ export class Trainer {
     const { args, model } = this;
     const data = this.o.trainDataset;
     if (!data) throw new UsageError('train() needs a trainDataset');
-    if (!data.labels) throw new UsageError('the training dataset has no labels');
+    if (!hasLabels(data)) throw new UsageError('the training dataset has no labels');
     // The weights are in memory already; gradients and AdamW's two moments take three times as much again.
     checkFits(model.config, "the model's config.json", 12, "training's gradients and optimizer state");
     const bs = args.perDeviceTrainBatchSize, accum = args.gradientAccumulationSteps;
@@ -505,7 +520,7 @@ export class Trainer {
         let stepLoss = 0, stepFlos = 0;
         for (const [k, rows] of micro.entries()) {
           samples += rows.length * world;
-          const batch = collate(data.enc, rows, { padId: this.padId(), padToMultipleOf: args.padToMultipleOf ?? undefined, labels: data.labels });
+          const batch = collate(data.enc, rows, { padId: this.padId(), padToMultipleOf: args.padToMultipleOf ?? undefined, labels: data.labels, tokenLabels: data.tokenLabels });
           // Gradients are all-reduced on the step's last micro-batch only (DDP's no_sync before it).
           const loss = await model.trainStep(batch, { lossScale, sync: k === micro.length - 1 })
             .catch((e) => { throw dist && (e as Error).name !== 'UserError' && /gloo|nccl|c10d|connection|timed? ?out/i.test((e as Error).message) ? dist.collectiveError(e) : e; });
@@ -597,7 +612,7 @@ export class Trainer {
     const { logits, lossSum, count, steps } = inf;
     const runtime = (performance.now() - start) / 1000;
     const out: LogEntry = {};
-    if (dataset.labels) {
+    if (hasLabels(dataset)) {
       out[`${prefix}_loss`] = lossSum / count;
       const m = this.computeMetrics(logits, dataset);
       for (const [k, v] of Object.entries(m)) out[`${prefix}_${k}`] = v;
@@ -619,7 +634,7 @@ export class Trainer {
   async predict(dataset: TokenizedDataset): Promise<{ logits: Float32Array; predictions: Float32Array | Int32Array; metrics: LogEntry }> {
     const { logits, lossSum, count } = (await this.runInference(dataset))!;
     const metrics: LogEntry = {};
-    if (dataset.labels) {
+    if (hasLabels(dataset)) {
       metrics.test_loss = lossSum / count;
       for (const [k, v] of Object.entries(this.computeMetrics(logits, dataset))) metrics[`test_${k}`] = v;
     }
@@ -637,7 +652,9 @@ export class Trainer {
     await this.model.setLabelSmoothing(this.args.labelSmoothingFactor);  // the Trainer's eval loss is smoothed too
     const dist = this.o.distributed, world = dist?.worldSize ?? 1, rank = dist?.rank ?? 0;
     const nl = this.model.numLabels, bs = this.args.perDeviceEvalBatchSize;
-    const logits = new Float32Array(dataset.enc.length * nl);
+    // Per example, or per token (token classification: aligned with enc.ids, each row's tokens at its offset).
+    const perToken = this.model.architecture === 'BertForTokenClassification';
+    const logits = new Float32Array((perToken ? dataset.enc.ids.length : dataset.enc.length) * nl);
     const order = Int32Array.from({ length: dataset.enc.length }, (_, i) => i);
     const all = batches(order, bs);
     const batchLoss = new Float64Array(all.length), batchCount = new Float64Array(all.length);
@@ -645,9 +662,14 @@ export class Trainer {
     for (let i = rank; i < all.length; i += world) {
       if (stopOnAbort && this.o.signal?.aborted) return null;
       const rows = all[i];
-      const batch = collate(dataset.enc, rows, { padId: this.padId(), padToMultipleOf: this.args.padToMultipleOf ?? undefined, labels: dataset.labels });
+      const batch = collate(dataset.enc, rows, { padId: this.padId(), padToMultipleOf: this.args.padToMultipleOf ?? undefined, labels: dataset.labels, tokenLabels: dataset.tokenLabels });
       const out = await this.model.forward(batch);
-      logits.set(out.logits, rows[0] * nl);
+      if (perToken) {
+        const seq = batch.shape[1], o = dataset.enc.offsets;
+        rows.forEach((r, k) => logits.set(out.logits!.subarray(k * seq * nl, (k * seq + o[r + 1] - o[r]) * nl), o[r] * nl));
+      } else {
+        logits.set(out.logits!, rows[0] * nl);
+      }
       if (out.loss !== undefined) { batchLoss[i] = out.loss * rows.length; batchCount[i] = rows.length; }
       steps++;
     }
@@ -680,9 +702,11 @@ export class Trainer {
   }
 
   private computeMetrics(logits: Float32Array, dataset: TokenizedDataset): Record<string, number> {
-    const pred = this.predictionsOf(logits);
+    const p: EvalPrediction = { predictions: this.predictionsOf(logits), labelIds: (dataset.tokenLabels ?? dataset.labels)!, dataset };
+    if (this.o.computeMetrics) return this.o.computeMetrics(p);
+    if (dataset.tokenLabels) return nerMetrics(dataset.labelNames)(p);
     const task = this.o.task ?? (dataset.isRegression ? 'stsb' : this.model.numLabels === 2 ? 'mrpc' : 'sst2');
-    return glueMetric(task, pred, dataset.labels!);
+    return glueMetric(task, p.predictions, dataset.labels!);
   }
 
   /**

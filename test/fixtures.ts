@@ -92,3 +92,29 @@ export async function makeHfHome(home: string, o: { train?: number; validation?:
   await fs.writeFile(path.join(model, 'refs', 'main'), mcommit);
   return home;
 }
+
+/**
+ * Word-level NER rows (run_ner.py's layout: "tokens" and "ner_tags" as tag names): animals and vehicles are
+ * entities, an adjective before one opens it (B- then I-), the rest is O. Learnable by a tiny model.
+ */
+export function makeNerRows(n: number, seed = 1): Array<{ tokens: string[]; ner_tags: string[] }> {
+  let s = seed;
+  const rnd = () => ((s = (s * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+  const pick = <T>(a: T[]) => a[Math.floor(rnd() * a.length)];
+  const adjectives = ['big', 'small', 'red', 'blue', 'green', 'old'], verbs = ['saw', 'likes', 'runs', 'near', 'with', 'and'];
+  const rows: Array<{ tokens: string[]; ner_tags: string[] }> = [];
+  for (let i = 0; i < n; i++) {
+    const tokens: string[] = [], tags: string[] = [];
+    const entity = () => {
+      const topic = pick(TOPICS), type = TOPICS.indexOf(topic) < 4 ? 'ANIMAL' : 'VEHICLE';
+      if (rnd() < 0.4) { tokens.push(pick(adjectives), topic); tags.push(`B-${type}`, `I-${type}`); } else { tokens.push(topic); tags.push(`B-${type}`); }
+    };
+    tokens.push(pick(['the', 'a'])); tags.push('O');
+    entity();
+    tokens.push(pick(verbs)); tags.push('O');
+    if (rnd() < 0.7) entity(); else { tokens.push(pick(['today', 'again', 'fast'])); tags.push('O'); }
+    tokens.push('.'); tags.push('O');
+    rows.push({ tokens, ner_tags: tags });
+  }
+  return rows;
+}

@@ -246,7 +246,54 @@ def head_check_saved(a):
             "mismatched": [str(x) for x in info.get("mismatched_keys", [])]} | head_outputs(out)
 
 
-COMMANDS = {"make-head-model": make_head_model, "head-reference": head_reference, "head-check-saved": head_check_saved,"make-model": make_model, "reference": reference, "check-saved": check_saved, "schedules": schedules, "best-and-stop": best_and_stop,
+def ner_align(a):
+    """run_ner.py's tokenize_and_align_labels on the same rows, both ways of label_all_tokens: input ids, word ids, labels."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(a["dir"])
+    label_list = a["labelList"]
+    b_to_i_label = []
+    for idx, label in enumerate(label_list):
+        if label.startswith("B-") and label.replace("B-", "I-") in label_list:
+            b_to_i_label.append(label_list.index(label.replace("B-", "I-")))
+        else:
+            b_to_i_label.append(idx)
+    enc = tok(a["words"], padding=False, truncation=True, max_length=a["maxLength"], is_split_into_words=True)
+    out = {"input_ids": enc["input_ids"], "word_ids": [[-1 if w is None else w for w in enc.word_ids(i)] for i in range(len(a["words"]))]}
+    for label_all_tokens in (False, True):
+        labels = []
+        for i, label in enumerate(a["tags"]):
+            word_ids = enc.word_ids(batch_index=i)
+            previous_word_idx = None
+            label_ids = []
+            for word_idx in word_ids:
+                if word_idx is None:
+                    label_ids.append(-100)
+                elif word_idx != previous_word_idx:
+                    label_ids.append(label[word_idx])
+                else:
+                    label_ids.append(b_to_i_label[label[word_idx]] if label_all_tokens else -100)
+                previous_word_idx = word_idx
+            labels.append(label_ids)
+        out["labelAll" if label_all_tokens else "labels"] = labels
+    return out
+
+
+def seqeval_ref(a):
+    """evaluate.load("seqeval").compute as the evaluate package computes it, from seqeval itself."""
+    from seqeval.metrics import accuracy_score, classification_report
+    report = classification_report(y_true=a["references"], y_pred=a["predictions"], output_dict=True, zero_division=0)
+    report.pop("macro avg")
+    report.pop("weighted avg")
+    overall = report.pop("micro avg")
+    scores = {t: {"precision": float(v["precision"]), "recall": float(v["recall"]), "f1": float(v["f1-score"]), "number": int(v["support"])} for t, v in report.items()}
+    scores["overall_precision"] = float(overall["precision"])
+    scores["overall_recall"] = float(overall["recall"])
+    scores["overall_f1"] = float(overall["f1-score"])
+    scores["overall_accuracy"] = float(accuracy_score(y_true=a["references"], y_pred=a["predictions"]))
+    return scores
+
+
+COMMANDS = {"ner-align": ner_align, "seqeval": seqeval_ref,"make-head-model": make_head_model, "head-reference": head_reference, "head-check-saved": head_check_saved,"make-model": make_model, "reference": reference, "check-saved": check_saved, "schedules": schedules, "best-and-stop": best_and_stop,
             "optim-reference": optim_reference, "dropout-draws": dropout_draws}
 
 
@@ -257,10 +304,10 @@ def serve():
         req = json.loads(line)
         try:
             with contextlib.redirect_stdout(sys.stderr):  # only answers go to stdout
-                answer = {"id": req["id"], "result": COMMANDS[req["command"]](req["args"])}
+                line = json.dumps({"id": req["id"], "result": COMMANDS[req["command"]](req["args"])})
         except Exception:  # noqa: BLE001 - the test that asked gets the traceback
-            answer = {"id": req["id"], "error": traceback.format_exc()}
-        out.write(json.dumps(answer) + "\n")
+            line = json.dumps({"id": req["id"], "error": traceback.format_exc()})
+        out.write(line + "\n")
         out.flush()
 
 

@@ -4,8 +4,10 @@ import path from 'node:path';
 import { constants as fsConstants, promises as fs } from 'node:fs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { BertForSequenceClassification, BertForTokenClassification, BertPreTrainedModel, isDevice, type Device, type ModelOptions } from './model.js';
+import { BertForMaskedLM, BertForSequenceClassification, BertForTokenClassification, BertPreTrainedModel, isDevice, type Device, type ModelOptions } from './model.js';
 import { loadTokenDataFile, tokenizeTokenDataset } from './ner.js';
+import { loadTextLines, tokenizeForMlm } from './mlm.js';
+import { maskTokens } from './collator.js';
 import { nerMetrics } from './seqeval.js';
 import type { TokenizedDataset } from './data.js';
 import { BertTokenizer } from './tokenizer.js';
@@ -76,6 +78,8 @@ export async function main(argv = hideBin(process.argv), out: Out = stdoutLine, 
       .command('$0', 'train (and evaluate every epoch)', (y) => y.options(yargsOptions('train')), command('train', (a) => train(a, argv, out, err, controller.signal)))
       .command('ner', 'token classification (named-entity recognition) from files of words and tags, as run_ner.py', (y) => y.options(yargsOptions('ner')),
         command('ner', (a) => train(a, argv, out, err, controller.signal, 'ner')))
+      .command('mlm', 'masked-language-model fine-tuning (domain adaptation) on text lines, as run_mlm.py', (y) => y.options(yargsOptions('mlm')),
+        command('mlm', (a) => train(a, argv, out, err, controller.signal, 'mlm')))
       .command('predict', 'classify sentence pairs with a trained model (like a text-classification pipeline)', (y) => y.options(yargsOptions('predict')), command('predict', (a) => predict(a, out)))
       .command('evaluate', 'evaluate a model on a GLUE validation split or --validation-file', (y) => y.options(yargsOptions('evaluate')), command('evaluate', (a) => evaluate(a, out)))
       .strictOptions()
@@ -158,10 +162,15 @@ function refuseMultiLabel(a: Flags, model: BertPreTrainedModel, command: string)
     throw new InputError(`${a.model}/config.json`, `problem_type "multi_label_classification": ${command} reads one class per row, so a multi-label model cannot be ${command === 'train' ? 'trained' : 'evaluated'} here (predict gives its per-label sigmoid scores)`);
 }
 
-/** predict and evaluate handle sequence and token classification; the other heads are trained through the library. */
-function refuseHead(a: Flags, model: BertPreTrainedModel, command: string) {
-  if (model.architecture !== 'BertForSequenceClassification')
-    throw new InputError(`${a.model}/config.json`, `architectures names ${model.architecture}: \`${command}\` reads sentence and token classification models only (BertForSequenceClassification, BertForTokenClassification)`);
+/**
+ * predict and evaluate: a token classifier when config.json names one (the token-classification pipeline), else a
+ * sequence classifier, whatever head the checkpoint had (the text-classification pipeline's AutoModel does so too).
+ */
+async function loadPipelineModel(a: Flags) {
+  const loaded = await loadModelAndTokenizer(a, {}, BertPreTrainedModel);
+  if (loaded.model.architecture === 'BertForTokenClassification' || loaded.model.architecture === 'BertForSequenceClassification') return loaded;
+  await loaded.model.dispose();
+  return loadModelAndTokenizer(a);
 }
 
 /**
@@ -304,6 +313,9 @@ interface Prepared {
   metricNames: string[];
   task?: string;
   computeMetrics?: TrainerOptions['computeMetrics'];
+  dataCollator?: TrainerOptions['dataCollator'];
+  /** The token limit examples were cut to (for the start line). */
+  maxLength: number;
 }
 type Prepare = (a: Flags, o: { seed: number; device?: Device }) => Promise<Prepared>;
 
@@ -316,7 +328,7 @@ const prepareGlue: Prepare = async (a, o) => {
     const trainData = await tokenizeDataset(trainText!, tok, maxLength);
     const evalData = validation ? await tokenizeDataset(validation, tok, maxLength) : undefined;
     const metricNames = task ? glueMetricNames(task) : (trainText!.isRegression ? ['pearson', 'spearmanr'] : model.numLabels === 2 ? ['accuracy', 'f1'] : ['accuracy']);
-    return { tok, model, trainData, evalData, metricNames, task };
+    return { tok, model, trainData, evalData, metricNames, task, maxLength };
   } catch (e) {
     await model.dispose();
     throw e;
@@ -336,7 +348,7 @@ const prepareNer: Prepare = async (a, o) => {
     const maxLength = Math.min(a['max-seq-length'] ?? tok.modelMaxLength, model.config.max_position_embeddings);
     const enc = { maxLength, labelAllTokens: a['label-all-tokens'] };
     const ent = a['return-entity-level-metrics'] === true;
-    return { tok, model, trainData: tokenizeTokenDataset(train, tok, enc), evalData: validation ? tokenizeTokenDataset(validation, tok, enc) : undefined,
+    return { tok, model, maxLength, trainData: tokenizeTokenDataset(train, tok, enc), evalData: validation ? tokenizeTokenDataset(validation, tok, enc) : undefined,
       metricNames: ent ? ['overall_precision', 'overall_recall', 'overall_f1', 'overall_accuracy'] : ['precision', 'recall', 'f1', 'accuracy'],
       computeMetrics: nerMetrics(train.labelNames, { returnEntityLevelMetrics: ent }) };
   } catch (e) {
@@ -345,7 +357,38 @@ const prepareNer: Prepare = async (a, o) => {
   }
 };
 
-async function train(a: Flags, argv: string[], out: Out, err: Out, signal: AbortSignal, command: 'train' | 'ner' = 'train'): Promise<number> {
+/** `node train.js mlm`: masked-language-model fine-tuning as run_mlm.py, from text lines. */
+const prepareMlm: Prepare = async (a, o) => {
+  if (!a['train-file']) throw new UsageError('mlm needs --train-file (a .txt file of lines, or rows with a "text" column)');
+  const p = a['mlm-probability'];
+  if (!(typeof p === 'number' && p > 0 && p < 1)) throw new UsageError(`--mlm-probability must be in (0, 1), got ${JSON.stringify(p)}`);
+  const pct = a['validation-split-percentage'];
+  if (!(Number.isInteger(pct) && pct >= 0 && pct < 100)) throw new UsageError(`--validation-split-percentage must be an integer in [0, 100), got ${JSON.stringify(pct)}`);
+  let trainLines = await loadTextLines(a['train-file']);
+  let validationLines = a['validation-file'] ? await loadTextLines(a['validation-file']) : undefined;
+  if (!validationLines && pct > 0) {
+    // As run_mlm.py: validation = train[:pct%], train = train[pct%:].
+    const cut = Math.floor((trainLines.length * pct) / 100);
+    validationLines = trainLines.slice(0, cut);
+    trainLines = trainLines.slice(cut);
+  }
+  const device = deviceFlag(o.device ?? a.device);
+  const tok = await BertTokenizer.fromPretrained(a.model, { revision: a.revision });
+  const model = await BertForMaskedLM.fromPretrained(a.model, { revision: a.revision, device, threads: a.threads, seed: o.seed });
+  try {
+    const maxSeqLength = Math.min(a['max-seq-length'] ?? Math.min(tok.modelMaxLength, 1024), model.config.max_position_embeddings);
+    const enc = { maxSeqLength, lineByLine: a['line-by-line'] === true };
+    const trainData = tokenizeForMlm(trainLines, tok, enc), evalData = validationLines?.length ? tokenizeForMlm(validationLines, tok, enc) : undefined;
+    if (!trainData.enc.length) throw new InputError(a['train-file'], `gives no example of ${maxSeqLength} tokens (fewer tokens in all than one block; try --line-by-line or a smaller --max-seq-length)`);
+    const masking = { mlmProbability: p, maskId: tok.maskId, vocabSize: model.config.vocab_size, specialIds: new Set([tok.clsId, tok.sepId, tok.padId]) };
+    return { tok, model, trainData, evalData: evalData?.enc.length ? evalData : undefined, metricNames: ['accuracy'], maxLength: maxSeqLength, dataCollator: (b, rng) => maskTokens(b, masking, rng) };
+  } catch (e) {
+    await model.dispose();
+    throw e;
+  }
+};
+
+async function train(a: Flags, argv: string[], out: Out, err: Out, signal: AbortSignal, command: 'train' | 'ner' | 'mlm' = 'train'): Promise<number> {
   phase = 'setup';
   const args = trainingArgsOf(a, command);
   validateArgs(args, flagOf);  // usage errors before any loading, named by their flags
@@ -379,7 +422,7 @@ async function train(a: Flags, argv: string[], out: Out, err: Out, signal: Abort
         err(`warning: --dashboard-host ${dash.host}: the dashboard (the run's logs and metrics, no authentication) can be read by anyone who can reach this machine on that address`);
       if (a.json) out(JSON.stringify({ event: 'dashboard', url })); else err(`Dashboard: ${url}`);
     }
-    return await trainLocked(a, args, main ? out : () => {}, err, signal, command === 'ner' ? prepareNer : prepareGlue, dashboard, worker ?? undefined);
+    return await trainLocked(a, args, main ? out : () => {}, err, signal, command === 'ner' ? prepareNer : command === 'mlm' ? prepareMlm : prepareGlue, dashboard, worker ?? undefined);
   } catch (e) {
     dashboard?.publish({ type: 'error', message: (e as Error).message });
     throw e;
@@ -406,8 +449,7 @@ async function trainLocked(a: Flags, args: Partial<TrainingArguments>, out: Out,
   const log = (o: object, text: string) => out(a.json ? JSON.stringify(o) : text);
   const dist = worker ? await joinProcessGroup(a, worker) : undefined;
   const main = dist?.isMain ?? true;
-  const { tok, model, trainData, evalData, metricNames, task, computeMetrics } = await prepare(a, { seed: a.seed ?? DEFAULT_ARGS.seed, ...(dist ? { device: dist.device as Device } : {}) });
-  const maxLength = Math.min(a['max-length'] ?? tok.modelMaxLength, model.config.max_position_embeddings);
+  const { tok, model, trainData, evalData, metricNames, task, computeMetrics, dataCollator, maxLength } = await prepare(a, { seed: a.seed ?? DEFAULT_ARGS.seed, ...(dist ? { device: dist.device as Device } : {}) });
   try {
     if (main) reportLoading(a.model, model, (o, t) => (a.json ? out(JSON.stringify(o)) : err(t)));
     tok.clearCache();
@@ -427,7 +469,7 @@ async function trainLocked(a: Flags, args: Partial<TrainingArguments>, out: Out,
       `Training on ${model.device}${procs} (libtorch ${addon().runtime().torchVersion}): ${trainData.enc.length} training rows, ${evalData?.enc.length ?? 0} validation rows, max length ${maxLength}`);
     const callbacks = a['early-stopping-patience'] !== undefined ? [new EarlyStoppingCallback(a['early-stopping-patience'], a['early-stopping-threshold'])] : [];
     const trainer = new Trainer({
-      model, args, trainDataset: trainData, evalDataset: evalData, tokenizer: tok, task, signal, callbacks, distributed: dist, computeMetrics,
+      model, args, trainDataset: trainData, evalDataset: evalData, tokenizer: tok, task, signal, callbacks, distributed: dist, computeMetrics, dataCollator,
       events: {
         progress: (p) => {
           stepMs.push(p.stepMs);
@@ -456,7 +498,8 @@ async function trainLocked(a: Flags, args: Partial<TrainingArguments>, out: Out,
     }
     phase = 'final-save';
     if (main) await saveAsUnit(a['output-dir'], async (dir) => { await model.save(dir); await tok.save(dir); });
-    const evalMetrics = trainer.trainerState!.log_history.filter((e) => 'eval_loss' in e).pop() ?? {};
+    const evalMetrics: Record<string, number> = trainer.trainerState!.log_history.filter((e) => 'eval_loss' in e).pop() ?? {};
+    if (model.architecture === 'BertForMaskedLM' && 'eval_loss' in evalMetrics) evalMetrics.perplexity = Math.exp(evalMetrics.eval_loss);  // as run_mlm.py
     const all = { ...result.metrics, ...evalMetrics };
     if (a['do-predict']) {
       // As run_glue.py's do_predict: each test split (MNLI: matched and mismatched) into predict_results_<task>.txt.
@@ -584,10 +627,9 @@ async function predict(a: Flags, out: Out): Promise<number> {
     if (a.sentence2 && a.sentence2.length !== a.sentence1.length) throw new UsageError(`--sentence2 was given ${a.sentence2.length} times, --sentence1 ${a.sentence1.length} times`);
     rows = { source: 'flags', text1: a.sentence1.map(String), text2: a.sentence2?.map(String) ?? null, labels: null, labelNames: [], isRegression: false };
   }
-  const { tok, model, maxLength } = await loadModelAndTokenizer(a, {}, BertPreTrainedModel);
+  const { tok, model, maxLength } = await loadPipelineModel(a);
   try {
     if (model.architecture === 'BertForTokenClassification') return await predictTokens(a, rows, tok, model, out);
-    refuseHead(a, model, 'predict');
     rows ??= await loadDataFile(a.file, { ignoreLabels: true });
     const data = await tokenizeDataset({ ...rows, labels: null }, tok, maxLength);
     const trainer = new Trainer({ model, tokenizer: tok, args: trainingArgsOf(a, 'predict') });
@@ -627,7 +669,7 @@ async function predict(a: Flags, out: Out): Promise<number> {
 }
 
 async function evaluate(a: Flags, out: Out): Promise<number> {
-  const { tok, model, maxLength } = await loadModelAndTokenizer(a, {}, BertPreTrainedModel);
+  const { tok, model, maxLength } = await loadPipelineModel(a);
   try {
     if (model.architecture === 'BertForTokenClassification') {
       if (!a['validation-file']) throw new UsageError('evaluate of a token-classification model needs --validation-file (rows of "tokens" and "ner_tags")');
@@ -638,7 +680,7 @@ async function evaluate(a: Flags, out: Out): Promise<number> {
       out(a.json ? JSON.stringify(m) : Object.entries(m).map(([k, v]) => `${k} = ${v}`).join('\n'));
       return 0;
     }
-    refuseHead(a, model, 'evaluate');
+
     refuseMultiLabel(a, model, 'evaluate');
     const { validation, task } = await loadSplits({ task: a.task, 'validation-file': a['validation-file'] }, false, a.split, modelLabels(model));
     const data = await tokenizeDataset(validation!, tok, maxLength);

@@ -90,3 +90,31 @@ export function batches(order: Int32Array, batchSize: number, dropLast = false):
   }
   return out;
 }
+
+export interface MaskingOptions {
+  /** run_mlm's --mlm-probability (DataCollatorForLanguageModeling's mlm_probability). */
+  mlmProbability: number;
+  maskId: number;
+  /** Random replacements are drawn from [0, vocabSize), as torch.randint(len(tokenizer)). */
+  vocabSize: number;
+  /** Ids never masked: the tokens the tokenizer adds ([CLS], [SEP]); padding is never masked either. */
+  specialIds: ReadonlySet<number>;
+}
+
+/**
+ * DataCollatorForLanguageModeling(mlm=True) on a padded batch: each eligible token (not padding, not a special
+ * token) is chosen with probability mlmProbability; labels hold the chosen tokens' ids (-100 elsewhere); of the
+ * chosen, 80% become [MASK], 10% a random token, 10% stay. `rng`: uniform in [0, 1), seeded by the caller.
+ */
+export function maskTokens(batch: Batch, o: MaskingOptions, rng: () => number): Batch {
+  const ids = Int32Array.from(batch.inputIds), labels = new Int32Array(ids.length).fill(-100);
+  for (let i = 0; i < ids.length; i++) {
+    if ((batch.attentionMask && batch.attentionMask[i] === 0) || o.specialIds.has(ids[i])) continue;
+    if (rng() >= o.mlmProbability) continue;
+    labels[i] = ids[i];
+    const r = rng();
+    if (r < 0.8) ids[i] = o.maskId;
+    else if (r < 0.9) ids[i] = Math.floor(rng() * o.vocabSize);
+  }
+  return { ...batch, inputIds: ids, labels };
+}

@@ -41,6 +41,14 @@ export class BertTokenizer {
     this.padId = id('pad_token', '[PAD]');
   }
 
+  /** The [MASK] token's id (masked-language modelling needs it; classification does not). */
+  get maskId(): number {
+    const t = typeof this.config.mask_token === 'string' ? (this.config.mask_token as string) : '[MASK]';
+    const v = this.tok.token_to_id(t);
+    if (v === undefined) throw new InputError('tokenizer', `the mask token ${t} is not in the vocabulary: masked-language modelling needs one`);
+    return v;
+  }
+
   /** model_max_length from tokenizer_config.json (transformers' "very large" default when absent). */
   get modelMaxLength(): number {
     const v = this.config.model_max_length;

@@ -3,7 +3,8 @@
 // the TrainingArguments schedule; resume from a checkpoint; AbortSignal to stop cleanly after the current step.
 import { promises as fs, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { batches, collate, lengthGroupedOrder, shuffledOrder } from './collator.js';
+import { batches, collate, lengthGroupedOrder, mulberry32, shuffledOrder } from './collator.js';
+import type { Batch } from './model.js';
 import { type BertPreTrainedModel, OPTIMIZER_DEFAULTS, OPTIMIZERS, type Optimizer } from './model.js';
 import type { BertTokenizer } from './tokenizer.js';
 import { hasLabels, type TokenizedDataset } from './data.js';
@@ -203,6 +204,12 @@ export interface TrainerOptions {
    * precision, recall, F1 and accuracy for token classification.
    */
   computeMetrics?: (p: EvalPrediction) => Record<string, number>;
+  /**
+   * As the Trainer's data_collator, after padding: makes a batch's model inputs and labels (DataCollatorForLanguage
+   * Modeling's masking, maskTokens). `rng` is seeded by the seed, the epoch and the batch, so a resumed run masks
+   * as the uninterrupted one, and every evaluation masks alike.
+   */
+  dataCollator?: (batch: Batch, rng: () => number) => Batch;
   events?: TrainerEvents;
   signal?: AbortSignal;
   callbacks?: TrainerCallback[];
@@ -455,7 +462,7 @@ export class Trainer {
     const { args, model } = this;
     const data = this.o.trainDataset;
     if (!data) throw new UsageError('train() needs a trainDataset');
-    if (!hasLabels(data)) throw new UsageError('the training dataset has no labels');
+    if (!hasLabels(data) && !this.o.dataCollator) throw new UsageError('the training dataset has no labels');
     // The weights are in memory already; gradients and AdamW's two moments take three times as much again.
     checkFits(model.config, "the model's config.json", 12, "training's gradients and optimizer state");
     const bs = args.perDeviceTrainBatchSize, accum = args.gradientAccumulationSteps;
@@ -520,7 +527,8 @@ export class Trainer {
         let stepLoss = 0, stepFlos = 0;
         for (const [k, rows] of micro.entries()) {
           samples += rows.length * world;
-          const batch = collate(data.enc, rows, { padId: this.padId(), padToMultipleOf: args.padToMultipleOf ?? undefined, labels: data.labels, tokenLabels: data.tokenLabels });
+          let batch = collate(data.enc, rows, { padId: this.padId(), padToMultipleOf: args.padToMultipleOf ?? undefined, labels: data.labels, tokenLabels: data.tokenLabels });
+          if (this.o.dataCollator) batch = this.o.dataCollator(batch, mulberry32(args.seed + 0x9e3779b1 * (epoch + 1) + 7919 * ((s * accum + k) * world + rank)));
           // Gradients are all-reduced on the step's last micro-batch only (DDP's no_sync before it).
           const loss = await model.trainStep(batch, { lossScale, sync: k === micro.length - 1 })
             .catch((e) => { throw dist && (e as Error).name !== 'UserError' && /gloo|nccl|c10d|connection|timed? ?out/i.test((e as Error).message) ? dist.collectiveError(e) : e; });
@@ -612,9 +620,9 @@ export class Trainer {
     const { logits, lossSum, count, steps } = inf;
     const runtime = (performance.now() - start) / 1000;
     const out: LogEntry = {};
-    if (hasLabels(dataset)) {
+    if (hasLabels(dataset) || this.o.dataCollator) {
       out[`${prefix}_loss`] = lossSum / count;
-      const m = this.computeMetrics(logits, dataset);
+      const m = this.computeMetrics(logits, dataset, inf.maskedAccuracy);
       for (const [k, v] of Object.entries(m)) out[`${prefix}_${k}`] = v;
     }
     out[`${prefix}_runtime`] = Math.round(runtime * 1e4) / 1e4;
@@ -632,11 +640,12 @@ export class Trainer {
 
   /** Logits for every row (row-major [n, numLabels]), plus metrics when the dataset has labels. */
   async predict(dataset: TokenizedDataset): Promise<{ logits: Float32Array; predictions: Float32Array | Int32Array; metrics: LogEntry }> {
-    const { logits, lossSum, count } = (await this.runInference(dataset))!;
+    const inf = (await this.runInference(dataset))!;
+    const { logits, lossSum, count } = inf;
     const metrics: LogEntry = {};
-    if (hasLabels(dataset)) {
+    if (hasLabels(dataset) || this.o.dataCollator) {
       metrics.test_loss = lossSum / count;
-      for (const [k, v] of Object.entries(this.computeMetrics(logits, dataset))) metrics[`test_${k}`] = v;
+      for (const [k, v] of Object.entries(this.computeMetrics(logits, dataset, inf.maskedAccuracy))) metrics[`test_${k}`] = v;
     }
     return { logits, predictions: this.predictionsOf(logits), metrics };
   }
@@ -654,7 +663,10 @@ export class Trainer {
     const nl = this.model.numLabels, bs = this.args.perDeviceEvalBatchSize;
     // Per example, or per token (token classification: aligned with enc.ids, each row's tokens at its offset).
     const perToken = this.model.architecture === 'BertForTokenClassification';
-    const logits = new Float32Array((perToken ? dataset.enc.ids.length : dataset.enc.length) * nl);
+    // Masked LM: the logits of the masked positions only ([masked, vocab]), scored as they come (run_mlm's accuracy).
+    const masked = this.model.architecture === 'BertForMaskedLM';
+    const logits = new Float32Array(masked ? 0 : (perToken ? dataset.enc.ids.length : dataset.enc.length) * nl);
+    const maskedRight = new Float64Array(all0(dataset, bs)), maskedCount = new Float64Array(all0(dataset, bs));
     const order = Int32Array.from({ length: dataset.enc.length }, (_, i) => i);
     const all = batches(order, bs);
     const batchLoss = new Float64Array(all.length), batchCount = new Float64Array(all.length);
@@ -662,9 +674,18 @@ export class Trainer {
     for (let i = rank; i < all.length; i += world) {
       if (stopOnAbort && this.o.signal?.aborted) return null;
       const rows = all[i];
-      const batch = collate(dataset.enc, rows, { padId: this.padId(), padToMultipleOf: this.args.padToMultipleOf ?? undefined, labels: dataset.labels, tokenLabels: dataset.tokenLabels });
+      let batch = collate(dataset.enc, rows, { padId: this.padId(), padToMultipleOf: this.args.padToMultipleOf ?? undefined, labels: dataset.labels, tokenLabels: dataset.tokenLabels });
+      if (this.o.dataCollator) batch = this.o.dataCollator(batch, mulberry32(this.args.seed + 104729 * i));
       const out = await this.model.forward(batch);
-      if (perToken) {
+      if (masked) {
+        const y = (batch.labels as Int32Array).filter((v) => v !== -100), V = out.logits!.length / Math.max(1, y.length);
+        y.forEach((label, m) => {
+          let best = 0;
+          for (let v = 1; v < V; v++) if (out.logits![m * V + v] > out.logits![m * V + best]) best = v;
+          if (best === label) maskedRight[i]++;
+        });
+        maskedCount[i] = y.length;
+      } else if (perToken) {
         const seq = batch.shape[1], o = dataset.enc.offsets;
         rows.forEach((r, k) => logits.set(out.logits!.subarray(k * seq * nl, (k * seq + o[r + 1] - o[r]) * nl), o[r] * nl));
       } else {
@@ -674,18 +695,16 @@ export class Trainer {
       steps++;
     }
     if (dist) {
-      const buf = new Float64Array(logits.length + 2 * all.length);
+      const n = all.length, buf = new Float64Array(logits.length + 4 * n);
       buf.set(logits);
-      buf.set(batchLoss, logits.length);
-      buf.set(batchCount, logits.length + all.length);
+      [batchLoss, batchCount, maskedRight, maskedCount].forEach((a, k) => buf.set(a, logits.length + k * n));
       await dist.allReduce(buf);
       logits.set(buf.subarray(0, logits.length));
-      batchLoss.set(buf.subarray(logits.length, logits.length + all.length));
-      batchCount.set(buf.subarray(logits.length + all.length));
+      [batchLoss, batchCount, maskedRight, maskedCount].forEach((a, k) => a.set(buf.subarray(logits.length + k * n, logits.length + (k + 1) * n)));
     }
-    let lossSum = 0, count = 0;
-    for (let i = 0; i < all.length; i++) { lossSum += batchLoss[i]; count += batchCount[i]; }
-    return { logits, lossSum, count, steps };
+    let lossSum = 0, count = 0, right = 0, scored = 0;
+    for (let i = 0; i < all.length; i++) { lossSum += batchLoss[i]; count += batchCount[i]; right += maskedRight[i]; scored += maskedCount[i]; }
+    return { logits, lossSum, count, steps, maskedAccuracy: masked ? right / scored : undefined };
   }
 
   private predictionsOf(logits: Float32Array): Float32Array | Int32Array {
@@ -701,7 +720,8 @@ export class Trainer {
     return pred;
   }
 
-  private computeMetrics(logits: Float32Array, dataset: TokenizedDataset): Record<string, number> {
+  private computeMetrics(logits: Float32Array, dataset: TokenizedDataset, maskedAccuracy?: number): Record<string, number> {
+    if (maskedAccuracy !== undefined) return { accuracy: maskedAccuracy };  // run_mlm.py's compute_metrics
     const p: EvalPrediction = { predictions: this.predictionsOf(logits), labelIds: (dataset.tokenLabels ?? dataset.labels)!, dataset };
     if (this.o.computeMetrics) return this.o.computeMetrics(p);
     if (dataset.tokenLabels) return nerMetrics(dataset.labelNames)(p);
@@ -865,6 +885,9 @@ export class Trainer {
       }
   }
 }
+
+/** The number of evaluation batches of a dataset. */
+function all0(d: TokenizedDataset, bs: number): number { return Math.ceil(d.enc.length / bs); }
 
 /**
  * training_args.json: the arguments, with the Hub token masked as transformers masks it, and the number of processes

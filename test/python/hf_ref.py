@@ -293,7 +293,32 @@ def seqeval_ref(a):
     return scores
 
 
-COMMANDS = {"ner-align": ner_align, "seqeval": seqeval_ref,"make-head-model": make_head_model, "head-reference": head_reference, "head-check-saved": head_check_saved,"make-model": make_model, "reference": reference, "check-saved": check_saved, "schedules": schedules, "best-and-stop": best_and_stop,
+def mlm_mask_stats(a):
+    """DataCollatorForLanguageModeling(mlm_probability=p).torch_mask_tokens on the same batch, `draws` times: how many
+    eligible tokens were chosen, and of those how many became [MASK], another token, or stayed; specials touched."""
+    from transformers import AutoTokenizer, DataCollatorForLanguageModeling
+    tok = AutoTokenizer.from_pretrained(a["dir"])
+    torch.manual_seed(a["seed"])
+    coll = DataCollatorForLanguageModeling(tok, mlm=True, mlm_probability=a["p"])
+    bs, seq = a["shape"]
+    ids = torch.tensor(a["inputIds"], dtype=torch.long).view(bs, seq)
+    att = torch.tensor(a["attentionMask"], dtype=torch.long).view(bs, seq)
+    special = (ids == tok.cls_token_id) | (ids == tok.sep_token_id) | (att == 0)  # run_mlm's special_tokens_mask, padded with 1
+    mask_id = tok.convert_tokens_to_ids(tok.mask_token)
+    c = {"eligible": 0, "chosen": 0, "mask": 0, "other": 0, "same": 0, "specialTouched": 0}
+    for _ in range(a["draws"]):
+        inputs, labels = coll.torch_mask_tokens(ids.clone(), special_tokens_mask=special.long())
+        chosen = labels != -100
+        c["eligible"] += int((~special).sum())
+        c["chosen"] += int(chosen.sum())
+        c["mask"] += int((chosen & (inputs == mask_id)).sum())
+        c["same"] += int((chosen & (inputs == ids)).sum())
+        c["other"] += int((chosen & (inputs != ids) & (inputs != mask_id)).sum())
+        c["specialTouched"] += int((special & (chosen | (inputs != ids))).sum())
+    return c
+
+
+COMMANDS = {"mlm-mask-stats": mlm_mask_stats,"ner-align": ner_align, "seqeval": seqeval_ref,"make-head-model": make_head_model, "head-reference": head_reference, "head-check-saved": head_check_saved,"make-model": make_model, "reference": reference, "check-saved": check_saved, "schedules": schedules, "best-and-stop": best_and_stop,
             "optim-reference": optim_reference, "dropout-draws": dropout_draws}
 
 

@@ -2,10 +2,9 @@
 // yargs' options, the TrainingArguments a command passes on, number checks and the flag named in an error message
 // all come from this table, so adding a flag is one line here.
 import { GLUE_TASKS } from './glue.js';
-import { DEFAULT_ARGS, LR_SCHEDULERS, NON_FINITE_LOSS, REPORT_TO, STRATEGIES, type TrainingArguments } from './trainer.js';
+import { DEFAULT_ARGS, HUB_STRATEGIES, LR_SCHEDULERS, NON_FINITE_LOSS, REPORT_TO, STRATEGIES, type TrainingArguments } from './training-args.js';
 import { UsageError } from './errors.js';
 import { OPTIMIZERS } from './model.js';
-import { HUB_STRATEGIES } from './push.js';
 import { DEFAULT_BUCKET_CAP_MB, DEFAULT_DDP_TIMEOUT } from './distributed.js';
 
 export type Command = 'train' | 'predict' | 'evaluate' | 'ner' | 'mlm';

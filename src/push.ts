@@ -6,10 +6,9 @@ import path from 'node:path';
 import { commit, createRepo, HubApiError, whoAmI } from '@huggingface/hub';
 import { hubEndpoint, hubToken, maskToken, validateRepoId } from './hub.js';
 import { UsageError } from './errors.js';
-import type { LogEntry, TrainingArguments } from './trainer.js';
+import type { TrainingArguments } from './training-args.js';
+import type { LogEntry } from './trainer-callback.js';
 
-export const HUB_STRATEGIES = ['end', 'every_save'] as const;
-export type HubStrategy = (typeof HUB_STRATEGIES)[number];
 
 export interface PushOptions {
   /** "name" (under the token's user) or "namespace/name"; default: the output folder's name. */

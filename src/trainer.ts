@@ -5,7 +5,7 @@ import { promises as fs, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { batches, collate, lengthGroupedOrder, mulberry32, shuffledOrder } from './collator.js';
 import type { Batch } from './model.js';
-import { type BertPreTrainedModel, OPTIMIZER_DEFAULTS, OPTIMIZERS, type Optimizer } from './model.js';
+import { type BertPreTrainedModel, OPTIMIZER_DEFAULTS } from './model.js';
 import type { BertTokenizer } from './tokenizer.js';
 import { hasLabels, type TokenizedDataset } from './data.js';
 import { nerMetrics } from './seqeval.js';
@@ -16,106 +16,13 @@ import { glueMetric } from './metrics.js';
 import { checkFits } from './config.js';
 import { InputError, show, UsageError } from './errors.js';
 import { type DistributedContext, shardBatches } from './distributed.js';
-import { HUB_STRATEGIES, type HubStrategy, modelCard, pushFolder, requireHubToken, resolveRepoId } from './push.js';
+import { modelCard, pushFolder, requireHubToken, resolveRepoId } from './push.js';
+import { optimArgPairs, type TrainingArguments, validateArgs } from './training-args.js';
+import { EarlyStoppingCallback, improves, type LogEntry, metricKey, type TrainerCallback, type TrainerControl, type TrainerState } from './trainer-callback.js';
+import { lrLambda } from './optimization.js';
 import { addon } from './native.js';
 import { isOffline } from './hub.js';
 
-/** The values each choice argument takes: validation, types and the CLI's --help all read these. */
-export const LR_SCHEDULERS = ['linear', 'cosine', 'constant', 'constant_with_warmup', 'cosine_with_restarts', 'polynomial', 'inverse_sqrt',
-  'cosine_with_min_lr', 'warmup_stable_decay'] as const;
-/** lr_scheduler_kwargs each schedule takes (transformers' schedule functions' extra arguments). */
-export const LR_SCHEDULER_KWARGS: Record<(typeof LR_SCHEDULERS)[number], readonly string[]> = {
-  linear: [], constant: [], constant_with_warmup: [], cosine: ['num_cycles'], cosine_with_restarts: ['num_cycles'],
-  polynomial: ['lr_end', 'power'], inverse_sqrt: ['timescale'], cosine_with_min_lr: ['num_cycles', 'min_lr', 'min_lr_rate'],
-  warmup_stable_decay: ['num_decay_steps', 'num_stable_steps', 'warmup_type', 'decay_type', 'min_lr_ratio', 'num_cycles'],
-};
-export type LrSchedulerKwargs = Record<string, number | string>;
-export const STRATEGIES = ['no', 'steps', 'epoch'] as const;
-export const NON_FINITE_LOSS = ['stop', 'skip'] as const;
-export const REPORT_TO = ['none', 'tensorboard'] as const;
-export type LrScheduler = (typeof LR_SCHEDULERS)[number];
-export type Strategy = (typeof STRATEGIES)[number];
-
-/** TrainingArguments, camelCase; defaults are transformers' (with evalStrategy 'epoch' as the notebook sets it). */
-export interface TrainingArguments {
-  outputDir: string;
-  numTrainEpochs: number;
-  maxSteps: number;
-  learningRate: number;
-  lrSchedulerType: LrScheduler;
-  /** lr_scheduler_kwargs: the schedule's extra arguments (LR_SCHEDULER_KWARGS), e.g. { min_lr_rate: 0.1 }; a JSON string is accepted. */
-  lrSchedulerKwargs: LrSchedulerKwargs;
-  /** The optimizer (TrainingArguments.optim). */
-  optim: Optimizer;
-  /** optim_args: "momentum=0.9" for sgd (the only key an optimizer here takes). */
-  optimArgs: string | null;
-  /** label_smoothing_factor: cross-entropy against (1 - e) one-hot + e uniform, as the Trainer's LabelSmoother (training and evaluation loss). */
-  labelSmoothingFactor: number;
-  warmupRatio: number;
-  warmupSteps: number;
-  weightDecay: number;
-  adamBeta1: number;
-  adamBeta2: number;
-  adamEpsilon: number;
-  maxGradNorm: number;
-  perDeviceTrainBatchSize: number;
-  perDeviceEvalBatchSize: number;
-  gradientAccumulationSteps: number;
-  evalStrategy: Strategy;
-  evalSteps: number | null;
-  loggingSteps: number;
-  saveStrategy: Strategy;
-  saveSteps: number;
-  saveTotalLimit: number | null;
-  seed: number;
-  groupByLength: boolean;
-  dataloaderDropLast: boolean;
-  padToMultipleOf: number | null;
-  /** What to do when a training loss is NaN or infinite: stop with an error (default) or skip the update. */
-  onNonFiniteLoss: (typeof NON_FINITE_LOSS)[number];
-  /** bfloat16 autocast for forward passes and the loss, in training and evaluation (weights and AdamW stay fp32). */
-  bf16: boolean;
-  /** Where logs go besides log_history: 'tensorboard' writes event files into loggingDir. */
-  reportTo: Array<(typeof REPORT_TO)[number]>;
-  /** TensorBoard's run folder; null: <outputDir>/runs/<Mon DD_HH-MM-SS>_<host>, as transformers; a resumed run keeps its checkpoint's. */
-  loggingDir: string | null;
-  /** Keep the best checkpoint (by metricForBestModel) through rotation and load it at the end. Needs saves at evaluations. */
-  loadBestModelAtEnd: boolean;
-  /** An eval metric ("loss", "f1", "eval_accuracy", ...); null: "loss" when loadBestModelAtEnd. */
-  metricForBestModel: string | null;
-  /** null: true unless the metric ends with "loss", as transformers infers it. */
-  greaterIsBetter: boolean | null;
-  /** Evaluate once before the first step (a baseline in the log). */
-  evalOnStart: boolean;
-  /** Log the first step too, not only every loggingSteps. */
-  loggingFirstStep: boolean;
-  /** On a resume, give callbacks (early stopping's patience counter) the state the checkpoint saved. Off, as in transformers. */
-  restoreCallbackStatesFromCheckpoint: boolean;
-  /** Upload the model to the Hub (pushToHub() at the end; with hubStrategy every_save also each checkpoint). */
-  pushToHub: boolean;
-  /** "name" or "namespace/name"; null: the output folder's name under the token's user. */
-  hubModelId: string | null;
-  hubStrategy: HubStrategy;
-  /** null: HF_TOKEN. Never written to training_args.json. */
-  hubToken: string | null;
-  hubPrivateRepo: boolean;
-}
-
-export const DEFAULT_ARGS: TrainingArguments = {
-  outputDir: 'test-trainer', numTrainEpochs: 3, maxSteps: -1, learningRate: 5e-5, lrSchedulerType: 'linear', lrSchedulerKwargs: {},
-  optim: OPTIMIZER_DEFAULTS.optim, optimArgs: null, labelSmoothingFactor: 0,
-  warmupRatio: 0, warmupSteps: 0, weightDecay: OPTIMIZER_DEFAULTS.weightDecay, adamBeta1: OPTIMIZER_DEFAULTS.beta1,
-  adamBeta2: OPTIMIZER_DEFAULTS.beta2, adamEpsilon: OPTIMIZER_DEFAULTS.eps, maxGradNorm: OPTIMIZER_DEFAULTS.maxGradNorm,
-  perDeviceTrainBatchSize: 8, perDeviceEvalBatchSize: 8, gradientAccumulationSteps: 1, evalStrategy: 'epoch',
-  evalSteps: null, loggingSteps: 500, saveStrategy: 'steps', saveSteps: 500, saveTotalLimit: null, seed: 42,
-  groupByLength: false, dataloaderDropLast: false, padToMultipleOf: null, onNonFiniteLoss: 'stop', bf16: false,
-  reportTo: [], loggingDir: null, loadBestModelAtEnd: false, metricForBestModel: null, greaterIsBetter: null,
-  evalOnStart: false, loggingFirstStep: false, restoreCallbackStatesFromCheckpoint: false,
-  pushToHub: false, hubModelId: null, hubStrategy: 'end', hubToken: null, hubPrivateRepo: false,
-};
-
-
-export type LogEntry = Record<string, number>;
 export interface TrainerEvents {
   log?: (entry: LogEntry) => void;
   progress?: (p: { step: number; maxSteps: number; epoch: number; stepMs: number }) => void;
@@ -124,55 +31,6 @@ export interface TrainerEvents {
   warning?: (message: string) => void;
 }
 
-/**
- * What callbacks can ask of the loop (TrainerControl): set in onStepEnd (or any hook), acted on after that step
- * besides what the strategies schedule, then cleared once done (as transformers' callback handler clears them).
- */
-export interface TrainerControl { shouldTrainingStop: boolean; shouldLog: boolean; shouldEvaluate: boolean; shouldSave: boolean }
-
-/** Hooks into the loop, as transformers' TrainerCallback (the subset this Trainer has). */
-export interface TrainerCallback {
-  onStepEnd?(args: TrainingArguments, state: Readonly<TrainerState>, control: TrainerControl): void;
-  onLog?(args: TrainingArguments, state: Readonly<TrainerState>, control: TrainerControl, logs: LogEntry): void;
-  onEvaluate?(args: TrainingArguments, state: Readonly<TrainerState>, control: TrainerControl, metrics: LogEntry): void;
-  onSave?(args: TrainingArguments, state: Readonly<TrainerState>, control: TrainerControl, checkpoint: string): void;
-  /** As transformers' ExportableState: what trainer_state.json's stateful_callbacks keeps of this callback. */
-  exportState?(): { name: string; args: Record<string, unknown>; attributes: Record<string, unknown> };
-  /** Takes back exportState()'s attributes on a resume (restoreCallbackStatesFromCheckpoint). */
-  restoreState?(attributes: Record<string, unknown>): void;
-}
-
-/** The metric key metricForBestModel names in evaluation results ("f1" -> "eval_f1"). */
-function metricKey(name: string): string { return name.startsWith('eval_') ? name : `eval_${name}`; }
-/** Whether `value` beats `best` in the direction greaterIsBetter says. */
-function improves(args: TrainingArguments, value: number, best: number): boolean { return args.greaterIsBetter ? value > best : value < best; }
-
-/**
- * transformers' EarlyStoppingCallback: stop when metricForBestModel has not improved on the best so far (by more
- * than `threshold`) for `patience` evaluations in a row. Needs loadBestModelAtEnd, as there.
- */
-export class EarlyStoppingCallback implements TrainerCallback {
-  private counter = 0;
-  constructor(readonly patience = 1, readonly threshold = 0) {
-    if (!Number.isInteger(patience) || patience < 1) throw new UsageError(`early stopping patience must be an integer >= 1, got ${show(patience)}`);
-    if (!(threshold >= 0)) throw new UsageError(`early stopping threshold must be >= 0, got ${show(threshold)}`);
-  }
-  exportState() {
-    return { name: 'EarlyStoppingCallback', args: { early_stopping_patience: this.patience, early_stopping_threshold: this.threshold },
-      attributes: { early_stopping_patience_counter: this.counter } };
-  }
-  restoreState(attributes: Record<string, unknown>) {
-    const c = attributes.early_stopping_patience_counter;
-    if (Number.isInteger(c) && (c as number) >= 0) this.counter = c as number;
-  }
-  onEvaluate(args: TrainingArguments, state: Readonly<TrainerState>, control: TrainerControl, metrics: LogEntry) {
-    const value = metrics[metricKey(args.metricForBestModel!)];
-    if (value === undefined) return;
-    if (state.best_metric === null || (improves(args, value, state.best_metric) && Math.abs(value - state.best_metric) > this.threshold)) this.counter = 0;
-    else this.counter++;
-    if (this.counter >= this.patience) control.shouldTrainingStop = true;
-  }
-}
 
 export interface TrainOutput {
   globalStep: number;
@@ -221,165 +79,11 @@ export interface TrainerOptions {
   distributed?: DistributedContext;
 }
 
-export interface TrainerState {
-  global_step: number;
-  epoch: number;
-  max_steps: number;
-  num_train_epochs: number;
-  logging_steps: number;
-  eval_steps: number | null;
-  save_steps: number;
-  train_batch_size: number;
-  total_flos: number;
-  log_history: LogEntry[];
-  best_metric: number | null;
-  best_global_step: number | null;
-  best_model_checkpoint: string | null;
-  is_local_process_zero: boolean;
-  is_world_process_zero: boolean;
-  trial_name: null;
-  trial_params: null;
-  stateful_callbacks: Record<string, unknown>;
-}
-
 /** With onNonFiniteLoss 'skip': this many skipped steps in a row stop the run as diverged. */
 export const MAX_SKIPPED_IN_A_ROW = 10;
 
 const round4 = (x: number) => Math.round(x * 1e4) / 1e4;
 
-/**
- * TrainingArguments with their defaults, every field checked. `nameOf` says what a field is called where the
- * value came from (the CLI passes its flag names), so messages name what the user typed.
- */
-export function validateArgs(a: Partial<TrainingArguments>, nameOf: (field: keyof TrainingArguments) => string = (f) => f): TrainingArguments {
-  const args = { ...DEFAULT_ARGS, ...a };
-  const bad = (name: keyof TrainingArguments, want: string, v: unknown) => { throw new UsageError(`${nameOf(name)} must be ${want}, got ${show(v)}`); };
-  const posInt = (n: keyof TrainingArguments) => { if (!Number.isInteger(args[n]) || (args[n] as number) < 1) bad(n, 'an integer >= 1', args[n]); };
-  const nonNeg = (n: keyof TrainingArguments) => { if (typeof args[n] !== 'number' || !Number.isFinite(args[n]) || (args[n] as number) < 0) bad(n, 'a finite number >= 0', args[n]); };
-  if (typeof args.outputDir !== 'string' || !args.outputDir) bad('outputDir', 'a folder path', args.outputDir);
-  nonNeg('numTrainEpochs');
-  if (!Number.isInteger(args.maxSteps) || args.maxSteps < -1 || args.maxSteps === 0) bad('maxSteps', '-1 (use epochs) or an integer >= 1', args.maxSteps);
-  nonNeg('learningRate'); nonNeg('warmupRatio'); nonNeg('weightDecay'); nonNeg('maxGradNorm');
-  if (args.warmupRatio > 1) bad('warmupRatio', 'in [0, 1]', args.warmupRatio);
-  if (!Number.isInteger(args.warmupSteps) || args.warmupSteps < 0) bad('warmupSteps', 'an integer >= 0', args.warmupSteps);
-  for (const n of ['adamBeta1', 'adamBeta2'] as const) if (!(args[n] >= 0 && args[n] < 1)) bad(n, 'in [0, 1)', args[n]);
-  if (!(args.adamEpsilon > 0)) bad('adamEpsilon', '> 0', args.adamEpsilon);
-  posInt('perDeviceTrainBatchSize'); posInt('perDeviceEvalBatchSize'); posInt('gradientAccumulationSteps');
-  posInt('loggingSteps'); posInt('saveSteps');
-  const oneOf = (n: keyof TrainingArguments, list: readonly string[]) => { if (!list.includes(args[n] as string)) bad(n, `one of ${list.join(', ')}`, args[n]); };
-  oneOf('lrSchedulerType', LR_SCHEDULERS);
-  oneOf('optim', OPTIMIZERS);
-  if (!(args.labelSmoothingFactor >= 0 && args.labelSmoothingFactor < 1)) bad('labelSmoothingFactor', 'in [0, 1)', args.labelSmoothingFactor);
-  if (args.optimArgs !== null) {
-    const pairs = typeof args.optimArgs === 'string' ? optimArgPairs(args.optimArgs) : [];
-    if (!pairs.length || pairs.some((kv) => kv.length !== 2)) bad('optimArgs', 'comma-separated key=value pairs', args.optimArgs);
-    for (const [k, v] of pairs) {
-      if (args.optim !== 'sgd' || k !== 'momentum') bad('optimArgs', `keys ${args.optim} takes here (sgd: momentum; the others: none)`, args.optimArgs);
-      if (!(Number(v) >= 0 && Number(v) < 1)) bad('optimArgs', 'momentum in [0, 1)', args.optimArgs);
-    }
-  }
-  if (typeof args.lrSchedulerKwargs === 'string') {
-    try {
-      args.lrSchedulerKwargs = JSON.parse(args.lrSchedulerKwargs);
-    } catch {
-      bad('lrSchedulerKwargs', 'a JSON object', args.lrSchedulerKwargs);
-    }
-  }
-  checkSchedulerKwargs(args.lrSchedulerType, args.lrSchedulerKwargs, (want, v) => bad('lrSchedulerKwargs', want, v));
-  oneOf('evalStrategy', STRATEGIES);
-  oneOf('saveStrategy', STRATEGIES);
-  oneOf('onNonFiniteLoss', NON_FINITE_LOSS);
-  if (args.evalSteps !== null && (!Number.isInteger(args.evalSteps) || args.evalSteps < 1)) bad('evalSteps', 'an integer >= 1', args.evalSteps);
-  if (args.saveTotalLimit !== null && (!Number.isInteger(args.saveTotalLimit) || args.saveTotalLimit < 1)) bad('saveTotalLimit', 'an integer >= 1', args.saveTotalLimit);
-  if (!Number.isInteger(args.seed) || args.seed < 0) bad('seed', 'an integer >= 0', args.seed);
-  if (args.padToMultipleOf !== null && (!Number.isInteger(args.padToMultipleOf) || args.padToMultipleOf < 1)) bad('padToMultipleOf', 'an integer >= 1', args.padToMultipleOf);
-  if (typeof args.bf16 !== 'boolean') bad('bf16', 'true or false', args.bf16);
-  if (!Array.isArray(args.reportTo) || args.reportTo.some((r) => !REPORT_TO.includes(r))) bad('reportTo', `a list of ${REPORT_TO.join(', ')}`, args.reportTo);
-  if (args.loggingDir !== null && (typeof args.loggingDir !== 'string' || !args.loggingDir)) bad('loggingDir', 'a folder path', args.loggingDir);
-  oneOf('hubStrategy', HUB_STRATEGIES);
-  for (const n of ['hubModelId', 'hubToken'] as const) if (args[n] !== null && (typeof args[n] !== 'string' || !args[n])) bad(n, 'a non-empty string', n === 'hubToken' ? '(hidden)' : args[n]);
-  for (const n of ['loadBestModelAtEnd', 'evalOnStart', 'loggingFirstStep', 'restoreCallbackStatesFromCheckpoint', 'pushToHub', 'hubPrivateRepo'] as const) if (typeof args[n] !== 'boolean') bad(n, 'true or false', args[n]);
-  if (args.metricForBestModel !== null && (typeof args.metricForBestModel !== 'string' || !args.metricForBestModel)) bad('metricForBestModel', 'a metric name', args.metricForBestModel);
-  if (args.greaterIsBetter !== null && typeof args.greaterIsBetter !== 'boolean') bad('greaterIsBetter', 'true or false', args.greaterIsBetter);
-  // As TrainingArguments.__post_init__: the best model needs a checkpoint at every evaluation.
-  if (args.loadBestModelAtEnd) {
-    if (args.evalStrategy === 'no' || args.saveStrategy !== args.evalStrategy)
-      bad('saveStrategy', `the same as ${nameOf('evalStrategy')} (not "no") with ${nameOf('loadBestModelAtEnd')}`, args.saveStrategy);
-    if (args.evalStrategy === 'steps' && args.saveSteps % (args.evalSteps ?? args.loggingSteps) !== 0)
-      bad('saveSteps', `a multiple of the evaluation steps (${args.evalSteps ?? args.loggingSteps}) with ${nameOf('loadBestModelAtEnd')}`, args.saveSteps);
-    args.metricForBestModel ??= 'loss';
-  }
-  if (args.metricForBestModel !== null && args.greaterIsBetter === null) args.greaterIsBetter = !args.metricForBestModel.endsWith('loss');
-  return args;
-}
-
-/** lrSchedulerKwargs checked against what `kind` takes, as transformers' schedule functions check theirs. */
-function checkSchedulerKwargs(kind: LrScheduler, kw: unknown, bad: (want: string, v: unknown) => never): void {
-  if (typeof kw !== 'object' || kw === null || Array.isArray(kw)) bad('a JSON object', kw);
-  const o = kw as LrSchedulerKwargs, allowed = LR_SCHEDULER_KWARGS[kind];
-  for (const [k, v] of Object.entries(o)) {
-    if (!allowed.includes(k)) bad(`keys of the ${kind} schedule (${allowed.join(', ') || 'none'})`, o);
-    const choice = k === 'warmup_type' || k === 'decay_type';
-    if (choice ? !['linear', 'cosine', '1-sqrt'].includes(v as string) : !(typeof v === 'number' && Number.isFinite(v) && v >= 0))
-      bad(choice ? `${k} one of linear, cosine, 1-sqrt` : `${k} a finite number >= 0`, o);
-  }
-  if (kind === 'cosine_with_min_lr' && (o.min_lr === undefined) === (o.min_lr_rate === undefined)) bad('exactly one of min_lr, min_lr_rate for cosine_with_min_lr', o);
-  if (kind === 'warmup_stable_decay' && !Number.isInteger(o.num_decay_steps)) bad('num_decay_steps, an integer, for warmup_stable_decay', o);
-}
-
-/**
- * The learning-rate multiplier transformers' get_scheduler(kind, ..., scheduler_specific_kwargs=kw) gives at optimizer
- * step `step`, with its defaults for what `kw` leaves out (cosine: half a cycle; cosine_with_restarts: 1 cycle;
- * polynomial: lr_end 1e-7, power 1; inverse_sqrt: timescale = warmup or 10,000; warmup_stable_decay: linear warmup,
- * cosine decay, no stable steps beyond what the total leaves). `lr` is the initial learning rate (polynomial and
- * min_lr are absolute).
- */
-export function lrLambda(kind: LrScheduler, step: number, warmup: number, total: number, lr = DEFAULT_ARGS.learningRate, kw: LrSchedulerKwargs = {}): number {
-  const num = (k: string, d: number) => (typeof kw[k] === 'number' ? (kw[k] as number) : d);
-  if (kind === 'constant') return 1;  // get_constant_schedule: transformers ignores the warmup for "constant"
-  if (kind === 'warmup_stable_decay') return wsdLambda(step, warmup, total, kw);
-  if (step < warmup) return step / Math.max(1, warmup);
-  const progress = (step - warmup) / Math.max(1, total - warmup);
-  switch (kind) {
-    case 'constant_with_warmup': return 1;
-    case 'linear': return Math.max(0, (total - step) / Math.max(1, total - warmup));
-    case 'cosine': return Math.max(0, cosineDecay(progress, num('num_cycles', 0.5)));
-    case 'cosine_with_restarts':
-      return progress >= 1 ? 0 : Math.max(0, 0.5 * (1 + Math.cos(Math.PI * ((num('num_cycles', 1) * progress) % 1))));
-    case 'polynomial': {
-      const lrEnd = num('lr_end', 1e-7), power = num('power', 1);
-      if (step > total) return lrEnd / lr;
-      const remaining = 1 - (step - warmup) / Math.max(1, total - warmup);  // transformers divides by zero when warmup = total
-      return ((lr - lrEnd) * remaining ** power + lrEnd) / lr;
-    }
-    case 'inverse_sqrt': {
-      const timescale = num('timescale', warmup || 10_000);
-      return 1 / Math.sqrt((step + timescale - warmup) / timescale);
-    }
-    case 'cosine_with_min_lr': {
-      const rate = kw.min_lr !== undefined ? (kw.min_lr as number) / lr : (kw.min_lr_rate as number);
-      return Math.max(0, cosineDecay(progress, num('num_cycles', 0.5)) * (1 - rate) + rate);
-    }
-  }
-}
-
-/** transformers' cosine factor: from 1 at progress 0, `cycles` cycles of a cosine over progress 0..1. */
-function cosineDecay(progress: number, cycles: number): number { return 0.5 * (1 + Math.cos(Math.PI * cycles * 2 * progress)); }
-
-/** transformers' get_wsd_schedule: warmup, a plateau, then a decay over num_decay_steps towards min_lr_ratio. */
-function wsdLambda(step: number, warmup: number, total: number, kw: LrSchedulerKwargs): number {
-  const minRatio = typeof kw.min_lr_ratio === 'number' ? kw.min_lr_ratio : 0, decaySteps = kw.num_decay_steps as number;
-  const stable = typeof kw.num_stable_steps === 'number' ? kw.num_stable_steps : total - warmup - decaySteps;
-  const shape = (type: string, p: number, rising: boolean) =>
-    type === 'linear' ? (rising ? p : 1 - p)
-    : type === 'cosine' ? (rising ? 0.5 * (1 - Math.cos(Math.PI * p)) : cosineDecay(p, typeof kw.num_cycles === 'number' ? kw.num_cycles : 0.5))
-    : rising ? 1 - Math.sqrt(1 - p) : 1 - Math.sqrt(p);
-  if (step < warmup) return Math.max(0, shape((kw.warmup_type as string) ?? 'linear', step / Math.max(1, warmup), true) * (1 - minRatio) + minRatio);
-  if (step < warmup + stable) return 1;
-  if (step < warmup + stable + decaySteps)
-    return Math.max(0, shape((kw.decay_type as string) ?? 'cosine', (step - warmup - stable) / Math.max(1, decaySteps), false) * (1 - minRatio) + minRatio);
-  return minRatio;
-}
 
 export class Trainer {
   readonly args: TrainingArguments;
@@ -898,11 +602,6 @@ function argsJson(args: TrainingArguments, worldSize: number): string {
 }
 
 const PACKAGE_VERSION: string = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version;
-
-/** optimArgs ("momentum=0.9,x=y") as [key, value] pairs, as the Trainer splits optim_args. */
-function optimArgPairs(optimArgs: string): string[][] {
-  return optimArgs.split(',').map((kv) => kv.split('=').map((x) => x.trim()));
-}
 
 /** A checkpoint's dropout-state file: rng_state, or rng_state_<rank> under data parallelism (as the Trainer names them). */
 function rngStateFile(rank: number | undefined): string { return rank === undefined ? 'rng_state.safetensors' : `rng_state_${rank}.safetensors`; }

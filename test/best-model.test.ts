@@ -8,7 +8,8 @@ import { cpSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { makeHfHome } from './fixtures.js';
 import { hfRef, root, tempDir } from './helpers.js';
-import { EarlyStoppingCallback, Trainer } from '../src/trainer.js';
+import { Trainer } from '../src/trainer.js';
+import { EarlyStoppingCallback } from '../src/trainer-callback.js';
 import { BertForSequenceClassification } from '../src/model.js';
 import { parseConfig } from '../src/config.js';
 

@@ -61,7 +61,7 @@ test(`${c.optim}${c.optimArgs ? ` (${c.optimArgs})` : ''}${c.labelSmoothing ? ` 
 });
 
 test('bad optimizer and schedule arguments: one message naming the flag; another optimizer\'s state is refused on load', async () => {
-  const { validateArgs } = await import('../src/trainer.js');
+  const { validateArgs } = await import('../src/training-args.js');
   const { flagOf } = await import('../src/cli-flags.js');
   const bad = (a: object, re: RegExp) => assert.throws(() => validateArgs(a, flagOf), (e: Error) => e.name === 'UsageError' && re.test(e.message));
   bad({ optim: 'lion' }, /--optim must be one of adamw_torch_fused, adamw_torch, sgd, adafactor, got "lion"/);

@@ -2,7 +2,8 @@
 // get_scheduler, step by step: the Trainer's learning rate at step s is what TrainingArguments would give.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { lrLambda, LR_SCHEDULERS, type LrScheduler, type LrSchedulerKwargs } from '../src/trainer.js';
+import { lrLambda } from '../src/optimization.js';
+import { LR_SCHEDULERS, type LrScheduler, type LrSchedulerKwargs } from '../src/training-args.js';
 import { hfRef } from './helpers.js';
 
 test('every schedule, with and without warmup, equals transformers.get_scheduler at every step (1e-12)', async () => {

@@ -35,11 +35,23 @@ function hangul(cp: number): string {
  * throw a RangeError naming their position.
  */
 export function bertWords(text: string, lowercase: boolean): string[] {
+  return bertWordSpans(text, lowercase).map((w) => w.word);
+}
+
+/**
+ * bertWords with each word's place in `text`: [start, end) in code points (Python's string indices, which the
+ * offset mappings of transformers' fast tokenizers count), and, per UTF-16 unit of the normalized word, the code
+ * point of `text` it came from (accent stripping and lowercasing change lengths; offsets map back through this).
+ */
+export function bertWordSpans(text: string, lowercase: boolean): Array<{ word: string; start: number; end: number; origin: number[] }> {
   const t = tables();
   let normalized = '';
+  const origin: number[] = [];  // per UTF-16 unit of `normalized`: the code-point index in `text` it came from
+  let cpIndex = -1;
   for (let i = 0; i < text.length; i++) {
     let cp = text.charCodeAt(i);
     let ch: string;
+    cpIndex++;
     if (cp >= 0xd800 && cp <= 0xdfff) {
       const next = text.charCodeAt(i + 1);
       if (cp > 0xdbff || !(next >= 0xdc00 && next <= 0xdfff))
@@ -52,11 +64,14 @@ export function bertWords(text: string, lowercase: boolean): string[] {
     }
     const k = t.norm[cp];
     if (k === 2) continue;
-    if (k === 1) { normalized += ' '; continue; }
+    if (k === 1) { normalized += ' '; origin.push(cpIndex); continue; }
     if (lowercase) ch = t.uncased.get(cp) ?? (cp >= 0xac00 && cp <= 0xd7a3 ? hangul(cp) : ch);
-    normalized += k === 3 ? ` ${ch} ` : ch;
+    const piece = k === 3 ? ` ${ch} ` : ch;
+    normalized += piece;
+    for (let u = 0; u < piece.length; u++) origin.push(cpIndex);
   }
-  const words: string[] = [];
+  const words: Array<{ word: string; start: number; end: number; origin: number[] }> = [];
+  const push = (a: number, b: number) => words.push({ word: normalized.slice(a, b), start: origin[a], end: origin[b - 1] + 1, origin: origin.slice(a, b) });
   let start = -1;
   for (let i = 0; i < normalized.length; i++) {
     let cp = normalized.charCodeAt(i), w = 1;
@@ -64,11 +79,11 @@ export function bertWords(text: string, lowercase: boolean): string[] {
     const k = t.pre[cp];
     if (k === 0) { if (start < 0) start = i; }
     else {
-      if (start >= 0) { words.push(normalized.slice(start, i)); start = -1; }
-      if (k === 2) words.push(normalized.slice(i, i + w));
+      if (start >= 0) { push(start, i); start = -1; }
+      if (k === 2) push(i, i + w);
     }
     i += w - 1;
   }
-  if (start >= 0) words.push(normalized.slice(start));
+  if (start >= 0) push(start, normalized.length);
   return words;
 }

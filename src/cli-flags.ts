@@ -7,7 +7,7 @@ import { UsageError } from './errors.js';
 import { OPTIMIZERS } from './model.js';
 import { DEFAULT_BUCKET_CAP_MB, DEFAULT_DDP_TIMEOUT } from './distributed.js';
 
-export type Command = 'train' | 'predict' | 'evaluate' | 'ner' | 'mlm';
+export type Command = 'train' | 'predict' | 'evaluate' | 'ner' | 'mlm' | 'qa';
 
 interface Flag {
   name: string;
@@ -24,10 +24,10 @@ interface Flag {
   commands: readonly Command[];
 }
 
-const ALL: readonly Command[] = ['train', 'predict', 'evaluate', 'ner', 'mlm'];
+const ALL: readonly Command[] = ['train', 'predict', 'evaluate', 'ner', 'mlm', 'qa'];
 const GLUE: readonly Command[] = ['train', 'predict', 'evaluate'];
 /** Training commands: sequence classification (GLUE or files) and run_ner.py's token classification. */
-const TRAIN: readonly Command[] = ['train', 'ner', 'mlm'];
+const TRAIN: readonly Command[] = ['train', 'ner', 'mlm', 'qa'];
 const DDP: readonly Command[] = ['train'];
 
 export const FLAGS: readonly Flag[] = [
@@ -35,11 +35,11 @@ export const FLAGS: readonly Flag[] = [
   { name: 'task', type: 'string', describe: `GLUE task (${Object.keys(GLUE_TASKS).join(', ')}; default mrpc). With --train-file/--validation-file it sets ` +
     'the files\' label names, regression or not, and the metric; without it they come from the files (float labels: regression)', commands: GLUE },
   { name: 'train-file', type: 'string', describe: 'local training data (.parquet, .csv, .tsv, .jsonl, .json) instead of GLUE', commands: TRAIN },
-  { name: 'validation-file', type: 'string', describe: 'local validation data', commands: ['train', 'evaluate', 'ner', 'mlm'] },
+  { name: 'validation-file', type: 'string', describe: 'local validation data', commands: ['train', 'evaluate', 'ner', 'mlm', 'qa'] },
   { name: 'text-columns', type: 'string', describe: 'comma-separated text column(s) of local files (default: inferred)', commands: ['train'] },
   { name: 'label-column', type: 'string', describe: 'label column of local files (default: inferred)', commands: ['train'] },
   { name: 'output-dir', type: 'string', field: 'outputDir', defaultFor: { predict: undefined }, describe: 'output_dir: checkpoints, the final model and results ' +
-    '(predict: write predict_results_<task>.txt there, as run_glue.py, instead of printing)', commands: ['train', 'predict', 'ner', 'mlm'] },
+    '(predict: write predict_results_<task>.txt there, as run_glue.py, instead of printing)', commands: ['train', 'predict', 'ner', 'mlm', 'qa'] },
   { name: 'epochs', type: 'number', field: 'numTrainEpochs', describe: 'num_train_epochs', commands: TRAIN },
   { name: 'learning-rate', type: 'number', field: 'learningRate', describe: 'learning_rate (AdamW)', commands: TRAIN },
   { name: 'batch-size', type: 'number', field: 'perDeviceTrainBatchSize', describe: 'per_device_train_batch_size', commands: TRAIN },
@@ -108,10 +108,19 @@ export const FLAGS: readonly Flag[] = [
   { name: 'label-column-name', type: 'string', describe: 'column of tag lists (run_ner label_column_name; default "ner_tags", else the second column)', commands: ['ner'] },
   { name: 'label-all-tokens', type: 'boolean', default: false, describe: 'label every piece of a word, not only the first (B- becomes I- after the first)', commands: ['ner'] },
   { name: 'return-entity-level-metrics', type: 'boolean', default: false, describe: 'report precision, recall, f1 and number per entity type too', commands: ['ner'] },
-  { name: 'max-seq-length', type: 'number', describe: 'truncate to this many tokens (run_ner max_seq_length; default: tokenizer model_max_length, capped by the model)', commands: ['ner', 'mlm'] },
+  { name: 'max-seq-length', type: 'number', describe: 'truncate to this many tokens (run_ner max_seq_length; default: tokenizer model_max_length, capped by the model)', commands: ['ner', 'mlm', 'qa'] },
   { name: 'line-by-line', type: 'boolean', default: false, describe: 'each non-empty line is one example (run_mlm line_by_line); else all lines are joined and cut into blocks of --max-seq-length', commands: ['mlm'] },
   { name: 'mlm-probability', type: 'number', default: 0.15, describe: 'share of tokens masked (80% [MASK], 10% random, 10% unchanged)', commands: ['mlm'] },
   { name: 'validation-split-percentage', type: 'number', default: 5, describe: 'without --validation-file: the first this many percent of the training lines are the validation split', commands: ['mlm'] },
+  { name: 'doc-stride', type: 'number', default: 128, describe: 'tokens of overlap between the windows a long context is cut into (run_qa doc_stride)', commands: ['qa'] },
+  { name: 'n-best-size', type: 'number', default: 20, describe: 'start and end candidates per window in post-processing', commands: ['qa'] },
+  { name: 'max-answer-length', type: 'number', default: 30, describe: 'longest answer in tokens', commands: ['qa'] },
+  { name: 'version-2-with-negative', type: 'boolean', default: false, describe: 'some questions have no answer (SQuAD v2): the null answer competes', commands: ['qa'] },
+  { name: 'null-score-diff-threshold', type: 'number', default: 0, describe: 'with --version-2-with-negative: the null answer wins when it beats the best span by more than this', commands: ['qa'] },
+  { name: 'pad-to-max-length', type: 'boolean', default: true, describe: 'pad every window to --max-seq-length (run_qa\'s default; --no-pad-to-max-length pads each batch to its longest)', commands: ['qa'] },
+  { name: 'question-column-name', type: 'string', describe: 'default "question"', commands: ['qa'] },
+  { name: 'context-column-name', type: 'string', describe: 'default "context"', commands: ['qa'] },
+  { name: 'answer-column-name', type: 'string', describe: 'default "answers" (text and answer_start lists)', commands: ['qa'] },
   { name: 'split', type: 'string', describe: 'GLUE split (evaluate: default the task\'s validation split; predict: e.g. test)', commands: ['evaluate', 'predict'] },
 ];
 

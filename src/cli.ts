@@ -4,9 +4,10 @@ import path from 'node:path';
 import { constants as fsConstants, promises as fs } from 'node:fs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { BertForMaskedLM, BertForSequenceClassification, BertForTokenClassification, BertPreTrainedModel, isDevice, type Device, type ModelOptions } from './model.js';
+import { BertForMaskedLM, BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification, BertPreTrainedModel, isDevice, type Device, type ModelOptions } from './model.js';
 import { loadTokenDataFile, tokenizeTokenDataset } from './ner.js';
 import { loadTextLines, tokenizeForMlm } from './mlm.js';
+import { loadQaFile, postprocessQa, prepareQaFeatures, squadMetrics } from './qa.js';
 import { maskTokens } from './collator.js';
 import { nerMetrics } from './seqeval.js';
 import type { TokenizedDataset } from './data.js';
@@ -82,6 +83,8 @@ export async function main(argv = hideBin(process.argv), out: Out = stdoutLine, 
         command('ner', (a) => train(a, argv, out, err, controller.signal, 'ner')))
       .command('mlm', 'masked-language-model fine-tuning (domain adaptation) on text lines, as run_mlm.py', (y) => y.options(yargsOptions('mlm')),
         command('mlm', (a) => train(a, argv, out, err, controller.signal, 'mlm')))
+      .command('qa', 'extractive question answering on SQuAD-format data, as run_qa.py', (y) => y.options(yargsOptions('qa')),
+        command('qa', (a) => train(a, argv, out, err, controller.signal, 'qa')))
       .command('predict', 'classify sentence pairs with a trained model (like a text-classification pipeline)', (y) => y.options(yargsOptions('predict')), command('predict', (a) => predict(a, out)))
       .command('evaluate', 'evaluate a model on a GLUE validation split or --validation-file', (y) => y.options(yargsOptions('evaluate')), command('evaluate', (a) => evaluate(a, out)))
       .strictOptions()
@@ -318,6 +321,10 @@ interface Prepared {
   dataCollator?: TrainerOptions['dataCollator'];
   /** The token limit examples were cut to (for the start line). */
   maxLength: number;
+  /** Written into the output folder after the final save (run_qa's predictions.json). */
+  afterTraining?: (outputDir: string) => Promise<void>;
+  /** Pads batches to a multiple of this (question answering: to max_seq_length) unless --pad-to-multiple-of says. */
+  padToMultipleOf?: number;
 }
 type Prepare = (a: Flags, o: { seed: number; device?: Device }) => Promise<Prepared>;
 
@@ -390,7 +397,49 @@ const prepareMlm: Prepare = async (a, o) => {
   }
 };
 
-async function train(a: Flags, argv: string[], out: Out, err: Out, signal: AbortSignal, command: 'train' | 'ner' | 'mlm' = 'train'): Promise<number> {
+/** `node train.js qa`: extractive question answering as run_qa.py, from SQuAD-format files. */
+const prepareQa: Prepare = async (a, o) => {
+  if (!a['train-file']) throw new UsageError('qa needs --train-file (SQuAD JSON, or rows of id, question, context and answers)');
+  for (const f of ['doc-stride', 'n-best-size', 'max-answer-length'])
+    if (!(Number.isInteger(a[f]) && a[f] >= (f === 'doc-stride' ? 0 : 1))) throw new UsageError(`--${f} must be an integer >= ${f === 'doc-stride' ? 0 : 1}, got ${JSON.stringify(a[f])}`);
+  const cols = { questionColumn: a['question-column-name'], contextColumn: a['context-column-name'], answerColumn: a['answer-column-name'] };
+  const train = await loadQaFile(a['train-file'], cols);
+  const validation = a['validation-file'] ? await loadQaFile(a['validation-file'], cols) : undefined;
+  if (!a['version-2-with-negative']) {
+    const none = train.find((e) => !e.answers.text.length);
+    if (none) throw new InputError(a['train-file'], `example ${JSON.stringify(none.id)} has no answer: pass --version-2-with-negative for SQuAD v2 data`);
+  }
+  const device = deviceFlag(o.device ?? a.device);
+  const tok = await BertTokenizer.fromPretrained(a.model, { revision: a.revision });
+  const model = await BertForQuestionAnswering.fromPretrained(a.model, { revision: a.revision, device, threads: a.threads, seed: o.seed, numLabels: 2 });
+  try {
+    const maxSeqLength = Math.min(a['max-seq-length'] ?? 384, model.config.max_position_embeddings);
+    const enc = { maxSeqLength, docStride: a['doc-stride'], padToMaxLength: a['pad-to-max-length'] !== false };
+    const trainData = prepareQaFeatures(train, tok, { ...enc, train: true });
+    const evalData = validation ? prepareQaFeatures(validation, tok, { ...enc, train: false }) : undefined;
+    const post = { nBestSize: a['n-best-size'], maxAnswerLength: a['max-answer-length'], versionTwoWithNegative: a['version-2-with-negative'] === true, nullScoreDiffThreshold: a['null-score-diff-threshold'] };
+    let last: ReturnType<typeof postprocessQa> | undefined;
+    return { tok, model, trainData, evalData, maxLength: maxSeqLength, metricNames: ['exact_match', 'f1'],
+      computeMetrics: (p) => {
+        const lg = p.predictions, n = lg.length / 2;
+        last = postprocessQa(validation!, evalData!, Float32Array.from({ length: n }, (_, i) => lg[2 * i]), Float32Array.from({ length: n }, (_, i) => lg[2 * i + 1]), post);
+        return squadMetrics(last.predictions, validation!);
+      },
+      // run_qa.py writes the last evaluation's answers (and their n-best lists) into the output folder.
+      afterTraining: async (dir) => {
+        if (!last) return;
+        await writeFileAtomic(path.join(dir, 'predictions.json'), JSON.stringify(Object.fromEntries(last.predictions.map((p) => [p.id, p.prediction_text])), null, 4) + '\n');
+        await writeFileAtomic(path.join(dir, 'nbest_predictions.json'), JSON.stringify(last.nbest, null, 4) + '\n');
+      },
+      // Windows padded to max_seq_length, as run_qa (its loss reads every position, padding included).
+      ...(enc.padToMaxLength ? { padToMultipleOf: maxSeqLength } : {}) };
+  } catch (e) {
+    await model.dispose();
+    throw e;
+  }
+};
+
+async function train(a: Flags, argv: string[], out: Out, err: Out, signal: AbortSignal, command: 'train' | 'ner' | 'mlm' | 'qa' = 'train'): Promise<number> {
   phase = 'setup';
   const args = trainingArgsOf(a, command);
   validateArgs(args, flagOf);  // usage errors before any loading, named by their flags
@@ -424,7 +473,7 @@ async function train(a: Flags, argv: string[], out: Out, err: Out, signal: Abort
         err(`warning: --dashboard-host ${dash.host}: the dashboard (the run's logs and metrics, no authentication) can be read by anyone who can reach this machine on that address`);
       if (a.json) out(JSON.stringify({ event: 'dashboard', url })); else err(`Dashboard: ${url}`);
     }
-    return await trainLocked(a, args, main ? out : () => {}, err, signal, command === 'ner' ? prepareNer : command === 'mlm' ? prepareMlm : prepareGlue, dashboard, worker ?? undefined);
+    return await trainLocked(a, args, main ? out : () => {}, err, signal, ({ ner: prepareNer, mlm: prepareMlm, qa: prepareQa, train: prepareGlue })[command], dashboard, worker ?? undefined);
   } catch (e) {
     dashboard?.publish({ type: 'error', message: (e as Error).message });
     throw e;
@@ -451,7 +500,7 @@ async function trainLocked(a: Flags, args: Partial<TrainingArguments>, out: Out,
   const log = (o: object, text: string) => out(a.json ? JSON.stringify(o) : text);
   const dist = worker ? await joinProcessGroup(a, worker) : undefined;
   const main = dist?.isMain ?? true;
-  const { tok, model, trainData, evalData, metricNames, task, computeMetrics, dataCollator, maxLength } = await prepare(a, { seed: a.seed ?? DEFAULT_ARGS.seed, ...(dist ? { device: dist.device as Device } : {}) });
+  const { tok, model, trainData, evalData, metricNames, task, computeMetrics, dataCollator, maxLength, afterTraining, padToMultipleOf } = await prepare(a, { seed: a.seed ?? DEFAULT_ARGS.seed, ...(dist ? { device: dist.device as Device } : {}) });
   try {
     if (main) reportLoading(a.model, model, (o, t) => (a.json ? out(JSON.stringify(o)) : err(t)));
     tok.clearCache();
@@ -470,6 +519,7 @@ async function trainLocked(a: Flags, args: Partial<TrainingArguments>, out: Out,
     log({ event: 'start', device: model.device, torch: addon().runtime().torchVersion, train_rows: trainData.enc.length, eval_rows: evalData?.enc.length ?? 0, max_length: maxLength, world_size: dist?.worldSize ?? 1 },
       `Training on ${model.device}${procs} (libtorch ${addon().runtime().torchVersion}): ${trainData.enc.length} training rows, ${evalData?.enc.length ?? 0} validation rows, max length ${maxLength}`);
     const callbacks = a['early-stopping-patience'] !== undefined ? [new EarlyStoppingCallback(a['early-stopping-patience'], a['early-stopping-threshold'])] : [];
+    if (padToMultipleOf !== undefined) args = { padToMultipleOf, ...args };
     const trainer = new Trainer({
       model, args, trainDataset: trainData, evalDataset: evalData, tokenizer: tok, task, signal, callbacks, distributed: dist, computeMetrics, dataCollator,
       events: {
@@ -500,6 +550,7 @@ async function trainLocked(a: Flags, args: Partial<TrainingArguments>, out: Out,
     }
     phase = 'final-save';
     if (main) await saveAsUnit(a['output-dir'], async (dir) => { await model.save(dir); await tok.save(dir); });
+    if (main) await afterTraining?.(a['output-dir']);
     const evalMetrics: Record<string, number> = trainer.trainerState!.log_history.filter((e) => 'eval_loss' in e).pop() ?? {};
     if (model.architecture === 'BertForMaskedLM' && 'eval_loss' in evalMetrics) evalMetrics.perplexity = Math.exp(evalMetrics.eval_loss);  // as run_mlm.py
     const all = { ...result.metrics, ...evalMetrics };
@@ -567,7 +618,7 @@ class EpochTable {
       this.printed = true;
     }
     const epoch = Number.isInteger(Math.round(m.epoch * 1000) / 1000) ? String(Math.round(m.epoch)) : m.epoch.toFixed(2);
-    this.out(fmt([epoch, trainLoss === undefined ? 'No log' : trainLoss.toFixed(6), m.eval_loss.toFixed(6), ...this.metrics.map((k) => (m[`eval_${k}`] ?? NaN).toFixed(6))]));
+    this.out(fmt([epoch, trainLoss === undefined ? 'No log' : trainLoss.toFixed(6), m.eval_loss === undefined ? "No log" : m.eval_loss.toFixed(6), ...this.metrics.map((k) => (m[`eval_${k}`] ?? NaN).toFixed(6))]));
   }
 }
 

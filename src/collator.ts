@@ -9,6 +9,8 @@ export interface CollateOptions {
   labels?: Int32Array | Float32Array | null;
   /** Per-token labels aligned with data.ids: padded with -100 (DataCollatorForTokenClassification). */
   tokenLabels?: Int32Array;
+  /** Question answering: [start, end] per example. */
+  positions?: Int32Array;
 }
 
 export function collate(data: EncodedDataset, rows: ArrayLike<number>, o: CollateOptions): Batch {
@@ -26,7 +28,11 @@ export function collate(data: EncodedDataset, rows: ArrayLike<number>, o: Collat
     tokenTypeIds.set(data.typeIds.subarray(start, start + len), i * seq);
   }
   const batch: Batch = { shape: [bs, seq], inputIds, attentionMask, tokenTypeIds };
-  if (o.tokenLabels) {
+  if (o.positions) {
+    const labels = new Int32Array(bs * 2);
+    for (let i = 0; i < bs; i++) labels.set(o.positions.subarray(2 * rows[i], 2 * rows[i] + 2), 2 * i);
+    batch.labels = labels;
+  } else if (o.tokenLabels) {
     const labels = new Int32Array(bs * seq).fill(-100);
     for (let i = 0; i < bs; i++) {
       const start = data.offsets[rows[i]], len = data.offsets[rows[i] + 1] - start;

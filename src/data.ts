@@ -13,10 +13,12 @@ export interface TokenizedDataset {
   tokenLabels?: Int32Array;
   /** Each token's word index (-1 for special tokens), aligned with enc.ids: BatchEncoding.word_ids(). */
   wordIds?: Int32Array;
+  /** Question answering: [start, end] token positions per example (run_qa's start_positions, end_positions). */
+  positions?: Int32Array;
 }
 
 /** Whether a split has anything to score against. */
-export function hasLabels(d: TokenizedDataset): boolean { return d.labels !== null || d.tokenLabels !== undefined; }
+export function hasLabels(d: TokenizedDataset): boolean { return d.labels !== null || d.tokenLabels !== undefined || d.positions !== undefined; }
 
 const CHUNK = 512;
 

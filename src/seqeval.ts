@@ -75,15 +75,17 @@ export function seqeval(predictions: string[][], references: string[][]): Seqeva
  * accuracy.
  */
 export function nerMetrics(labelNames: string[], o: { returnEntityLevelMetrics?: boolean } = {}) {
-  return (p: { predictions: ArrayLike<number>; labelIds: ArrayLike<number>; dataset: { enc: { offsets: Int32Array; length: number } } }): Record<string, number> => {
+  return (p: { predictions: ArrayLike<number>; labelIds: ArrayLike<number> | null; dataset: { enc: { offsets: Int32Array; length: number } } }): Record<string, number> => {
+    if (!p.labelIds) throw new TypeError('token classification metrics need the tokens\' labels');
+    const labelIds = p.labelIds;
     const preds: string[][] = [], refs: string[][] = [];
     const { offsets, length } = p.dataset.enc;
     for (let r = 0; r < length; r++) {
       const pr: string[] = [], rf: string[] = [];
       for (let t = offsets[r]; t < offsets[r + 1]; t++) {
-        if (p.labelIds[t] === -100) continue;
+        if (labelIds[t] === -100) continue;
         pr.push(labelNames[p.predictions[t]]);
-        rf.push(labelNames[p.labelIds[t]]);
+        rf.push(labelNames[labelIds[t]]);
       }
       preds.push(pr);
       refs.push(rf);

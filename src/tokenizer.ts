@@ -4,7 +4,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
-import { bertPipeline, bertWords } from './bert-pretokenizer.js';
+import { bertPipeline, bertWords, bertWordSpans } from './bert-pretokenizer.js';
 import { InputError } from './errors.js';
 import { readJson, writeFileAtomic } from './fsutil.js';
 import { fileSource, type HubOptions } from './hub.js';
@@ -116,6 +116,42 @@ export class BertTokenizer {
     if (!words.length) return;
     const model = this.tok.model!;
     for (const t of model(words)) out.push(model.tokens_to_ids.get(t) ?? model.unk_token_id!);
+  }
+
+  /**
+   * Token ids of one text without special tokens, and each token's [start, end) in the text in code points (Python's
+   * indices: what return_offsets_mapping gives), for extractive question answering. BERT's normalizer only.
+   */
+  encodeWithOffsets(text: string): { ids: number[]; offsets: Array<[number, number]> } {
+    if (!this.pipeline) throw new InputError('tokenizer', 'character offsets need the BERT normalizer and pre-tokenizer (tokenizer.json of a BERT model)');
+    const model = this.tok.model!;
+    const ids: number[] = [], offsets: Array<[number, number]> = [];
+    const cpIndex = (i: number) => Array.from(text.slice(0, i)).length;  // UTF-16 index -> code points
+    const words = (part: string, at: number) => {
+      for (const w of bertWordSpans(part, this.pipeline!.lowercase)) {
+        const pieces = model([w.word]);
+        let pos = 0;
+        for (const piece of pieces) {
+          const id = model.tokens_to_ids.get(piece) ?? model.unk_token_id!;
+          ids.push(id);
+          if (id === model.unk_token_id || pieces.length === 1) { offsets.push([at + w.start, at + w.end]); continue; }
+          const len = piece.startsWith('##') && pos > 0 ? piece.length - 2 : piece.length;
+          offsets.push([at + w.origin[pos], at + w.origin[pos + len - 1] + 1]);
+          pos += len;
+        }
+      }
+    };
+    let last = 0;
+    if (this.special) {
+      for (const m of text.matchAll(this.special.pattern)) {
+        words(text.slice(last, m.index), cpIndex(last));
+        ids.push(this.special.ids.get(m[0])!);
+        offsets.push([cpIndex(m.index!), cpIndex(m.index! + m[0].length)]);
+        last = m.index! + m[0].length;
+      }
+    }
+    words(last ? text.slice(last) : text, cpIndex(last));
+    return { ids, offsets };
   }
 
   /** Token ids of one text without special tokens, computed once per distinct text. */

@@ -43,8 +43,9 @@ export interface TrainOutput {
 /** What computeMetrics gets (transformers' EvalPrediction): per example, or per token for token classification. */
 export interface EvalPrediction {
   predictions: Int32Array | Float32Array;
-  /** The labels, aligned with predictions (token classification: -100 where a token is not scored). */
-  labelIds: Int32Array | Float32Array;
+  /** The labels, aligned with predictions (token classification: -100 where a token is not scored); none for
+   * question answering's validation windows, which are scored against their examples. */
+  labelIds: Int32Array | Float32Array | null;
   dataset: TokenizedDataset;
 }
 
@@ -231,7 +232,7 @@ export class Trainer {
         let stepLoss = 0, stepFlos = 0;
         for (const [k, rows] of micro.entries()) {
           samples += rows.length * world;
-          let batch = collate(data.enc, rows, { padId: this.padId(), padToMultipleOf: args.padToMultipleOf ?? undefined, labels: data.labels, tokenLabels: data.tokenLabels });
+          let batch = collate(data.enc, rows, { padId: this.padId(), padToMultipleOf: args.padToMultipleOf ?? undefined, labels: data.labels, tokenLabels: data.tokenLabels, positions: data.positions });
           if (this.o.dataCollator) batch = this.o.dataCollator(batch, mulberry32(args.seed + 0x9e3779b1 * (epoch + 1) + 7919 * ((s * accum + k) * world + rank)));
           // Gradients are all-reduced on the step's last micro-batch only (DDP's no_sync before it).
           const loss = await model.trainStep(batch, { lossScale, sync: k === micro.length - 1 })
@@ -324,8 +325,10 @@ export class Trainer {
     const { logits, lossSum, count, steps } = inf;
     const runtime = (performance.now() - start) / 1000;
     const out: LogEntry = {};
-    if (hasLabels(dataset) || this.o.dataCollator) {
-      out[`${prefix}_loss`] = lossSum / count;
+    // Without labels (question answering's validation windows) the loss is not there, but computeMetrics can score
+    // the predictions against the examples (run_qa's post-processing).
+    if (hasLabels(dataset) || this.o.dataCollator) out[`${prefix}_loss`] = lossSum / count;
+    if (hasLabels(dataset) || this.o.dataCollator || this.o.computeMetrics) {
       const m = this.computeMetrics(logits, dataset, inf.maskedAccuracy);
       for (const [k, v] of Object.entries(m)) out[`${prefix}_${k}`] = v;
     }
@@ -366,7 +369,8 @@ export class Trainer {
     const dist = this.o.distributed, world = dist?.worldSize ?? 1, rank = dist?.rank ?? 0;
     const nl = this.model.numLabels, bs = this.args.perDeviceEvalBatchSize;
     // Per example, or per token (token classification: aligned with enc.ids, each row's tokens at its offset).
-    const perToken = this.model.architecture === 'BertForTokenClassification';
+    // Token classification: numLabels per token; question answering: [start, end] per token.
+    const perToken = this.model.architecture === 'BertForTokenClassification' || this.model.architecture === 'BertForQuestionAnswering';
     // Masked LM: the logits of the masked positions only ([masked, vocab]), scored as they come (run_mlm's accuracy).
     const masked = this.model.architecture === 'BertForMaskedLM';
     const logits = new Float32Array(masked ? 0 : (perToken ? dataset.enc.ids.length : dataset.enc.length) * nl);
@@ -378,7 +382,7 @@ export class Trainer {
     for (let i = rank; i < all.length; i += world) {
       if (stopOnAbort && this.o.signal?.aborted) return null;
       const rows = all[i];
-      let batch = collate(dataset.enc, rows, { padId: this.padId(), padToMultipleOf: this.args.padToMultipleOf ?? undefined, labels: dataset.labels, tokenLabels: dataset.tokenLabels });
+      let batch = collate(dataset.enc, rows, { padId: this.padId(), padToMultipleOf: this.args.padToMultipleOf ?? undefined, labels: dataset.labels, tokenLabels: dataset.tokenLabels, positions: dataset.positions });
       if (this.o.dataCollator) batch = this.o.dataCollator(batch, mulberry32(this.args.seed + 104729 * i));
       const out = await this.model.forward(batch);
       if (masked) {
@@ -389,6 +393,14 @@ export class Trainer {
           if (best === label) maskedRight[i]++;
         });
         maskedCount[i] = y.length;
+      } else if (this.model.architecture === 'BertForQuestionAnswering') {
+        const seq = batch.shape[1], o = dataset.enc.offsets;
+        rows.forEach((r, k) => {
+          for (let t = 0; t < o[r + 1] - o[r]; t++) {
+            logits[2 * (o[r] + t)] = out.startLogits![k * seq + t];
+            logits[2 * (o[r] + t) + 1] = out.endLogits![k * seq + t];
+          }
+        });
       } else if (perToken) {
         const seq = batch.shape[1], o = dataset.enc.offsets;
         rows.forEach((r, k) => logits.set(out.logits!.subarray(k * seq * nl, (k * seq + o[r + 1] - o[r]) * nl), o[r] * nl));
@@ -413,7 +425,8 @@ export class Trainer {
 
   private predictionsOf(logits: Float32Array): Float32Array | Int32Array {
     const nl = this.model.numLabels;
-    if (this.model.problemType === 'regression') return logits.slice();
+    // Regression's scores; question answering's [start, end] logits per token (post-processing reads them).
+    if (this.model.problemType === 'regression' || this.model.architecture === 'BertForQuestionAnswering') return logits.slice();
     const n = logits.length / nl;
     const pred = new Int32Array(n);
     for (let i = 0; i < n; i++) {
@@ -426,7 +439,7 @@ export class Trainer {
 
   private computeMetrics(logits: Float32Array, dataset: TokenizedDataset, maskedAccuracy?: number): Record<string, number> {
     if (maskedAccuracy !== undefined) return { accuracy: maskedAccuracy };  // run_mlm.py's compute_metrics
-    const p: EvalPrediction = { predictions: this.predictionsOf(logits), labelIds: (dataset.tokenLabels ?? dataset.labels)!, dataset };
+    const p: EvalPrediction = { predictions: this.predictionsOf(logits), labelIds: dataset.tokenLabels ?? dataset.positions ?? dataset.labels, dataset };
     if (this.o.computeMetrics) return this.o.computeMetrics(p);
     if (dataset.tokenLabels) return nerMetrics(dataset.labelNames)(p);
     const task = this.o.task ?? (dataset.isRegression ? 'stsb' : this.model.numLabels === 2 ? 'mrpc' : 'sst2');

@@ -118,3 +118,27 @@ export function makeNerRows(n: number, seed = 1): Array<{ tokens: string[]; ner_
   }
   return rows;
 }
+
+/**
+ * SQuAD-format examples (flat rows, as the Hub's squad files): a context of sentences "the X saw the Y ." with
+ * distinct X, the question "X saw", the answer Y with its character start. Learnable by a tiny model.
+ */
+export function makeQaRows(n: number, seed = 1): Array<{ id: string; question: string; context: string; answers: { text: string[]; answer_start: number[] } }> {
+  let s = seed;
+  const rnd = () => ((s = (s * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+  const rows = [];
+  for (let i = 0; i < n; i++) {
+    const subjects = [...TOPICS].sort(() => rnd() - 0.5).slice(0, 3 + Math.floor(rnd() * 3));
+    const sentences = subjects.map((x) => ({ x, y: TOPICS[Math.floor(rnd() * TOPICS.length)] }));
+    let context = '';
+    const starts: number[] = [];
+    for (const { x, y } of sentences) {
+      context += `the ${x} saw the `;
+      starts.push(context.length);
+      context += `${y} . `;
+    }
+    const k = Math.floor(rnd() * sentences.length);
+    rows.push({ id: `q${i}`, question: `${sentences[k].x} saw`, context: context.trim(), answers: { text: [sentences[k].y], answer_start: [starts[k]] } });
+  }
+  return rows;
+}

@@ -318,7 +318,130 @@ def mlm_mask_stats(a):
     return c
 
 
-COMMANDS = {"mlm-mask-stats": mlm_mask_stats,"ner-align": ner_align, "seqeval": seqeval_ref,"make-head-model": make_head_model, "head-reference": head_reference, "head-check-saved": head_check_saved,"make-model": make_model, "reference": reference, "check-saved": check_saved, "schedules": schedules, "best-and-stop": best_and_stop,
+def qa_features(a):
+    """run_qa.py's prepare_train_features and prepare_validation_features with transformers' fast tokenizer."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(a["dir"])
+    ex = a["examples"]
+    enc = tok([e["question"].lstrip() for e in ex], [e["context"] for e in ex], truncation="only_second", max_length=a["maxSeqLength"],
+              stride=a["docStride"], return_overflowing_tokens=True, return_offsets_mapping=True, padding="max_length")
+    sample_mapping = enc.pop("overflow_to_sample_mapping")
+    out = {"input_ids": [], "sample": list(sample_mapping), "start_positions": [], "end_positions": [], "context_offsets": []}
+    for i, offsets in enumerate(enc["offset_mapping"]):
+        input_ids = enc["input_ids"][i]
+        n = sum(enc["attention_mask"][i])
+        out["input_ids"].append(input_ids[:n])
+        cls_index = input_ids.index(tok.cls_token_id)
+        sequence_ids = enc.sequence_ids(i)
+        out["context_offsets"].append([list(o) if sequence_ids[k] == 1 else None for k, o in enumerate(offsets)][:n])
+        answers = ex[sample_mapping[i]]["answers"]
+        if len(answers["answer_start"]) == 0:
+            out["start_positions"].append(cls_index); out["end_positions"].append(cls_index)
+            continue
+        start_char = answers["answer_start"][0]
+        end_char = start_char + len(answers["text"][0])
+        token_start_index = 0
+        while sequence_ids[token_start_index] != 1:
+            token_start_index += 1
+        token_end_index = len(input_ids) - 1
+        while sequence_ids[token_end_index] != 1:
+            token_end_index -= 1
+        if not (offsets[token_start_index][0] <= start_char and offsets[token_end_index][1] >= end_char):
+            out["start_positions"].append(cls_index); out["end_positions"].append(cls_index)
+        else:
+            while token_start_index < len(offsets) and offsets[token_start_index][0] <= start_char:
+                token_start_index += 1
+            out["start_positions"].append(token_start_index - 1)
+            while offsets[token_end_index][1] >= end_char:
+                token_end_index -= 1
+            out["end_positions"].append(token_end_index + 1)
+    return out
+
+
+def qa_postprocess(a):
+    """utils_qa.py's postprocess_qa_predictions (run_qa.py's post-processing), on given logits per feature."""
+    import numpy as np
+    ex, feats = a["examples"], a["features"]
+    n_best_size, max_answer_length, v2 = a["nBestSize"], a["maxAnswerLength"], a["v2"]
+    features_per_example = {}
+    for i, f in enumerate(feats):
+        features_per_example.setdefault(f["example"], []).append(i)
+    out = {}
+    for example_index, example in enumerate(ex):
+        min_null_prediction = None
+        prelim_predictions = []
+        for feature_index in features_per_example.get(example_index, []):
+            start_logits = np.array(feats[feature_index]["start"], dtype=np.float32)
+            end_logits = np.array(feats[feature_index]["end"], dtype=np.float32)
+            offset_mapping = feats[feature_index]["offsets"]
+            feature_null_score = start_logits[0] + end_logits[0]
+            if min_null_prediction is None or min_null_prediction["score"] > feature_null_score:
+                min_null_prediction = {"offsets": (0, 0), "score": feature_null_score, "start_logit": start_logits[0], "end_logit": end_logits[0]}
+            start_indexes = np.argsort(start_logits)[-1 : -n_best_size - 1 : -1].tolist()
+            end_indexes = np.argsort(end_logits)[-1 : -n_best_size - 1 : -1].tolist()
+            for start_index in start_indexes:
+                for end_index in end_indexes:
+                    if (start_index >= len(offset_mapping) or end_index >= len(offset_mapping) or offset_mapping[start_index] is None
+                            or len(offset_mapping[start_index]) < 2 or offset_mapping[end_index] is None or len(offset_mapping[end_index]) < 2):
+                        continue
+                    if end_index < start_index or end_index - start_index + 1 > max_answer_length:
+                        continue
+                    prelim_predictions.append({"offsets": (offset_mapping[start_index][0], offset_mapping[end_index][1]),
+                                               "score": start_logits[start_index] + end_logits[end_index],
+                                               "start_logit": start_logits[start_index], "end_logit": end_logits[end_index]})
+        if v2 and min_null_prediction is not None:
+            prelim_predictions.append(min_null_prediction)
+            null_score = min_null_prediction["score"]
+        predictions = sorted(prelim_predictions, key=lambda x: x["score"], reverse=True)[:n_best_size]
+        if v2 and min_null_prediction is not None and not any(p["offsets"] == (0, 0) for p in predictions):
+            predictions.append(min_null_prediction)
+        context = example["context"]
+        for pred in predictions:
+            offsets = pred.pop("offsets")
+            pred["text"] = context[offsets[0] : offsets[1]]
+        if len(predictions) == 0 or (len(predictions) == 1 and predictions[0]["text"] == ""):
+            predictions.insert(0, {"text": "empty", "start_logit": 0.0, "end_logit": 0.0, "score": 0.0})
+        if not v2:
+            out[example["id"]] = predictions[0]["text"]
+        else:
+            i = 0
+            while predictions[i]["text"] == "":
+                i += 1
+            best_non_null_pred = predictions[i]
+            score_diff = null_score - best_non_null_pred["start_logit"] - best_non_null_pred["end_logit"]
+            out[example["id"]] = "" if score_diff > a["threshold"] else best_non_null_pred["text"]
+    return out
+
+
+def squad_eval(a):
+    """The official SQuAD v1.1 evaluation script's exact match and F1 (an empty answer scores only against an
+    empty one, as the v2 script), on given predictions and answers."""
+    import collections, re, string
+    def normalize_answer(s):
+        def remove_articles(text): return re.sub(r"\b(a|an|the)\b", " ", text)
+        def white_space_fix(text): return " ".join(text.split())
+        def remove_punc(text): return "".join(ch for ch in text if ch not in set(string.punctuation))
+        return white_space_fix(remove_articles(remove_punc(s.lower())))
+    def f1_score(prediction, ground_truth):
+        p, t = normalize_answer(prediction).split(), normalize_answer(ground_truth).split()
+        if len(p) == 0 or len(t) == 0:
+            return int(p == t)
+        common = collections.Counter(p) & collections.Counter(t)
+        num_same = sum(common.values())
+        if num_same == 0:
+            return 0
+        precision, recall = num_same / len(p), num_same / len(t)
+        return (2 * precision * recall) / (precision + recall)
+    em = f1 = 0
+    for pid, pred in a["predictions"].items():
+        truths = a["answers"][pid] or [""]
+        em += max(float(normalize_answer(pred) == normalize_answer(t)) for t in truths)
+        f1 += max(f1_score(pred, t) for t in truths)
+    n = len(a["predictions"])
+    return {"exact_match": 100.0 * em / n, "f1": 100.0 * f1 / n}
+
+
+COMMANDS = {"qa-features": qa_features, "qa-postprocess": qa_postprocess, "squad-eval": squad_eval,"mlm-mask-stats": mlm_mask_stats,"ner-align": ner_align, "seqeval": seqeval_ref,"make-head-model": make_head_model, "head-reference": head_reference, "head-check-saved": head_check_saved,"make-model": make_model, "reference": reference, "check-saved": check_saved, "schedules": schedules, "best-and-stop": best_and_stop,
             "optim-reference": optim_reference, "dropout-draws": dropout_draws}
 
 

@@ -32,3 +32,4 @@ export { seqeval, nerMetrics } from './seqeval.js';
 export { loadTokenDataFile, tokenizeTokenDataset } from './ner.js';
 export { loadTextLines, tokenizeForMlm } from './mlm.js';
 export { maskTokens } from './collator.js';
+export { loadQaFile, prepareQaFeatures, postprocessQa, squadMetrics, normalizeAnswer } from './qa.js';

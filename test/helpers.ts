@@ -1,4 +1,4 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import readline from 'node:readline';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -67,6 +67,12 @@ function startRefServer(): RefServer {
 function idle(s: RefServer) {
   s.child.unref();
   for (const stream of [s.child.stdin, s.child.stdout, s.child.stderr]) (stream as unknown as { unref?: () => void })?.unref?.();
+}
+
+/** `node train.js args` with `env` added to this process's: exit code and output (the tests' CLI runs). */
+export function runCli(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => execFile(process.execPath, [path.join(root, 'train.js'), ...args], { env: { ...process.env, ...env }, maxBuffer: 1 << 26 },
+    (err, stdout, stderr) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr })));
 }
 
 export function tempDir(prefix = 'bert-test-'): { dir: string; cleanup: () => void } {

@@ -2,11 +2,10 @@
 // the entity-level metrics against the seqeval package, and the command end to end on generated data.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { makeHfHome, makeNerRows, makeTinyModel } from './fixtures.js';
-import { hfRef, root, tempDir } from './helpers.js';
+import { hfRef, runCli, tempDir } from './helpers.js';
 import { BertTokenizer } from '../src/tokenizer.js';
 import { tokenizeTokenDataset } from '../src/ner.js';
 import { seqeval } from '../src/seqeval.js';
@@ -21,10 +20,7 @@ before(async () => {
 after(() => work.cleanup());
 
 const jsonl = (file: string, rows: object[]) => { writeFileSync(file, rows.map((r) => JSON.stringify(r)).join('\n') + '\n'); return file; };
-function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => execFile(process.execPath, [path.join(root, 'train.js'), ...args], { env: { ...process.env, HF_HOME: home, HF_HUB_OFFLINE: '1' }, maxBuffer: 1 << 26 },
-    (err, stdout, stderr) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr })));
-}
+const cli = (args: string[]) => runCli(args, { HF_HOME: home, HF_HUB_OFFLINE: '1' });
 
 test('word ids and label alignment equal run_ner.py\'s tokenize_and_align_labels (first piece, label_all_tokens, truncation)', async () => {
   // Words that split into several pieces (cats, running), into punctuation (u.s.), unknown words, and a row long

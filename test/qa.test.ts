@@ -3,11 +3,10 @@
 // official SQuAD evaluation, and the command end to end.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { makeHfHome, makeQaRows, makeTinyModel } from './fixtures.js';
-import { hfRef, root, tempDir } from './helpers.js';
+import { hfRef, runCli, tempDir } from './helpers.js';
 import { BertTokenizer } from '../src/tokenizer.js';
 import { postprocessQa, prepareQaFeatures, squadMetrics, type QaExample } from '../src/qa.js';
 import { mulberry32 } from '../src/collator.js';
@@ -20,10 +19,7 @@ before(async () => {
 });
 after(() => work.cleanup());
 
-function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => execFile(process.execPath, [path.join(root, 'train.js'), ...args], { env: { ...process.env, HF_HOME: home, HF_HUB_OFFLINE: '1' }, maxBuffer: 1 << 26 },
-    (err, stdout, stderr) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr })));
-}
+const cli = (args: string[]) => runCli(args, { HF_HOME: home, HF_HUB_OFFLINE: '1' });
 
 /** Long contexts (several windows each), a question with leading spaces, an unanswerable one, words of several pieces. */
 function examples(): QaExample[] {

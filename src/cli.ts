@@ -168,14 +168,70 @@ function refuseMultiLabel(a: Flags, model: BertPreTrainedModel, command: string)
 }
 
 /**
- * predict and evaluate: a token classifier when config.json names one (the token-classification pipeline), else a
- * sequence classifier, whatever head the checkpoint had (the text-classification pipeline's AutoModel does so too).
+ * predict and evaluate: the head config.json names, as the pipelines pick theirs (token classification, question
+ * answering, fill-mask, text classification); a multiple-choice checkpoint is read as a sequence classifier.
  */
 async function loadPipelineModel(a: Flags) {
   const loaded = await loadModelAndTokenizer(a, {}, BertPreTrainedModel);
-  if (loaded.model.architecture === 'BertForTokenClassification' || loaded.model.architecture === 'BertForSequenceClassification') return loaded;
+  if (loaded.model.architecture !== 'BertForMultipleChoice') return loaded;
   await loaded.model.dispose();
   return loadModelAndTokenizer(a);
+}
+
+/**
+ * The question-answering pipeline: the best answer span of --context for --question (or of each row of --file:
+ * SQuAD rows), with its probability among the n-best and its character offsets; --output-dir writes predictions.json.
+ */
+async function predictAnswers(a: Flags, tok: BertTokenizer, model: BertPreTrainedModel, out: Out): Promise<number> {
+  const examples = a.file ? await loadQaFile(a.file) : [{ id: '0', question: String(a.question), context: String(a.context), answers: { text: [], answer_start: [] } }];
+  const maxSeqLength = Math.min(a['max-length'] ?? 384, model.config.max_position_embeddings);
+  const features = prepareQaFeatures(examples, tok, { maxSeqLength, docStride: Math.min(128, Math.floor(maxSeqLength / 4)), train: false });
+  const trainer = new Trainer({ model, tokenizer: tok, args: trainingArgsOf(a, 'predict') });
+  const { logits } = await trainer.predict(features);
+  if (!logits.every(Number.isFinite)) throw new Error(`${a.model}: the model gives non-finite logits: its weights are not usable (a diverged training run?)`);
+  const n = logits.length / 2;
+  const { predictions, nbest } = postprocessQa(examples, features, Float32Array.from({ length: n }, (_, i) => logits[2 * i]), Float32Array.from({ length: n }, (_, i) => logits[2 * i + 1]));
+  if (a['output-dir'] !== undefined) {
+    const file = path.join(a['output-dir'], 'predictions.json');
+    await writeFileAtomic(file, JSON.stringify(Object.fromEntries(predictions.map((p) => [p.id, p.prediction_text])), null, 4) + '\n');
+    out(a.json ? JSON.stringify({ event: 'predict', file, rows: predictions.length }) : `Predictions of ${predictions.length} questions written to ${file}`);
+    return 0;
+  }
+  for (const p of predictions) {
+    const best = nbest[p.id][0], start = p.answerStart ?? -1;
+    const result = { answer: p.prediction_text, score: best.probability, start, end: start < 0 ? -1 : start + Array.from(p.prediction_text).length };
+    out(a.json ? JSON.stringify(result) : `${JSON.stringify(examples.find((e) => e.id === p.id)!.question)} -> ${JSON.stringify(result)}`);
+  }
+  return 0;
+}
+
+/**
+ * The fill-mask pipeline: for each mask token of each --sentence1 (or row of --file), the --top-k likeliest tokens
+ * with their probabilities and the sentence they make.
+ */
+async function fillMask(a: Flags, rows: TextDataset | undefined, tok: BertTokenizer, model: BertPreTrainedModel, out: Out): Promise<number> {
+  rows ??= await loadDataFile(a.file, { ignoreLabels: true });
+  const k = a['top-k'];
+  if (!(Number.isInteger(k) && k >= 1)) throw new UsageError(`--top-k must be an integer >= 1, got ${JSON.stringify(k)}`);
+  const maxLength = Math.min(a['max-length'] ?? tok.modelMaxLength, model.config.max_position_embeddings);
+  const enc = tok.encodeBatch(rows.text1, rows.text2, { maxLength });
+  const V = model.config.vocab_size, maskId = tok.maskId;
+  for (let r = 0; r < enc.length; r++) {
+    const ids = enc.ids.subarray(enc.offsets[r], enc.offsets[r + 1]);
+    const masks = [...ids.keys()].filter((t) => ids[t] === maskId);
+    if (!masks.length) throw new UsageError(`input ${r + 1} has no mask token: fill-mask needs one (write it as in the tokenizer, e.g. [MASK])`);
+    const { logits } = await model.forward({ shape: [1, ids.length], inputIds: Int32Array.from(ids), tokenTypeIds: Int32Array.from(enc.typeIds.subarray(enc.offsets[r], enc.offsets[r + 1])) });
+    const fills = masks.map((t) => {
+      const row = logits!.subarray(t * V, (t + 1) * V);
+      let mx = -Infinity;
+      for (const v of row) mx = Math.max(mx, v);
+      let sum = 0;
+      for (const v of row) sum += Math.exp(v - mx);
+      return [...row.keys()].sort((x, y) => row[y] - row[x]).slice(0, k).map((id) => ({ token: id, token_str: tok.idToToken(id), score: Math.exp(row[id] - mx) / sum }));
+    });
+    out(a.json ? JSON.stringify(fills.length === 1 ? fills[0] : fills) : `${JSON.stringify(rows.text1[r])} -> ${fills.map((f) => f.map((c) => `${c.token_str} (${c.score.toFixed(3)})`).join(', ')).join(' | ')}`);
+  }
+  return 0;
 }
 
 /**
@@ -661,8 +717,9 @@ async function predict(a: Flags, out: Out): Promise<number> {
   deviceFlag(a.device);
   let rows: TextDataset | undefined;  // --file: read once the model's head says how
   let taskName = 'None';  // run_glue.py's name for the results of files without a task
-  if ([a.file, a.split, a.sentence1?.length ? 1 : undefined].filter((x) => x !== undefined).length > 1)
-    throw new UsageError('predict takes one of --sentence1, --file, --split');
+  if ([a.file, a.split, a.sentence1?.length ? 1 : undefined, a.question].filter((x) => x !== undefined).length > 1)
+    throw new UsageError('predict takes one of --sentence1, --question, --file, --split');
+  if ((a.question === undefined) !== (a.context === undefined)) throw new UsageError('--question and --context go together (question answering)');
   if (a.split !== undefined) {
     let task;
     try {
@@ -675,14 +732,17 @@ async function predict(a: Flags, out: Out): Promise<number> {
     taskName = a.split === 'test_mismatched' ? `${task.name}-mm` : task.name;
   } else if (a.file) {
     if (a.task !== undefined) taskName = a.task;
-  } else {
-    if (!a.sentence1?.length) throw new UsageError('predict needs --sentence1 (and --sentence2 for pairs), --file or --split');
+  } else if (a.question === undefined) {
+    if (!a.sentence1?.length) throw new UsageError('predict needs --sentence1 (and --sentence2 for pairs), --question with --context, --file or --split');
     if (a.sentence2 && a.sentence2.length !== a.sentence1.length) throw new UsageError(`--sentence2 was given ${a.sentence2.length} times, --sentence1 ${a.sentence1.length} times`);
     rows = { source: 'flags', text1: a.sentence1.map(String), text2: a.sentence2?.map(String) ?? null, labels: null, labelNames: [], isRegression: false };
   }
   const { tok, model, maxLength } = await loadPipelineModel(a);
   try {
     if (model.architecture === 'BertForTokenClassification') return await predictTokens(a, rows, tok, model, out);
+    if (model.architecture === 'BertForQuestionAnswering') return await predictAnswers(a, tok, model, out);
+    if (model.architecture === 'BertForMaskedLM') return await fillMask(a, rows, tok, model, out);
+    if (a.question !== undefined) throw new UsageError(`--question: ${a.model} is a ${model.architecture}, not a question-answering model`);
     rows ??= await loadDataFile(a.file, { ignoreLabels: true });
     const data = await tokenizeDataset({ ...rows, labels: null }, tok, maxLength);
     const trainer = new Trainer({ model, tokenizer: tok, args: trainingArgsOf(a, 'predict') });

@@ -132,7 +132,7 @@ function topIndexes(x: ArrayLike<number>, n: number): number[] {
   return Array.from({ length: x.length }, (_, i) => i).sort((a, b) => x[b] - x[a] || b - a).slice(0, n);
 }
 
-export interface QaPrediction { id: string; prediction_text: string; no_answer_probability?: number }
+export interface QaPrediction { id: string; prediction_text: string; no_answer_probability?: number; /** The answer's first character in the context (code points); absent for the null answer. */ answerStart?: number }
 
 /**
  * utils_qa.py's postprocess_qa_predictions: per example, over its features' top start and end logits, the
@@ -168,18 +168,20 @@ export function postprocessQa(examples: QaExample[], f: QaFeatures, startLogits:
     if (o.versionTwoWithNegative && minNull && !preds.includes(minNull)) preds.push(minNull);
     const chars = Array.from(ex.context);
     let withText = preds.map((p) => ({ ...p, text: chars.slice(p.offsets[0], p.offsets[1]).join('') }));
+    const startOf = (p: { offsets: [number, number]; text: string }) => (p.text ? p.offsets[0] : undefined);
     if (!withText.length || (withText.length === 1 && withText[0].text === '')) withText = [{ offsets: [0, 0], text: 'empty', start_logit: 0, end_logit: 0, score: 0 }, ...withText];
     const mx = Math.max(...withText.map((p) => p.score)), exps = withText.map((p) => Math.exp(p.score - mx)), sum = exps.reduce((a, b) => a + b, 0);
     nbest[ex.id] = withText.map((p, i) => ({ text: p.text, probability: exps[i] / sum, start_logit: p.start_logit, end_logit: p.end_logit }));
     if (!o.versionTwoWithNegative) {
-      predictions.push({ id: ex.id, prediction_text: withText[0].text });
+      predictions.push({ id: ex.id, prediction_text: withText[0].text, answerStart: startOf(withText[0]) });
       return;
     }
     let i = 0;
     while (i < withText.length - 1 && withText[i].text === '') i++;
     const best = withText[i];
     const diff = minNull!.score - best.start_logit - best.end_logit;
-    predictions.push({ id: ex.id, prediction_text: diff > (o.nullScoreDiffThreshold ?? 0) ? '' : best.text, no_answer_probability: 0 });
+    const isNull = diff > (o.nullScoreDiffThreshold ?? 0);
+    predictions.push({ id: ex.id, prediction_text: isNull ? '' : best.text, no_answer_probability: 0, answerStart: isNull ? undefined : startOf(best) });
   });
   return { predictions, nbest };
 }

@@ -41,6 +41,9 @@ export class BertTokenizer {
     this.padId = id('pad_token', '[PAD]');
   }
 
+  /** A token id's string (fill-mask shows the candidates by name). */
+  idToToken(id: number): string { return this.tok.id_to_token(id) ?? `[${id}]`; }
+
   /** The [MASK] token's id (masked-language modelling needs it; classification does not). */
   get maskId(): number {
     const t = typeof this.config.mask_token === 'string' ? (this.config.mask_token as string) : '[MASK]';

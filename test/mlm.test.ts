@@ -97,6 +97,13 @@ test('node train.js mlm fine-tunes a masked LM on text lines: eval loss falls, p
   const results = JSON.parse(readFileSync(path.join(out, 'eval_results.json'), 'utf8'));
   assert.ok(Math.abs(results.perplexity - Math.exp(results.eval_loss)) < 1e-9);
   assert.deepEqual(JSON.parse(readFileSync(path.join(out, 'config.json'), 'utf8')).architectures, ['BertForMaskedLM']);
+  // The fill-mask pipeline from `predict`: the top-k tokens for the mask, likeliest first.
+  const fill = await cli(['predict', '--model', out, '--sentence1', 'the cat saw the [MASK] .', '--top-k', '4', '--device', 'cpu', '--json']);
+  assert.equal(fill.code, 0, fill.stderr);
+  const candidates = JSON.parse(fill.stdout) as Array<{ token_str: string; score: number }>;
+  assert.equal(candidates.length, 4);
+  assert.ok(candidates.every((c, i) => c.score > 0 && (i === 0 || c.score <= candidates[i - 1].score)));
+  assert.ok(candidates.some((c) => c.token_str === 'cat'), `after training on "the X saw the X .", "cat" is among the 4 likeliest of ${VOCAB.length}: ${fill.stdout}`);
   const bad = await cli(['mlm', '--model', modelDir, '--train-file', file, '--output-dir', path.join(work.dir, 'bad'), '--mlm-probability', '1.5']);
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /--mlm-probability must be in \(0, 1\), got 1.5/);

@@ -87,6 +87,13 @@ test('node train.js qa trains on SQuAD rows, evaluates exact match and F1 each e
   const predictions = JSON.parse(readFileSync(path.join(out, 'predictions.json'), 'utf8'));
   assert.equal(Object.keys(predictions).length, 40);
   assert.deepEqual(JSON.parse(readFileSync(path.join(out, 'config.json'), 'utf8')).architectures, ['BertForQuestionAnswering']);
+  // The question-answering pipeline from `predict`: an answer that is the context's text at its offsets.
+  const context = 'the dog saw the bus . the cat saw the boat .';
+  const p = await cli(['predict', '--model', out, '--question', 'cat saw', '--context', context, '--device', 'cpu', '--json']);
+  assert.equal(p.code, 0, p.stderr);
+  const answer = JSON.parse(p.stdout);
+  assert.ok(answer.answer.length > 0 && answer.score > 0 && answer.score <= 1, p.stdout);
+  assert.equal(context.slice(answer.start, answer.end), answer.answer);
   const bad = jsonl('bad.jsonl', [{ id: 'x', question: 'cat saw', context: 'the cat saw the dog .', answers: { text: ['dog'], answer_start: [90] } }]);
   const b = await cli(['qa', '--model', modelDir, '--train-file', bad, '--output-dir', path.join(work.dir, 'bad'), '--device', 'cpu']);
   assert.equal(b.code, 2);

@@ -793,6 +793,34 @@ async function evaluate(a: Flags, out: Out): Promise<number> {
       out(a.json ? JSON.stringify(m) : Object.entries(m).map(([k, v]) => `${k} = ${v}`).join('\n'));
       return 0;
     }
+    if (model.architecture === 'BertForQuestionAnswering') {
+      // run_qa.py's evaluation: windows of --max-length (default 384) every 128 tokens, n-best post-processing, EM/F1.
+      if (!a['validation-file']) throw new UsageError('evaluate of a question-answering model needs --validation-file (SQuAD JSON or rows)');
+      const examples = await loadQaFile(a['validation-file']);
+      const maxSeqLength = Math.min(a['max-length'] ?? 384, model.config.max_position_embeddings);
+      const features = prepareQaFeatures(examples, tok, { maxSeqLength, docStride: Math.min(128, Math.floor(maxSeqLength / 4)), train: false });
+      const trainer = new Trainer({ model, tokenizer: tok, args: trainingArgsOf(a, 'evaluate'), computeMetrics: (p) => {
+        const lg = p.predictions, n = lg.length / 2;
+        return squadMetrics(postprocessQa(examples, features, Float32Array.from({ length: n }, (_, i) => lg[2 * i]), Float32Array.from({ length: n }, (_, i) => lg[2 * i + 1])).predictions, examples);
+      } });
+      const m = await trainer.evaluate(features);
+      out(a.json ? JSON.stringify(m) : Object.entries(m).map(([k, v]) => `${k} = ${v}`).join('\n'));
+      return 0;
+    }
+    if (model.architecture === 'BertForMaskedLM') {
+      // run_mlm.py's evaluation: blocks of --max-length (default min(model_max_length, 1024)), masked as in training
+      // (seeded: every evaluation alike), masked-token accuracy, and perplexity = exp(eval_loss).
+      if (!a['validation-file']) throw new UsageError('evaluate of a masked-LM model needs --validation-file (a .txt file of lines, or rows with a "text" column)');
+      const maxSeqLength = Math.min(a['max-length'] ?? Math.min(tok.modelMaxLength, 1024), model.config.max_position_embeddings);
+      const data = tokenizeForMlm(await loadTextLines(a['validation-file']), tok, { maxSeqLength });
+      if (!data.enc.length) throw new InputError(a['validation-file'], `gives no block of ${maxSeqLength} tokens (try a smaller --max-length)`);
+      const masking = { mlmProbability: 0.15, maskId: tok.maskId, vocabSize: model.config.vocab_size, specialIds: new Set([tok.clsId, tok.sepId, tok.padId]) };
+      const trainer = new Trainer({ model, tokenizer: tok, args: trainingArgsOf(a, 'evaluate'), dataCollator: (b, rng) => maskTokens(b, masking, rng) });
+      const m = await trainer.evaluate(data);
+      m.perplexity = Math.exp(m.eval_loss);
+      out(a.json ? JSON.stringify(m) : Object.entries(m).map(([k, v]) => `${k} = ${v}`).join('\n'));
+      return 0;
+    }
 
     refuseMultiLabel(a, model, 'evaluate');
     const { validation, task } = await loadSplits({ task: a.task, 'validation-file': a['validation-file'] }, false, a.split, modelLabels(model));

@@ -97,6 +97,10 @@ test('node train.js mlm fine-tunes a masked LM on text lines: eval loss falls, p
   const results = JSON.parse(readFileSync(path.join(out, 'eval_results.json'), 'utf8'));
   assert.ok(Math.abs(results.perplexity - Math.exp(results.eval_loss)) < 1e-9);
   assert.deepEqual(JSON.parse(readFileSync(path.join(out, 'config.json'), 'utf8')).architectures, ['BertForMaskedLM']);
+  const e = await cli(['evaluate', '--model', out, '--validation-file', file, '--max-length', '32', '--device', 'cpu', '--json']);
+  assert.equal(e.code, 0, e.stderr);
+  const em = JSON.parse(e.stdout);
+  assert.ok(Number.isFinite(em.eval_loss) && em.eval_accuracy >= 0 && Math.abs(em.perplexity - Math.exp(em.eval_loss)) < 1e-9, e.stdout);
   // The fill-mask pipeline from `predict`: the top-k tokens for the mask, likeliest first.
   const fill = await cli(['predict', '--model', out, '--sentence1', 'the cat saw the [MASK] .', '--top-k', '4', '--device', 'cpu', '--json']);
   assert.equal(fill.code, 0, fill.stderr);

@@ -87,6 +87,11 @@ test('node train.js qa trains on SQuAD rows, evaluates exact match and F1 each e
   const predictions = JSON.parse(readFileSync(path.join(out, 'predictions.json'), 'utf8'));
   assert.equal(Object.keys(predictions).length, 40);
   assert.deepEqual(JSON.parse(readFileSync(path.join(out, 'config.json'), 'utf8')).architectures, ['BertForQuestionAnswering']);
+  // evaluate reads the same windows and post-processing: the last epoch's figures again.
+  const e = await cli(['evaluate', '--model', out, '--validation-file', validation, '--device', 'cpu', '--json']);
+  assert.equal(e.code, 0, e.stderr);
+  const em = JSON.parse(e.stdout);
+  assert.ok(Math.abs(em.eval_f1 - evals[3].eval_f1) < 1e-9 && Math.abs(em.eval_exact_match - evals[3].eval_exact_match) < 1e-9, `${e.stdout} vs ${JSON.stringify(evals[3])}`);
   // The question-answering pipeline from `predict`: an answer that is the context's text at its offsets.
   const context = 'the dog saw the bus . the cat saw the boat .';
   const p = await cli(['predict', '--model', out, '--question', 'cat saw', '--context', context, '--device', 'cpu', '--json']);

@@ -110,6 +110,7 @@ export const FLAGS: readonly Flag[] = [
   { name: 'return-entity-level-metrics', type: 'boolean', default: false, describe: 'report precision, recall, f1 and number per entity type too', commands: ['ner'] },
   { name: 'max-seq-length', type: 'number', describe: 'truncate to this many tokens (run_ner max_seq_length; default: tokenizer model_max_length, capped by the model)', commands: ['ner', 'mlm', 'qa'] },
   { name: 'line-by-line', type: 'boolean', default: false, describe: 'each non-empty line is one example (run_mlm line_by_line); else all lines are joined and cut into blocks of --max-seq-length', commands: ['mlm'] },
+  { name: 'whole-word-mask', type: 'boolean', default: false, describe: 'mask whole words (runs of tokens with no gap between them), as DataCollatorForLanguageModeling(whole_word_mask=True)', commands: ['mlm'] },
   { name: 'mlm-probability', type: 'number', default: 0.15, describe: 'share of tokens masked (80% [MASK], 10% random, 10% unchanged)', commands: ['mlm'] },
   { name: 'validation-split-percentage', type: 'number', default: 5, describe: 'without --validation-file: the first this many percent of the training lines are the validation split', commands: ['mlm'] },
   { name: 'question', type: 'string', describe: 'question answering: the question (with --context)', commands: ['predict'] },

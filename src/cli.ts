@@ -8,7 +8,7 @@ import { BertForMaskedLM, BertForQuestionAnswering, BertForSequenceClassificatio
 import { loadTokenDataFile, tokenizeTokenDataset } from './ner.js';
 import { loadTextLines, tokenizeForMlm } from './mlm.js';
 import { loadQaFile, postprocessQa, prepareQaFeatures, squadMetrics } from './qa.js';
-import { maskTokens } from './collator.js';
+import { collatePairs, maskTokens } from './collator.js';
 import { nerMetrics } from './seqeval.js';
 import type { TokenizedDataset } from './data.js';
 import { BertTokenizer } from './tokenizer.js';
@@ -442,11 +442,13 @@ const prepareMlm: Prepare = async (a, o) => {
   const model = await BertForMaskedLM.fromPretrained(a.model, { revision: a.revision, device, threads: a.threads, seed: o.seed });
   try {
     const maxSeqLength = Math.min(a['max-seq-length'] ?? Math.min(tok.modelMaxLength, 1024), model.config.max_position_embeddings);
-    const enc = { maxSeqLength, lineByLine: a['line-by-line'] === true };
+    const enc = { maxSeqLength, lineByLine: a['line-by-line'] === true, wholeWordMask: a['whole-word-mask'] === true };
     const trainData = tokenizeForMlm(trainLines, tok, enc), evalData = validationLines?.length ? tokenizeForMlm(validationLines, tok, enc) : undefined;
     if (!trainData.enc.length) throw new InputError(a['train-file'], `gives no example of ${maxSeqLength} tokens (fewer tokens in all than one block; try --line-by-line or a smaller --max-seq-length)`);
     const masking = { mlmProbability: p, maskId: tok.maskId, vocabSize: model.config.vocab_size, specialIds: new Set([tok.clsId, tok.sepId, tok.padId]) };
-    return { tok, model, trainData, evalData: evalData?.enc.length ? evalData : undefined, metricNames: ['accuracy'], maxLength: maxSeqLength, dataCollator: (b, rng) => maskTokens(b, masking, rng) };
+    const dataCollator: TrainerOptions['dataCollator'] = (b, rng, from) =>
+      maskTokens(b, from.dataset.tokenOffsets ? { ...masking, tokenOffsets: collatePairs(from.dataset.enc, from.dataset.tokenOffsets, from.rows, b.shape[1]) } : masking, rng);
+    return { tok, model, trainData, evalData: evalData?.enc.length ? evalData : undefined, metricNames: ['accuracy'], maxLength: maxSeqLength, dataCollator };
   } catch (e) {
     await model.dispose();
     throw e;

@@ -105,6 +105,22 @@ export interface MaskingOptions {
   vocabSize: number;
   /** Ids never masked: the tokens the tokenizer adds ([CLS], [SEP]); padding is never masked either. */
   specialIds: ReadonlySet<number>;
+  /**
+   * Whole-word masking (DataCollatorForLanguageModeling(whole_word_mask=True)): each token's [start, end) character
+   * offsets in its text, per batch position ([0, 0] for special tokens and padding). A word is a run of tokens with
+   * no gap between them; words, not tokens, are chosen, and every token of a chosen word becomes [MASK].
+   */
+  tokenOffsets?: Int32Array;
+}
+
+/** Two values per token of `data` (aligned with its ids), laid out as collate lays out the batch: [0, 0] at padding. */
+export function collatePairs(data: EncodedDataset, values: Int32Array, rows: ArrayLike<number>, seq: number): Int32Array {
+  const out = new Int32Array(rows.length * seq * 2);
+  for (let i = 0; i < rows.length; i++) {
+    const start = data.offsets[rows[i]], len = data.offsets[rows[i] + 1] - start;
+    out.set(values.subarray(2 * start, 2 * (start + len)), 2 * i * seq);
+  }
+  return out;
 }
 
 /**
@@ -114,10 +130,30 @@ export interface MaskingOptions {
  */
 export function maskTokens(batch: Batch, o: MaskingOptions, rng: () => number): Batch {
   const ids = Int32Array.from(batch.inputIds), labels = new Int32Array(ids.length).fill(-100);
+  const special = (i: number) => (batch.attentionMask !== undefined && batch.attentionMask[i] === 0) || o.specialIds.has(ids[i]);
+  const chosen = new Uint8Array(ids.length);
+  if (o.tokenOffsets) {
+    // transformers' _calc_word_ids_and_prob_mask and _whole_word_mask, row by row: a token starts a word when it is
+    // not special and there is a gap before it (or a special token); only a word's first token is drawn for.
+    const [B, S] = batch.shape;
+    for (let b = 0; b < B; b++) {
+      let word = -1;
+      for (let t = 0; t < S; t++) {
+        const i = b * S + t;
+        if (special(i)) continue;
+        const prevEnd = t === 0 ? -1 : o.tokenOffsets[2 * (i - 1) + 1], prevSpecial = t > 0 && special(i - 1);
+        if (o.tokenOffsets[2 * i] !== prevEnd || prevSpecial || word < 0) word = rng() < o.mlmProbability ? 1 : 0;
+        chosen[i] = word === 1 ? 1 : 0;
+      }
+    }
+  } else {
+    for (let i = 0; i < ids.length; i++) if (!special(i) && rng() < o.mlmProbability) chosen[i] = 1;
+  }
   for (let i = 0; i < ids.length; i++) {
-    if ((batch.attentionMask && batch.attentionMask[i] === 0) || o.specialIds.has(ids[i])) continue;
-    if (rng() >= o.mlmProbability) continue;
+    if (!chosen[i]) continue;
     labels[i] = ids[i];
+    // Whole words: always [MASK] (transformers sets mask_replace_prob to 1: no random replacement with whole words).
+    if (o.tokenOffsets) { ids[i] = o.maskId; continue; }
     const r = rng();
     if (r < 0.8) ids[i] = o.maskId;
     else if (r < 0.9) ids[i] = Math.floor(rng() * o.vocabSize);

@@ -15,6 +15,8 @@ export interface TokenizedDataset {
   wordIds?: Int32Array;
   /** Question answering: [start, end] token positions per example (run_qa's start_positions, end_positions). */
   positions?: Int32Array;
+  /** Whole-word masking: each token's [start, end) in its text, aligned with enc.ids ([0, 0] for special tokens). */
+  tokenOffsets?: Int32Array;
 }
 
 /** Whether a split has anything to score against. */

@@ -29,15 +29,31 @@ export async function loadTextLines(file: string, textColumn?: string): Promise<
 }
 
 /** run_mlm.py's tokenize_function and group_texts (or line_by_line): examples of at most maxSeqLength tokens. */
-export function tokenizeForMlm(lines: string[], tok: BertTokenizer, o: { maxSeqLength: number; lineByLine?: boolean }): TokenizedDataset {
+export function tokenizeForMlm(lines: string[], tok: BertTokenizer, o: { maxSeqLength: number; lineByLine?: boolean; wholeWordMask?: boolean }): TokenizedDataset {
   let enc: EncodedDataset;
+  const used = o.lineByLine ? lines.filter((l) => l.length > 0 && l.trim() !== '') : lines;
   if (o.lineByLine) {
-    enc = tok.encodeBatch(lines.filter((l) => l.length > 0 && l.trim() !== ''), null, { maxLength: o.maxSeqLength });
+    enc = tok.encodeBatch(used, null, { maxLength: o.maxSeqLength });
   } else {
-    const all = tok.encodeBatch(lines, null, { truncation: false });
+    const all = tok.encodeBatch(used, null, { truncation: false });
     const blocks = Math.floor(all.ids.length / o.maxSeqLength);
     const n = blocks * o.maxSeqLength;
     enc = { ids: all.ids.slice(0, n), typeIds: all.typeIds.slice(0, n), offsets: Int32Array.from({ length: blocks + 1 }, (_, i) => i * o.maxSeqLength), length: blocks };
   }
-  return { enc, labels: null, labelNames: [], isRegression: false };
+  const out: TokenizedDataset = { enc, labels: null, labelNames: [], isRegression: false };
+  if (o.wholeWordMask) {
+    // Each line's tokens with their character offsets ([0, 0] for [CLS] and [SEP]), in the order encodeBatch laid
+    // them out (line by line: truncated to its example), for the collator's word boundaries.
+    const offsets = new Int32Array(2 * enc.ids.length);
+    let p = 0;
+    for (let r = 0; r < used.length && p < enc.ids.length; r++) {
+      const w = tok.encodeWithOffsets(used[r]);
+      const room = o.lineByLine ? enc.offsets[r + 1] - enc.offsets[r] - 2 : w.ids.length;
+      p++;  // [CLS]: [0, 0]
+      for (let k = 0; k < Math.min(room, w.ids.length) && p < enc.ids.length; k++, p++) offsets.set(w.offsets[k], 2 * p);
+      p++;  // [SEP]
+    }
+    out.tokenOffsets = offsets;
+  }
+  return out;
 }

@@ -68,7 +68,7 @@ export interface TrainerOptions {
    * Modeling's masking, maskTokens). `rng` is seeded by the seed, the epoch and the batch, so a resumed run masks
    * as the uninterrupted one, and every evaluation masks alike.
    */
-  dataCollator?: (batch: Batch, rng: () => number) => Batch;
+  dataCollator?: (batch: Batch, rng: () => number, from: { rows: ArrayLike<number>; dataset: TokenizedDataset }) => Batch;
   events?: TrainerEvents;
   signal?: AbortSignal;
   callbacks?: TrainerCallback[];
@@ -233,7 +233,7 @@ export class Trainer {
         for (const [k, rows] of micro.entries()) {
           samples += rows.length * world;
           let batch = collate(data.enc, rows, { padId: this.padId(), padToMultipleOf: args.padToMultipleOf ?? undefined, labels: data.labels, tokenLabels: data.tokenLabels, positions: data.positions });
-          if (this.o.dataCollator) batch = this.o.dataCollator(batch, mulberry32(args.seed + 0x9e3779b1 * (epoch + 1) + 7919 * ((s * accum + k) * world + rank)));
+          if (this.o.dataCollator) batch = this.o.dataCollator(batch, mulberry32(args.seed + 0x9e3779b1 * (epoch + 1) + 7919 * ((s * accum + k) * world + rank)), { rows, dataset: data });
           // Gradients are all-reduced on the step's last micro-batch only (DDP's no_sync before it).
           const loss = await model.trainStep(batch, { lossScale, sync: k === micro.length - 1 })
             .catch((e) => { throw dist && (e as Error).name !== 'UserError' && /gloo|nccl|c10d|connection|timed? ?out/i.test((e as Error).message) ? dist.collectiveError(e) : e; });
@@ -383,7 +383,7 @@ export class Trainer {
       if (stopOnAbort && this.o.signal?.aborted) return null;
       const rows = all[i];
       let batch = collate(dataset.enc, rows, { padId: this.padId(), padToMultipleOf: this.args.padToMultipleOf ?? undefined, labels: dataset.labels, tokenLabels: dataset.tokenLabels, positions: dataset.positions });
-      if (this.o.dataCollator) batch = this.o.dataCollator(batch, mulberry32(this.args.seed + 104729 * i));
+      if (this.o.dataCollator) batch = this.o.dataCollator(batch, mulberry32(this.args.seed + 104729 * i), { rows, dataset });
       const out = await this.model.forward(batch);
       if (masked) {
         const y = (batch.labels as Int32Array).filter((v) => v !== -100), V = out.logits!.length / Math.max(1, y.length);

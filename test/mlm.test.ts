@@ -8,7 +8,7 @@ import path from 'node:path';
 import { makeHfHome, makeTinyModel, TOPICS, VOCAB } from './fixtures.js';
 import { hfRef, runCli, tempDir } from './helpers.js';
 import { BertTokenizer } from '../src/tokenizer.js';
-import { collate, maskTokens, mulberry32 } from '../src/collator.js';
+import { collate, collatePairs, maskTokens, mulberry32 } from '../src/collator.js';
 import { tokenizeForMlm } from '../src/mlm.js';
 
 let work: { dir: string; cleanup: () => void }, home: string, modelDir: string;
@@ -111,4 +111,44 @@ test('node train.js mlm fine-tunes a masked LM on text lines: eval loss falls, p
   const bad = await cli(['mlm', '--model', modelDir, '--train-file', file, '--output-dir', path.join(work.dir, 'bad'), '--mlm-probability', '1.5']);
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /--mlm-probability must be in \(0, 1\), got 1.5/);
+});
+
+test('whole-word masking: words (runs of tokens without a gap) chosen whole, at transformers\' rate, over 2,000 draws', async () => {
+  const tok = await BertTokenizer.fromPretrained(modelDir);
+  // "cats" and "buses" are several pieces; "dog." is one word of two tokens (no gap), as transformers' offsets rule has it.
+  const texts = ['the cats saw the buses again .', 'a dog. likes the boats', 'the big red trains and the old cars'];
+  const data = tokenizeForMlm(texts, tok, { maxSeqLength: 32, lineByLine: true, wholeWordMask: true });
+  const rows = [0, 1, 2];
+  const batch = collate(data.enc, rows, { padId: tok.padId });
+  const masking = { mlmProbability: 0.15, maskId: tok.maskId, vocabSize: VOCAB.length, specialIds: new Set([tok.clsId, tok.sepId, tok.padId]),
+    tokenOffsets: collatePairs(data.enc, data.tokenOffsets!, rows, batch.shape[1]) };
+  const draws = 2000;
+  const { counts: theirs, wordIds } = await hfRef('mlm-wwm-stats', { dir: modelDir, texts, p: 0.15, draws, seed: 2 });
+  const flatWords = (wordIds as number[][]).flat();
+  assert.equal(flatWords.length, batch.inputIds.length, 'the same padded batch');
+  const rng = mulberry32(4);
+  const ours = { words: 0, wordsChosen: 0, wordsPartly: 0, tokensChosen: 0, mask: 0, specialTouched: 0 };
+  for (let d = 0; d < draws; d++) {
+    const m = maskTokens(batch, masking, rng), y = m.labels as Int32Array;
+    for (let b = 0; b < 3; b++) {
+      const S = batch.shape[1], ids = new Set(flatWords.slice(b * S, (b + 1) * S).filter((w) => w >= 0));
+      for (const w of ids) {
+        const sel = [...Array(S).keys()].filter((t) => flatWords[b * S + t] === w).map((t) => y[b * S + t] !== -100);
+        ours.words++;
+        if (sel.every(Boolean)) ours.wordsChosen++;
+        else if (sel.some(Boolean)) ours.wordsPartly++;
+      }
+    }
+    for (let i = 0; i < y.length; i++) {
+      if (y[i] !== -100) { ours.tokensChosen++; if (m.inputIds[i] === tok.maskId) ours.mask++; }
+      if (flatWords[i] < 0 && (y[i] !== -100 || m.inputIds[i] !== batch.inputIds[i])) ours.specialTouched++;
+    }
+  }
+  const z = (k1: number, n1: number, k2: number, n2: number) => { const q = (k1 + k2) / (n1 + n2); return (k1 / n1 - k2 / n2) / Math.sqrt(q * (1 - q) * (1 / n1 + 1 / n2)); };
+  console.log(`whole-word masking over ${draws} draws: ours ${JSON.stringify(ours)}; transformers ${JSON.stringify(theirs)}`);
+  assert.equal(ours.words, theirs.words, 'the same words');
+  assert.deepEqual([ours.wordsPartly, theirs.wordsPartly, ours.specialTouched, theirs.specialTouched], [0, 0, 0, 0]);
+  assert.ok(Math.abs(z(ours.wordsChosen, ours.words, theirs.wordsChosen, theirs.words)) < 4.5, 'chosen-word share');
+  assert.deepEqual([ours.mask, theirs.mask], [ours.tokensChosen, theirs.tokensChosen], 'whole words always become [MASK] (transformers sets mask_replace_prob to 1)');
+  assert.ok(Math.abs(ours.wordsChosen / ours.words - 0.15) < 4.5 * Math.sqrt(0.15 * 0.85 / ours.words));
 });

@@ -441,7 +441,36 @@ def squad_eval(a):
     return {"exact_match": 100.0 * em / n, "f1": 100.0 * f1 / n}
 
 
-COMMANDS = {"qa-features": qa_features, "qa-postprocess": qa_postprocess, "squad-eval": squad_eval,"mlm-mask-stats": mlm_mask_stats,"ner-align": ner_align, "seqeval": seqeval_ref,"make-head-model": make_head_model, "head-reference": head_reference, "head-check-saved": head_check_saved,"make-model": make_model, "reference": reference, "check-saved": check_saved, "schedules": schedules, "best-and-stop": best_and_stop,
+def mlm_wwm_stats(a):
+    """DataCollatorForLanguageModeling(whole_word_mask=True) on the texts, `draws` times: words chosen (of the
+    eligible ones), words chosen only in part (must be none), chosen tokens, and how many became [MASK]."""
+    import numpy as np
+    from transformers import AutoTokenizer, DataCollatorForLanguageModeling
+    tok = AutoTokenizer.from_pretrained(a["dir"])
+    torch.manual_seed(a["seed"])
+    coll = DataCollatorForLanguageModeling(tok, mlm=True, mlm_probability=a["p"], whole_word_mask=True)
+    enc = tok(a["texts"], return_offsets_mapping=True, return_special_tokens_mask=True, padding=True, return_tensors="np")
+    ids, offsets, special = enc["input_ids"], enc["offset_mapping"], enc["special_tokens_mask"]
+    word_ids, _ = coll._calc_word_ids_and_prob_mask(offsets, special)
+    mask_id = tok.convert_tokens_to_ids(tok.mask_token)
+    c = {"words": 0, "wordsChosen": 0, "wordsPartly": 0, "tokensChosen": 0, "mask": 0, "specialTouched": 0}
+    for _ in range(a["draws"]):
+        inputs, labels = coll.torch_mask_tokens(torch.tensor(ids), special_tokens_mask=torch.tensor(special), offset_mapping=offsets)
+        chosen = (labels != -100).numpy()
+        inputs = inputs.numpy()
+        for b in range(ids.shape[0]):
+            for w in set(word_ids[b].tolist()) - {-1}:
+                sel = chosen[b][word_ids[b] == w]
+                c["words"] += 1
+                c["wordsChosen"] += int(sel.all())
+                c["wordsPartly"] += int(sel.any() and not sel.all())
+        c["tokensChosen"] += int(chosen.sum())
+        c["mask"] += int((chosen & (inputs == mask_id)).sum())
+        c["specialTouched"] += int((special.astype(bool) & (chosen | (inputs != ids))).sum())
+    return {"counts": c, "wordIds": word_ids.tolist()}
+
+
+COMMANDS = {"mlm-wwm-stats": mlm_wwm_stats,"qa-features": qa_features, "qa-postprocess": qa_postprocess, "squad-eval": squad_eval,"mlm-mask-stats": mlm_mask_stats,"ner-align": ner_align, "seqeval": seqeval_ref,"make-head-model": make_head_model, "head-reference": head_reference, "head-check-saved": head_check_saved,"make-model": make_model, "reference": reference, "check-saved": check_saved, "schedules": schedules, "best-and-stop": best_and_stop,
             "optim-reference": optim_reference, "dropout-draws": dropout_draws}
 
 

@@ -739,7 +739,17 @@ async function predict(a: Flags, out: Out): Promise<number> {
     if (a.sentence2 && a.sentence2.length !== a.sentence1.length) throw new UsageError(`--sentence2 was given ${a.sentence2.length} times, --sentence1 ${a.sentence1.length} times`);
     rows = { source: 'flags', text1: a.sentence1.map(String), text2: a.sentence2?.map(String) ?? null, labels: null, labelNames: [], isRegression: false };
   }
-  const { tok, model, maxLength } = await loadPipelineModel(a);
+  let { tok, model, maxLength } = await loadPipelineModel(a);
+  // A masked-LM checkpoint fills masks; given text without a mask token (a pretrained checkpoint used as the base of
+  // a classifier, as before the heads existed) it is read as a sequence classifier.
+  if (model.architecture === 'BertForMaskedLM' && a.question === undefined) {
+    rows ??= await loadDataFile(a.file, { ignoreLabels: true });
+    const mask = typeof tok.config.mask_token === 'string' ? tok.config.mask_token : '[MASK]';
+    if (!rows.text1.some((t, i) => t.includes(mask) || rows!.text2?.[i]?.includes(mask))) {
+      await model.dispose();
+      ({ tok, model, maxLength } = await loadModelAndTokenizer(a));
+    }
+  }
   try {
     if (model.architecture === 'BertForTokenClassification') return await predictTokens(a, rows, tok, model, out);
     if (model.architecture === 'BertForQuestionAnswering') return await predictAnswers(a, tok, model, out);

@@ -11,9 +11,14 @@ export interface CollateOptions {
   tokenLabels?: Int32Array;
   /** Question answering: [start, end] per example. */
   positions?: Int32Array;
+  /** Multiple choice: `rows` are examples, each the data's rows numChoices*e ... numChoices*e + numChoices - 1. */
+  numChoices?: number;
 }
 
-export function collate(data: EncodedDataset, rows: ArrayLike<number>, o: CollateOptions): Batch {
+export function collate(data: EncodedDataset, examples: ArrayLike<number>, o: CollateOptions): Batch {
+  // Multiple choice (DataCollatorForMultipleChoice): every choice of each example is a row, labels per example.
+  const nc = o.numChoices;
+  const rows = nc ? Array.from(examples).flatMap((e) => Array.from({ length: nc }, (_, c) => e * nc + c)) : examples;
   const bs = rows.length;
   let seq = 0;
   for (let i = 0; i < bs; i++) seq = Math.max(seq, data.offsets[rows[i] + 1] - data.offsets[rows[i]]);
@@ -40,10 +45,11 @@ export function collate(data: EncodedDataset, rows: ArrayLike<number>, o: Collat
     }
     batch.labels = labels;
   } else if (o.labels) {
-    const labels = o.labels instanceof Float32Array ? new Float32Array(bs) : new Int32Array(bs);
-    for (let i = 0; i < bs; i++) labels[i] = o.labels[rows[i]];
+    const labels = o.labels instanceof Float32Array ? new Float32Array(examples.length) : new Int32Array(examples.length);
+    for (let i = 0; i < examples.length; i++) labels[i] = o.labels[examples[i]];
     batch.labels = labels;
   }
+  if (nc) batch.numChoices = nc;
   return batch;
 }
 

@@ -17,7 +17,12 @@ export interface TokenizedDataset {
   positions?: Int32Array;
   /** Whole-word masking: each token's [start, end) in its text, aligned with enc.ids ([0, 0] for special tokens). */
   tokenOffsets?: Int32Array;
+  /** Multiple choice: enc's rows are numChoices per example, in order; `labels` are per example. */
+  numChoices?: number;
 }
+
+/** The examples of a split: its rows, or for multiple choice its rows over the choices per example. */
+export function exampleCount(d: TokenizedDataset): number { return d.numChoices ? d.enc.length / d.numChoices : d.enc.length; }
 
 /** Whether a split has anything to score against. */
 export function hasLabels(d: TokenizedDataset): boolean { return d.labels !== null || d.tokenLabels !== undefined || d.positions !== undefined; }
@@ -46,4 +51,20 @@ function concat(parts: EncodedDataset[]): EncodedDataset {
   }
   offsets[n] = p;
   return { ids, typeIds, offsets, length: n };
+}
+
+/**
+ * Multiple choice as run_swag.py tokenizes it: each example's context paired with each of its choices
+ * (tokenizer(first_sentences, second_sentences, truncation=True)), the choices' rows in order; labels per example.
+ */
+export function tokenizeChoices(rows: Array<{ context: string; choices: string[]; label?: number }>, tok: BertTokenizer, maxLength?: number): TokenizedDataset {
+  const nc = rows[0]?.choices.length ?? 0;
+  if (nc < 2) throw new RangeError('multiple choice needs at least 2 choices per example');
+  rows.forEach((r, i) => {
+    if (r.choices.length !== nc) throw new RangeError(`example ${i + 1} has ${r.choices.length} choices; the first has ${nc}`);
+    if (r.label !== undefined && !(Number.isInteger(r.label) && r.label >= 0 && r.label < nc)) throw new RangeError(`example ${i + 1}: label ${r.label} is not a choice index in [0, ${nc})`);
+  });
+  const enc = tok.encodeBatch(rows.flatMap((r) => r.choices.map(() => r.context)), rows.flatMap((r) => r.choices), { maxLength });
+  const labels = rows.every((r) => r.label !== undefined) ? Int32Array.from(rows, (r) => r.label!) : null;
+  return { enc, labels, labelNames: [], isRegression: false, numChoices: nc };
 }

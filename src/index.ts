@@ -33,3 +33,4 @@ export { loadTokenDataFile, tokenizeTokenDataset } from './ner.js';
 export { loadTextLines, tokenizeForMlm } from './mlm.js';
 export { maskTokens } from './collator.js';
 export { loadQaFile, prepareQaFeatures, postprocessQa, squadMetrics, normalizeAnswer } from './qa.js';
+export { tokenizeChoices, exampleCount } from './data.js';

@@ -7,7 +7,7 @@ import { batches, collate, lengthGroupedOrder, mulberry32, shuffledOrder } from 
 import type { Batch } from './model.js';
 import { type BertPreTrainedModel, OPTIMIZER_DEFAULTS } from './model.js';
 import type { BertTokenizer } from './tokenizer.js';
-import { hasLabels, type TokenizedDataset } from './data.js';
+import { exampleCount, hasLabels, type TokenizedDataset } from './data.js';
 import { nerMetrics } from './seqeval.js';
 import { exists, readJson, writeFileAtomic } from './fsutil.js';
 import { readSafetensors } from './safetensors.js';
@@ -173,8 +173,9 @@ export class Trainer {
     const bs = args.perDeviceTrainBatchSize, accum = args.gradientAccumulationSteps;
     // Under data parallelism each rank takes every worldSize-th batch: an epoch has that many fewer steps.
     const dist = this.o.distributed, world = dist?.worldSize ?? 1, rank = dist?.rank ?? 0;
-    const allBatches = args.dataloaderDropLast ? Math.floor(data.enc.length / bs) : Math.ceil(data.enc.length / bs);
-    if (allBatches === 0) throw new UsageError(`the training dataset has ${data.enc.length} rows, fewer than one batch of ${bs}`);
+    const examples = exampleCount(data);
+    const allBatches = args.dataloaderDropLast ? Math.floor(examples / bs) : Math.ceil(examples / bs);
+    if (allBatches === 0) throw new UsageError(`the training dataset has ${examples} rows, fewer than one batch of ${bs}`);
     const batchesPerEpoch = Math.ceil(allBatches / world);
     const stepsPerEpoch = Math.max(1, Math.ceil(batchesPerEpoch / accum));
     const maxSteps = args.maxSteps > 0 ? args.maxSteps : Math.ceil(args.numTrainEpochs * stepsPerEpoch);
@@ -221,7 +222,7 @@ export class Trainer {
 
     outer:
     for (let epoch = Math.floor(startStep / stepsPerEpoch); epoch < numEpochs; epoch++) {
-      const order = args.groupByLength ? lengthGroupedOrder(data.enc, bs, args.seed, epoch) : shuffledOrder(data.enc.length, args.seed, epoch);
+      const order = args.groupByLength && !data.numChoices ? lengthGroupedOrder(data.enc, bs, args.seed, epoch) : shuffledOrder(examples, args.seed, epoch);
       const epochBatches = shardBatches(batches(order, bs, args.dataloaderDropLast), order, bs, rank, world);
       const skipSteps = epoch === Math.floor(startStep / stepsPerEpoch) ? startStep - epoch * stepsPerEpoch : 0;
       for (let s = skipSteps; s < stepsPerEpoch && this.state.global_step < maxSteps; s++) {
@@ -232,7 +233,7 @@ export class Trainer {
         let stepLoss = 0, stepFlos = 0;
         for (const [k, rows] of micro.entries()) {
           samples += rows.length * world;
-          let batch = collate(data.enc, rows, { padId: this.padId(), padToMultipleOf: args.padToMultipleOf ?? undefined, labels: data.labels, tokenLabels: data.tokenLabels, positions: data.positions });
+          let batch = collate(data.enc, rows, { padId: this.padId(), padToMultipleOf: args.padToMultipleOf ?? undefined, labels: data.labels, tokenLabels: data.tokenLabels, positions: data.positions, numChoices: data.numChoices });
           if (this.o.dataCollator) batch = this.o.dataCollator(batch, mulberry32(args.seed + 0x9e3779b1 * (epoch + 1) + 7919 * ((s * accum + k) * world + rank)), { rows, dataset: data });
           // Gradients are all-reduced on the step's last micro-batch only (DDP's no_sync before it).
           const loss = await model.trainStep(batch, { lossScale, sync: k === micro.length - 1 })
@@ -333,7 +334,7 @@ export class Trainer {
       for (const [k, v] of Object.entries(m)) out[`${prefix}_${k}`] = v;
     }
     out[`${prefix}_runtime`] = Math.round(runtime * 1e4) / 1e4;
-    out[`${prefix}_samples_per_second`] = Math.round((dataset.enc.length / runtime) * 1e3) / 1e3;
+    out[`${prefix}_samples_per_second`] = Math.round((exampleCount(dataset) / runtime) * 1e3) / 1e3;
     out[`${prefix}_steps_per_second`] = Math.round((steps / runtime) * 1e3) / 1e3;
     if (this.state) {
       out.epoch = this.state.epoch;
@@ -354,7 +355,7 @@ export class Trainer {
       metrics.test_loss = lossSum / count;
       for (const [k, v] of Object.entries(this.computeMetrics(logits, dataset, inf.maskedAccuracy))) metrics[`test_${k}`] = v;
     }
-    return { logits, predictions: this.predictionsOf(logits), metrics };
+    return { logits, predictions: this.predictionsOf(logits, dataset), metrics };
   }
 
   /**
@@ -367,22 +368,22 @@ export class Trainer {
     await this.model.setMixedPrecision(this.precision);
     await this.model.setLabelSmoothing(this.args.labelSmoothingFactor);  // the Trainer's eval loss is smoothed too
     const dist = this.o.distributed, world = dist?.worldSize ?? 1, rank = dist?.rank ?? 0;
-    const nl = this.model.numLabels, bs = this.args.perDeviceEvalBatchSize;
+    const nl = dataset.numChoices ?? this.model.numLabels, bs = this.args.perDeviceEvalBatchSize;
     // Per example, or per token (token classification: aligned with enc.ids, each row's tokens at its offset).
     // Token classification: numLabels per token; question answering: [start, end] per token.
     const perToken = this.model.architecture === 'BertForTokenClassification' || this.model.architecture === 'BertForQuestionAnswering';
     // Masked LM: the logits of the masked positions only ([masked, vocab]), scored as they come (run_mlm's accuracy).
     const masked = this.model.architecture === 'BertForMaskedLM';
-    const logits = new Float32Array(masked ? 0 : (perToken ? dataset.enc.ids.length : dataset.enc.length) * nl);
+    const logits = new Float32Array(masked ? 0 : (perToken ? dataset.enc.ids.length : exampleCount(dataset)) * nl);
     const maskedRight = new Float64Array(all0(dataset, bs)), maskedCount = new Float64Array(all0(dataset, bs));
-    const order = Int32Array.from({ length: dataset.enc.length }, (_, i) => i);
+    const order = Int32Array.from({ length: exampleCount(dataset) }, (_, i) => i);
     const all = batches(order, bs);
     const batchLoss = new Float64Array(all.length), batchCount = new Float64Array(all.length);
     let steps = 0;
     for (let i = rank; i < all.length; i += world) {
       if (stopOnAbort && this.o.signal?.aborted) return null;
       const rows = all[i];
-      let batch = collate(dataset.enc, rows, { padId: this.padId(), padToMultipleOf: this.args.padToMultipleOf ?? undefined, labels: dataset.labels, tokenLabels: dataset.tokenLabels, positions: dataset.positions });
+      let batch = collate(dataset.enc, rows, { padId: this.padId(), padToMultipleOf: this.args.padToMultipleOf ?? undefined, labels: dataset.labels, tokenLabels: dataset.tokenLabels, positions: dataset.positions, numChoices: dataset.numChoices });
       if (this.o.dataCollator) batch = this.o.dataCollator(batch, mulberry32(this.args.seed + 104729 * i), { rows, dataset });
       const out = await this.model.forward(batch);
       if (masked) {
@@ -423,8 +424,8 @@ export class Trainer {
     return { logits, lossSum, count, steps, maskedAccuracy: masked ? right / scored : undefined };
   }
 
-  private predictionsOf(logits: Float32Array): Float32Array | Int32Array {
-    const nl = this.model.numLabels;
+  private predictionsOf(logits: Float32Array, dataset?: TokenizedDataset): Float32Array | Int32Array {
+    const nl = dataset?.numChoices ?? this.model.numLabels;
     // Regression's scores; question answering's [start, end] logits per token (post-processing reads them).
     if (this.model.problemType === 'regression' || this.model.architecture === 'BertForQuestionAnswering') return logits.slice();
     const n = logits.length / nl;
@@ -439,9 +440,10 @@ export class Trainer {
 
   private computeMetrics(logits: Float32Array, dataset: TokenizedDataset, maskedAccuracy?: number): Record<string, number> {
     if (maskedAccuracy !== undefined) return { accuracy: maskedAccuracy };  // run_mlm.py's compute_metrics
-    const p: EvalPrediction = { predictions: this.predictionsOf(logits), labelIds: dataset.tokenLabels ?? dataset.positions ?? dataset.labels, dataset };
+    const p: EvalPrediction = { predictions: this.predictionsOf(logits, dataset), labelIds: dataset.tokenLabels ?? dataset.positions ?? dataset.labels, dataset };
     if (this.o.computeMetrics) return this.o.computeMetrics(p);
     if (dataset.tokenLabels) return nerMetrics(dataset.labelNames)(p);
+    if (dataset.numChoices) return glueMetric('sst2', p.predictions, dataset.labels!);  // run_swag.py's accuracy
     const task = this.o.task ?? (dataset.isRegression ? 'stsb' : this.model.numLabels === 2 ? 'mrpc' : 'sst2');
     return glueMetric(task, p.predictions, dataset.labels!);
   }
@@ -604,7 +606,7 @@ export class Trainer {
 }
 
 /** The number of evaluation batches of a dataset. */
-function all0(d: TokenizedDataset, bs: number): number { return Math.ceil(d.enc.length / bs); }
+function all0(d: TokenizedDataset, bs: number): number { return Math.ceil(exampleCount(d) / bs); }
 
 /**
  * training_args.json: the arguments, with the Hub token masked as transformers masks it, and the number of processes

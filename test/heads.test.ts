@@ -150,3 +150,42 @@ test('a BertForPreTraining or BertForMaskedLM checkpoint keeps its MLM head in B
     cleanup();
   }
 });
+
+test('multiple choice through the library (run_swag.py\'s shape): tokenizeChoices, the Trainer batches examples of choices, accuracy rises', async () => {
+  const { dir, cleanup } = tempDir('heads-mc-');
+  try {
+    const { makeTinyModel, TOPICS } = await import('./fixtures.js');
+    const { BertTokenizer } = await import('../src/tokenizer.js');
+    const { tokenizeChoices } = await import('../src/data.js');
+    const { Trainer } = await import('../src/trainer.js');
+    const modelDir = await makeTinyModel(path.join(dir, 'tiny'));
+    let s = 3;
+    const rnd = () => ((s = (s * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+    // "the X saw the" -> the right ending repeats X.
+    const rows = (n: number) => Array.from({ length: n }, () => {
+      const x = TOPICS[Math.floor(rnd() * TOPICS.length)], label = Math.floor(rnd() * 4);
+      const others = TOPICS.filter((t) => t !== x).sort(() => rnd() - 0.5);
+      return { context: `the ${x} saw the`, choices: [0, 1, 2, 3].map((c) => `${c === label ? x : others[c]} .`), label };
+    });
+    const tok = await BertTokenizer.fromPretrained(modelDir);
+    const train = tokenizeChoices(rows(320), tok), validation = tokenizeChoices(rows(64), tok);
+    assert.equal(train.enc.length, 320 * 4);
+    const model = await BertForMultipleChoice.fromPretrained(modelDir, { device: 'cpu', threads: THREADS });
+    try {
+      const trainer = new Trainer({ model, tokenizer: tok, trainDataset: train, evalDataset: validation,
+        args: { outputDir: path.join(dir, 'out'), numTrainEpochs: 4, learningRate: 3e-3, perDeviceTrainBatchSize: 8, saveStrategy: 'no', evalStrategy: 'no' } });
+      const before = await trainer.evaluate();
+      await trainer.train();
+      const after = await trainer.evaluate();
+      console.log(`multiple choice: accuracy ${before.eval_accuracy} -> ${after.eval_accuracy}, loss ${before.eval_loss.toFixed(4)} -> ${after.eval_loss.toFixed(4)}`);
+      assert.ok(after.eval_loss < before.eval_loss && after.eval_accuracy > 0.5, JSON.stringify({ before, after }));
+      const { predictions, logits } = await trainer.predict(validation);
+      assert.equal(predictions.length, 64);
+      assert.equal(logits.length, 64 * 4);
+    } finally {
+      await model.dispose();
+    }
+  } finally {
+    cleanup();
+  }
+});

@@ -7,7 +7,7 @@ import { UsageError } from './errors.js';
 import { OPTIMIZERS } from './model.js';
 import { DEFAULT_BUCKET_CAP_MB, DEFAULT_DDP_TIMEOUT } from './distributed.js';
 
-export type Command = 'train' | 'predict' | 'evaluate' | 'ner' | 'mlm' | 'qa';
+export type Command = 'train' | 'predict' | 'evaluate' | 'ner' | 'mlm' | 'qa' | 'swag';
 
 interface Flag {
   name: string;
@@ -24,10 +24,10 @@ interface Flag {
   commands: readonly Command[];
 }
 
-const ALL: readonly Command[] = ['train', 'predict', 'evaluate', 'ner', 'mlm', 'qa'];
+const ALL: readonly Command[] = ['train', 'predict', 'evaluate', 'ner', 'mlm', 'qa', 'swag'];
 const GLUE: readonly Command[] = ['train', 'predict', 'evaluate'];
 /** Training commands: sequence classification (GLUE or files) and run_ner.py's token classification. */
-const TRAIN: readonly Command[] = ['train', 'ner', 'mlm', 'qa'];
+const TRAIN: readonly Command[] = ['train', 'ner', 'mlm', 'qa', 'swag'];
 const DDP: readonly Command[] = ['train'];
 
 export const FLAGS: readonly Flag[] = [
@@ -35,11 +35,11 @@ export const FLAGS: readonly Flag[] = [
   { name: 'task', type: 'string', describe: `GLUE task (${Object.keys(GLUE_TASKS).join(', ')}; default mrpc). With --train-file/--validation-file it sets ` +
     'the files\' label names, regression or not, and the metric; without it they come from the files (float labels: regression)', commands: GLUE },
   { name: 'train-file', type: 'string', describe: 'local training data (.parquet, .csv, .tsv, .jsonl, .json) instead of GLUE', commands: TRAIN },
-  { name: 'validation-file', type: 'string', describe: 'local validation data', commands: ['train', 'evaluate', 'ner', 'mlm', 'qa'] },
+  { name: 'validation-file', type: 'string', describe: 'local validation data', commands: ['train', 'evaluate', 'ner', 'mlm', 'qa', 'swag'] },
   { name: 'text-columns', type: 'string', describe: 'comma-separated text column(s) of local files (default: inferred)', commands: ['train'] },
   { name: 'label-column', type: 'string', describe: 'label column of local files (default: inferred)', commands: ['train'] },
   { name: 'output-dir', type: 'string', field: 'outputDir', defaultFor: { predict: undefined }, describe: 'output_dir: checkpoints, the final model and results ' +
-    '(predict: write predict_results_<task>.txt there, as run_glue.py, instead of printing)', commands: ['train', 'predict', 'ner', 'mlm', 'qa'] },
+    '(predict: write predict_results_<task>.txt there, as run_glue.py, instead of printing)', commands: ['train', 'predict', 'ner', 'mlm', 'qa', 'swag'] },
   { name: 'epochs', type: 'number', field: 'numTrainEpochs', describe: 'num_train_epochs', commands: TRAIN },
   { name: 'learning-rate', type: 'number', field: 'learningRate', describe: 'learning_rate (AdamW)', commands: TRAIN },
   { name: 'batch-size', type: 'number', field: 'perDeviceTrainBatchSize', describe: 'per_device_train_batch_size', commands: TRAIN },
@@ -108,7 +108,7 @@ export const FLAGS: readonly Flag[] = [
   { name: 'label-column-name', type: 'string', describe: 'column of tag lists (run_ner label_column_name; default "ner_tags", else the second column)', commands: ['ner'] },
   { name: 'label-all-tokens', type: 'boolean', default: false, describe: 'label every piece of a word, not only the first (B- becomes I- after the first)', commands: ['ner'] },
   { name: 'return-entity-level-metrics', type: 'boolean', default: false, describe: 'report precision, recall, f1 and number per entity type too', commands: ['ner'] },
-  { name: 'max-seq-length', type: 'number', describe: 'truncate to this many tokens (run_ner max_seq_length; default: tokenizer model_max_length, capped by the model)', commands: ['ner', 'mlm', 'qa'] },
+  { name: 'max-seq-length', type: 'number', describe: 'truncate to this many tokens (run_ner max_seq_length; default: tokenizer model_max_length, capped by the model)', commands: ['ner', 'mlm', 'qa', 'swag'] },
   { name: 'line-by-line', type: 'boolean', default: false, describe: 'each non-empty line is one example (run_mlm line_by_line); else all lines are joined and cut into blocks of --max-seq-length', commands: ['mlm'] },
   { name: 'whole-word-mask', type: 'boolean', default: false, describe: 'mask whole words (runs of tokens with no gap between them), as DataCollatorForLanguageModeling(whole_word_mask=True)', commands: ['mlm'] },
   { name: 'mlm-probability', type: 'number', default: 0.15, describe: 'share of tokens masked (80% [MASK], 10% random, 10% unchanged)', commands: ['mlm'] },

@@ -4,15 +4,15 @@ import path from 'node:path';
 import { constants as fsConstants, promises as fs } from 'node:fs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { BertForMaskedLM, BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification, BertPreTrainedModel, isDevice, type Device, type ModelOptions } from './model.js';
+import { BertForMaskedLM, BertForMultipleChoice, BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification, BertPreTrainedModel, isDevice, type Device, type ModelOptions } from './model.js';
 import { loadTokenDataFile, tokenizeTokenDataset } from './ner.js';
 import { loadTextLines, tokenizeForMlm } from './mlm.js';
 import { loadQaFile, postprocessQa, prepareQaFeatures, squadMetrics } from './qa.js';
 import { collatePairs, maskTokens } from './collator.js';
 import { nerMetrics } from './seqeval.js';
-import type { TokenizedDataset } from './data.js';
+import { tokenizeChoices, type TokenizedDataset } from './data.js';
 import { BertTokenizer } from './tokenizer.js';
-import { loadDataFile, loadGlue, type TextDataset } from './datasets.js';
+import { loadDataFile, loadGlue, readDataRows, type TextDataset } from './datasets.js';
 import { glueMetricNames, glueTask } from './glue.js';
 import { tokenizeDataset } from './data.js';
 import { listCheckpoints, Trainer, type TrainerOptions } from './trainer.js';
@@ -85,6 +85,8 @@ export async function main(argv = hideBin(process.argv), out: Out = stdoutLine, 
         command('mlm', (a) => train(a, argv, out, err, controller.signal, 'mlm')))
       .command('qa', 'extractive question answering on SQuAD-format data, as run_qa.py', (y) => y.options(yargsOptions('qa')),
         command('qa', (a) => train(a, argv, out, err, controller.signal, 'qa')))
+      .command('swag', 'multiple choice on SWAG-format rows, as run_swag.py', (y) => y.options(yargsOptions('swag')),
+        command('swag', (a) => train(a, argv, out, err, controller.signal, 'swag')))
       .command('predict', 'classify sentence pairs with a trained model (like a text-classification pipeline)', (y) => y.options(yargsOptions('predict')), command('predict', (a) => predict(a, out)))
       .command('evaluate', 'evaluate a model on a GLUE validation split or --validation-file', (y) => y.options(yargsOptions('evaluate')), command('evaluate', (a) => evaluate(a, out)))
       .strictOptions()
@@ -497,7 +499,38 @@ const prepareQa: Prepare = async (a, o) => {
   }
 };
 
-async function train(a: Flags, argv: string[], out: Out, err: Out, signal: AbortSignal, command: 'train' | 'ner' | 'mlm' | 'qa' = 'train'): Promise<number> {
+/**
+ * `node train.js swag`: multiple choice as run_swag.py, from SWAG-format rows (sent1, sent2, ending0..ending3,
+ * label; .csv, .jsonl, .json, .parquet): each choice is sent1 paired with "sent2 ending_i"; accuracy.
+ */
+const prepareSwag: Prepare = async (a, o) => {
+  if (!a['train-file']) throw new UsageError('swag needs --train-file (rows of sent1, sent2, ending0..ending3 and label)');
+  const load = async (file: string) => {
+    const { rows, firstRow } = await readDataRows(file, 'label');
+    const endings = Object.keys(rows[0] ?? {}).filter((c) => /^ending\d+$/.test(c)).sort((x, y) => Number(x.slice(6)) - Number(y.slice(6)));
+    if (endings.length < 2) throw new InputError(file, 'needs columns ending0, ending1, ... (at least two choices), sent1 and sent2');
+    return rows.map((r, i) => {
+      const at = `row ${(r.__line as number | undefined) ?? i + firstRow}`;
+      for (const c of ['sent1', 'sent2', ...endings]) if (typeof r[c] !== 'string') throw new InputError(file, `${at}: column ${JSON.stringify(c)} is not text`);
+      const label = Number(r.label);
+      if (!(Number.isInteger(label) && label >= 0 && label < endings.length)) throw new InputError(file, `${at}: label ${JSON.stringify(r.label)} is not a choice in [0, ${endings.length})`);
+      return { context: r.sent1 as string, choices: endings.map((c) => `${r.sent2} ${r[c]}`), label };
+    });
+  };
+  const train = await load(a['train-file']), validation = a['validation-file'] ? await load(a['validation-file']) : undefined;
+  const device = deviceFlag(o.device ?? a.device);
+  const tok = await BertTokenizer.fromPretrained(a.model, { revision: a.revision });
+  const model = await BertForMultipleChoice.fromPretrained(a.model, { revision: a.revision, device, threads: a.threads, seed: o.seed });
+  try {
+    const maxLength = Math.min(a['max-seq-length'] ?? Math.min(tok.modelMaxLength, 1024), model.config.max_position_embeddings);
+    return { tok, model, maxLength, trainData: tokenizeChoices(train, tok, maxLength), evalData: validation ? tokenizeChoices(validation, tok, maxLength) : undefined, metricNames: ['accuracy'] };
+  } catch (e) {
+    await model.dispose();
+    throw e;
+  }
+};
+
+async function train(a: Flags, argv: string[], out: Out, err: Out, signal: AbortSignal, command: 'train' | 'ner' | 'mlm' | 'qa' | 'swag' = 'train'): Promise<number> {
   phase = 'setup';
   const args = trainingArgsOf(a, command);
   validateArgs(args, flagOf);  // usage errors before any loading, named by their flags
@@ -531,7 +564,7 @@ async function train(a: Flags, argv: string[], out: Out, err: Out, signal: Abort
         err(`warning: --dashboard-host ${dash.host}: the dashboard (the run's logs and metrics, no authentication) can be read by anyone who can reach this machine on that address`);
       if (a.json) out(JSON.stringify({ event: 'dashboard', url })); else err(`Dashboard: ${url}`);
     }
-    return await trainLocked(a, args, main ? out : () => {}, err, signal, ({ ner: prepareNer, mlm: prepareMlm, qa: prepareQa, train: prepareGlue })[command], dashboard, worker ?? undefined);
+    return await trainLocked(a, args, main ? out : () => {}, err, signal, ({ ner: prepareNer, mlm: prepareMlm, qa: prepareQa, swag: prepareSwag, train: prepareGlue })[command], dashboard, worker ?? undefined);
   } catch (e) {
     dashboard?.publish({ type: 'error', message: (e as Error).message });
     throw e;

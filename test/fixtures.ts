@@ -142,3 +142,16 @@ export function makeQaRows(n: number, seed = 1): Array<{ id: string; question: s
   }
   return rows;
 }
+
+/** SWAG-format rows (sent1, sent2, ending0..3, label): "the X saw" / "the" + endings; the right one names X. */
+export function makeSwagRows(n: number, seed = 1): Array<Record<string, string | number>> {
+  let s = seed;
+  const rnd = () => ((s = (s * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+  return Array.from({ length: n }, () => {
+    const x = TOPICS[Math.floor(rnd() * TOPICS.length)], label = Math.floor(rnd() * 4);
+    const others = TOPICS.filter((t) => t !== x).sort(() => rnd() - 0.5);
+    const row: Record<string, string | number> = { sent1: `the ${x} saw`, sent2: 'the', label };
+    for (let c = 0; c < 4; c++) row[`ending${c}`] = `${c === label ? x : others[c]} .`;
+    return row;
+  });
+}

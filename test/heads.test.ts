@@ -151,7 +151,7 @@ test('a BertForPreTraining or BertForMaskedLM checkpoint keeps its MLM head in B
   }
 });
 
-test('multiple choice through the library (run_swag.py\'s shape): tokenizeChoices, the Trainer batches examples of choices, accuracy rises', async () => {
+test('multiple choice (run_swag.py\'s shape): tokenizeChoices and the Trainer in the library, and node train.js swag; accuracy rises', async () => {
   const { dir, cleanup } = tempDir('heads-mc-');
   try {
     const { makeTinyModel, TOPICS } = await import('./fixtures.js');
@@ -185,6 +185,22 @@ test('multiple choice through the library (run_swag.py\'s shape): tokenizeChoice
     } finally {
       await model.dispose();
     }
+    // The same from the command line: node train.js swag on SWAG-format rows.
+    const { makeSwagRows, makeHfHome } = await import('./fixtures.js');
+    const { runCli } = await import('./helpers.js');
+    const { writeFileSync } = await import('node:fs');
+    const csv = (name: string, rs: Array<Record<string, string | number>>) => {
+      const cols = Object.keys(rs[0]), f = path.join(dir, name);
+      writeFileSync(f, cols.join(',') + '\n' + rs.map((r) => cols.map((c) => r[c]).join(',')).join('\n') + '\n');
+      return f;
+    };
+    const home = await makeHfHome(path.join(dir, 'hf-home'));
+    const r = await runCli(['swag', '--model', modelDir, '--train-file', csv('train.csv', makeSwagRows(320, 1)), '--validation-file', csv('val.csv', makeSwagRows(64, 2)),
+      '--output-dir', path.join(dir, 'swag-out'), '--epochs', '4', '--learning-rate', '3e-3', '--threads', '1', '--device', 'cpu', '--save-strategy', 'no', '--json'], { HF_HOME: home, HF_HUB_OFFLINE: '1' });
+    assert.equal(r.code, 0, r.stderr);
+    const evals = r.stdout.trim().split('\n').map((l) => JSON.parse(l)).filter((l) => 'eval_accuracy' in l);
+    assert.equal(evals.length, 4);
+    assert.ok(evals[3].eval_accuracy > 0.5, JSON.stringify(evals));
   } finally {
     cleanup();
   }

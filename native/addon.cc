@@ -21,7 +21,8 @@ using bert::Session;
 // c10::Error messages carry a C++ backtrace; users need the first part only.
 std::string CleanMessage(const char* what) {
   std::string m(what);
-  for (const char* cut : {"\nException raised from", "Exception raised from "}) {
+  // libtorch appends where it was raised and, for enforce failures, its C++ backtrace ("frame #0: ...").
+  for (const char* cut : {"\nException raised from", "Exception raised from ", "\nframe #0"}) {
     size_t i = m.find(cut);
     if (i != std::string::npos) m = m.substr(0, i);
   }

@@ -6,6 +6,8 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import type { LogEntry, TrainerCallback, TrainerControl, TrainerState } from './trainer-callback.js';
+import { argsJson, type TrainingArguments } from './training-args.js';
 
 const CRC32C = (() => {
   const t = new Uint32Array(256);
@@ -126,4 +128,26 @@ export function tensorboardTags(entry: Record<string, number>): Array<[string, n
     out.push([tag, v]);
   }
   return out;
+}
+
+/**
+ * transformers' TensorBoardCallback (report_to "tensorboard"): at the start the arguments and the model config as
+ * text, then every log entry as scalars at its global step, closed at the end. A resumed run appends to its run
+ * folder from the step after the checkpoint's.
+ */
+export class TensorBoardCallback implements TrainerCallback {
+  private writer: TensorBoardWriter | undefined;
+  constructor(private readonly o: { worldSize: number; modelConfig: object; resumed: boolean }) {}
+  onTrainBegin(args: TrainingArguments, state: Readonly<TrainerState>) {
+    this.writer = new TensorBoardWriter(args.loggingDir ?? defaultLoggingDir(args.outputDir), this.o.resumed ? state.global_step + 1 : undefined);
+    this.writer.text('args', argsJson(args, this.o.worldSize));
+    this.writer.text('model_config', JSON.stringify(this.o.modelConfig, null, 2));
+  }
+  onLog(_args: TrainingArguments, state: Readonly<TrainerState>, _control: TrainerControl, logs: LogEntry) {
+    if (this.writer) for (const [tag, v] of tensorboardTags(logs)) this.writer.scalar(tag, v, state.global_step);
+  }
+  onTrainEnd() {
+    this.writer?.close();
+    this.writer = undefined;
+  }
 }

@@ -13,6 +13,9 @@ export interface TrainerControl { shouldTrainingStop: boolean; shouldLog: boolea
 
 /** Hooks into the loop, as transformers' TrainerCallback (the subset this Trainer has). */
 export interface TrainerCallback {
+  /** When training starts (after a resume's state is loaded) and when it ends, whichever way it ends. */
+  onTrainBegin?(args: TrainingArguments, state: Readonly<TrainerState>, control: TrainerControl): void;
+  onTrainEnd?(args: TrainingArguments, state: Readonly<TrainerState>, control: TrainerControl): void;
   onStepEnd?(args: TrainingArguments, state: Readonly<TrainerState>, control: TrainerControl): void;
   onLog?(args: TrainingArguments, state: Readonly<TrainerState>, control: TrainerControl, logs: LogEntry): void;
   onEvaluate?(args: TrainingArguments, state: Readonly<TrainerState>, control: TrainerControl, metrics: LogEntry): void;

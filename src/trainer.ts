@@ -11,13 +11,13 @@ import { exampleCount, hasLabels, type TokenizedDataset } from './data.js';
 import { nerMetrics } from './seqeval.js';
 import { exists, readJson, writeFileAtomic } from './fsutil.js';
 import { readSafetensors } from './safetensors.js';
-import { defaultLoggingDir, TensorBoardWriter, tensorboardTags } from './tensorboard.js';
+import { defaultLoggingDir, TensorBoardCallback } from './tensorboard.js';
 import { glueMetric } from './metrics.js';
 import { checkFits } from './config.js';
 import { InputError, show, UsageError } from './errors.js';
 import { type DistributedContext, shardBatches } from './distributed.js';
 import { modelCard, pushFolder, requireHubToken, resolveRepoId } from './push.js';
-import { optimArgPairs, type TrainingArguments, validateArgs } from './training-args.js';
+import { argsJson, optimArgPairs, type TrainingArguments, validateArgs } from './training-args.js';
 import { EarlyStoppingCallback, improves, type LogEntry, metricKey, type TrainerCallback, type TrainerControl, type TrainerState } from './trainer-callback.js';
 import { lrLambda } from './optimization.js';
 import { addon } from './native.js';
@@ -91,7 +91,6 @@ export class Trainer {
   readonly model: BertPreTrainedModel;
   private state!: TrainerState;
   private training = false;
-  private tb: TensorBoardWriter | undefined;
 
   constructor(private readonly o: TrainerOptions) {
     this.model = o.model;
@@ -133,9 +132,14 @@ export class Trainer {
   private emitLog(entry: LogEntry) {
     for (const c of this.o.callbacks ?? []) if (this.control) c.onLog?.(this.args, this.state, this.control, entry);
     this.state.log_history.push(entry);
-    if (this.tb) for (const [tag, v] of tensorboardTags(entry)) this.tb.scalar(tag, v, this.state.global_step);
+    // Reporters see every entry of the run, eval_on_start's baseline included.
+    for (const r of this.reporters) r.onLog?.(this.args, this.state, this.control ?? idleControl(), entry);
     this.events?.log?.(entry);
   }
+
+  /** The user's callbacks, then those report_to adds for this run (TensorBoard), as the Trainer's callback handler. */
+  private get callbacks(): TrainerCallback[] { return [...(this.o.callbacks ?? []), ...this.reporters]; }
+  private reporters: TrainerCallback[] = [];
 
   /** Progress, log and save events: every process's in a single-process run, rank 0's only under data parallelism. */
   private get events(): TrainerEvents | undefined { return this.isMain ? this.o.events : undefined; }
@@ -158,8 +162,8 @@ export class Trainer {
       return await this.trainLoop(o);
     } finally {
       this.training = false;
-      this.tb?.close();
-      this.tb = undefined;
+      if (this.state) for (const c of this.callbacks) c.onTrainEnd?.(this.args, this.state, this.control ?? idleControl());
+      this.reporters = [];
     }
   }
 
@@ -205,12 +209,11 @@ export class Trainer {
     // As wrapping the model in DistributedDataParallel: after a resume's load, rank 0's weights go to every rank.
     if (dist) await model.distribute(dist);
     if (args.reportTo.includes('tensorboard') && this.isMain) {
-      // As TensorBoardCallback: the arguments and the model config as text, then every log entry as scalars.
+      // report_to: the TensorBoard callback joins this run's callbacks (rank 0 only).
       args.loggingDir ??= this.resumedLoggingDir ?? defaultLoggingDir(args.outputDir);
-      this.tb = new TensorBoardWriter(args.loggingDir, o.resumeFromCheckpoint ? this.state.global_step + 1 : undefined);
-      this.tb.text('args', argsJson(args, world));
-      this.tb.text('model_config', JSON.stringify(model.config, null, 2));
+      this.reporters = [new TensorBoardCallback({ worldSize: world, modelConfig: model.config, resumed: o.resumeFromCheckpoint !== undefined })];
     }
+    for (const c of this.callbacks) c.onTrainBegin?.(args, this.state, idleControl());
     if (args.evalOnStart && this.o.evalDataset) await this.evaluate(this.o.evalDataset, 'eval', true);  // as eval_on_start: a baseline at the start step
     const start = performance.now();
     const flopsPerToken = 6 * model.nonEmbeddingParameters;
@@ -271,7 +274,7 @@ export class Trainer {
         const gs = this.state.global_step;
         this.events?.progress?.({ step: gs, maxSteps, epoch: this.state.epoch, stepMs: performance.now() - stepStart });
 
-        for (const c of this.o.callbacks ?? []) c.onStepEnd?.(args, this.state, control);
+        for (const c of this.callbacks) c.onStepEnd?.(args, this.state, control);
         if ((gs % args.loggingSteps === 0 || (gs === 1 && args.loggingFirstStep) || control.shouldLog) && stepsSinceLog > 0) {
           this.emitLog({ loss: round4(lossSinceLog / stepsSinceLog), grad_norm: lastGradNorm,
             learning_rate: args.learningRate * lrLambda(args.lrSchedulerType, gs, warmup, maxSteps, args.learningRate, args.lrSchedulerKwargs), epoch: this.state.epoch, step: gs });
@@ -342,7 +345,7 @@ export class Trainer {
       this.emitLog(out);
     }
     this.events?.evaluate?.(out);
-    if (this.training && this.control) for (const c of this.o.callbacks ?? []) c.onEvaluate?.(this.args, this.state, this.control, out);
+    if (this.training && this.control) for (const c of this.callbacks) c.onEvaluate?.(this.args, this.state, this.control, out);
     return out;
   }
 
@@ -492,7 +495,7 @@ export class Trainer {
         await this.pushToHub({ folder: dir, commitMessage: `Training in progress, step ${this.state.global_step}` })
           .catch((e) => this.events?.warning?.((e as Error).message));
     }
-    if (this.control) for (const c of this.o.callbacks ?? []) c.onSave?.(this.args, this.state, this.control, dir);
+    if (this.control) for (const c of this.callbacks) c.onSave?.(this.args, this.state, this.control, dir);
     if (this.isMain) await this.rotateCheckpoints();
     if (dist) await dist.barrier();
     return dir;
@@ -605,16 +608,12 @@ export class Trainer {
   }
 }
 
+/** A TrainerControl asking for nothing (hooks outside the step loop). */
+function idleControl(): TrainerControl { return { shouldTrainingStop: false, shouldLog: false, shouldEvaluate: false, shouldSave: false }; }
+
 /** The number of evaluation batches of a dataset. */
 function all0(d: TokenizedDataset, bs: number): number { return Math.ceil(exampleCount(d) / bs); }
 
-/**
- * training_args.json: the arguments, with the Hub token masked as transformers masks it, and the number of processes
- * that trained (a resume checks it: steps count global batches).
- */
-function argsJson(args: TrainingArguments, worldSize: number): string {
-  return JSON.stringify({ ...args, hubToken: args.hubToken === null ? null : '<HUB_TOKEN>', worldSize }, null, 2) + '\n';
-}
 
 const PACKAGE_VERSION: string = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version;
 

@@ -186,3 +186,10 @@ export function optimArgPairs(optimArgs: string): string[][] {
   return optimArgs.split(',').map((kv) => kv.split('=').map((x) => x.trim()));
 }
 
+/**
+ * training_args.json: the arguments, with the Hub token masked as transformers masks it, and the number of processes
+ * that trained (a resume checks it: steps count global batches).
+ */
+export function argsJson(args: TrainingArguments, worldSize: number): string {
+  return JSON.stringify({ ...args, hubToken: args.hubToken === null ? null : '<HUB_TOKEN>', worldSize }, null, 2) + '\n';
+}

@@ -375,7 +375,7 @@ void BertPreTrainedModel::drop_caches() {
 
 namespace {
 
-// Host labels as a device tensor of `shape` (int64 for classes, fp32 for scores); a copy: autograd may keep it.
+// Host class labels (int32) as an int64 device tensor of `shape`; a copy: autograd may keep it.
 at::Tensor IntLabels(const Batch& in, std::vector<int64_t> shape, const at::Device& device) {
   return at::from_blob(const_cast<void*>(in.labels), shape, at::kInt).to(device, at::kLong);
 }

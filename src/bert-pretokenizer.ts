@@ -35,7 +35,10 @@ function hangul(cp: number): string {
  * throw a RangeError naming their position.
  */
 export function bertWords(text: string, lowercase: boolean): string[] {
-  return bertWordSpans(text, lowercase).map((w) => w.word);
+  const normalized = normalize(text, lowercase);
+  const words: string[] = [];
+  splitWords(normalized, (a, b) => words.push(normalized.slice(a, b)));
+  return words;
 }
 
 /**
@@ -44,9 +47,18 @@ export function bertWords(text: string, lowercase: boolean): string[] {
  * point of `text` it came from (accent stripping and lowercasing change lengths; offsets map back through this).
  */
 export function bertWordSpans(text: string, lowercase: boolean): Array<{ word: string; start: number; end: number; origin: number[] }> {
+  const origin: number[] = [];
+  const normalized = normalize(text, lowercase, origin);
+  const words: Array<{ word: string; start: number; end: number; origin: number[] }> = [];
+  splitWords(normalized, (a, b) => words.push({ word: normalized.slice(a, b), start: origin[a], end: origin[b - 1] + 1, origin: origin.slice(a, b) }));
+  return words;
+}
+
+/** BertNormalizer: clean text, CJK spacing, lowercasing and accent stripping. `origin` (when given) receives, per
+ * UTF-16 unit of the result, the code-point index in `text` it came from. */
+function normalize(text: string, lowercase: boolean, origin?: number[]): string {
   const t = tables();
   let normalized = '';
-  const origin: number[] = [];  // per UTF-16 unit of `normalized`: the code-point index in `text` it came from
   let cpIndex = -1;
   for (let i = 0; i < text.length; i++) {
     let cp = text.charCodeAt(i);
@@ -64,14 +76,17 @@ export function bertWordSpans(text: string, lowercase: boolean): Array<{ word: s
     }
     const k = t.norm[cp];
     if (k === 2) continue;
-    if (k === 1) { normalized += ' '; origin.push(cpIndex); continue; }
-    if (lowercase) ch = t.uncased.get(cp) ?? (cp >= 0xac00 && cp <= 0xd7a3 ? hangul(cp) : ch);
-    const piece = k === 3 ? ` ${ch} ` : ch;
+    if (lowercase && k !== 1) ch = t.uncased.get(cp) ?? (cp >= 0xac00 && cp <= 0xd7a3 ? hangul(cp) : ch);
+    const piece = k === 1 ? ' ' : k === 3 ? ` ${ch} ` : ch;
     normalized += piece;
-    for (let u = 0; u < piece.length; u++) origin.push(cpIndex);
+    if (origin) for (let u = 0; u < piece.length; u++) origin.push(cpIndex);
   }
-  const words: Array<{ word: string; start: number; end: number; origin: number[] }> = [];
-  const push = (a: number, b: number) => words.push({ word: normalized.slice(a, b), start: origin[a], end: origin[b - 1] + 1, origin: origin.slice(a, b) });
+  return normalized;
+}
+
+/** BertPreTokenizer on normalized text: whitespace ends a word, punctuation is a word of its own. */
+function splitWords(normalized: string, push: (start: number, end: number) => void): void {
+  const t = tables();
   let start = -1;
   for (let i = 0; i < normalized.length; i++) {
     let cp = normalized.charCodeAt(i), w = 1;
@@ -85,5 +100,4 @@ export function bertWordSpans(text: string, lowercase: boolean): Array<{ word: s
     i += w - 1;
   }
   if (start >= 0) push(start, normalized.length);
-  return words;
 }

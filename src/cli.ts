@@ -6,8 +6,8 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { BertForMaskedLM, BertForMultipleChoice, BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification, BertPreTrainedModel, isDevice, type Device, type ModelOptions } from './model.js';
 import { loadTokenDataFile, tokenizeTokenDataset } from './ner.js';
-import { loadTextLines, tokenizeForMlm } from './mlm.js';
-import { loadQaFile, postprocessQa, prepareQaFeatures, squadMetrics } from './qa.js';
+import { loadTextLines, mlmMasking, tokenizeForMlm } from './mlm.js';
+import { loadQaFile, postprocessQa, prepareQaFeatures, type QaExample, squadMetrics } from './qa.js';
 import { collatePairs, maskTokens } from './collator.js';
 import { nerMetrics } from './seqeval.js';
 import { tokenizeChoices, type TokenizedDataset } from './data.js';
@@ -180,19 +180,28 @@ async function loadPipelineModel(a: Flags) {
   return loadModelAndTokenizer(a);
 }
 
+/** predict's and evaluate's windows of a question-answering model: --max-length (384 by default) every 128 tokens. */
+function qaWindows(a: Flags, examples: QaExample[], tok: BertTokenizer, model: BertPreTrainedModel) {
+  const maxSeqLength = Math.min(a['max-length'] ?? 384, model.config.max_position_embeddings);
+  return prepareQaFeatures(examples, tok, { maxSeqLength, docStride: Math.min(128, Math.floor(maxSeqLength / 4)), train: false });
+}
+
+/** evaluate's metrics: one JSON line, or `name = value` lines. */
+function printMetrics(a: Flags, out: Out, m: LogEntry) {
+  out(a.json ? JSON.stringify(m) : Object.entries(m).map(([k, v]) => `${k} = ${v}`).join('\n'));
+}
+
 /**
  * The question-answering pipeline: the best answer span of --context for --question (or of each row of --file:
  * SQuAD rows), with its probability among the n-best and its character offsets; --output-dir writes predictions.json.
  */
 async function predictAnswers(a: Flags, tok: BertTokenizer, model: BertPreTrainedModel, out: Out): Promise<number> {
   const examples = a.file ? await loadQaFile(a.file) : [{ id: '0', question: String(a.question), context: String(a.context), answers: { text: [], answer_start: [] } }];
-  const maxSeqLength = Math.min(a['max-length'] ?? 384, model.config.max_position_embeddings);
-  const features = prepareQaFeatures(examples, tok, { maxSeqLength, docStride: Math.min(128, Math.floor(maxSeqLength / 4)), train: false });
+  const features = qaWindows(a, examples, tok, model);
   const trainer = new Trainer({ model, tokenizer: tok, args: trainingArgsOf(a, 'predict') });
   const { logits } = await trainer.predict(features);
   if (!logits.every(Number.isFinite)) throw new Error(`${a.model}: the model gives non-finite logits: its weights are not usable (a diverged training run?)`);
-  const n = logits.length / 2;
-  const { predictions, nbest } = postprocessQa(examples, features, Float32Array.from({ length: n }, (_, i) => logits[2 * i]), Float32Array.from({ length: n }, (_, i) => logits[2 * i + 1]));
+  const { predictions, nbest } = postprocessQa(examples, features, logits);
   if (a['output-dir'] !== undefined) {
     const file = path.join(a['output-dir'], 'predictions.json');
     await writeFileAtomic(file, JSON.stringify(Object.fromEntries(predictions.map((p) => [p.id, p.prediction_text])), null, 4) + '\n');
@@ -384,12 +393,13 @@ interface Prepared {
   /** Pads batches to a multiple of this (question answering: to max_seq_length) unless --pad-to-multiple-of says. */
   padToMultipleOf?: number;
 }
+/** `o.device`: only under data parallelism (the rank's device); absent, --device decides. */
 type Prepare = (a: Flags, o: { seed: number; device?: Device }) => Promise<Prepared>;
 
 /** `node train.js`: GLUE (or local files) sequence classification. */
 const prepareGlue: Prepare = async (a, o) => {
   const { train: trainText, validation, task } = await loadSplits(a, true);
-  const { tok, model, maxLength } = await loadModelAndTokenizer(a, { seed: o.seed, ...labelInfo(trainText!), ...(o.device ? { device: o.device } : {}) });
+  const { tok, model, maxLength } = await loadModelAndTokenizer(a, { ...o, ...labelInfo(trainText!) });
   try {
     refuseMultiLabel(a, model, 'train');
     const trainData = await tokenizeDataset(trainText!, tok, maxLength);
@@ -408,9 +418,7 @@ const prepareNer: Prepare = async (a, o) => {
   const cols = { textColumnName: a['text-column-name'], labelColumnName: a['label-column-name'] };
   const train = await loadTokenDataFile(a['train-file'], { ...cols, requireLabels: true });
   const validation = a['validation-file'] ? await loadTokenDataFile(a['validation-file'], { ...cols, labelNames: train.labelNames }) : undefined;
-  const device = deviceFlag(o.device ?? a.device);
-  const tok = await BertTokenizer.fromPretrained(a.model, { revision: a.revision });
-  const model = await BertForTokenClassification.fromPretrained(a.model, { revision: a.revision, device, threads: a.threads, seed: o.seed, labels: train.labelNames });
+  const { tok, model } = await loadModelAndTokenizer(a, { ...o, labels: train.labelNames }, BertForTokenClassification);
   try {
     const maxLength = Math.min(a['max-seq-length'] ?? tok.modelMaxLength, model.config.max_position_embeddings);
     const enc = { maxLength, labelAllTokens: a['label-all-tokens'] };
@@ -439,15 +447,13 @@ const prepareMlm: Prepare = async (a, o) => {
     validationLines = trainLines.slice(0, cut);
     trainLines = trainLines.slice(cut);
   }
-  const device = deviceFlag(o.device ?? a.device);
-  const tok = await BertTokenizer.fromPretrained(a.model, { revision: a.revision });
-  const model = await BertForMaskedLM.fromPretrained(a.model, { revision: a.revision, device, threads: a.threads, seed: o.seed });
+  const { tok, model } = await loadModelAndTokenizer(a, o, BertForMaskedLM);
   try {
     const maxSeqLength = Math.min(a['max-seq-length'] ?? Math.min(tok.modelMaxLength, 1024), model.config.max_position_embeddings);
     const enc = { maxSeqLength, lineByLine: a['line-by-line'] === true, wholeWordMask: a['whole-word-mask'] === true };
     const trainData = tokenizeForMlm(trainLines, tok, enc), evalData = validationLines?.length ? tokenizeForMlm(validationLines, tok, enc) : undefined;
     if (!trainData.enc.length) throw new InputError(a['train-file'], `gives no example of ${maxSeqLength} tokens (fewer tokens in all than one block; try --line-by-line or a smaller --max-seq-length)`);
-    const masking = { mlmProbability: p, maskId: tok.maskId, vocabSize: model.config.vocab_size, specialIds: new Set([tok.clsId, tok.sepId, tok.padId]) };
+    const masking = mlmMasking(tok, model.config.vocab_size, p);
     const dataCollator: TrainerOptions['dataCollator'] = (b, rng, from) =>
       maskTokens(b, from.dataset.tokenOffsets ? { ...masking, tokenOffsets: collatePairs(from.dataset.enc, from.dataset.tokenOffsets, from.rows, b.shape[1]) } : masking, rng);
     return { tok, model, trainData, evalData: evalData?.enc.length ? evalData : undefined, metricNames: ['accuracy'], maxLength: maxSeqLength, dataCollator };
@@ -469,9 +475,7 @@ const prepareQa: Prepare = async (a, o) => {
     const none = train.find((e) => !e.answers.text.length);
     if (none) throw new InputError(a['train-file'], `example ${JSON.stringify(none.id)} has no answer: pass --version-2-with-negative for SQuAD v2 data`);
   }
-  const device = deviceFlag(o.device ?? a.device);
-  const tok = await BertTokenizer.fromPretrained(a.model, { revision: a.revision });
-  const model = await BertForQuestionAnswering.fromPretrained(a.model, { revision: a.revision, device, threads: a.threads, seed: o.seed, numLabels: 2 });
+  const { tok, model } = await loadModelAndTokenizer(a, { ...o, numLabels: 2 }, BertForQuestionAnswering);
   try {
     const maxSeqLength = Math.min(a['max-seq-length'] ?? 384, model.config.max_position_embeddings);
     const enc = { maxSeqLength, docStride: a['doc-stride'], padToMaxLength: a['pad-to-max-length'] !== false };
@@ -481,8 +485,7 @@ const prepareQa: Prepare = async (a, o) => {
     let last: ReturnType<typeof postprocessQa> | undefined;
     return { tok, model, trainData, evalData, maxLength: maxSeqLength, metricNames: ['exact_match', 'f1'],
       computeMetrics: (p) => {
-        const lg = p.predictions, n = lg.length / 2;
-        last = postprocessQa(validation!, evalData!, Float32Array.from({ length: n }, (_, i) => lg[2 * i]), Float32Array.from({ length: n }, (_, i) => lg[2 * i + 1]), post);
+        last = postprocessQa(validation!, evalData!, p.predictions, post);
         return squadMetrics(last.predictions, validation!);
       },
       // run_qa.py writes the last evaluation's answers (and their n-best lists) into the output folder.
@@ -518,9 +521,7 @@ const prepareSwag: Prepare = async (a, o) => {
     });
   };
   const train = await load(a['train-file']), validation = a['validation-file'] ? await load(a['validation-file']) : undefined;
-  const device = deviceFlag(o.device ?? a.device);
-  const tok = await BertTokenizer.fromPretrained(a.model, { revision: a.revision });
-  const model = await BertForMultipleChoice.fromPretrained(a.model, { revision: a.revision, device, threads: a.threads, seed: o.seed });
+  const { tok, model } = await loadModelAndTokenizer(a, o, BertForMultipleChoice);
   try {
     const maxLength = Math.min(a['max-seq-length'] ?? Math.min(tok.modelMaxLength, 1024), model.config.max_position_embeddings);
     return { tok, model, maxLength, trainData: tokenizeChoices(train, tok, maxLength), evalData: validation ? tokenizeChoices(validation, tok, maxLength) : undefined, metricNames: ['accuracy'] };
@@ -835,21 +836,18 @@ async function evaluate(a: Flags, out: Out): Promise<number> {
       const data = tokenizeTokenDataset(await loadTokenDataFile(a['validation-file'], { labelNames: names, requireLabels: true }), tok, { maxLength });
       const trainer = new Trainer({ model, tokenizer: tok, args: trainingArgsOf(a, 'evaluate'), computeMetrics: nerMetrics(names) });
       const m = await trainer.evaluate(data);
-      out(a.json ? JSON.stringify(m) : Object.entries(m).map(([k, v]) => `${k} = ${v}`).join('\n'));
+      printMetrics(a, out, m);
       return 0;
     }
     if (model.architecture === 'BertForQuestionAnswering') {
       // run_qa.py's evaluation: windows of --max-length (default 384) every 128 tokens, n-best post-processing, EM/F1.
       if (!a['validation-file']) throw new UsageError('evaluate of a question-answering model needs --validation-file (SQuAD JSON or rows)');
       const examples = await loadQaFile(a['validation-file']);
-      const maxSeqLength = Math.min(a['max-length'] ?? 384, model.config.max_position_embeddings);
-      const features = prepareQaFeatures(examples, tok, { maxSeqLength, docStride: Math.min(128, Math.floor(maxSeqLength / 4)), train: false });
-      const trainer = new Trainer({ model, tokenizer: tok, args: trainingArgsOf(a, 'evaluate'), computeMetrics: (p) => {
-        const lg = p.predictions, n = lg.length / 2;
-        return squadMetrics(postprocessQa(examples, features, Float32Array.from({ length: n }, (_, i) => lg[2 * i]), Float32Array.from({ length: n }, (_, i) => lg[2 * i + 1])).predictions, examples);
-      } });
+      const features = qaWindows(a, examples, tok, model);
+      const trainer = new Trainer({ model, tokenizer: tok, args: trainingArgsOf(a, 'evaluate'),
+        computeMetrics: (p) => squadMetrics(postprocessQa(examples, features, p.predictions).predictions, examples) });
       const m = await trainer.evaluate(features);
-      out(a.json ? JSON.stringify(m) : Object.entries(m).map(([k, v]) => `${k} = ${v}`).join('\n'));
+      printMetrics(a, out, m);
       return 0;
     }
     if (model.architecture === 'BertForMaskedLM') {
@@ -859,11 +857,11 @@ async function evaluate(a: Flags, out: Out): Promise<number> {
       const maxSeqLength = Math.min(a['max-length'] ?? Math.min(tok.modelMaxLength, 1024), model.config.max_position_embeddings);
       const data = tokenizeForMlm(await loadTextLines(a['validation-file']), tok, { maxSeqLength });
       if (!data.enc.length) throw new InputError(a['validation-file'], `gives no block of ${maxSeqLength} tokens (try a smaller --max-length)`);
-      const masking = { mlmProbability: 0.15, maskId: tok.maskId, vocabSize: model.config.vocab_size, specialIds: new Set([tok.clsId, tok.sepId, tok.padId]) };
+      const masking = mlmMasking(tok, model.config.vocab_size, 0.15);
       const trainer = new Trainer({ model, tokenizer: tok, args: trainingArgsOf(a, 'evaluate'), dataCollator: (b, rng) => maskTokens(b, masking, rng) });
       const m = await trainer.evaluate(data);
       m.perplexity = Math.exp(m.eval_loss);
-      out(a.json ? JSON.stringify(m) : Object.entries(m).map(([k, v]) => `${k} = ${v}`).join('\n'));
+      printMetrics(a, out, m);
       return 0;
     }
 
@@ -872,7 +870,7 @@ async function evaluate(a: Flags, out: Out): Promise<number> {
     const data = await tokenizeDataset(validation!, tok, maxLength);
     const trainer = new Trainer({ model, tokenizer: tok, task, args: trainingArgsOf(a, 'evaluate') });
     const m = await trainer.evaluate(data);
-    out(a.json ? JSON.stringify(m) : Object.entries(m).map(([k, v]) => `${k} = ${v}`).join('\n'));
+    printMetrics(a, out, m);
     return 0;
   } finally {
     await model.dispose();

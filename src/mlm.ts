@@ -8,6 +8,7 @@ import { InputError, show } from './errors.js';
 import { readDataRows } from './datasets.js';
 import type { TokenizedDataset } from './data.js';
 import type { BertTokenizer, EncodedDataset } from './tokenizer.js';
+import type { MaskingOptions } from './collator.js';
 
 /** The lines of a text file, or the text column of a data file (run_mlm: "text", else the first column). */
 export async function loadTextLines(file: string, textColumn?: string): Promise<string[]> {
@@ -56,4 +57,9 @@ export function tokenizeForMlm(lines: string[], tok: BertTokenizer, o: { maxSeqL
     out.tokenOffsets = offsets;
   }
   return out;
+}
+
+/** run_mlm's masking settings for a tokenizer and a vocabulary: [CLS], [SEP] and padding never masked. */
+export function mlmMasking(tok: BertTokenizer, vocabSize: number, mlmProbability: number): MaskingOptions {
+  return { mlmProbability, maskId: tok.maskId, vocabSize, specialIds: new Set([tok.clsId, tok.sepId, tok.padId]) };
 }

@@ -138,9 +138,10 @@ export interface QaPrediction { id: string; prediction_text: string; no_answer_p
  * utils_qa.py's postprocess_qa_predictions: per example, over its features' top start and end logits, the
  * best-scoring valid span (inside the context, end not before start, at most maxAnswerLength tokens), as context
  * text; with versionTwoWithNegative the null answer (the [CLS] score, the lowest over the features) wins when it
- * beats the best span by more than nullScoreDiffThreshold. `startLogits`/`endLogits`: per token of features.enc.ids.
+ * beats the best span by more than nullScoreDiffThreshold. `logits`: [start, end] per token of features.enc.ids, as
+ * the Trainer's predictions of a question-answering model hold them.
  */
-export function postprocessQa(examples: QaExample[], f: QaFeatures, startLogits: ArrayLike<number>, endLogits: ArrayLike<number>,
+export function postprocessQa(examples: QaExample[], f: QaFeatures, logits: ArrayLike<number>,
   o: { nBestSize?: number; maxAnswerLength?: number; versionTwoWithNegative?: boolean; nullScoreDiffThreshold?: number } = {}): { predictions: QaPrediction[]; nbest: Record<string, Array<{ text: string; probability: number; start_logit: number; end_logit: number }>> } {
   const nBest = o.nBestSize ?? 20, maxLen = o.maxAnswerLength ?? 30;
   const byExample = examples.map(() => [] as number[]);
@@ -152,7 +153,7 @@ export function postprocessQa(examples: QaExample[], f: QaFeatures, startLogits:
     const prelim: Array<{ offsets: [number, number]; score: number; start_logit: number; end_logit: number }> = [];
     for (const fi of byExample[e]) {
       const base = f.enc.offsets[fi], n = f.enc.offsets[fi + 1] - base;
-      const s = Array.from({ length: n }, (_, t) => startLogits[base + t]), en = Array.from({ length: n }, (_, t) => endLogits[base + t]);
+      const s = Array.from({ length: n }, (_, t) => logits[2 * (base + t)]), en = Array.from({ length: n }, (_, t) => logits[2 * (base + t) + 1]);
       const nullScore = s[0] + en[0];
       if (!minNull || minNull.score > nullScore) minNull = { offsets: [0, 0], score: nullScore, start_logit: s[0], end_logit: en[0] };
       const off = (t: number) => (f.contextOffsets[2 * (base + t)] < 0 ? null : [f.contextOffsets[2 * (base + t)], f.contextOffsets[2 * (base + t) + 1]] as [number, number]);

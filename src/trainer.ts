@@ -219,7 +219,7 @@ export class Trainer {
     const flopsPerToken = 6 * model.nonEmbeddingParameters;
     let lossSinceLog = 0, stepsSinceLog = 0, totalLoss = 0, totalLossSteps = 0, lastGradNorm = NaN, samples = 0;
     let interrupted = false, skippedInARow = 0;
-    const control: TrainerControl = { shouldTrainingStop: false, shouldLog: false, shouldEvaluate: false, shouldSave: false };
+    const control = idleControl();
     this.control = control;
     const startStep = this.state.global_step;
 
@@ -372,16 +372,16 @@ export class Trainer {
     await this.model.setLabelSmoothing(this.args.labelSmoothingFactor);  // the Trainer's eval loss is smoothed too
     const dist = this.o.distributed, world = dist?.worldSize ?? 1, rank = dist?.rank ?? 0;
     const nl = dataset.numChoices ?? this.model.numLabels, bs = this.args.perDeviceEvalBatchSize;
-    // Per example, or per token (token classification: aligned with enc.ids, each row's tokens at its offset).
-    // Token classification: numLabels per token; question answering: [start, end] per token.
+    // Per example, or per token aligned with enc.ids (token classification: numLabels per token; question
+    // answering: [start, end] per token).
     const perToken = this.model.architecture === 'BertForTokenClassification' || this.model.architecture === 'BertForQuestionAnswering';
     // Masked LM: the logits of the masked positions only ([masked, vocab]), scored as they come (run_mlm's accuracy).
     const masked = this.model.architecture === 'BertForMaskedLM';
     const logits = new Float32Array(masked ? 0 : (perToken ? dataset.enc.ids.length : exampleCount(dataset)) * nl);
-    const maskedRight = new Float64Array(all0(dataset, bs)), maskedCount = new Float64Array(all0(dataset, bs));
     const order = Int32Array.from({ length: exampleCount(dataset) }, (_, i) => i);
     const all = batches(order, bs);
     const batchLoss = new Float64Array(all.length), batchCount = new Float64Array(all.length);
+    const maskedRight = new Float64Array(all.length), maskedCount = new Float64Array(all.length);
     let steps = 0;
     for (let i = rank; i < all.length; i += world) {
       if (stopOnAbort && this.o.signal?.aborted) return null;
@@ -610,10 +610,6 @@ export class Trainer {
 
 /** A TrainerControl asking for nothing (hooks outside the step loop). */
 function idleControl(): TrainerControl { return { shouldTrainingStop: false, shouldLog: false, shouldEvaluate: false, shouldSave: false }; }
-
-/** The number of evaluation batches of a dataset. */
-function all0(d: TokenizedDataset, bs: number): number { return Math.ceil(exampleCount(d) / bs); }
-
 
 const PACKAGE_VERSION: string = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version;
 

@@ -7,7 +7,12 @@ import path from 'node:path';
 import { BertForMaskedLM, BertForMultipleChoice, BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification, BertPreTrainedModel } from '../src/model.js';
 import type { Architecture } from '../src/config.js';
 import { readSafetensors } from '../src/safetensors.js';
-import { TINY, f32, hfRef, tempDir, tinyBatch } from './helpers.js';
+import { writeFileSync } from 'node:fs';
+import { TINY, f32, hfRef, runCli, tempDir, tinyBatch } from './helpers.js';
+import { makeHfHome, makeSwagRows, makeTinyModel, TOPICS } from './fixtures.js';
+import { BertTokenizer } from '../src/tokenizer.js';
+import { tokenizeChoices } from '../src/data.js';
+import { Trainer } from '../src/trainer.js';
 
 const THREADS = 1;
 const CLASSES = { BertForSequenceClassification, BertForTokenClassification, BertForQuestionAnswering, BertForMaskedLM, BertForMultipleChoice };
@@ -154,10 +159,6 @@ test('a BertForPreTraining or BertForMaskedLM checkpoint keeps its MLM head in B
 test('multiple choice (run_swag.py\'s shape): tokenizeChoices and the Trainer in the library, and node train.js swag; accuracy rises', async () => {
   const { dir, cleanup } = tempDir('heads-mc-');
   try {
-    const { makeTinyModel, TOPICS } = await import('./fixtures.js');
-    const { BertTokenizer } = await import('../src/tokenizer.js');
-    const { tokenizeChoices } = await import('../src/data.js');
-    const { Trainer } = await import('../src/trainer.js');
     const modelDir = await makeTinyModel(path.join(dir, 'tiny'));
     let s = 3;
     const rnd = () => ((s = (s * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
@@ -186,9 +187,6 @@ test('multiple choice (run_swag.py\'s shape): tokenizeChoices and the Trainer in
       await model.dispose();
     }
     // The same from the command line: node train.js swag on SWAG-format rows.
-    const { makeSwagRows, makeHfHome } = await import('./fixtures.js');
-    const { runCli } = await import('./helpers.js');
-    const { writeFileSync } = await import('node:fs');
     const csv = (name: string, rs: Array<Record<string, string | number>>) => {
       const cols = Object.keys(rs[0]), f = path.join(dir, name);
       writeFileSync(f, cols.join(',') + '\n' + rs.map((r) => cols.map((c) => r[c]).join(',')).join('\n') + '\n');

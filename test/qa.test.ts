@@ -60,7 +60,7 @@ test('post-processing equals utils_qa.py\'s postprocess_qa_predictions (v1 and v
       offsets: Array.from({ length: e - s }, (_, t) => (f.contextOffsets[2 * (s + t)] < 0 ? null : [f.contextOffsets[2 * (s + t)], f.contextOffsets[2 * (s + t) + 1]])) };
   });
   for (const [v2, threshold] of [[false, 0], [true, 0], [true, 1.5]] as const) {
-    const ours = postprocessQa(ex, f, start, end, { nBestSize: 5, maxAnswerLength: 6, versionTwoWithNegative: v2, nullScoreDiffThreshold: threshold });
+    const ours = postprocessQa(ex, f, Float32Array.from({ length: 2 * start.length }, (_, i) => (i % 2 ? end : start)[i >> 1]), { nBestSize: 5, maxAnswerLength: 6, versionTwoWithNegative: v2, nullScoreDiffThreshold: threshold });
     const theirs = await hfRef('qa-postprocess', { examples: ex, features, nBestSize: 5, maxAnswerLength: 6, v2, threshold });
     assert.deepEqual(Object.fromEntries(ours.predictions.map((p) => [p.id, p.prediction_text])), theirs, `v2 ${v2}, threshold ${threshold}`);
     const metrics = squadMetrics(ours.predictions, ex);

@@ -92,7 +92,7 @@ test('--bf16 trains and evaluates under bfloat16 autocast and records bf16 in tr
 // reads it, answer as such a CPU does, on any machine; evaluation must then take autocast's plain products.
 test('--bf16 on a CPU whose oneDNN has no bf16 kernels (ONEDNN_MAX_CPU_ISA=AVX2) trains, evaluates and predicts on the plain autocast path', async () => {
   const dir = path.join(work.dir, 'bf16-avx2');
-  const avx2 = { ONEDNN_MAX_CPU_ISA: 'AVX2' };
+  const avx2 = { ONEDNN_MAX_CPU_ISA: 'AVX2', ATEN_CPU_CAPABILITY: 'avx2' };  // ATen's AVX2 kernels too, as on that CPU
   const probe = JSON.parse(await new Promise<string>((resolve, reject) => execFile(process.execPath, ['-e',
     `import(${JSON.stringify(path.join(root, 'dist', 'src', 'native.js'))}).then((m) => console.log(JSON.stringify(m.addon().runtime())))`],
   { env: { ...env(), ...avx2 } }, (e, out) => (e ? reject(e) : resolve(out)))));

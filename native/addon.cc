@@ -424,6 +424,7 @@ class Model : public Napi::ObjectWrap<Model> {
         InstanceMethod<&Model::Load>("load"),
         InstanceMethod<&Model::Forward>("forward"),
         InstanceMethod<&Model::ForwardBackward>("forwardBackward"),
+        InstanceMethod<&Model::SetOptimizer>("setOptimizer"),
         InstanceMethod<&Model::OptimizerStep>("optimizerStep"),
         InstanceMethod<&Model::ZeroGrad>("zeroGrad"),
         InstanceMethod<&Model::StateDict>("stateDict"),
@@ -543,21 +544,29 @@ class Model : public Napi::ObjectWrap<Model> {
     });
   }
 
-  Napi::Value OptimizerStep(const Napi::CallbackInfo& info) {
+  Napi::Value SetOptimizer(const Napi::CallbackInfo& info) {
     return Guard(info, [&](Napi::Env env) -> Napi::Value {
       auto s = Live();
       Napi::Object o = info[0].As<Napi::Object>();
-      bert::StepOptions so{};
-      so.optim = GetStr(o, "optim");
-      so.momentum = GetNum(o, "momentum");
-      so.lr = GetNum(o, "lr");
-      so.beta1 = GetNum(o, "beta1");
-      so.beta2 = GetNum(o, "beta2");
-      so.eps = GetNum(o, "eps");
-      so.weight_decay = GetNum(o, "weightDecay");
-      so.max_grad_norm = GetNum(o, "maxGradNorm");
+      bert::OptimizerOptions oo{};
+      oo.optim = GetStr(o, "optim");
+      oo.momentum = GetNum(o, "momentum");
+      oo.beta1 = GetNum(o, "beta1");
+      oo.beta2 = GetNum(o, "beta2");
+      oo.eps = GetNum(o, "eps");
+      oo.weight_decay = GetNum(o, "weightDecay");
+      oo.max_grad_norm = GetNum(o, "maxGradNorm");
+      return Job::Run(env, [s, oo] { s->SetOptimizer(oo); }, nullptr, {info.This()});
+    });
+  }
+
+  Napi::Value OptimizerStep(const Napi::CallbackInfo& info) {
+    return Guard(info, [&](Napi::Env env) -> Napi::Value {
+      auto s = Live();
+      if (!info[0].IsNumber()) throw std::invalid_argument("optimizerStep(lr): lr must be a number");
+      const double lr = info[0].As<Napi::Number>().DoubleValue();
       auto norm = std::make_shared<double>(0);
-      return Job::Run(env, [s, so, norm] { *norm = s->OptimizerStep(so); },
+      return Job::Run(env, [s, lr, norm] { *norm = s->OptimizerStep(lr); },
                       [this, norm](Napi::Env env) -> Napi::Value {
                         AccountOnce(env, moments_counted_, 2);
                         return Napi::Number::New(env, *norm);

@@ -136,10 +136,8 @@ std::vector<std::pair<std::string, at::Tensor>> TorchSession::Named(State what) 
     for (const auto& p : store_.params()) out.emplace_back(p.name, p.value.to(at::kFloat));
     return out;
   }
-  out.emplace_back("step", at::tensor({step_}, at::kLong));
-  for (const auto& p : store_.params())
-    for (const auto& [key, t] : p.state) out.emplace_back("state." + p.name + "." + key, t);
-  return out;
+  if (!optimizer_) throw std::logic_error("saveOptimizerState: no optimizer (call setOptimizer first)");
+  return optimizer_->State();
 }
 
 std::vector<Blob> TorchSession::StateDict() {

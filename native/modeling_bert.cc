@@ -23,7 +23,7 @@ at::Tensor VarStore::add(const std::string& name, const at::Tensor& init, bool d
   if (index_.count(name)) throw std::logic_error("parameter " + name + " registered twice");
   at::Tensor t = init.to(device_).detach().requires_grad_(true);
   index_[name] = params_.size();
-  params_.push_back(Param{name, t, decay, {}});
+  params_.push_back(Param{name, t, decay});
   return t;
 }
 

@@ -5,43 +5,50 @@
 #include <cmath>
 #include <stdexcept>
 #include <unordered_map>
+#include "optimizer.h"
 #include "torch_session.h"
 
 namespace bert {
 
 namespace {
 
-at::Tensor& StateOf(Param& p, const char* key) {
-  at::Tensor& t = p.state[key];
-  if (!t.defined()) t = at::zeros_like(p.value, at::MemoryFormat::Preserve);
+using State = std::map<std::string, at::Tensor>;
+struct Slot {  // a parameter and its state in the optimizer
+  Param* p;
+  State* state;
+};
+
+at::Tensor& StateOf(const Slot& s, const char* key) {
+  at::Tensor& t = (*s.state)[key];
+  if (!t.defined()) t = at::zeros_like(s.p->value, at::MemoryFormat::Preserve);
   return t;
 }
 
 // torch.optim.AdamW(fused=True), the Trainer's default (adamw_torch_fused): one kernel per group, amsgrad off.
-void FusedAdamW(const std::vector<Param*>& group, const StepOptions& o, double weight_decay, int64_t step) {
+void FusedAdamW(const std::vector<Slot>& group, const OptimizerOptions& o, double lr, double weight_decay, int64_t step) {
   std::vector<at::Tensor> w, g, m, v, steps;
-  for (Param* p : group) {
-    w.push_back(p->value);
-    g.push_back(p->value.grad());
-    m.push_back(StateOf(*p, "exp_avg"));
-    v.push_back(StateOf(*p, "exp_avg_sq"));
-    steps.push_back(at::full({}, static_cast<double>(step), at::TensorOptions().dtype(at::kFloat).device(p->value.device())));
+  for (const Slot& s : group) {
+    w.push_back(s.p->value);
+    g.push_back(s.p->value.grad());
+    m.push_back(StateOf(s, "exp_avg"));
+    v.push_back(StateOf(s, "exp_avg_sq"));
+    steps.push_back(at::full({}, static_cast<double>(step), at::TensorOptions().dtype(at::kFloat).device(s.p->value.device())));
   }
-  at::_fused_adamw_(w, g, m, v, {}, steps, o.lr, o.beta1, o.beta2, weight_decay, o.eps, /*amsgrad=*/false, /*maximize=*/false,
+  at::_fused_adamw_(w, g, m, v, {}, steps, lr, o.beta1, o.beta2, weight_decay, o.eps, /*amsgrad=*/false, /*maximize=*/false,
                     std::nullopt, std::nullopt);
 }
 
 // torch.optim.AdamW without fused kernels (adamw_torch): decoupled decay, the moments, then
 // p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps), as its foreach path orders the arithmetic.
-void PlainAdamW(const std::vector<Param*>& group, const StepOptions& o, double weight_decay, int64_t step) {
+void PlainAdamW(const std::vector<Slot>& group, const OptimizerOptions& o, double lr, double weight_decay, int64_t step) {
   std::vector<at::Tensor> w, g, m, v;
-  for (Param* p : group) {
-    w.push_back(p->value);
-    g.push_back(p->value.grad());
-    m.push_back(StateOf(*p, "exp_avg"));
-    v.push_back(StateOf(*p, "exp_avg_sq"));
+  for (const Slot& s : group) {
+    w.push_back(s.p->value);
+    g.push_back(s.p->value.grad());
+    m.push_back(StateOf(s, "exp_avg"));
+    v.push_back(StateOf(s, "exp_avg_sq"));
   }
-  if (weight_decay != 0) at::_foreach_mul_(w, 1 - o.lr * weight_decay);
+  if (weight_decay != 0) at::_foreach_mul_(w, 1 - lr * weight_decay);
   at::_foreach_lerp_(m, g, 1 - o.beta1);
   at::_foreach_mul_(v, o.beta2);
   at::_foreach_addcmul_(v, g, g, 1 - o.beta2);
@@ -49,37 +56,39 @@ void PlainAdamW(const std::vector<Param*>& group, const StepOptions& o, double w
   std::vector<at::Tensor> denom = at::_foreach_sqrt(v);
   at::_foreach_div_(denom, std::sqrt(bias2));
   at::_foreach_add_(denom, o.eps);
-  at::_foreach_addcdiv_(w, m, denom, -o.lr / bias1);
+  at::_foreach_addcdiv_(w, m, denom, -lr / bias1);
 }
 
 // torch.optim.SGD (dampening 0, not Nesterov): weight decay added to the gradient, then the momentum buffer
 // (the first step's is the gradient itself), then p -= lr * buffer.
-void Sgd(const std::vector<Param*>& group, const StepOptions& o, double weight_decay) {
-  for (Param* p : group) {
+void Sgd(const std::vector<Slot>& group, const OptimizerOptions& o, double lr, double weight_decay) {
+  for (const Slot& s : group) {
+    Param* p = s.p;
     at::Tensor d = weight_decay != 0 ? p->value.grad().add(p->value, weight_decay) : p->value.grad();
     if (o.momentum != 0) {
-      at::Tensor& buf = p->state["momentum_buffer"];
+      at::Tensor& buf = (*s.state)["momentum_buffer"];
       if (!buf.defined()) buf = d.clone();
       else buf.mul_(o.momentum).add_(d);
       d = buf;
     }
-    p->value.add_(d, -o.lr);
+    p->value.add_(d, -lr);
   }
 }
 
 // transformers.Adafactor as the Trainer makes it for optim="adafactor" (scale_parameter=False,
 // relative_step=False, warmup_init=False, beta1=None, eps=(1e-30, 1e-3), clip_threshold=1.0, decay_rate=-0.8):
 // second moments factored into row and column means for matrices, the update clipped to RMS 1, then scaled by lr.
-void Adafactor(const std::vector<Param*>& group, const StepOptions& o, double weight_decay, int64_t step) {
+void Adafactor(const std::vector<Slot>& group, const OptimizerOptions& /*o*/, double lr, double weight_decay, int64_t step) {
   constexpr double kEps = 1e-30, kClip = 1.0, kDecay = -0.8;
   const double beta2t = 1.0 - std::pow(static_cast<double>(step), kDecay);
   auto rms = [](const at::Tensor& t) { return t.norm(2) / std::sqrt(static_cast<double>(t.numel())); };
-  for (Param* p : group) {
+  for (const Slot& s : group) {
+    Param* p = s.p;
     const at::Tensor& grad = p->value.grad();
     at::Tensor update = grad * grad + kEps;
     if (p->value.dim() >= 2) {
-      at::Tensor& row = p->state["exp_avg_sq_row"];
-      at::Tensor& col = p->state["exp_avg_sq_col"];
+      at::Tensor& row = (*s.state)["exp_avg_sq_row"];
+      at::Tensor& col = (*s.state)["exp_avg_sq_col"];
       if (!row.defined()) {
         row = at::zeros(update.mean(-1).sizes(), grad.options());
         col = at::zeros(update.mean(-2).sizes(), grad.options());
@@ -90,30 +99,38 @@ void Adafactor(const std::vector<Param*>& group, const StepOptions& o, double we
       at::Tensor c = col.unsqueeze(-2).rsqrt();
       update = (r * c).mul_(grad);
     } else {
-      at::Tensor& v = StateOf(*p, "exp_avg_sq");
+      at::Tensor& v = StateOf(s, "exp_avg_sq");
       v.mul_(beta2t).add_(update, 1.0 - beta2t);
       update = v.rsqrt().mul_(grad);
     }
     update.div_((rms(update) / kClip).clamp_(1.0));
-    update.mul_(o.lr);
-    if (weight_decay != 0) p->value.add_(p->value, -weight_decay * o.lr);
+    update.mul_(lr);
+    if (weight_decay != 0) p->value.add_(p->value, -weight_decay * lr);
     p->value.add_(-update);
   }
 }
 
 }  // namespace
 
-void TorchSession::ZeroGrad() {
-  for (auto& p : store_.params()) p.value.mutable_grad() = at::Tensor();  // set_to_none, as model.zero_grad() does
+static std::string StateFamily(const std::string& optim) {
+  if (optim == "adamw_torch_fused" || optim == "adamw_torch") return "adamw";
+  if (optim == "sgd" || optim == "adafactor") return optim.c_str();
+  throw std::invalid_argument("optim '" + optim + "' is not one of adamw_torch_fused, adamw_torch, sgd, adafactor");  // src/model.ts checks first
 }
 
-double TorchSession::OptimizerStep(const StepOptions& o) {
-  at::NoGradGuard no_grad;
-  const auto t0 = Clock::now();
-  if (o.optim != "adamw_torch_fused" && o.optim != "adamw_torch" && o.optim != "sgd" && o.optim != "adafactor")
-    throw std::invalid_argument("optim '" + o.optim + "' is not one of adamw_torch_fused, adamw_torch, sgd, adafactor");  // src/model.ts checks first
+Optimizer::Optimizer(const OptimizerOptions& options) : o_(options) { StateFamily(o_.optim); }
+
+void Optimizer::Reconfigure(const OptimizerOptions& options) {
+  if (StateFamily(options.optim) != StateFamily(o_.optim)) {
+    state_.clear();
+    step_ = 0;
+  }
+  o_ = options;
+}
+
+at::Tensor Optimizer::Step(std::vector<Param>& params, double lr) {
   std::vector<Param*> with_grad;
-  for (auto& p : store_.params())
+  for (auto& p : params)
     if (p.value.grad().defined()) with_grad.push_back(&p);
   if (with_grad.empty()) throw std::logic_error("optimizerStep: no gradients (call trainStep/forwardBackward first)");
 
@@ -121,20 +138,83 @@ double TorchSession::OptimizerStep(const StepOptions& o) {
   std::vector<at::Tensor> grads;
   for (Param* p : with_grad) grads.push_back(p->value.grad());
   at::Tensor total = at::linalg_vector_norm(at::stack(at::_foreach_norm(grads, 2)), 2);
-  if (o.max_grad_norm > 0) at::_foreach_mul_(grads, at::clamp_max(o.max_grad_norm / (total + 1e-6), 1.0));
+  if (o_.max_grad_norm > 0) at::_foreach_mul_(grads, at::clamp_max(o_.max_grad_norm / (total + 1e-6), 1.0));
 
   ++step_;
   for (bool decay : {true, false}) {
-    std::vector<Param*> group;
+    std::vector<Slot> group;
     for (Param* p : with_grad)
-      if (p->decay == decay) group.push_back(p);
+      if (p->decay == decay) group.push_back({p, &state_[p->name]});
     if (group.empty()) continue;
-    const double wd = decay ? o.weight_decay : 0.0;
-    if (o.optim == "adamw_torch_fused") FusedAdamW(group, o, wd, step_);
-    else if (o.optim == "adamw_torch") PlainAdamW(group, o, wd, step_);
-    else if (o.optim == "sgd") Sgd(group, o, wd);
-    else Adafactor(group, o, wd, step_);
+    const double wd = decay ? o_.weight_decay : 0.0;
+    if (o_.optim == "adamw_torch_fused") FusedAdamW(group, o_, lr, wd, step_);
+    else if (o_.optim == "adamw_torch") PlainAdamW(group, o_, lr, wd, step_);
+    else if (o_.optim == "sgd") Sgd(group, o_, lr, wd);
+    else Adafactor(group, o_, lr, wd, step_);
   }
+  return total;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> Optimizer::State() const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  out.emplace_back("step", at::tensor({step_}, at::kLong));
+  for (const auto& [name, entries] : state_)
+    for (const auto& [key, t] : entries) out.emplace_back("state." + name + "." + key, t);
+  return out;
+}
+
+// The state a checkpoint holds, checked against the model and this optimizer before any is taken.
+void Optimizer::LoadState(const std::vector<std::pair<std::string, at::Tensor>>& entries, VarStore& store, const at::Device& device) {
+  std::map<std::string, std::map<std::string, at::Tensor>> by_param;
+  int64_t step = -1;
+  for (const auto& [name, t] : entries) {
+    if (name == "step") {
+      if (t.numel() != 1) throw std::invalid_argument("optimizer state: 'step' must hold one value");
+      step = t.to(at::kLong).item<int64_t>();
+      continue;
+    }
+    const size_t dot = name.rfind('.');
+    if (name.rfind("state.", 0) != 0 || dot == std::string::npos || dot < 6)
+      throw std::invalid_argument("optimizer state: unexpected entry '" + name + "'");
+    by_param[name.substr(6, dot - 6)][name.substr(dot + 1)] = t;
+  }
+  if (step < 0) throw std::invalid_argument("optimizer state: no 'step' entry");
+  const std::string family = StateFamily(o_.optim);
+  for (auto& [name, keyed] : by_param) {
+    Param* p = store.find(name);
+    if (!p) throw std::invalid_argument("optimizer state for '" + name + "', which is not a parameter of this model");
+    const auto shape = p->value.sizes().vec();
+    for (auto& [key, t] : keyed) {
+      std::vector<int64_t> want = shape;
+      const bool known = family == "adamw" ? (key == "exp_avg" || key == "exp_avg_sq")
+                         : family == "sgd" ? key == "momentum_buffer"
+                                           : (key == "exp_avg_sq_row" || key == "exp_avg_sq_col" || key == "exp_avg_sq");
+      if (!known) throw std::invalid_argument("optimizer state: entry '" + key + "' for " + name + " is not " + o_.optim + " state");
+      if (key == "exp_avg_sq_row") want.pop_back();
+      else if (key == "exp_avg_sq_col") want.erase(want.end() - 2);
+      if (t.sizes().vec() != want) throw std::invalid_argument("optimizer state: shape of " + name + " " + key + " does not match the model");
+      t = t.to(device, p->value.scalar_type()).clone();
+    }
+  }
+  state_ = std::move(by_param);
+  step_ = step;
+}
+
+
+void TorchSession::ZeroGrad() {
+  for (auto& p : store_.params()) p.value.mutable_grad() = at::Tensor();  // set_to_none, as model.zero_grad() does
+}
+
+void TorchSession::SetOptimizer(const OptimizerOptions& options) {
+  if (optimizer_) optimizer_->Reconfigure(options);
+  else optimizer_ = std::make_unique<Optimizer>(options);
+}
+
+double TorchSession::OptimizerStep(double lr) {
+  at::NoGradGuard no_grad;
+  const auto t0 = Clock::now();
+  if (!optimizer_) throw std::logic_error("optimizerStep: no optimizer (call setOptimizer first)");  // src/model.ts sets one first
+  at::Tensor total = optimizer_->Step(store_.params(), lr);
   ZeroGrad();
   const double norm = total.item<double>();  // waits for the device's work, so the time below is the step's
   times_.optimizer_ms += MsSince(t0);
@@ -143,44 +223,12 @@ double TorchSession::OptimizerStep(const StepOptions& o) {
   return norm;
 }
 
-// The state a checkpoint holds ("step", "state.<parameter>.<key>"), checked against the model before any is taken.
 void TorchSession::LoadOptimizerState(const std::vector<Blob>& blobs) {
   at::NoGradGuard no_grad;
-  std::unordered_map<std::string, std::map<std::string, at::Tensor>> by_param;
-  int64_t step = -1;
-  for (const Blob& b : blobs) {
-    if (b.name == "step") {
-      at::Tensor t = FromBlob(b, at::kCPU);
-      if (t.numel() != 1) throw std::invalid_argument("optimizer state: 'step' must hold one value");
-      step = t.to(at::kLong).item<int64_t>();
-      continue;
-    }
-    const size_t dot = b.name.rfind('.');
-    if (b.name.rfind("state.", 0) != 0 || dot == std::string::npos || dot < 6)
-      throw std::invalid_argument("optimizer state: unexpected entry '" + b.name + "'");
-    by_param[b.name.substr(6, dot - 6)][b.name.substr(dot + 1)] = FromBlob(b, at::kCPU);
-  }
-  if (step < 0) throw std::invalid_argument("optimizer state: no 'step' entry");
-  for (const auto& [name, entries] : by_param) {
-    Param* p = store_.find(name);
-    if (!p) throw std::invalid_argument("optimizer state for '" + name + "', which is not a parameter of this model");
-    const auto shape = p->value.sizes().vec();
-    for (const auto& [key, t] : entries) {
-      std::vector<int64_t> want = shape;
-      if (key == "exp_avg_sq_row") want.pop_back();
-      else if (key == "exp_avg_sq_col") want.erase(want.end() - 2);
-      else if (key != "exp_avg" && key != "exp_avg_sq" && key != "momentum_buffer")
-        throw std::invalid_argument("optimizer state: unknown entry '" + key + "' for " + name);
-      if (t.sizes().vec() != want) throw std::invalid_argument("optimizer state: shape of " + name + " " + key + " does not match the model");
-    }
-  }
-  for (auto& p : store_.params()) {
-    p.state.clear();
-    auto it = by_param.find(p.name);
-    if (it == by_param.end()) continue;
-    for (const auto& [key, t] : it->second) p.state[key] = t.to(device_, p.value.scalar_type()).clone();
-  }
-  step_ = step;
+  if (!optimizer_) throw std::logic_error("loadOptimizerState: no optimizer (call setOptimizer first)");
+  std::vector<std::pair<std::string, at::Tensor>> entries;
+  for (const Blob& b : blobs) entries.emplace_back(b.name, FromBlob(b, at::kCPU));
+  optimizer_->LoadState(entries, store_, device_);
 }
 
 }  // namespace bert

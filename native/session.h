@@ -75,10 +75,10 @@ struct ForwardResult {
   bool has_loss = false;
 };
 
-struct StepOptions {  // src/model.ts owns the defaults
+struct OptimizerOptions {  // given once per run (the learning rate goes with each step); src/model.ts owns the defaults
   // TrainingArguments.optim: adamw_torch_fused, adamw_torch, sgd or adafactor
   std::string optim;
-  double lr, beta1, beta2, eps, weight_decay;
+  double beta1, beta2, eps, weight_decay;
   double momentum;       // sgd
   double max_grad_norm;  // <= 0: no clipping
 };
@@ -104,10 +104,11 @@ class Session {
   // Train mode, grads accumulate. Under data parallelism `sync` says this backward all-reduces the gradients (the
   // last micro-batch of an optimizer step); false is DDP's no_sync.
   virtual double ForwardBackward(const Batch& batch, double loss_scale, bool sync) = 0;
-  virtual double OptimizerStep(const StepOptions& options) = 0;         // clip, the optimizer, zero grads; returns grad norm
+  virtual void SetOptimizer(const OptimizerOptions& options) = 0;       // before the first step (or to change settings)
+  virtual double OptimizerStep(double lr) = 0;                          // clip, the optimizer, zero grads; returns grad norm
   virtual void ZeroGrad() = 0;
   virtual std::vector<Blob> StateDict() = 0;           // F32, Hugging Face names
-  virtual void LoadOptimizerState(const std::vector<Blob>& blobs) = 0;
+  virtual void LoadOptimizerState(const std::vector<Blob>& blobs) = 0;  // into the optimizer SetOptimizer made
   // The one writer of checkpoint tensors: StateDict() (kModel), the optimizer state (kOptimizer: step, and
   // state.<parameter>.<torch.optim's key> per parameter) or the dropout generators (kRng: "cpu", "cuda") as a safetensors file, straight from
   // the tensors, then fsynced: no copy is made, so a checkpoint does not raise peak memory.

@@ -6,6 +6,7 @@
 #include <memory>
 #include <mutex>
 #include "modeling_bert.h"
+#include "optimizer.h"
 #include "session.h"
 #include "var_store.h"
 
@@ -22,7 +23,8 @@ class TorchSession : public Session {
   LoadReport Load(const std::vector<Blob>& blobs) override;                    // checkpoint.cc
   ForwardResult Forward(const Batch& batch) override;
   double ForwardBackward(const Batch& batch, double loss_scale, bool sync) override;
-  double OptimizerStep(const StepOptions& options) override;                   // optimizer.cc
+  void SetOptimizer(const OptimizerOptions& options) override;                 // optimizer.cc
+  double OptimizerStep(double lr) override;                                    // optimizer.cc
   void ZeroGrad() override;                                                    // optimizer.cc
   std::vector<Blob> StateDict() override;                                      // checkpoint.cc
   void LoadOptimizerState(const std::vector<Blob>& blobs) override;            // optimizer.cc
@@ -44,7 +46,7 @@ class TorchSession : public Session {
   at::Device device_;
   VarStore store_;
   std::unique_ptr<BertPreTrainedModel> model_;  // the encoder and its head (Config::architecture)
-  int64_t step_ = 0;  // optimizer steps taken (bias correction, Adafactor's decay)
+  std::unique_ptr<Optimizer> optimizer_;  // its settings and state (SetOptimizer)
   at::ScalarType autocast_ = at::ScalarType::Undefined;  // Undefined: fp32
   double label_smoothing_ = 0;
   PhaseTimes times_;

@@ -14,9 +14,6 @@ struct Param {
   std::string name;                // the Hugging Face key: the contract for loading and saving
   at::Tensor value;                // on the model's device, requires grad; modules hold the same tensor
   bool decay;                      // AdamW weight decay applies (not biases, not LayerNorm), as the HF Trainer groups them
-  // The optimizer's per-parameter state under torch.optim's names (AdamW: exp_avg, exp_avg_sq; SGD:
-  // momentum_buffer; Adafactor: exp_avg_sq_row and exp_avg_sq_col, or exp_avg_sq), created on the first step.
-  std::map<std::string, at::Tensor> state;
 };
 
 class VarStore {

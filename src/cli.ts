@@ -17,12 +17,13 @@ import { glueMetricNames, glueTask } from './glue.js';
 import { tokenizeDataset } from './data.js';
 import { listCheckpoints, Trainer, type TrainerOptions } from './trainer.js';
 import { DEFAULT_ARGS, type TrainingArguments, validateArgs } from './training-args.js';
-import { EarlyStoppingCallback, type LogEntry } from './trainer-callback.js';
+import { EarlyStoppingCallback, type LogEntry, type TrainerCallback } from './trainer-callback.js';
+import { ConsoleCallback } from './console-callback.js';
 import { InputError, UsageError, UserError } from './errors.js';
 import { lockOutputDir, saveAsUnit, writeFileAtomic } from './fsutil.js';
 import { addon, exitNow } from './native.js';
 import { checkFlags, flagOf, trainingArgsOf, yargsOptions, type Command } from './cli-flags.js';
-import { Dashboard, isLoopbackHost } from './dashboard.js';
+import { Dashboard, DashboardCallback, isLoopbackHost } from './dashboard.js';
 import { maskToken } from './hub.js';
 import { checkDdpOptions, checkHost, DistributedContext, resolveHost, torchrunEnv, type TorchrunEnv } from './distributed.js';
 import { failedPeer, launch, watchLauncher } from './launch.js';
@@ -171,13 +172,37 @@ function refuseMultiLabel(a: Flags, model: BertPreTrainedModel, command: string)
 
 /**
  * predict and evaluate: the head config.json names, as the pipelines pick theirs (token classification, question
- * answering, fill-mask, text classification); a multiple-choice checkpoint is read as a sequence classifier.
+ * answering, fill-mask, multiple choice, text classification).
  */
 async function loadPipelineModel(a: Flags) {
-  const loaded = await loadModelAndTokenizer(a, {}, BertPreTrainedModel);
-  if (loaded.model.architecture !== 'BertForMultipleChoice') return loaded;
-  await loaded.model.dispose();
-  return loadModelAndTokenizer(a);
+  return loadModelAndTokenizer(a, {}, BertPreTrainedModel);
+}
+
+/**
+ * Multiple choice: for each example (--sentence1 with a --sentence2 per choice, or SWAG rows of --file) the
+ * choice with the highest score, with the softmax over the choices as run_swag's accuracy reads them.
+ */
+async function predictChoices(a: Flags, tok: BertTokenizer, model: BertPreTrainedModel, maxLength: number, out: Out): Promise<number> {
+  let examples: Array<{ context: string; choices: string[] }>;
+  if (a.file) examples = await loadSwagFile(a.file, false);
+  else {
+    if (a.sentence1?.length !== 1 || (a.sentence2?.length ?? 0) < 2)
+      throw new UsageError(`${a.model} is a multiple-choice model: give one --sentence1 (the context) and a --sentence2 per choice (at least two), or --file of SWAG rows`);
+    examples = [{ context: String(a.sentence1[0]), choices: a.sentence2!.map(String) }];
+  }
+  const data = tokenizeChoices(examples, tok, maxLength);
+  const trainer = new Trainer({ model, tokenizer: tok, args: trainingArgsOf(a, 'predict') });
+  const { logits } = await trainer.predict(data);
+  const nc = data.numChoices!;
+  examples.forEach((ex, i) => {
+    const row = Array.from(logits.subarray(i * nc, (i + 1) * nc));
+    if (!row.every(Number.isFinite)) throw new Error(`${a.model}: the model gives non-finite scores (${row.join(', ')}) for example ${i + 1}: its weights are not usable (a diverged training run?)`);
+    const mx = Math.max(...row), ex2 = row.map((v) => Math.exp(v - mx)), sum = ex2.reduce((x, y) => x + y, 0);
+    const probs = ex2.map((v) => v / sum), best = probs.indexOf(Math.max(...probs));
+    const result = { label: best, choice: ex.choices[best], score: probs[best], probabilities: probs };
+    out(a.json ? JSON.stringify(result) : `${JSON.stringify(ex.context)} -> ${JSON.stringify(result)}`);
+  });
+  return 0;
 }
 
 /** predict's and evaluate's windows of a question-answering model: --max-length (384 by default) every 128 tokens. */
@@ -502,25 +527,30 @@ const prepareQa: Prepare = async (a, o) => {
   }
 };
 
+/** SWAG-format rows (sent1, sent2, ending0..endingN, label) as run_swag.py reads them: sent1 paired with "sent2 ending_i". */
+async function loadSwagFile(file: string, requireLabels: boolean): Promise<Array<{ context: string; choices: string[]; label?: number }>> {
+  const { rows, firstRow } = await readDataRows(file, 'label');
+  const endings = Object.keys(rows[0] ?? {}).filter((c) => /^ending\d+$/.test(c)).sort((x, y) => Number(x.slice(6)) - Number(y.slice(6)));
+  if (endings.length < 2) throw new InputError(file, 'needs columns ending0, ending1, ... (at least two choices), sent1 and sent2');
+  return rows.map((r, i) => {
+    const at = `row ${(r.__line as number | undefined) ?? i + firstRow}`;
+    for (const c of ['sent1', 'sent2', ...endings]) if (typeof r[c] !== 'string') throw new InputError(file, `${at}: column ${JSON.stringify(c)} is not text`);
+    const choices = endings.map((c) => `${r.sent2} ${r[c]}`);
+    if (!requireLabels) return { context: r.sent1 as string, choices };
+    const label = Number(r.label);
+    if (r.label === undefined || r.label === null || !(Number.isInteger(label) && label >= 0 && label < endings.length))
+      throw new InputError(file, `${at}: label ${JSON.stringify(r.label ?? null)} is not a choice in [0, ${endings.length})`);
+    return { context: r.sent1 as string, choices, label };
+  });
+}
+
 /**
  * `node train.js swag`: multiple choice as run_swag.py, from SWAG-format rows (sent1, sent2, ending0..ending3,
  * label; .csv, .jsonl, .json, .parquet): each choice is sent1 paired with "sent2 ending_i"; accuracy.
  */
 const prepareSwag: Prepare = async (a, o) => {
   if (!a['train-file']) throw new UsageError('swag needs --train-file (rows of sent1, sent2, ending0..ending3 and label)');
-  const load = async (file: string) => {
-    const { rows, firstRow } = await readDataRows(file, 'label');
-    const endings = Object.keys(rows[0] ?? {}).filter((c) => /^ending\d+$/.test(c)).sort((x, y) => Number(x.slice(6)) - Number(y.slice(6)));
-    if (endings.length < 2) throw new InputError(file, 'needs columns ending0, ending1, ... (at least two choices), sent1 and sent2');
-    return rows.map((r, i) => {
-      const at = `row ${(r.__line as number | undefined) ?? i + firstRow}`;
-      for (const c of ['sent1', 'sent2', ...endings]) if (typeof r[c] !== 'string') throw new InputError(file, `${at}: column ${JSON.stringify(c)} is not text`);
-      const label = Number(r.label);
-      if (!(Number.isInteger(label) && label >= 0 && label < endings.length)) throw new InputError(file, `${at}: label ${JSON.stringify(r.label)} is not a choice in [0, ${endings.length})`);
-      return { context: r.sent1 as string, choices: endings.map((c) => `${r.sent2} ${r[c]}`), label };
-    });
-  };
-  const train = await load(a['train-file']), validation = a['validation-file'] ? await load(a['validation-file']) : undefined;
+  const train = await loadSwagFile(a['train-file'], true), validation = a['validation-file'] ? await loadSwagFile(a['validation-file'], true) : undefined;
   const { tok, model } = await loadModelAndTokenizer(a, o, BertForMultipleChoice);
   try {
     const maxLength = Math.min(a['max-seq-length'] ?? Math.min(tok.modelMaxLength, 1024), model.config.max_position_embeddings);
@@ -601,40 +631,22 @@ async function trainLocked(a: Flags, args: Partial<TrainingArguments>, out: Out,
       resume = (await listCheckpoints(a['output-dir'])).pop();
       if (!resume) throw new UsageError(`--resume-from-checkpoint latest: no checkpoint-* folder in ${a['output-dir']}`);
     }
-    const table = new EpochTable(metricNames, a.json ? () => undefined : out);
-    let lastTrainLoss: number | undefined;
-    const progress = new Progress(a.json ? null : out);
-    const stepMs: number[] = [], epochEnds: number[] = [];
-    const t0 = performance.now();
     dashboard?.publish({ type: 'start', device: model.device, trainRows: trainData.enc.length, evalRows: evalData?.enc.length ?? 0 });
     const procs = dist ? `, ${dist.worldSize} processes (${dist.backend})` : '';
     log({ event: 'start', device: model.device, torch: addon().runtime().torchVersion, train_rows: trainData.enc.length, eval_rows: evalData?.enc.length ?? 0, max_length: maxLength, world_size: dist?.worldSize ?? 1 },
       `Training on ${model.device}${procs} (libtorch ${addon().runtime().torchVersion}): ${trainData.enc.length} training rows, ${evalData?.enc.length ?? 0} validation rows, max length ${maxLength}`);
-    const callbacks = a['early-stopping-patience'] !== undefined ? [new EarlyStoppingCallback(a['early-stopping-patience'], a['early-stopping-threshold'])] : [];
+    // The console and the live page are callbacks of rank 0's loop, beside early stopping (every rank's).
+    const console_ = new ConsoleCallback(out, a.json === true, metricNames);
+    const callbacks: TrainerCallback[] = [
+      ...(a['early-stopping-patience'] !== undefined ? [new EarlyStoppingCallback(a['early-stopping-patience'], a['early-stopping-threshold'])] : []),
+      ...(main ? [console_] : []), ...(main && dashboard ? [new DashboardCallback(dashboard)] : [])];
     if (padToMultipleOf !== undefined) args = { padToMultipleOf, ...args };
     const trainer = new Trainer({
       model, args, trainDataset: trainData, evalDataset: evalData, tokenizer: tok, task, signal, callbacks, distributed: dist, computeMetrics, dataCollator,
-      events: {
-        progress: (p) => {
-          stepMs.push(p.stepMs);
-          dashboard?.publish({ type: 'progress', ...p, elapsedS: (performance.now() - t0) / 1000 });
-          if (Math.abs(p.epoch - Math.round(p.epoch)) < 1e-9) epochEnds.push((performance.now() - t0) / 1000);
-          progress.update(p.step, p.maxSteps, p.epoch);
-        },
-        log: (e) => {
-          dashboard?.publish({ type: 'log', entry: e });
-          if ('loss' in e) lastTrainLoss = e.loss;
-          if (a.json) out(JSON.stringify(e));
-          else if ('loss' in e) progress.note(`step ${e.step}: loss ${e.loss.toFixed(4)}, learning rate ${e.learning_rate.toExponential(3)}, grad norm ${e.grad_norm.toFixed(4)}`);
-        },
-        evaluate: (m) => { progress.clear(); table.row(m, lastTrainLoss); },
-        save: (d) => (a.json ? out(JSON.stringify({ event: 'save', checkpoint: d })) : progress.note(`saved ${d}`)),
-        warning: (w) => err(`warning: ${w}`),
-      },
+      events: { warning: (w) => err(`warning: ${w}`) },
     });
     phase = 'training';
     const result = await trainer.train({ resumeFromCheckpoint: resume });
-    progress.clear();
     if (result.interrupted) {
       dashboard?.publish({ type: 'end', metrics: result.metrics, interrupted: true });
       log({ event: 'interrupted', global_step: result.globalStep }, `Stopped at step ${result.globalStep}; checkpoint saved in ${a['output-dir']}/checkpoint-${result.globalStep}`);
@@ -672,9 +684,9 @@ async function trainLocked(a: Flags, args: Partial<TrainingArguments>, out: Out,
       log({ event: 'push', url: url ?? null }, `Pushed to the Hub${url ? `: ${url}` : ''}`);
     }
     dashboard?.publish({ type: 'end', metrics: all });
-    const sorted = [...stepMs].sort((x, y) => x - y), pct = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+    const stepMs = console_.stepMs, sorted = [...stepMs].sort((x, y) => x - y), pct = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
     log({ event: 'end', global_step: result.globalStep, training_loss: result.trainingLoss, ...result.metrics,
-      step_ms_p50: pct(0.5), step_ms_p95: pct(0.95), step_ms: stepMs, epoch_end_s: epochEnds, peak_rss_mb: process.resourceUsage().maxRSS / 1024 },
+      step_ms_p50: pct(0.5), step_ms_p95: pct(0.95), step_ms: stepMs, epoch_end_s: console_.epochEndS, peak_rss_mb: process.resourceUsage().maxRSS / 1024 },
       `TrainOutput(global_step=${result.globalStep}, training_loss=${result.trainingLoss}, metrics={'train_runtime': ${result.metrics.train_runtime}, ` +
       `'train_samples_per_second': ${result.metrics.train_samples_per_second}, 'train_steps_per_second': ${result.metrics.train_steps_per_second}, ` +
       `'total_flos': ${result.metrics.total_flos}, 'train_loss': ${result.metrics.train_loss}, 'epoch': ${result.metrics.epoch}})\n` +
@@ -695,66 +707,20 @@ function reportLoading(name: string, model: BertPreTrainedModel, say: (o: object
       'You should probably TRAIN this model on a down-stream task to be able to use it for predictions and inference.');
 }
 
-/** The notebook's per-epoch table, printed a row at a time. */
-class EpochTable {
-  private printed = false;
-  constructor(private readonly metrics: string[], private readonly out: Out) {}
-  private static title(m: string) { return m === 'f1' ? 'F1' : m === 'spearmanr' ? 'Spearmanr' : m.split('_').map((w) => w[0].toUpperCase() + w.slice(1)).join(' '); }
-  row(m: LogEntry, trainLoss: number | undefined) {
-    const cols = ['Epoch', 'Training Loss', 'Validation Loss', ...this.metrics.map(EpochTable.title)];
-    const w = cols.map((c) => Math.max(c.length, 8));
-    const fmt = (cells: string[]) => cells.map((c, i) => c.padEnd(w[i])).join(' | ');
-    if (!this.printed) {
-      this.out(fmt(cols));
-      this.out(w.map((n) => '-'.repeat(n)).join('-|-'));
-      this.printed = true;
-    }
-    const epoch = Number.isInteger(Math.round(m.epoch * 1000) / 1000) ? String(Math.round(m.epoch)) : m.epoch.toFixed(2);
-    this.out(fmt([epoch, trainLoss === undefined ? 'No log' : trainLoss.toFixed(6), m.eval_loss === undefined ? "No log" : m.eval_loss.toFixed(6), ...this.metrics.map((k) => (m[`eval_${k}`] ?? NaN).toFixed(6))]));
-  }
-}
-
-/** A progress bar with it/s and ETA on a TTY; a plain line every ~5% otherwise; nothing when `out` is null (--json). */
-class Progress {
-  private start = performance.now();
-  private lastPct = -1;
-  private tty = process.stdout.isTTY === true;
-  private shown = false;
-  constructor(private readonly out: Out | null) {}
-  update(step: number, max: number, epoch: number) {
-    if (!this.out) return;
-    const secs = (performance.now() - this.start) / 1000;
-    const rate = step / Math.max(secs, 1e-9);
-    const eta = (max - step) / Math.max(rate, 1e-9);
-    const pct = Math.floor((100 * step) / max);
-    const text = `${step}/${max} [${fmtTime(secs)}<${fmtTime(eta)}, ${rate.toFixed(2)} it/s, epoch ${epoch.toFixed(2)}]`;
-    if (this.tty) {
-      const width = 30, fill = Math.round((width * step) / max);
-      process.stdout.write(`\r${String(pct).padStart(3)}%|${"█".repeat(fill)}${" ".repeat(width - fill)}| ${text}\x1b[K`);
-      this.shown = true;
-    } else if (pct >= this.lastPct + 5 || step === max) {
-      this.lastPct = pct;
-      this.out(`progress ${text}`);
-    }
-  }
-  note(line: string) { this.clear(); this.out?.(line); }
-  clear() {
-    if (this.shown) { process.stdout.write('\r\x1b[K'); this.shown = false; }
-  }
-}
-
-function fmtTime(s: number) {
-  if (!Number.isFinite(s)) return '?';
-  const m = Math.floor(s / 60), sec = Math.floor(s % 60);
-  return `${String(m).padStart(2, '0')}:${String(sec).padStart(2, '0')}`;
-}
-
 async function predict(a: Flags, out: Out): Promise<number> {
   deviceFlag(a.device);
   let rows: TextDataset | undefined;  // --file: read once the model's head says how
   let taskName = 'None';  // run_glue.py's name for the results of files without a task
   if ([a.file, a.split, a.sentence1?.length ? 1 : undefined, a.question].filter((x) => x !== undefined).length > 1)
     throw new UsageError('predict takes one of --sentence1, --question, --file, --split');
+  let { tok, model, maxLength } = await loadPipelineModel(a);
+  if (model.architecture === 'BertForMultipleChoice') {
+    try {
+      return await predictChoices(a, tok, model, maxLength, out);
+    } finally {
+      await model.dispose();
+    }
+  }
   if ((a.question === undefined) !== (a.context === undefined)) throw new UsageError('--question and --context go together (question answering)');
   if (a.split !== undefined) {
     let task;
@@ -773,7 +739,6 @@ async function predict(a: Flags, out: Out): Promise<number> {
     if (a.sentence2 && a.sentence2.length !== a.sentence1.length) throw new UsageError(`--sentence2 was given ${a.sentence2.length} times, --sentence1 ${a.sentence1.length} times`);
     rows = { source: 'flags', text1: a.sentence1.map(String), text2: a.sentence2?.map(String) ?? null, labels: null, labelNames: [], isRegression: false };
   }
-  let { tok, model, maxLength } = await loadPipelineModel(a);
   // A masked-LM checkpoint fills masks; given text without a mask token (a pretrained checkpoint used as the base of
   // a classifier, as before the heads existed) it is read as a sequence classifier.
   if (model.architecture === 'BertForMaskedLM' && a.question === undefined) {
@@ -847,6 +812,15 @@ async function evaluate(a: Flags, out: Out): Promise<number> {
       const trainer = new Trainer({ model, tokenizer: tok, args: trainingArgsOf(a, 'evaluate'),
         computeMetrics: (p) => squadMetrics(postprocessQa(examples, features, p.predictions).predictions, examples) });
       const m = await trainer.evaluate(features);
+      printMetrics(a, out, m);
+      return 0;
+    }
+    if (model.architecture === 'BertForMultipleChoice') {
+      // run_swag.py's evaluation: accuracy over the examples of SWAG rows.
+      if (!a['validation-file']) throw new UsageError('evaluate of a multiple-choice model needs --validation-file (rows of sent1, sent2, ending0..endingN and label)');
+      const data = tokenizeChoices(await loadSwagFile(a['validation-file'], true), tok, maxLength);
+      const trainer = new Trainer({ model, tokenizer: tok, args: trainingArgsOf(a, 'evaluate') });
+      const m = await trainer.evaluate(data);
       printMetrics(a, out, m);
       return 0;
     }

@@ -4,6 +4,8 @@
 import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
+import type { TrainingArguments } from './training-args.js';
+import type { LogEntry, TrainerCallback, TrainerControl, TrainerState } from './trainer-callback.js';
 
 export type DashboardEvent =
   | { type: 'start'; device: string; trainRows: number; evalRows: number; maxSteps?: number; args?: object }
@@ -82,6 +84,19 @@ export class Dashboard {
 }
 
 // The page: no external resources (works offline and inside an app); charts are drawn as SVG.
+/** The loop's side of the page, as a TrainerCallback: each step's progress and every log entry (evaluations included). */
+export class DashboardCallback implements TrainerCallback {
+  private stepStart = 0;
+  private readonly t0 = performance.now();
+  constructor(private readonly dashboard: Dashboard) {}
+  onStepBegin() { this.stepStart = performance.now(); }
+  onStepEnd(_args: TrainingArguments, state: Readonly<TrainerState>) {
+    const now = performance.now();
+    this.dashboard.publish({ type: 'progress', step: state.global_step, maxSteps: state.max_steps, epoch: state.epoch, stepMs: now - this.stepStart, elapsedS: (now - this.t0) / 1000 });
+  }
+  onLog(_args: TrainingArguments, _state: Readonly<TrainerState>, _control: TrainerControl, entry: LogEntry) { this.dashboard.publish({ type: 'log', entry }); }
+}
+
 const PAGE = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Training run</title>
 <style>

@@ -1,6 +1,6 @@
 // Public API: the pieces the CLI uses, for Node and Electron apps.
 export { BertPreTrainedModel, BertForSequenceClassification, BertForTokenClassification, BertForQuestionAnswering, BertForMaskedLM, BertForMultipleChoice } from './model.js';
-export type { Batch, Device, LoadReport, ModelOptions, ModelOutput, OptimizerStepOptions } from './model.js';
+export type { Batch, Device, LoadReport, ModelOptions, ModelOutput, OptimizerOptions } from './model.js';
 export { BertTokenizer, truncatedLengths } from './tokenizer.js';
 export type { EncodedDataset, EncodeOptions } from './tokenizer.js';
 export { Trainer, listCheckpoints } from './trainer.js';

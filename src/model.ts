@@ -64,10 +64,10 @@ const STATE_FAMILY: Record<Optimizer, string> = { adamw_torch_fused: 'adamw', ad
 /** The optimizer's and clipping's defaults (torch.optim, TrainingArguments): the one place they are written. */
 export const OPTIMIZER_DEFAULTS = { optim: 'adamw_torch_fused' as Optimizer, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, momentum: 0, maxGradNorm: 1 } as const;
 
-export interface OptimizerStepOptions {
+/** The optimizer's settings, given once per run with setOptimizer (the learning rate goes with each step). */
+export interface OptimizerOptions {
   /** TrainingArguments.optim (default adamw_torch_fused). */
   optim?: Optimizer;
-  lr: number;
   beta1?: number;
   beta2?: number;
   eps?: number;
@@ -76,6 +76,24 @@ export interface OptimizerStepOptions {
   momentum?: number;
   /** Clip the gradient 2-norm to this; 0 disables clipping. Default 1.0. */
   maxGradNorm?: number;
+}
+
+/** setOptimizer's settings checked and completed with the defaults (the one place they are validated). */
+function optimizerSettings(o: OptimizerOptions) {
+  if (typeof o !== 'object' || o === null) throw new TypeError('setOptimizer options must be an object');
+  const fin = (x: number) => Number.isFinite(x);
+  const optim = o.optim ?? OPTIMIZER_DEFAULTS.optim;
+  if (!OPTIMIZERS.includes(optim)) throw new TypeError(`optim must be one of ${OPTIMIZERS.join(', ')}, got ${JSON.stringify(optim)}`);
+  const opts = {
+    optim,
+    momentum: checkNum('momentum', o.momentum ?? OPTIMIZER_DEFAULTS.momentum, (x) => x >= 0 && x < 1, 'in [0, 1)'),
+    beta1: checkNum('beta1', o.beta1 ?? OPTIMIZER_DEFAULTS.beta1, (x) => x >= 0 && x < 1, 'in [0, 1)'),
+    beta2: checkNum('beta2', o.beta2 ?? OPTIMIZER_DEFAULTS.beta2, (x) => x >= 0 && x < 1, 'in [0, 1)'),
+    eps: checkNum('eps', o.eps ?? OPTIMIZER_DEFAULTS.eps, (x) => fin(x) && x > 0, 'a positive finite number'),
+    weightDecay: checkNum('weightDecay', o.weightDecay ?? OPTIMIZER_DEFAULTS.weightDecay, (x) => fin(x) && x >= 0, 'a finite number >= 0'),
+    maxGradNorm: checkNum('maxGradNorm', o.maxGradNorm ?? OPTIMIZER_DEFAULTS.maxGradNorm, (x) => fin(x) && x >= 0, 'a finite number >= 0 (0: no clipping)'),
+  };
+  return opts;
 }
 
 const DEVICE_RE = /^(auto|cpu|cuda|cuda:\d+)$/;
@@ -300,27 +318,34 @@ export class BertPreTrainedModel {
   }
 
   /**
-   * clip_grad_norm_, then the optimizer (fused AdamW by default; adamw_torch, sgd, adafactor; weight decay skips
-   * biases and LayerNorm weights), then zero the gradients. Returns the pre-clip norm.
+   * The optimizer (fused AdamW by default; adamw_torch, sgd, adafactor; weight decay skips biases and LayerNorm
+   * weights) and gradient clipping, set once per run as a torch.optim object is made. The optimizer keeps its own
+   * state; changing the settings keeps it when the new optimizer keeps the same tensors (AdamW fused or not) and
+   * starts afresh otherwise. optimizerStep() sets the defaults if this was never called.
    */
-  optimizerStep(o: OptimizerStepOptions): Promise<number> {
+  setOptimizer(o: OptimizerOptions = {}): Promise<void> {
+    try {
+      const opts = optimizerSettings(o);
+      this.optim = opts.optim;
+      return this.run(() => this.native.setOptimizer(opts));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** clip_grad_norm_, then one step of the optimizer setOptimizer made at learning rate `lr`, then zero the gradients. Returns the pre-clip norm. */
+  optimizerStep(o: { lr: number }): Promise<number> {
     try {
       if (typeof o !== 'object' || o === null) throw new TypeError('optimizerStep options must be an object with lr');
-      const fin = (x: number) => Number.isFinite(x);
-      const optim = o.optim ?? OPTIMIZER_DEFAULTS.optim;
-      if (!OPTIMIZERS.includes(optim)) throw new TypeError(`optim must be one of ${OPTIMIZERS.join(', ')}, got ${JSON.stringify(optim)}`);
-      const opts = {
-        optim,
-        momentum: checkNum('momentum', o.momentum ?? OPTIMIZER_DEFAULTS.momentum, (x) => x >= 0 && x < 1, 'in [0, 1)'),
-        lr: checkNum('lr', o.lr, (x) => fin(x) && x >= 0, 'a finite number >= 0'),
-        beta1: checkNum('beta1', o.beta1 ?? OPTIMIZER_DEFAULTS.beta1, (x) => x >= 0 && x < 1, 'in [0, 1)'),
-        beta2: checkNum('beta2', o.beta2 ?? OPTIMIZER_DEFAULTS.beta2, (x) => x >= 0 && x < 1, 'in [0, 1)'),
-        eps: checkNum('eps', o.eps ?? OPTIMIZER_DEFAULTS.eps, (x) => fin(x) && x > 0, 'a positive finite number'),
-        weightDecay: checkNum('weightDecay', o.weightDecay ?? OPTIMIZER_DEFAULTS.weightDecay, (x) => fin(x) && x >= 0, 'a finite number >= 0'),
-        maxGradNorm: checkNum('maxGradNorm', o.maxGradNorm ?? OPTIMIZER_DEFAULTS.maxGradNorm, (x) => fin(x) && x >= 0, 'a finite number >= 0 (0: no clipping)'),
-      };
-      this.optim = optim;
-      return this.run(() => this.native.optimizerStep(opts));
+      const extra = Object.keys(o).filter((k) => k !== 'lr');
+      if (extra.length) throw new TypeError(`optimizerStep takes { lr } only; give ${extra.join(', ')} to setOptimizer() once`);
+      const lr = checkNum('lr', o.lr, (x) => Number.isFinite(x) && x >= 0, 'a finite number >= 0');
+      const defaults = this.optim === undefined ? optimizerSettings({}) : undefined;  // optimizerStep without setOptimizer
+      if (defaults) this.optim = defaults.optim;
+      return this.run(async () => {
+        if (defaults) await this.native.setOptimizer(defaults);
+        return this.native.optimizerStep(lr);
+      });
     } catch (e) {
       return Promise.reject(e);
     }
@@ -410,12 +435,13 @@ export class BertPreTrainedModel {
       throw new InputError(file, `does not match this model (missing: ${report.missing.slice(0, 5).join(', ') || 'none'}; unexpected: ${report.unexpected.slice(0, 5).join(', ') || 'none'})`);
   }
 
-  /** The optimizer of the last optimizerStep (the one whose state saveOptimizerState writes). */
-  private optim: Optimizer = OPTIMIZER_DEFAULTS.optim;
+  /** The optimizer setOptimizer made (the one whose state saveOptimizerState writes); undefined before. */
+  private optim: Optimizer | undefined;
 
   /** The optimizer's state (step, state.<parameter>.<key> as torch.optim names it), with the optimizer's name. */
   async saveOptimizerState(file: string): Promise<void> {
     const optim = this.optim;
+    if (optim === undefined) throw new Error('saveOptimizerState: no optimizer yet (setOptimizer or optimizerStep first)');
     await writeAtomically(file, (tmp) => this.run(() => this.native.saveSafetensors(tmp, 'optimizer', { format: 'pt', optim })));
   }
 
@@ -424,14 +450,16 @@ export class BertPreTrainedModel {
     await writeAtomically(file, (tmp) => this.run(() => this.native.saveSafetensors(tmp, 'rng', { format: 'pt' })));
   }
 
-  /** Loads saveOptimizerState's file; `optim` (default: the file's) must keep the same state as the file's optimizer. */
+  /** Loads saveOptimizerState's file into the optimizer (made with the file's optim if setOptimizer was not called); `optim`, when given, must keep the same state as the file's optimizer. */
   async loadOptimizerState(file: string, optim?: Optimizer): Promise<void> {
     const { tensors, metadata } = await indexSafetensors(file);
     // Files from before the optimizer was recorded hold AdamW state.
     const saved = (metadata.optim ?? (metadata.content === 'adamw-state' ? 'adamw_torch_fused' : undefined)) as Optimizer | undefined;
     if (!saved || !OPTIMIZERS.includes(saved)) throw new InputError(file, `does not say which optimizer's state it holds (metadata optim: ${JSON.stringify(metadata.optim ?? null)})`);
-    if (optim && STATE_FAMILY[optim] !== STATE_FAMILY[saved]) throw new InputError(file, `holds ${saved} state; this run's optimizer is ${optim}, which keeps other state`);
-    this.optim = optim ?? saved;
+    if (optim && this.optim && optim !== this.optim) throw new TypeError(`loadOptimizerState: optim ${optim} is not the optimizer setOptimizer made (${this.optim})`);
+    const mine = optim ?? this.optim;
+    if (mine && STATE_FAMILY[mine] !== STATE_FAMILY[saved]) throw new InputError(file, `holds ${saved} state; this run's optimizer is ${mine}, which keeps other state`);
+    if (this.optim === undefined) await this.setOptimizer({ optim: mine ?? saved });
     await this.run(() => this.native.loadOptimizerState(tensors)).catch((e) => { throw new InputError(file, (e as Error).message); });
   }
 

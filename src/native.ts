@@ -20,7 +20,8 @@ export interface NativeModel {
   load(t: NativeTensorSource[]): Promise<{ missing: string[]; unexpected: string[] }>;
   forward(b: NativeBatch): Promise<{ outputs: Array<{ name: string; shape: number[]; data: Float32Array }>; loss?: number }>;
   forwardBackward(b: NativeBatch, lossScale: number, sync: boolean): Promise<number>;
-  optimizerStep(o: { optim: string; lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; momentum: number; maxGradNorm: number }): Promise<number>;
+  setOptimizer(o: { optim: string; beta1: number; beta2: number; eps: number; weightDecay: number; momentum: number; maxGradNorm: number }): Promise<void>;
+  optimizerStep(lr: number): Promise<number>;
   zeroGrad(): Promise<void>;
   stateDict(): Promise<NativeBlob[]>;
   loadOptimizerState(t: NativeTensorSource[]): Promise<void>;

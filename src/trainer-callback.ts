@@ -16,6 +16,8 @@ export interface TrainerCallback {
   /** When training starts (after a resume's state is loaded) and when it ends, whichever way it ends. */
   onTrainBegin?(args: TrainingArguments, state: Readonly<TrainerState>, control: TrainerControl): void;
   onTrainEnd?(args: TrainingArguments, state: Readonly<TrainerState>, control: TrainerControl): void;
+  /** Before each optimizer step's forward passes; onStepEnd after its update (before that step's log, evaluation and save). */
+  onStepBegin?(args: TrainingArguments, state: Readonly<TrainerState>, control: TrainerControl): void;
   onStepEnd?(args: TrainingArguments, state: Readonly<TrainerState>, control: TrainerControl): void;
   onLog?(args: TrainingArguments, state: Readonly<TrainerState>, control: TrainerControl, logs: LogEntry): void;
   onEvaluate?(args: TrainingArguments, state: Readonly<TrainerState>, control: TrainerControl, metrics: LogEntry): void;

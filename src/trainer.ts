@@ -85,6 +85,19 @@ export const MAX_SKIPPED_IN_A_ROW = 10;
 
 const round4 = (x: number) => Math.round(x * 1e4) / 1e4;
 
+/** TrainerOptions.events as one more callback: progress with the step's wall time, logs, evaluations, saves. */
+class EventsCallback implements TrainerCallback {
+  private stepStart = 0;
+  constructor(private readonly events: TrainerEvents) {}
+  onStepBegin() { this.stepStart = performance.now(); }
+  onStepEnd(_args: TrainingArguments, state: Readonly<TrainerState>) {
+    this.events.progress?.({ step: state.global_step, maxSteps: state.max_steps, epoch: state.epoch, stepMs: performance.now() - this.stepStart });
+  }
+  onLog(_args: TrainingArguments, _state: Readonly<TrainerState>, _control: TrainerControl, entry: LogEntry) { this.events.log?.(entry); }
+  onEvaluate(_args: TrainingArguments, _state: Readonly<TrainerState>, _control: TrainerControl, metrics: LogEntry) { this.events.evaluate?.(metrics); }
+  onSave(_args: TrainingArguments, _state: Readonly<TrainerState>, _control: TrainerControl, dir: string) { this.events.save?.(dir); }
+}
+
 
 export class Trainer {
   readonly args: TrainingArguments;
@@ -95,6 +108,7 @@ export class Trainer {
   constructor(private readonly o: TrainerOptions) {
     this.model = o.model;
     this.args = validateArgs(o.args ?? {});
+    this.eventsCallback = new EventsCallback(o.events ?? {});
     if (o.callbacks?.some((c) => c instanceof EarlyStoppingCallback) && !this.args.loadBestModelAtEnd)
       throw new UsageError('early stopping needs loadBestModelAtEnd (--load-best-model-at-end), with evaluations and checkpoints at the same steps');
     if (this.args.pushToHub) requireHubToken({ token: this.args.hubToken ?? undefined });
@@ -130,16 +144,19 @@ export class Trainer {
   }
 
   private emitLog(entry: LogEntry) {
-    for (const c of this.o.callbacks ?? []) if (this.control) c.onLog?.(this.args, this.state, this.control, entry);
     this.state.log_history.push(entry);
-    // Reporters see every entry of the run, eval_on_start's baseline included.
-    for (const r of this.reporters) r.onLog?.(this.args, this.state, this.control ?? idleControl(), entry);
-    this.events?.log?.(entry);
+    for (const c of this.callbacks) c.onLog?.(this.args, this.state, this.control ?? idleControl(), entry);
   }
 
-  /** The user's callbacks, then those report_to adds for this run (TensorBoard), as the Trainer's callback handler. */
-  private get callbacks(): TrainerCallback[] { return [...(this.o.callbacks ?? []), ...this.reporters]; }
+  /**
+   * The user's callbacks, then those report_to adds for this run (TensorBoard), then `events` (rank 0's), as the
+   * Trainer's callback handler: the loop reports through this one interface.
+   */
+  private get callbacks(): TrainerCallback[] {
+    return [...(this.o.callbacks ?? []), ...this.reporters, ...(this.isMain && this.o.events ? [this.eventsCallback] : [])];
+  }
   private reporters: TrainerCallback[] = [];
+  private eventsCallback!: EventsCallback;
 
   /** Progress, log and save events: every process's in a single-process run, rank 0's only under data parallelism. */
   private get events(): TrainerEvents | undefined { return this.isMain ? this.o.events : undefined; }
@@ -199,6 +216,7 @@ export class Trainer {
     await model.seed(args.seed);
     await model.setMixedPrecision(this.precision);
     await model.setLabelSmoothing(args.labelSmoothingFactor);
+    await model.setOptimizer({ optim: args.optim, beta1: args.adamBeta1, beta2: args.adamBeta2, eps: args.adamEpsilon, weightDecay: args.weightDecay, momentum, maxGradNorm: args.maxGradNorm });
     if (o.resumeFromCheckpoint) {
       await this.resume(o.resumeFromCheckpoint);
       // Not an error: resuming a run whose last checkpoint is its final step completes a cut-short final save.
@@ -213,14 +231,15 @@ export class Trainer {
       args.loggingDir ??= this.resumedLoggingDir ?? defaultLoggingDir(args.outputDir);
       this.reporters = [new TensorBoardCallback({ worldSize: world, modelConfig: model.config, resumed: o.resumeFromCheckpoint !== undefined })];
     }
-    for (const c of this.callbacks) c.onTrainBegin?.(args, this.state, idleControl());
+    const control = idleControl();
+    this.control = control;
+    for (const c of this.callbacks) c.onTrainBegin?.(args, this.state, control);
     if (args.evalOnStart && this.o.evalDataset) await this.evaluate(this.o.evalDataset, 'eval', true);  // as eval_on_start: a baseline at the start step
+    Object.assign(control, idleControl());  // what callbacks asked for before the first step is not acted on
     const start = performance.now();
     const flopsPerToken = 6 * model.nonEmbeddingParameters;
     let lossSinceLog = 0, stepsSinceLog = 0, totalLoss = 0, totalLossSteps = 0, lastGradNorm = NaN, samples = 0;
     let interrupted = false, skippedInARow = 0;
-    const control = idleControl();
-    this.control = control;
     const startStep = this.state.global_step;
 
     outer:
@@ -229,7 +248,7 @@ export class Trainer {
       const epochBatches = shardBatches(batches(order, bs, args.dataloaderDropLast), order, bs, rank, world);
       const skipSteps = epoch === Math.floor(startStep / stepsPerEpoch) ? startStep - epoch * stepsPerEpoch : 0;
       for (let s = skipSteps; s < stepsPerEpoch && this.state.global_step < maxSteps; s++) {
-        const stepStart = performance.now();
+        for (const c of this.callbacks) c.onStepBegin?.(args, this.state, control);
         const micro = epochBatches.slice(s * accum, (s + 1) * accum);
         // As the Trainer: a last, partial accumulation step averages over the batches it has, not over `accum`.
         const lossScale = 1 / micro.length;
@@ -265,14 +284,12 @@ export class Trainer {
               'lower the learning rate or check the data');
         } else {
           const lr = args.learningRate * lrLambda(args.lrSchedulerType, step, warmup, maxSteps, args.learningRate, args.lrSchedulerKwargs);
-          lastGradNorm = await model.optimizerStep({ optim: args.optim, lr, beta1: args.adamBeta1, beta2: args.adamBeta2, eps: args.adamEpsilon, weightDecay: args.weightDecay,
-            momentum, maxGradNorm: args.maxGradNorm });
+          lastGradNorm = await model.optimizerStep({ lr });
           lossSinceLog += stepLoss; stepsSinceLog++; totalLoss += stepLoss; totalLossSteps++; skippedInARow = 0;
         }
         this.state.global_step = step + 1;
         this.state.epoch = epoch + (s + 1) / stepsPerEpoch;
         const gs = this.state.global_step;
-        this.events?.progress?.({ step: gs, maxSteps, epoch: this.state.epoch, stepMs: performance.now() - stepStart });
 
         for (const c of this.callbacks) c.onStepEnd?.(args, this.state, control);
         if ((gs % args.loggingSteps === 0 || (gs === 1 && args.loggingFirstStep) || control.shouldLog) && stepsSinceLog > 0) {
@@ -344,8 +361,8 @@ export class Trainer {
       out.step = this.state.global_step;
       this.emitLog(out);
     }
-    this.events?.evaluate?.(out);
     if (this.training && this.control) for (const c of this.callbacks) c.onEvaluate?.(this.args, this.state, this.control, out);
+    else this.events?.evaluate?.(out);  // evaluate() outside train(): no loop, no callbacks
     return out;
   }
 
@@ -488,7 +505,6 @@ export class Trainer {
     if (this.isMain) {
       await removeCheckpoint(dir);  // re-saving a step after a resume
       await fs.rename(tmp, dir);
-      this.events?.save?.(dir);
       // hub_strategy every_save: each checkpoint's model goes up as it is saved; a failed upload is a warning (the
       // checkpoint is on disk, and the next save or the end tries again).
       if (this.args.pushToHub && this.args.hubStrategy === 'every_save')

@@ -88,9 +88,10 @@ test(`${arch}: outputs, loss, 3 AdamW steps and the saved folder match transform
       if (arch === 'BertForMaskedLM') outDiff = Math.max(outDiff, diff(arch, 'logits', withLabels.logits!, ref.logits, batch, true));
       const lossDiff = Math.abs(withLabels.loss! - ref.loss);
       const losses: number[] = [];
+      await model.setOptimizer({ weightDecay, maxGradNorm, eps });
       for (let i = 0; i < steps; i++) {
         losses.push(await model.trainStep(batch));
-        await model.optimizerStep({ lr, weightDecay, maxGradNorm, eps });
+        await model.optimizerStep({ lr });
       }
       const trainDiff = Math.max(...losses.map((l, i) => Math.abs(l - ref.trainLosses[i])));
       const ours = new Map((await model.stateDict()).map((t) => [t.name, f32(t.data)]));
@@ -199,6 +200,24 @@ test('multiple choice (run_swag.py\'s shape): tokenizeChoices and the Trainer in
     const evals = r.stdout.trim().split('\n').map((l) => JSON.parse(l)).filter((l) => 'eval_accuracy' in l);
     assert.equal(evals.length, 4);
     assert.ok(evals[3].eval_accuracy > 0.5, JSON.stringify(evals));
+    // evaluate and predict read the saved multiple-choice model as one: the same accuracy, and per-example choices.
+    const saved = path.join(dir, 'swag-out'), val = path.join(dir, 'val.csv'), env = { HF_HOME: home, HF_HUB_OFFLINE: '1' };
+    const ev = await runCli(['evaluate', '--model', saved, '--validation-file', val, '--threads', '1', '--json'], env);
+    assert.equal(ev.code, 0, ev.stderr);
+    assert.ok(Math.abs(JSON.parse(ev.stdout).eval_accuracy - evals[3].eval_accuracy) < 1e-12, ev.stdout);
+    const pf = await runCli(['predict', '--model', saved, '--file', val, '--threads', '1', '--json'], env);
+    assert.equal(pf.code, 0, pf.stderr);
+    const picks = pf.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    const gold = makeSwagRows(64, 2);
+    assert.equal(picks.length, 64);
+    assert.ok(Math.abs(picks.filter((p, i) => p.label === gold[i].label).length / 64 - evals[3].eval_accuracy) < 1e-12, 'predict agrees with evaluate');
+    assert.ok(picks.every((p, i) => p.choice === `${gold[i].sent2} ${gold[i][`ending${p.label}`]}` && Math.abs(p.probabilities.reduce((x: number, y: number) => x + y, 0) - 1) < 1e-6));
+    const one = await runCli(['predict', '--model', saved, '--sentence1', String(gold[0].sent1), ...[0, 1, 2, 3].flatMap((c) => ['--sentence2', `the ${gold[0][`ending${c}`]}`]), '--threads', '1', '--json'], env);
+    assert.equal(one.code, 0, one.stderr);
+    assert.equal(JSON.parse(one.stdout).label, picks[0].label);
+    const bad = await runCli(['predict', '--model', saved, '--sentence1', 'only a context', '--threads', '1'], env);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /multiple-choice model: give one --sentence1 \(the context\) and a --sentence2 per choice/);
   } finally {
     cleanup();
   }

@@ -92,7 +92,8 @@ test('every invalid argument is a TypeError/RangeError naming it, before native 
   for (const [name, batch, re] of bad) await assert.rejects(model.forward(batch as never), (e: Error) => (e instanceof RangeError || e instanceof TypeError) && re.test(e.message), name);
   await assert.rejects(model.trainStep({ ...b, labels: undefined }), /labels is required/);
   await assert.rejects(model.optimizerStep({ lr: NaN }), (e: Error) => e instanceof RangeError && /lr must be a finite number >= 0, got NaN/.test(e.message));
-  await assert.rejects(model.optimizerStep({ lr: 1e-3, beta1: 1 }), /beta1 must be in \[0, 1\)/);
+  await assert.rejects(model.setOptimizer({ beta1: 1 }), /beta1 must be in \[0, 1\)/);
+  await assert.rejects(model.optimizerStep({ lr: 1e-3, beta1: 0.9 } as never), /optimizerStep takes \{ lr \} only; give beta1 to setOptimizer\(\) once/);
   await assert.rejects(model.optimizerStep({ lr: 1e-3 }), /no gradients/);
   await assert.rejects(model.trainStep(b, { lossScale: 0 }), /lossScale must be a positive finite number/);
   await assert.rejects(BertForSequenceClassification.fromPretrained(good, { device: 'tpu' as never }), /device must be auto, cpu, cuda or cuda:N/);

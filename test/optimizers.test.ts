@@ -34,9 +34,10 @@ test(`${c.optim}${c.optimArgs ? ` (${c.optimArgs})` : ''}${c.labelSmoothing ? ` 
     await model.setLabelSmoothing(c.labelSmoothing ?? 0);
     const momentum = c.optimArgs ? Number(c.optimArgs.split('=')[1]) : 0;
     const losses: number[] = [], norms: number[] = [];
+    await model.setOptimizer({ optim: c.optim, weightDecay, eps, momentum, maxGradNorm });
     for (let i = 0; i < steps; i++) {
       losses.push(await model.trainStep(batch));
-      norms.push(await model.optimizerStep({ optim: c.optim, lr, weightDecay, eps, momentum, maxGradNorm }));
+      norms.push(await model.optimizerStep({ lr }));
     }
     const ours = new Map((await model.stateDict()).map((t) => [t.name, f32(t.data)]));
     const before = new Map((await readSafetensors(path.join(modelDir, 'model.safetensors'))).tensors.map((t) => [t.name, f32(t.data)]));
@@ -78,12 +79,28 @@ test('bad optimizer and schedule arguments: one message naming the flag; another
     await hfRef('make-model', { dir: modelDir, seed: 5, config: TINY });
     const model = await BertForSequenceClassification.fromPretrained(modelDir, { device: 'cpu', threads: 1 });
     await model.trainStep(tinyBatch());
-    await model.optimizerStep({ optim: 'sgd', lr: 0.1, momentum: 0.9 });
+    await model.setOptimizer({ optim: 'sgd', momentum: 0.9 });
+    await model.optimizerStep({ lr: 0.1 });
     const file = path.join(dir, 'optimizer.safetensors');
     await model.saveOptimizerState(file);
-    await assert.rejects(model.loadOptimizerState(file, 'adafactor'), /optimizer\.safetensors: holds sgd state; this run's optimizer is adafactor/);
+    await assert.rejects(model.loadOptimizerState(file, 'adafactor'), /optim adafactor is not the optimizer setOptimizer made \(sgd\)/);
     await model.loadOptimizerState(file, 'sgd');
+    const other = await BertForSequenceClassification.fromPretrained(modelDir, { device: 'cpu', threads: 1 });
+    await other.setOptimizer({ optim: 'adafactor' });
+    await assert.rejects(other.loadOptimizerState(file), /optimizer\.safetensors: holds sgd state; this run's optimizer is adafactor/);
+    // The state belongs to the optimizer: new settings of the same kind keep it (as a param_group change does),
+    // another kind starts afresh (as a new torch.optim object does).
+    const stateNames = async (m: BertForSequenceClassification) => {
+      const f = path.join(dir, 'state.safetensors');
+      await m.saveOptimizerState(f);
+      return (await readSafetensors(f)).tensors.map((t) => t.name).filter((n) => n !== 'step').length;
+    };
+    await model.setOptimizer({ optim: 'sgd', momentum: 0.5 });
+    assert.ok((await stateNames(model)) > 0, 'momentum buffers kept after a settings change');
+    await model.setOptimizer({ optim: 'adamw_torch' });
+    assert.equal(await stateNames(model), 0, 'another optimizer starts with no state');
     await model.dispose();
+    await other.dispose();
   } finally {
     cleanup();
   }

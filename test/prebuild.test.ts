@@ -25,7 +25,8 @@ const config = { vocab_size: 50, hidden_size: 16, num_hidden_layers: 2, num_atte
   const batch = { batch: 2, seq: 5, inputIds: Int32Array.from([2, 7, 9, 11, 3, 2, 8, 3, 0, 0]), attentionMask: Int32Array.from([1, 1, 1, 1, 1, 1, 1, 1, 0, 0]), labels: Int32Array.from([0, 1]) };
   const before = await model.forward(batch);
   const loss = await model.forwardBackward(batch, 1);
-  const norm = await model.optimizerStep({ optim: 'adamw_torch_fused', lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, momentum: 0, maxGradNorm: 1 });
+  await model.setOptimizer({ optim: 'adamw_torch_fused', beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, momentum: 0, maxGradNorm: 1 });
+  const norm = await model.optimizerStep(1e-2);
   const after = await model.forward(batch);
   console.log(JSON.stringify({ torch: a.runtime().torchVersion, before: Array.from(before.outputs[0].data), loss, norm, after: Array.from(after.outputs[0].data) }));
   await model.dispose();

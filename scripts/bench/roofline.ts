@@ -23,7 +23,7 @@ for (let i = 0; i < a.lengths.length; i++) {
   const batch = collate(data, rows, { padId: 0, labels });
   if (i >= a.warmup) dataMs += performance.now() - t;
   await model.trainStep(batch);
-  await model.optimizerStep({ lr: 5e-5, maxGradNorm: 1 });
+  await model.optimizerStep({ lr: 5e-5 });
   if (i >= a.warmup) steps++;
 }
 const after = await model.phaseTimes();

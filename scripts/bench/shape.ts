@@ -20,12 +20,12 @@ for (const [bs, batches] of Object.entries(a.inferLengths)) {
   out.infer_seq_per_s[bs] = n / ((performance.now() - t) / 1000);
 }
 let total = 0, steps = 0;
-if (a.warmAllShapes) for (const l of a.trainLengths) { await model.trainStep(batch(l)); await model.optimizerStep({ lr: 5e-5, maxGradNorm: 1 }); }
+if (a.warmAllShapes) for (const l of a.trainLengths) { await model.trainStep(batch(l)); await model.optimizerStep({ lr: 5e-5 }); }
 for (let i = 0; i < a.trainLengths.length; i++) {
   const b = batch(a.trainLengths[i]);
   const t = performance.now();
   await model.trainStep(b);
-  await model.optimizerStep({ lr: 5e-5, maxGradNorm: 1 });
+  await model.optimizerStep({ lr: 5e-5 });
   if (i >= a.warmup) { total += performance.now() - t; steps++; }
 }
 out.train_steps_per_s = steps / (total / 1000);

@@ -1,0 +1,35 @@
+// The optimizer as its own object, as torch.optim keeps it: settings given once per run, and per-parameter state
+// keyed by the parameter (here its Hugging Face name), separate from the model's variables.
+#pragma once
+#include <ATen/ATen.h>
+#include <map>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+#include "session.h"
+#include "var_store.h"
+
+namespace bert {
+
+class Optimizer {
+ public:
+  explicit Optimizer(const OptimizerOptions& options);
+  const OptimizerOptions& options() const { return o_; }
+  // Replaces the settings; the state is kept when the new optimizer keeps the same tensors (AdamW fused or not),
+  // as changing a param_group's hyperparameters does, and dropped otherwise, as a new torch.optim object starts.
+  void Reconfigure(const OptimizerOptions& options);
+  // clip_grad_norm_, then the update over the decay and no-decay groups at this learning rate; returns the
+  // pre-clip norm as a tensor (reading it waits for the device).
+  at::Tensor Step(std::vector<Param>& params, double lr);
+  // "step", then "state.<parameter>.<torch.optim's key>" per parameter.
+  std::vector<std::pair<std::string, at::Tensor>> State() const;
+  void LoadState(const std::vector<std::pair<std::string, at::Tensor>>& entries, VarStore& store, const at::Device& device);
+
+ private:
+  OptimizerOptions o_;
+  int64_t step_ = 0;  // steps taken (bias correction, Adafactor's decay)
+  std::map<std::string, std::map<std::string, at::Tensor>> state_;  // by parameter name
+};
+
+}  // namespace bert

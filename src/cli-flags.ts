@@ -116,7 +116,7 @@ export const FLAGS: readonly Flag[] = [
   { name: 'question', type: 'string', describe: 'question answering: the question (with --context)', commands: ['predict'] },
   { name: 'context', type: 'string', describe: 'question answering: the text to find the answer in', commands: ['predict'] },
   { name: 'top-k', type: 'number', default: 5, describe: 'fill-mask: the likeliest tokens shown per mask', commands: ['predict'] },
-  { name: 'doc-stride', type: 'number', default: 128, describe: 'tokens of overlap between the windows a long context is cut into (run_qa doc_stride)', commands: ['qa'] },
+  { name: 'doc-stride', type: 'number', describe: 'tokens of overlap between the windows a long context is cut into (run_qa doc_stride; default 128)', commands: ['qa', 'predict', 'evaluate'] },
   { name: 'n-best-size', type: 'number', default: 20, describe: 'start and end candidates per window in post-processing', commands: ['qa'] },
   { name: 'max-answer-length', type: 'number', default: 30, describe: 'longest answer in tokens', commands: ['qa'] },
   { name: 'version-2-with-negative', type: 'boolean', default: false, describe: 'some questions have no answer (SQuAD v2): the null answer competes', commands: ['qa'] },

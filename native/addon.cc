@@ -201,6 +201,9 @@ std::string GetStr(const Napi::Object& o, const char* key) { return Required(o, 
 
 bert::Config ParseConfig(const Napi::Object& c) {
   bert::Config k{};
+  k.model_type = GetStr(c, "model_type");
+  k.embedding_size = GetInt(c, "embedding_size");
+  k.sinusoidal_pos_embds = Required(c, "sinusoidal_pos_embds", &Napi::Value::IsBoolean, "a boolean").As<Napi::Boolean>().Value();
   k.vocab_size = GetInt(c, "vocab_size");
   k.hidden_size = GetInt(c, "hidden_size");
   k.num_hidden_layers = GetInt(c, "num_hidden_layers");
@@ -258,13 +261,15 @@ Batch ParseBatch(const Napi::Object& o, const bert::Config& cfg, std::vector<Nap
                                  " is outside [0, " + std::to_string(limit) + ")");
   };
   scan(b.input_ids, "inputIds", cfg.vocab_size);
+  if (cfg.type_vocab_size == 0) b.token_type_ids = nullptr;  // a family without token types (DistilBERT) ignores them
   scan(b.token_type_ids, "tokenTypeIds", cfg.type_vocab_size);
   scan(b.attention_mask, "attentionMask", 2);
   keep.push_back(o.Get("inputIds"));
   keep.push_back(o.Get("attentionMask"));
   keep.push_back(o.Get("tokenTypeIds"));
   const std::string& arch = cfg.architecture;
-  if (arch == "BertForMultipleChoice") {
+  const std::string head = arch.substr(arch.find("For") + 3);  // every family's heads end alike (RobertaForMaskedLM)
+  if (head == "MultipleChoice") {
     b.num_choices = GetInt(o, "numChoices");
     if (b.num_choices < 1 || b.batch % b.num_choices != 0)
       throw std::invalid_argument("numChoices must divide the batch's rows (examples * choices), got " + std::to_string(b.num_choices) + " for " + std::to_string(b.batch));
@@ -274,15 +279,15 @@ Batch ParseBatch(const Napi::Object& o, const bert::Config& cfg, std::vector<Nap
     if (!labels.IsTypedArray()) throw std::invalid_argument("labels must be an Int32Array or Float32Array");
     auto t = labels.As<Napi::TypedArray>();
     // What each head reads: its labels per row, the range of each, and whether they are classes.
-    const bool seq_cls = arch == "BertForSequenceClassification";
+    const bool seq_cls = head == "SequenceClassification";
     const bool multi = seq_cls && cfg.problem_type == "multi_label_classification";
     const bool regression = seq_cls && cfg.problem_type == "regression";
     int64_t count = b.batch, limit = cfg.num_labels;
     if (multi || (regression && cfg.num_labels > 1)) count = b.batch * cfg.num_labels;
-    if (arch == "BertForTokenClassification" || arch == "BertForMaskedLM") count = b.batch * b.seq;
-    if (arch == "BertForMaskedLM") limit = cfg.vocab_size;
-    if (arch == "BertForQuestionAnswering") count = b.batch * 2, limit = -1;  // positions: clamped to seq and ignored past it
-    if (arch == "BertForMultipleChoice") count = b.batch / b.num_choices, limit = b.num_choices;
+    if (head == "TokenClassification" || head == "MaskedLM") count = b.batch * b.seq;
+    if (head == "MaskedLM") limit = cfg.vocab_size;
+    if (head == "QuestionAnswering") count = b.batch * 2, limit = -1;  // positions: clamped to seq and ignored past it
+    if (head == "MultipleChoice") count = b.batch / b.num_choices, limit = b.num_choices;
     b.labels_per_row = count / b.batch > 0 ? count / b.batch : 1;
     if (t.ElementLength() != static_cast<size_t>(count))
       throw std::invalid_argument("labels has " + std::to_string(t.ElementLength()) + " elements, expected " + std::to_string(count));

@@ -130,7 +130,20 @@ std::array<at::Tensor, 3> Unpad(const Batch& in, const at::Device& device, Pass&
   if (padded) pass.mask = ids(in.attention_mask).ne(0).view({B, 1, 1, S});  // no mask without padding: SDPA's fastest kernel
   at::Tensor input_ids = ids(in.input_ids);
   at::Tensor token_type_ids = in.token_type_ids ? ids(in.token_type_ids) : at::zeros({B * S}, longs);
-  at::Tensor position_ids = at::arange(S, longs).repeat({B});
+  at::Tensor position_ids;
+  if (pass.position_padding_idx >= 0) {
+    // RoBERTa: padding_idx + the running count of non-pad tokens, padding_idx itself at pad tokens.
+    const int64_t pad = pass.position_padding_idx;
+    std::vector<int64_t> pos(static_cast<size_t>(B * S));
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t s = 0, count = 0; s < S; ++s) {
+        const int64_t i = b * S + s;
+        pos[static_cast<size_t>(i)] = in.input_ids[i] != pad ? pad + ++count : pad;
+      }
+    position_ids = at::tensor(pos, at::kLong).to(device);
+  } else {
+    position_ids = at::arange(S, longs).repeat({B});
+  }
   if (!keep.empty()) {
     pass.index = at::tensor(keep, at::kLong).to(device);  // a copy: autograd keeps the index past this call
     pass.cls = at::tensor(cls, at::kLong).to(device);
@@ -255,26 +268,45 @@ at::Tensor Dropout(const at::Tensor& x, double p, bool train) {
   return x * mask;
 }
 
-BertEmbeddings::BertEmbeddings(const Path& p, const Config& c)
+// DistilBERT's create_sinusoidal_embeddings: sin at even dimensions, cos at odd, of pos / 10000^(2*(j/2)/dim).
+static at::Tensor SinusoidalPositions(int64_t n, int64_t dim) {
+  at::Tensor out = at::zeros({n, dim}, at::kFloat);
+  auto o = out.accessor<float, 2>();
+  for (int64_t pos = 0; pos < n; ++pos)
+    for (int64_t j = 0; j < dim; ++j) {
+      const double angle = static_cast<double>(pos) / std::pow(10000.0, 2.0 * static_cast<double>(j / 2) / static_cast<double>(dim));
+      o[pos][j] = static_cast<float>(j % 2 == 0 ? std::sin(angle) : std::cos(angle));
+    }
+  return out;
+}
+
+BertEmbeddings::BertEmbeddings(const Path& p, const Config& c, bool position_padding)
     : word_embeddings([&] {
-        at::Tensor w = p.sub("word_embeddings").randn({c.vocab_size, c.hidden_size});
+        at::Tensor w = p.sub("word_embeddings").randn({c.vocab_size, c.embedding_size});
         if (c.pad_token_id >= 0 && c.pad_token_id < c.vocab_size) w[c.pad_token_id].zero_();  // as nn.Embedding(padding_idx)
         return p.sub("word_embeddings").var("weight", w, true);
       }()),
-      position_embeddings(p.sub("position_embeddings").normal("weight", {c.max_position_embeddings, c.hidden_size})),
-      token_type_embeddings(p.sub("token_type_embeddings").normal("weight", {c.type_vocab_size, c.hidden_size})),
-      LayerNorm(p.sub("LayerNorm"), c.hidden_size, c.layer_norm_eps),
-      pad_token_id(c.pad_token_id) {}
+      position_embeddings([&] {
+        const Path pp = p.sub("position_embeddings");
+        // Trained afterwards, as transformers' DistilBERT does today (its requires_grad=False does not survive _init_weights).
+        if (c.sinusoidal_pos_embds) return pp.var("weight", SinusoidalPositions(c.max_position_embeddings, c.embedding_size), true);
+        at::Tensor w = pp.randn({c.max_position_embeddings, c.embedding_size});
+        if (position_padding && c.pad_token_id >= 0 && c.pad_token_id < c.max_position_embeddings) w[c.pad_token_id].zero_();
+        return pp.var("weight", w, true);
+      }()),
+      token_type_embeddings(c.type_vocab_size > 0 ? p.sub("token_type_embeddings").normal("weight", {c.type_vocab_size, c.embedding_size}) : at::Tensor()),
+      LayerNorm(p.sub("LayerNorm"), c.embedding_size, c.layer_norm_eps),
+      pad_token_id(c.pad_token_id), position_padding(position_padding) {}
 
 at::Tensor BertEmbeddings::forward(const at::Tensor& input_ids, const at::Tensor& token_type_ids, const at::Tensor& position_ids, const Pass& pass) const {
-  at::Tensor e = at::embedding(word_embeddings, input_ids, pad_token_id) + at::embedding(token_type_embeddings, token_type_ids) +
-                 at::embedding(position_embeddings, position_ids);
+  at::Tensor e = at::embedding(word_embeddings, input_ids, pad_token_id) + at::embedding(position_embeddings, position_ids, position_padding ? pad_token_id : -1);
+  if (token_type_embeddings.defined()) e = e + at::embedding(token_type_embeddings, token_type_ids);
   return Dropout(LayerNorm.forward(e), pass.hidden_dropout, pass.train);
 }
 
-BertSelfAttention::BertSelfAttention(const Path& p, const Config& c)
-    : query(p.sub("query"), c.hidden_size, c.hidden_size), key(p.sub("key"), c.hidden_size, c.hidden_size),
-      value(p.sub("value"), c.hidden_size, c.hidden_size), num_attention_heads(c.num_attention_heads) {}
+BertSelfAttention::BertSelfAttention(const Path& p, const Config& c, const LayerNames& n)
+    : query(p.sub(n.query), c.hidden_size, c.hidden_size), key(p.sub(n.key), c.hidden_size, c.hidden_size),
+      value(p.sub(n.value), c.hidden_size, c.hidden_size), num_attention_heads(c.num_attention_heads) {}
 
 // softmax(q k^T / sqrt(d) + mask) v over [..., tokens, head_dim] views.
 static at::Tensor Attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const std::optional<at::Tensor>& mask, const Pass& pass) {
@@ -320,60 +352,74 @@ at::Tensor BertSelfAttention::forward(const at::Tensor& x, const Pass& pass, con
   return pass.unpadded() ? flat.index_select(0, pass.index) : flat;
 }
 
-BertSelfOutput::BertSelfOutput(const Path& p, const Config& c)
-    : dense(p.sub("dense"), c.hidden_size, c.hidden_size), LayerNorm(p.sub("LayerNorm"), c.hidden_size, c.layer_norm_eps) {}
+BertSelfOutput::BertSelfOutput(const Path& p, const Config& c, const LayerNames& n)
+    : dense(p.sub(n.attention_dense), c.hidden_size, c.hidden_size), LayerNorm(p.sub(n.attention_norm), c.hidden_size, c.layer_norm_eps),
+      dropout(n.attention_output_dropout) {}
 
 // BertSelfOutput and BertOutput compute the same thing (as in modeling_bert.py): LayerNorm(dropout(dense(h)) + input).
 static at::Tensor DenseDropoutAddNorm(const Linear& dense, const BertLayerNorm& norm, const at::Tensor& hidden_states,
-                                      const at::Tensor& input_tensor, const Pass& pass) {
+                                      const at::Tensor& input_tensor, const Pass& pass, bool dropout = true) {
   if (!pass.train) return norm.forward(dense.forward_add(hidden_states, input_tensor, pass));
-  return norm.forward(Dropout(dense.forward(hidden_states, pass), pass.hidden_dropout, pass.train) + input_tensor);
+  return norm.forward(Dropout(dense.forward(hidden_states, pass), dropout ? pass.hidden_dropout : 0.0, pass.train) + input_tensor);
 }
 
 at::Tensor BertSelfOutput::forward(const at::Tensor& hidden_states, const at::Tensor& input_tensor, const Pass& pass) const {
-  return DenseDropoutAddNorm(dense, LayerNorm, hidden_states, input_tensor, pass);
+  return DenseDropoutAddNorm(dense, LayerNorm, hidden_states, input_tensor, pass, dropout);
 }
 
-BertIntermediate::BertIntermediate(const Path& p, const Config& c)
-    : dense(p.sub("dense"), c.hidden_size, c.intermediate_size), intermediate_act_fn(ActivationOf(c.hidden_act)),
+BertIntermediate::BertIntermediate(const Path& p, const Config& c, const LayerNames& n)
+    : dense(p.sub(n.intermediate), c.hidden_size, c.intermediate_size), intermediate_act_fn(ActivationOf(c.hidden_act)),
       post_op(PostOpOf(c.hidden_act)) {}
 
-BertOutput::BertOutput(const Path& p, const Config& c)
-    : dense(p.sub("dense"), c.intermediate_size, c.hidden_size), LayerNorm(p.sub("LayerNorm"), c.hidden_size, c.layer_norm_eps) {}
+BertOutput::BertOutput(const Path& p, const Config& c, const LayerNames& n)
+    : dense(p.sub(n.output_dense), c.intermediate_size, c.hidden_size), LayerNorm(p.sub(n.output_norm), c.hidden_size, c.layer_norm_eps) {}
 
 at::Tensor BertOutput::forward(const at::Tensor& hidden_states, const at::Tensor& input_tensor, const Pass& pass) const {
   return DenseDropoutAddNorm(dense, LayerNorm, hidden_states, input_tensor, pass);
 }
 
-BertEncoder::BertEncoder(const Path& p, const Config& c) {
+BertEncoder::BertEncoder(const Path& p, const Config& c, const LayerNames& n) {
   layer.reserve(static_cast<size_t>(c.num_hidden_layers));
-  for (int64_t i = 0; i < c.num_hidden_layers; ++i) layer.emplace_back(p.sub("layer").sub(i), c);
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) layer.emplace_back(p.sub("layer").sub(i), c, n);
+}
+
+BertModel::BertModel(const Path& p, const Config& c, bool add_pooling_layer, const EncoderLayout& layout)
+    : embeddings(p.sub("embeddings"), c, layout.position_padding), encoder(p.sub(layout.encoder), c, layout.layer), layout(layout) {
+  if (c.embedding_size != c.hidden_size) embeddings_project.emplace(p.sub("embeddings_project"), c.embedding_size, c.hidden_size);
+  if (add_pooling_layer) pooler.emplace(p.sub("pooler"), c);
+}
+
+at::Tensor BertModel::embed(const std::array<at::Tensor, 3>& inputs, const Pass& pass) {
+  at::Tensor e = embeddings.forward(inputs[0], inputs[1], inputs[2], pass);  // [tokens, embedding_size]
+  return embeddings_project ? embeddings_project->forward(e, pass) : e;
 }
 
 at::Tensor BertModel::forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass) {
-  at::Tensor hidden_states = embeddings.forward(inputs[0], inputs[1], inputs[2], pass);  // [tokens, hidden]
+  at::Tensor hidden_states = embed(inputs, pass);  // [tokens, hidden]
   for (BertLayer& l : encoder.layer) hidden_states = l.forward(hidden_states, pass);
   return hidden_states;
 }
 
-at::Tensor BertModel::pooled(const std::array<at::Tensor, 3>& inputs, const Pass& pass) {
-  if (!pooler) throw std::logic_error("this model has no pooler");
-  at::Tensor hidden_states = embeddings.forward(inputs[0], inputs[1], inputs[2], pass);
+at::Tensor BertModel::first_token_states(const std::array<at::Tensor, 3>& inputs, const Pass& pass) {
+  at::Tensor hidden_states = embed(inputs, pass);
   auto first_tokens = [&](const at::Tensor& h) {
     return pass.unpadded() ? h.index_select(0, pass.cls) : h.view({pass.batch, pass.seq, -1}).select(1, 0);
   };
-  if (encoder.layer.empty()) return pooler->forward(first_tokens(hidden_states), pass);
+  if (encoder.layer.empty()) return first_tokens(hidden_states);
   for (size_t i = 0; i + 1 < encoder.layer.size(); ++i) hidden_states = encoder.layer[i].forward(hidden_states, pass);
   // The same logits and gradients as the whole last layer's, for a sixth less of a 6-layer model's work.
   const at::Tensor first = first_tokens(hidden_states);
-  return pooler->forward(encoder.layer.back().forward(hidden_states, pass, &first), pass);
+  return encoder.layer.back().forward(hidden_states, pass, &first);
+}
+
+at::Tensor BertModel::pooled(const std::array<at::Tensor, 3>& inputs, const Pass& pass) {
+  if (!pooler) throw std::logic_error("this model has no pooler");
+  return pooler->forward(first_token_states(inputs, pass), pass);
 }
 
 void BertPreTrainedModel::drop_caches() {
   for (BertLayer& l : bert_->encoder.layer) l.attention.self.drop_cache();
 }
-
-namespace {
 
 // Host class labels (int32) as an int64 device tensor of `shape`; a copy: autograd may keep it.
 at::Tensor IntLabels(const Batch& in, std::vector<int64_t> shape, const at::Device& device) {
@@ -395,6 +441,49 @@ at::Tensor CrossEntropy(const at::Tensor& logits, const at::Tensor& labels, cons
   return at::cross_entropy_loss(logits, labels, {}, at::Reduction::Mean, -100, pass.label_smoothing);
 }
 
+// The loss every family's ForSequenceClassification picks for its problem_type.
+at::Tensor SequenceClassificationLoss(const at::Tensor& logits, const Batch& in, const Config& c, const Pass& pass) {
+  const int64_t B = in.batch, nl = c.num_labels;
+  const at::Device device = logits.device();
+  if (c.problem_type == "regression") {
+    at::Tensor y = at::from_blob(const_cast<void*>(in.labels), {B, in.labels_per_row}, at::kFloat).to(device).clone();
+    return nl == 1 ? at::mse_loss(logits.squeeze(), y.squeeze()) : at::mse_loss(logits, y);
+  }
+  if (c.problem_type == "multi_label_classification") {
+    at::Tensor y = in.labels_float ? at::from_blob(const_cast<void*>(in.labels), {B, nl}, at::kFloat).to(device).clone()
+                                   : at::from_blob(const_cast<void*>(in.labels), {B, nl}, at::kInt).to(device, at::kFloat);
+    return at::binary_cross_entropy_with_logits(logits, y);
+  }
+  return CrossEntropy(logits.view({-1, nl}), IntLabels(in, {B}, device), pass);
+}
+
+at::Tensor SpanLoss(const at::Tensor& start_logits, const at::Tensor& end_logits, const Batch& in) {
+  const int64_t S = in.seq;
+  // As modeling_bert.py: positions outside the sequence are clamped to seq and ignored.
+  at::Tensor pos = IntLabels(in, {in.batch, 2}, start_logits.device()).clamp(0, S);
+  auto ce = [&](const at::Tensor& l, const at::Tensor& y) { return at::cross_entropy_loss(l.to(at::kFloat), y, {}, at::Reduction::Mean, S, 0.0); };
+  return (ce(start_logits, pos.select(1, 0)) + ce(end_logits, pos.select(1, 1))) / 2;
+}
+
+HeadOutput MaskedLmOutput(const at::Tensor& rows, const Batch& in, const Pass& pass, int64_t vocab,
+                          const std::function<at::Tensor(const at::Tensor&)>& head) {
+  if (!in.labels) {
+    at::Tensor logits = Repad(head(rows), pass);
+    return {{{"logits", logits.view({in.batch, in.seq, vocab})}}, {}};
+  }
+  // With labels, the vocabulary product (the head's largest by far) runs for the labelled positions only: the
+  // loss reads nothing else, so it equals transformers' loss over every position. logits: [labelled, vocab].
+  at::Tensor y = IntLabels(in, {in.batch * in.seq}, rows.device());
+  if (pass.unpadded()) y = y.index_select(0, pass.index);
+  at::Tensor keep = y.ne(-100).nonzero().squeeze(1);
+  at::Tensor logits = head(rows.index_select(0, keep));
+  HeadOutput out{{{"logits", logits}}, {}};
+  out.loss = CrossEntropy(logits, y.index_select(0, keep), pass);  // NaN with no labelled position, as torch's mean
+  return out;
+}
+
+namespace {
+
 class BertForSequenceClassification final : public BertPreTrainedModel {
  public:
   BertForSequenceClassification(const Path& root, const Config& c)
@@ -403,20 +492,7 @@ class BertForSequenceClassification final : public BertPreTrainedModel {
     at::Tensor pooled_output = Dropout(bert.pooled(inputs, pass), pass.classifier_dropout, pass.train);
     at::Tensor logits = classifier.forward(pooled_output, pass);
     HeadOutput out{{{"logits", logits}}, {}};
-    if (!in.labels) return out;
-    const int64_t B = in.batch, nl = cfg_.num_labels;
-    const at::Device device = logits.device();
-    // The loss BertForSequenceClassification picks for its problem_type.
-    if (cfg_.problem_type == "regression") {
-      at::Tensor y = at::from_blob(const_cast<void*>(in.labels), {B, in.labels_per_row}, at::kFloat).to(device).clone();
-      out.loss = nl == 1 ? at::mse_loss(logits.squeeze(), y.squeeze()) : at::mse_loss(logits, y);
-    } else if (cfg_.problem_type == "multi_label_classification") {
-      at::Tensor y = in.labels_float ? at::from_blob(const_cast<void*>(in.labels), {B, nl}, at::kFloat).to(device).clone()
-                                     : at::from_blob(const_cast<void*>(in.labels), {B, nl}, at::kInt).to(device, at::kFloat);
-      out.loss = at::binary_cross_entropy_with_logits(logits, y);
-    } else {
-      out.loss = CrossEntropy(logits.view({-1, nl}), IntLabels(in, {B}, device), pass);
-    }
+    if (in.labels) out.loss = SequenceClassificationLoss(logits, in, cfg_, pass);
     return out;
   }
   BertModel bert;
@@ -452,17 +528,10 @@ class BertForQuestionAnswering final : public BertPreTrainedModel {
   }
   bool keeps_padding() const override { return true; }
   HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
-    const int64_t B = in.batch, S = in.seq;
-    at::Tensor logits = qa_outputs.forward(bert.forward(inputs, pass), pass).view({B, S, 2});
+    at::Tensor logits = qa_outputs.forward(bert.forward(inputs, pass), pass).view({in.batch, in.seq, 2});
     std::vector<at::Tensor> se = logits.unbind(-1);  // start_logits, end_logits: [batch, seq]
     HeadOutput out{{{"start_logits", se[0]}, {"end_logits", se[1]}}, {}};
-    if (!in.labels) return out;
-    // As modeling_bert.py: positions outside the sequence are clamped to seq and ignored.
-    at::Tensor pos = IntLabels(in, {B, 2}, logits.device()).clamp(0, S);
-    auto ce = [&](const at::Tensor& l, const at::Tensor& y) {
-      return at::cross_entropy_loss(l.to(at::kFloat), y, {}, at::Reduction::Mean, S, 0.0);
-    };
-    out.loss = (ce(se[0], pos.select(1, 0)) + ce(se[1], pos.select(1, 1))) / 2;
+    if (in.labels) out.loss = SpanLoss(se[0], se[1], in);
     return out;
   }
   BertModel bert;
@@ -490,21 +559,8 @@ class BertForMaskedLM final : public BertPreTrainedModel {
   BertForMaskedLM(const Path& root, const Config& c)
       : BertPreTrainedModel(&bert), bert(root.sub("bert"), c, false), predictions(root.sub("cls").sub("predictions"), c), vocab_(c.vocab_size) {}
   HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
-    at::Tensor rows = bert.forward(inputs, pass);
     const at::Tensor& decoder = bert.embeddings.word_embeddings;
-    if (!in.labels) {
-      at::Tensor logits = Repad(predictions.forward(rows, decoder, pass), pass);
-      return {{{"logits", logits.view({in.batch, in.seq, vocab_})}}, {}};
-    }
-    // With labels, the vocabulary product (the head's largest by far) runs for the labelled positions only: the
-    // loss reads nothing else, so it equals transformers' loss over every position. logits: [labelled, vocab].
-    at::Tensor y = IntLabels(in, {in.batch * in.seq}, rows.device());
-    if (pass.unpadded()) y = y.index_select(0, pass.index);
-    at::Tensor keep = y.ne(-100).nonzero().squeeze(1);
-    at::Tensor logits = predictions.forward(rows.index_select(0, keep), decoder, pass);
-    HeadOutput out{{{"logits", logits}}, {}};
-    out.loss = CrossEntropy(logits, y.index_select(0, keep), pass);  // NaN with no labelled position, as torch's mean
-    return out;
+    return MaskedLmOutput(bert.forward(inputs, pass), in, pass, vocab_, [&](const at::Tensor& h) { return predictions.forward(h, decoder, pass); });
   }
   BertModel bert;
   BertLMPredictionHead predictions;
@@ -531,15 +587,25 @@ class BertForMultipleChoice final : public BertPreTrainedModel {
 
 }  // namespace
 
-std::unique_ptr<BertPreTrainedModel> BertPreTrainedModel::Create(const Path& root, const Config& c) {
+std::unique_ptr<BertPreTrainedModel> BertPreTrainedModel::CreateBert(const Path& root, const Config& c) {
   const std::string& a = c.architecture;
   if (a == "BertForSequenceClassification") return std::make_unique<BertForSequenceClassification>(root, c);
   if (a == "BertForTokenClassification") return std::make_unique<BertForTokenClassification>(root, c);
   if (a == "BertForQuestionAnswering") return std::make_unique<BertForQuestionAnswering>(root, c);
   if (a == "BertForMaskedLM") return std::make_unique<BertForMaskedLM>(root, c);
   if (a == "BertForMultipleChoice") return std::make_unique<BertForMultipleChoice>(root, c);
-  throw std::invalid_argument("architecture '" + a + "' is not one of BertForSequenceClassification, BertForTokenClassification, "
-                              "BertForQuestionAnswering, BertForMaskedLM, BertForMultipleChoice");  // src/config.ts checks first
+  return nullptr;
+}
+
+std::unique_ptr<BertPreTrainedModel> BertPreTrainedModel::Create(const Path& root, const Config& c) {
+  std::unique_ptr<BertPreTrainedModel> m;
+  if (c.model_type == "bert") m = CreateBert(root, c);
+  else if (c.model_type == "roberta" || c.model_type == "xlm-roberta") m = CreateRoberta(root, c);
+  else if (c.model_type == "electra") m = CreateElectra(root, c);
+  else if (c.model_type == "distilbert") m = CreateDistilBert(root, c);
+  else throw std::invalid_argument("model_type '" + c.model_type + "' is not one of bert, roberta, xlm-roberta, electra, distilbert");  // src/config.ts checks first
+  if (!m) throw std::invalid_argument("architecture '" + c.architecture + "' is not a " + c.model_type + " head this addon builds");
+  return m;
 }
 
 }  // namespace bert

@@ -1,9 +1,12 @@
-// BertForSequenceClassification as modeling_bert.py builds it: one struct per module, members named as the
-// checkpoint's keys (bert.encoder.layer.0.attention.self.query.weight is
-// model.bert.encoder.layer[0].attention.self.query.weight here), each parameter registered once through a Path.
+// The BERT encoder as modeling_bert.py builds it: one struct per module, members named as the checkpoint's keys
+// (bert.encoder.layer.0.attention.self.query.weight is model.bert.encoder.layer[0].attention.self.query.weight
+// here), each parameter registered once through a Path. The families built on the same post-norm encoder (RoBERTa,
+// XLM-RoBERTa, ELECTRA, DistilBERT: modeling_roberta.cc, modeling_electra.cc, modeling_distilbert.cc) use these
+// modules under their own keys (EncoderLayout) and add their embeddings' rules and their heads.
 #pragma once
 #include <ATen/ATen.h>
 #include <array>
+#include <functional>
 #include <optional>
 #include <unordered_map>
 #include "session.h"
@@ -50,6 +53,9 @@ struct Pass {
   WeightCache* weights = nullptr;                       // evaluation only
   double label_smoothing = 0;                           // of the classification losses (TrainingArguments.label_smoothing_factor)
   bool keep_padding = false;                            // Unpad keeps the [batch, seq] layout (BertPreTrainedModel::keeps_padding)
+  // RoBERTa's position ids: padding_idx + 1 + the count of non-pad tokens so far, padding_idx at pad tokens
+  // (create_position_ids_from_input_ids); -1: 0, 1, 2... as BERT.
+  int64_t position_padding_idx = -1;
   at::ScalarType dtype() const { return autocast == at::ScalarType::Undefined ? at::kFloat : autocast; }  // of products
   // Prepacked products for fp32 wherever oneDNN is there; for bf16 only where oneDNN has bf16 kernels for this CPU
   // (elsewhere its reorder refuses bf16, and autocast's plain products run instead).
@@ -107,18 +113,35 @@ struct BertLayerNorm {  // nn.LayerNorm: weight, bias
   at::Tensor forward(const at::Tensor& x) const;
 };
 
+// Where a family keeps each module of an encoder layer (relative to the layer), and how the layer differs.
+struct LayerNames {
+  const char *query, *key, *value, *attention_dense, *attention_norm, *intermediate, *output_dense, *output_norm;
+  bool attention_output_dropout;  // dropout on the attention's output projection (not in DistilBERT)
+};
+inline constexpr LayerNames kBertLayerNames{"attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+                                            "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm", true};
+
+// A family's encoder: where its parts are under the base model's prefix.
+struct EncoderLayout {
+  const char* encoder = "encoder";  // the layers are <encoder>.layer.N (DistilBERT: transformer)
+  LayerNames layer = kBertLayerNames;
+  bool position_padding = false;    // RoBERTa's position ids and padding rows (Pass::position_padding_idx)
+};
+
+// Word, position and (when type_vocab_size > 0) token type embeddings of embedding_size, summed, LayerNorm, dropout.
 struct BertEmbeddings {
-  at::Tensor word_embeddings, position_embeddings, token_type_embeddings;  // "<name>.weight"
+  at::Tensor word_embeddings, position_embeddings, token_type_embeddings;  // "<name>.weight"; no token types: undefined
   BertLayerNorm LayerNorm;
   int64_t pad_token_id;
-  BertEmbeddings(const Path& p, const Config& c);
+  bool position_padding;  // RoBERTa: the position embeddings' padding_idx is pad_token_id too
+  BertEmbeddings(const Path& p, const Config& c, bool position_padding);
   at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& token_type_ids, const at::Tensor& position_ids, const Pass& pass) const;
 };
 
 struct BertSelfAttention {
   Linear query, key, value;
   int64_t num_attention_heads;
-  BertSelfAttention(const Path& p, const Config& c);
+  BertSelfAttention(const Path& p, const Config& c, const LayerNames& n);
   // The context, [tokens, hidden]; with `first_tokens` ([batch, hidden], each sequence's first token among
   // hidden_states) only theirs: their queries against every token's keys and values, [batch, hidden].
   at::Tensor forward(const at::Tensor& hidden_states, const Pass& pass, const at::Tensor* first_tokens = nullptr);
@@ -131,14 +154,16 @@ struct BertSelfAttention {
 struct BertSelfOutput {
   Linear dense;
   BertLayerNorm LayerNorm;
-  BertSelfOutput(const Path& p, const Config& c);
+  bool dropout;
+  BertSelfOutput(const Path& p, const Config& c, const LayerNames& n);
   at::Tensor forward(const at::Tensor& hidden_states, const at::Tensor& input_tensor, const Pass& pass) const;
 };
 
+// The attention block and the feed-forward block are registered under the layer's path with LayerNames' keys.
 struct BertAttention {
   BertSelfAttention self;
   BertSelfOutput output;
-  BertAttention(const Path& p, const Config& c) : self(p.sub("self"), c), output(p.sub("output"), c) {}
+  BertAttention(const Path& layer, const Config& c, const LayerNames& n) : self(layer, c, n), output(layer, c, n) {}
   at::Tensor forward(const at::Tensor& hidden_states, const Pass& pass, const at::Tensor* first_tokens = nullptr) {
     return output.forward(self.forward(hidden_states, pass, first_tokens), first_tokens ? *first_tokens : hidden_states, pass);
   }
@@ -148,14 +173,14 @@ struct BertIntermediate {
   Linear dense;
   Activation intermediate_act_fn;
   const PostOp* post_op;  // intermediate_act_fn as oneDNN fuses it, or nullptr
-  BertIntermediate(const Path& p, const Config& c);
+  BertIntermediate(const Path& layer, const Config& c, const LayerNames& n);
   at::Tensor forward(const at::Tensor& hidden_states, const Pass& pass) const { return dense.forward(hidden_states, pass, intermediate_act_fn, post_op); }
 };
 
 struct BertOutput {
   Linear dense;
   BertLayerNorm LayerNorm;
-  BertOutput(const Path& p, const Config& c);
+  BertOutput(const Path& layer, const Config& c, const LayerNames& n);
   at::Tensor forward(const at::Tensor& hidden_states, const at::Tensor& input_tensor, const Pass& pass) const;
 };
 
@@ -163,7 +188,7 @@ struct BertLayer {
   BertAttention attention;
   BertIntermediate intermediate;
   BertOutput output;
-  BertLayer(const Path& p, const Config& c) : attention(p.sub("attention"), c), intermediate(p.sub("intermediate"), c), output(p.sub("output"), c) {}
+  BertLayer(const Path& p, const Config& c, const LayerNames& n) : attention(p, c, n), intermediate(p, c, n), output(p, c, n) {}
   // With `first_tokens`, the layer's output for those tokens alone (BertSelfAttention::forward).
   at::Tensor forward(const at::Tensor& hidden_states, const Pass& pass, const at::Tensor* first_tokens = nullptr) {
     at::Tensor attention_output = attention.forward(hidden_states, pass, first_tokens);
@@ -173,7 +198,7 @@ struct BertLayer {
 
 struct BertEncoder {
   std::vector<BertLayer> layer;
-  BertEncoder(const Path& p, const Config& c);
+  BertEncoder(const Path& p, const Config& c, const LayerNames& n);
 };
 
 struct BertPooler {
@@ -182,20 +207,26 @@ struct BertPooler {
   at::Tensor forward(const at::Tensor& first_token, const Pass& pass) const { return at::tanh(dense.forward(first_token, pass)); }
 };
 
+// The base model of every family here (BertModel, RobertaModel, ElectraModel, DistilBertModel): embeddings,
+// ELECTRA's projection when its embeddings are smaller than the hidden size, the layers, BERT's pooler if asked.
 struct BertModel {
   BertEmbeddings embeddings;
+  std::optional<Linear> embeddings_project;  // ELECTRA: embedding_size -> hidden_size
   BertEncoder encoder;
   std::optional<BertPooler> pooler;  // add_pooling_layer: the heads that read the pooled output have one
-  BertModel(const Path& p, const Config& c, bool add_pooling_layer)
-      : embeddings(p.sub("embeddings"), c), encoder(p.sub("encoder"), c) {
-    if (add_pooling_layer) pooler.emplace(p.sub("pooler"), c);
-  }
+  EncoderLayout layout;
+  BertModel(const Path& p, const Config& c, bool add_pooling_layer, const EncoderLayout& layout = {});
   // The last hidden state of every token row, [rows, hidden]: the real tokens (and Unpad's rounding rows) when
   // the pass is unpadded, else every position of [batch * seq].
   at::Tensor forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass);
-  // The pooled output, [batch, hidden]. Only the first tokens' states reach the pooler, and the last layer mixes
-  // tokens only through keys and values: it computes those for every token and the rest for the first tokens.
+  // The last hidden state of each sequence's first token, [batch, hidden]: the last layer mixes tokens only through
+  // keys and values, so it computes those for every token and the rest for the first tokens alone.
+  at::Tensor first_token_states(const std::array<at::Tensor, 3>& inputs, const Pass& pass);
+  // The pooled output, [batch, hidden]: the pooler over first_token_states.
   at::Tensor pooled(const std::array<at::Tensor, 3>& inputs, const Pass& pass);
+
+ private:
+  at::Tensor embed(const std::array<at::Tensor, 3>& inputs, const Pass& pass);
 };
 
 // What a head gives back: its outputs by transformers' ModelOutput names (logits; start_logits, end_logits) with
@@ -210,16 +241,36 @@ struct HeadOutput {
 class BertPreTrainedModel {
  public:
   static std::unique_ptr<BertPreTrainedModel> Create(const Path& root, const Config& c);  // throws for unknown names
+  // The families' own constructors (modeling_<family>.cc): nullptr when the architecture is not theirs.
+  static std::unique_ptr<BertPreTrainedModel> CreateBert(const Path& root, const Config& c);
+  static std::unique_ptr<BertPreTrainedModel> CreateRoberta(const Path& root, const Config& c);
+  static std::unique_ptr<BertPreTrainedModel> CreateElectra(const Path& root, const Config& c);
+  static std::unique_ptr<BertPreTrainedModel> CreateDistilBert(const Path& root, const Config& c);
   virtual ~BertPreTrainedModel() = default;
   virtual HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& batch) = 0;
   // Question answering reads logits at every position, padding included (transformers' loss does): no unpadding.
   virtual bool keeps_padding() const { return false; }
   BertModel& base() { return *bert_; }
+  int64_t position_padding_idx() const { return bert_->layout.position_padding ? bert_->embeddings.pad_token_id : -1; }
   void drop_caches();  // the kept evaluation copies (a training step makes them stale)
 
  protected:
   explicit BertPreTrainedModel(BertModel* bert) : bert_(bert) {}
   BertModel* bert_;
 };
+
+// What the heads of every family share (modeling_bert.cc).
+at::Tensor Dropout(const at::Tensor& x, double p, bool train);
+at::Tensor IntLabels(const Batch& in, std::vector<int64_t> shape, const at::Device& device);  // int32 host labels, int64 on device
+at::Tensor Repad(const at::Tensor& rows, const Pass& pass);  // token rows back to [batch * seq] (zeros at padding)
+at::Tensor CrossEntropy(const at::Tensor& logits, const at::Tensor& labels, const Pass& pass);  // ignore -100, label smoothing
+// The losses of a sequence-classification head for the config's problem_type (regression, multi-label, single-label).
+at::Tensor SequenceClassificationLoss(const at::Tensor& logits, const Batch& in, const Config& c, const Pass& pass);
+// Question answering's loss: start and end positions clamped to seq and ignored there, the mean of both.
+at::Tensor SpanLoss(const at::Tensor& start_logits, const at::Tensor& end_logits, const Batch& in);
+// A masked-LM head's loss and logits: with labels the vocabulary product runs for the labelled rows only (`head` maps
+// hidden rows to vocabulary logits); without, every position's logits, [batch, seq, vocab].
+HeadOutput MaskedLmOutput(const at::Tensor& rows, const Batch& in, const Pass& pass, int64_t vocab,
+                          const std::function<at::Tensor(const at::Tensor&)>& head);
 
 }  // namespace bert

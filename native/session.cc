@@ -80,6 +80,7 @@ Pass TorchSession::MakePass(bool train) {
   pass.autocast = autocast_;
   pass.label_smoothing = label_smoothing_;
   pass.keep_padding = model_->keeps_padding();
+  pass.position_padding_idx = model_->position_padding_idx();
   if (!train) pass.weights = &weights_;
   return pass;
 }
@@ -105,8 +106,8 @@ void TorchSession::SetAutocast(const std::string& dtype) {
 
 void TorchSession::SetLabelSmoothing(double epsilon) {
   if (!(epsilon >= 0 && epsilon < 1)) throw std::range_error("label smoothing must be in [0, 1)");  // src/model.ts checks first
-  if (epsilon > 0 && (cfg_.architecture == "BertForQuestionAnswering" ||
-                      (cfg_.architecture == "BertForSequenceClassification" && cfg_.problem_type != "single_label_classification")))
+  const std::string head = cfg_.architecture.substr(cfg_.architecture.find("For") + 3);
+  if (epsilon > 0 && (head == "QuestionAnswering" || (head == "SequenceClassification" && cfg_.problem_type != "single_label_classification")))
     throw std::invalid_argument("label smoothing applies to class labels only, not to " + cfg_.architecture + " (" + cfg_.problem_type + ")");
   label_smoothing_ = epsilon;
 }

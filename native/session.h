@@ -9,19 +9,23 @@
 
 namespace bert {
 
-// Hugging Face's BertConfig fields that change computation. No defaults here: src/config.ts owns them and the
-// binding requires every field.
+// The config fields that change computation, under BertConfig's names (src/config.ts maps each family's own names,
+// e.g. DistilBERT's dim and n_layers, onto them). No defaults here: src/config.ts owns them and the binding requires
+// every field.
 struct Config {
+  std::string model_type;  // bert, roberta, xlm-roberta, electra, distilbert: the family's module tree and keys
+  int64_t embedding_size;  // ELECTRA's embeddings (projected to hidden_size when they differ); hidden_size elsewhere
+  bool sinusoidal_pos_embds;  // DistilBERT: position embeddings initialised sinusoidal
   int64_t vocab_size, hidden_size, num_hidden_layers, num_attention_heads;
-  int64_t intermediate_size, max_position_embeddings, type_vocab_size, pad_token_id;
+  int64_t intermediate_size, max_position_embeddings, type_vocab_size, pad_token_id;  // type_vocab_size 0: no token types
   int64_t num_labels;
   std::string hidden_act;
   double hidden_dropout_prob, attention_probs_dropout_prob, layer_norm_eps;
   double initializer_range;
   double classifier_dropout;  // < 0: use hidden_dropout_prob, as transformers does for None
   std::string problem_type;   // single_label_classification, regression or multi_label_classification
-  // The head, by transformers' class name: BertForSequenceClassification, BertForTokenClassification,
-  // BertForQuestionAnswering, BertForMaskedLM or BertForMultipleChoice.
+  // The family and head, by transformers' class name: BertForSequenceClassification, RobertaForMaskedLM,
+  // DistilBertForQuestionAnswering... (model_type's prefix, then the head).
   std::string architecture;
 };
 

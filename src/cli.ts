@@ -14,6 +14,7 @@ import { tokenizeChoices, type TokenizedDataset } from './data.js';
 import { BertTokenizer } from './tokenizer.js';
 import { loadDataFile, loadGlue, readDataRows, type TextDataset } from './datasets.js';
 import { glueMetricNames, glueTask } from './glue.js';
+import { maxSequenceLength } from './config.js';
 import { tokenizeDataset } from './data.js';
 import { listCheckpoints, Trainer, type TrainerOptions } from './trainer.js';
 import { DEFAULT_ARGS, type TrainingArguments, validateArgs } from './training-args.js';
@@ -157,7 +158,7 @@ async function loadModelAndTokenizer(a: Flags, extra: ModelOptions = {}, cls: ty
   const device = deviceFlag(a.device);
   const tok = await BertTokenizer.fromPretrained(a.model, { revision: a.revision });
   const model = await cls.fromPretrained(a.model, { revision: a.revision, device, threads: a.threads, ...extra });
-  const maxLength = Math.min(a['max-length'] ?? tok.modelMaxLength, model.config.max_position_embeddings);
+  const maxLength = Math.min(a['max-length'] ?? tok.modelMaxLength, maxSequenceLength(model.config));
   return { tok, model, maxLength };
 }
 
@@ -210,7 +211,7 @@ async function predictChoices(a: Flags, tok: BertTokenizer, model: BertPreTraine
  * (384 by default) every --doc-stride (run_qa's 128 by default, or a third of a shorter --max-length).
  */
 function qaWindows(a: Flags, examples: QaExample[], tok: BertTokenizer, model: BertPreTrainedModel) {
-  const maxSeqLength = Math.min(a['max-length'] ?? 384, model.config.max_position_embeddings);
+  const maxSeqLength = Math.min(a['max-length'] ?? 384, maxSequenceLength(model.config));
   const docStride = a['doc-stride'] ?? Math.min(128, Math.floor(maxSeqLength / 3));
   if (!(Number.isInteger(docStride) && docStride >= 0)) throw new UsageError(`--doc-stride must be an integer >= 0, got ${JSON.stringify(a['doc-stride'])}`);
   return prepareQaFeatures(examples, tok, { maxSeqLength, docStride, train: false });
@@ -254,7 +255,7 @@ async function fillMask(a: Flags, rows: TextDataset | undefined, tok: BertTokeni
   rows ??= await loadDataFile(a.file, { ignoreLabels: true });
   const k = a['top-k'];
   if (!(Number.isInteger(k) && k >= 1)) throw new UsageError(`--top-k must be an integer >= 1, got ${JSON.stringify(k)}`);
-  const maxLength = Math.min(a['max-length'] ?? tok.modelMaxLength, model.config.max_position_embeddings);
+  const maxLength = Math.min(a['max-length'] ?? tok.modelMaxLength, maxSequenceLength(model.config));
   const enc = tok.encodeBatch(rows.text1, rows.text2, { maxLength });
   const V = model.config.vocab_size, maskId = tok.maskId;
   for (let r = 0; r < enc.length; r++) {
@@ -282,7 +283,7 @@ async function fillMask(a: Flags, rows: TextDataset | undefined, tok: BertTokeni
  */
 async function predictTokens(a: Flags, rows: TextDataset | undefined, tok: BertTokenizer, model: BertPreTrainedModel, out: Out): Promise<number> {
   const words = a.file ? (await loadTokenDataFile(a.file, { labelNames: modelLabels(model).labelNames })).words : rows!.text1.map((t) => t.split(/\s+/).filter(Boolean));
-  const maxLength = Math.min(a['max-length'] ?? tok.modelMaxLength, model.config.max_position_embeddings);
+  const maxLength = Math.min(a['max-length'] ?? tok.modelMaxLength, maxSequenceLength(model.config));
   const data = tokenizeTokenDataset({ source: a.file ?? 'flags', words, tags: null, labelNames: [] }, tok, { maxLength });
   const trainer = new Trainer({ model, tokenizer: tok, args: trainingArgsOf(a, 'predict') });
   const { logits } = await trainer.predict(data);
@@ -450,7 +451,7 @@ const prepareNer: Prepare = async (a, o) => {
   const validation = a['validation-file'] ? await loadTokenDataFile(a['validation-file'], { ...cols, labelNames: train.labelNames }) : undefined;
   const { tok, model } = await loadModelAndTokenizer(a, { ...o, labels: train.labelNames }, BertForTokenClassification);
   try {
-    const maxLength = Math.min(a['max-seq-length'] ?? tok.modelMaxLength, model.config.max_position_embeddings);
+    const maxLength = Math.min(a['max-seq-length'] ?? tok.modelMaxLength, maxSequenceLength(model.config));
     const enc = { maxLength, labelAllTokens: a['label-all-tokens'] };
     const ent = a['return-entity-level-metrics'] === true;
     return { tok, model, maxLength, trainData: tokenizeTokenDataset(train, tok, enc), evalData: validation ? tokenizeTokenDataset(validation, tok, enc) : undefined,
@@ -479,7 +480,7 @@ const prepareMlm: Prepare = async (a, o) => {
   }
   const { tok, model } = await loadModelAndTokenizer(a, o, BertForMaskedLM);
   try {
-    const maxSeqLength = Math.min(a['max-seq-length'] ?? Math.min(tok.modelMaxLength, 1024), model.config.max_position_embeddings);
+    const maxSeqLength = Math.min(a['max-seq-length'] ?? Math.min(tok.modelMaxLength, 1024), maxSequenceLength(model.config));
     const enc = { maxSeqLength, lineByLine: a['line-by-line'] === true, wholeWordMask: a['whole-word-mask'] === true };
     const trainData = tokenizeForMlm(trainLines, tok, enc), evalData = validationLines?.length ? tokenizeForMlm(validationLines, tok, enc) : undefined;
     if (!trainData.enc.length) throw new InputError(a['train-file'], `gives no example of ${maxSeqLength} tokens (fewer tokens in all than one block; try --line-by-line or a smaller --max-seq-length)`);
@@ -508,7 +509,7 @@ const prepareQa: Prepare = async (a, o) => {
   }
   const { tok, model } = await loadModelAndTokenizer(a, { ...o, numLabels: 2 }, BertForQuestionAnswering);
   try {
-    const maxSeqLength = Math.min(a['max-seq-length'] ?? 384, model.config.max_position_embeddings);
+    const maxSeqLength = Math.min(a['max-seq-length'] ?? 384, maxSequenceLength(model.config));
     const enc = { maxSeqLength, docStride: a['doc-stride'], padToMaxLength: a['pad-to-max-length'] !== false };
     const trainData = prepareQaFeatures(train, tok, { ...enc, train: true });
     const evalData = validation ? prepareQaFeatures(validation, tok, { ...enc, train: false }) : undefined;
@@ -559,7 +560,7 @@ const prepareSwag: Prepare = async (a, o) => {
   const train = await loadSwagFile(a['train-file'], true), validation = a['validation-file'] ? await loadSwagFile(a['validation-file'], true) : undefined;
   const { tok, model } = await loadModelAndTokenizer(a, o, BertForMultipleChoice);
   try {
-    const maxLength = Math.min(a['max-seq-length'] ?? Math.min(tok.modelMaxLength, 1024), model.config.max_position_embeddings);
+    const maxLength = Math.min(a['max-seq-length'] ?? Math.min(tok.modelMaxLength, 1024), maxSequenceLength(model.config));
     return { tok, model, maxLength, trainData: tokenizeChoices(train, tok, maxLength), evalData: validation ? tokenizeChoices(validation, tok, maxLength) : undefined, metricNames: ['accuracy'] };
   } catch (e) {
     await model.dispose();
@@ -662,7 +663,7 @@ async function trainLocked(a: Flags, args: Partial<TrainingArguments>, out: Out,
     if (main) await saveAsUnit(a['output-dir'], async (dir) => { await model.save(dir); await tok.save(dir); });
     if (main) await afterTraining?.(a['output-dir']);
     const evalMetrics: Record<string, number> = trainer.trainerState!.log_history.filter((e) => 'eval_loss' in e).pop() ?? {};
-    if (model.architecture === 'BertForMaskedLM' && 'eval_loss' in evalMetrics) evalMetrics.perplexity = Math.exp(evalMetrics.eval_loss);  // as run_mlm.py
+    if (model.head === 'MaskedLM' && 'eval_loss' in evalMetrics) evalMetrics.perplexity = Math.exp(evalMetrics.eval_loss);  // as run_mlm.py
     const all = { ...result.metrics, ...evalMetrics };
     if (a['do-predict']) {
       // As run_glue.py's do_predict: each test split (MNLI: matched and mismatched) into predict_results_<task>.txt.
@@ -720,7 +721,7 @@ async function predict(a: Flags, out: Out): Promise<number> {
   if ([a.file, a.split, a.sentence1?.length ? 1 : undefined, a.question].filter((x) => x !== undefined).length > 1)
     throw new UsageError('predict takes one of --sentence1, --question, --file, --split');
   let { tok, model, maxLength } = await loadPipelineModel(a);
-  if (model.architecture === 'BertForMultipleChoice') {
+  if (model.head === 'MultipleChoice') {
     try {
       return await predictChoices(a, tok, model, maxLength, out);
     } finally {
@@ -747,7 +748,7 @@ async function predict(a: Flags, out: Out): Promise<number> {
   }
   // A masked-LM checkpoint fills masks; given text without a mask token (a pretrained checkpoint used as the base of
   // a classifier, as before the heads existed) it is read as a sequence classifier.
-  if (model.architecture === 'BertForMaskedLM' && a.question === undefined) {
+  if (model.head === 'MaskedLM' && a.question === undefined) {
     rows ??= await loadDataFile(a.file, { ignoreLabels: true });
     const mask = typeof tok.config.mask_token === 'string' ? tok.config.mask_token : '[MASK]';
     if (!rows.text1.some((t, i) => t.includes(mask) || rows!.text2?.[i]?.includes(mask))) {
@@ -756,9 +757,9 @@ async function predict(a: Flags, out: Out): Promise<number> {
     }
   }
   try {
-    if (model.architecture === 'BertForTokenClassification') return await predictTokens(a, rows, tok, model, out);
-    if (model.architecture === 'BertForQuestionAnswering') return await predictAnswers(a, tok, model, out);
-    if (model.architecture === 'BertForMaskedLM') return await fillMask(a, rows, tok, model, out);
+    if (model.head === 'TokenClassification') return await predictTokens(a, rows, tok, model, out);
+    if (model.head === 'QuestionAnswering') return await predictAnswers(a, tok, model, out);
+    if (model.head === 'MaskedLM') return await fillMask(a, rows, tok, model, out);
     if (a.question !== undefined) throw new UsageError(`--question: ${a.model} is a ${model.architecture}, not a question-answering model`);
     rows ??= await loadDataFile(a.file, { ignoreLabels: true });
     const data = await tokenizeDataset({ ...rows, labels: null }, tok, maxLength);
@@ -801,7 +802,7 @@ async function predict(a: Flags, out: Out): Promise<number> {
 async function evaluate(a: Flags, out: Out): Promise<number> {
   const { tok, model, maxLength } = await loadPipelineModel(a);
   try {
-    if (model.architecture === 'BertForTokenClassification') {
+    if (model.head === 'TokenClassification') {
       if (!a['validation-file']) throw new UsageError('evaluate of a token-classification model needs --validation-file (rows of "tokens" and "ner_tags")');
       const names = modelLabels(model).labelNames!;
       const data = tokenizeTokenDataset(await loadTokenDataFile(a['validation-file'], { labelNames: names, requireLabels: true }), tok, { maxLength });
@@ -810,7 +811,7 @@ async function evaluate(a: Flags, out: Out): Promise<number> {
       printMetrics(a, out, m);
       return 0;
     }
-    if (model.architecture === 'BertForQuestionAnswering') {
+    if (model.head === 'QuestionAnswering') {
       // run_qa.py's evaluation: windows of --max-length (default 384) every 128 tokens, n-best post-processing, EM/F1.
       if (!a['validation-file']) throw new UsageError('evaluate of a question-answering model needs --validation-file (SQuAD JSON or rows)');
       const examples = await loadQaFile(a['validation-file']);
@@ -821,7 +822,7 @@ async function evaluate(a: Flags, out: Out): Promise<number> {
       printMetrics(a, out, m);
       return 0;
     }
-    if (model.architecture === 'BertForMultipleChoice') {
+    if (model.head === 'MultipleChoice') {
       // run_swag.py's evaluation: accuracy over the examples of SWAG rows.
       if (!a['validation-file']) throw new UsageError('evaluate of a multiple-choice model needs --validation-file (rows of sent1, sent2, ending0..endingN and label)');
       const data = tokenizeChoices(await loadSwagFile(a['validation-file'], true), tok, maxLength);
@@ -830,11 +831,11 @@ async function evaluate(a: Flags, out: Out): Promise<number> {
       printMetrics(a, out, m);
       return 0;
     }
-    if (model.architecture === 'BertForMaskedLM') {
+    if (model.head === 'MaskedLM') {
       // run_mlm.py's evaluation: blocks of --max-length (default min(model_max_length, 1024)), masked as in training
       // (seeded: every evaluation alike), masked-token accuracy, and perplexity = exp(eval_loss).
       if (!a['validation-file']) throw new UsageError('evaluate of a masked-LM model needs --validation-file (a .txt file of lines, or rows with a "text" column)');
-      const maxSeqLength = Math.min(a['max-length'] ?? Math.min(tok.modelMaxLength, 1024), model.config.max_position_embeddings);
+      const maxSeqLength = Math.min(a['max-length'] ?? Math.min(tok.modelMaxLength, 1024), maxSequenceLength(model.config));
       const data = tokenizeForMlm(await loadTextLines(a['validation-file']), tok, { maxSeqLength });
       if (!data.enc.length) throw new InputError(a['validation-file'], `gives no block of ${maxSeqLength} tokens (try a smaller --max-length)`);
       const masking = mlmMasking(tok, model.config.vocab_size, 0.15);

@@ -1,4 +1,6 @@
-// BertConfig as transformers reads config.json: defaults, validation with the file and field named, overrides.
+// The configs of the BERT family as transformers reads config.json (AutoConfig: model_type picks the family):
+// defaults, validation with the file and field named, overrides. Every family is held under BertConfig's field
+// names (DistilBERT's dim, n_layers... are mapped in and back out), so the rest of the code reads one shape.
 import os from 'node:os';
 import { InputError, show } from './errors.js';
 import { addon } from './native.js';
@@ -6,7 +8,7 @@ import { addon } from './native.js';
 export type ProblemType = 'regression' | 'single_label_classification' | 'multi_label_classification';
 
 export interface BertConfig {
-  model_type: 'bert';
+  model_type: ModelType;
   vocab_size: number;
   hidden_size: number;
   num_hidden_layers: number;
@@ -43,6 +45,80 @@ export const BERT_BASE_UNCASED: Omit<BertConfig, 'id2label' | 'label2id' | 'prob
 };
 
 
+/** The heads, by the suffix of transformers' class names (BertForSequenceClassification, RobertaForMaskedLM...). */
+export const HEADS = ['SequenceClassification', 'TokenClassification', 'QuestionAnswering', 'MaskedLM', 'MultipleChoice'] as const;
+export type Head = (typeof HEADS)[number];
+
+/**
+ * The families: the one list of what is supported. `prefix` names the classes, `base` the base model's key prefix,
+ * `headKeys` the modules outside it (a checkpoint's other heads are reported unused), `tied` the keys transformers
+ * ties to the word embeddings (not loaded separately), `defaults` the config class's, `aliases` the family's own
+ * names for BertConfig's fields.
+ */
+interface Family {
+  prefix: string;
+  base: string;
+  heads: readonly Head[];
+  headKeys: RegExp;
+  tied: RegExp;
+  defaults: Record<string, unknown>;
+  aliases?: Record<string, string>;
+  /** Fields of BertConfig's shape the family's config.json does not have (not written back). */
+  absent?: readonly string[];
+  /** The checkpoint class whose masked-LM or discriminator head maps onto a head here (architectures[0]). */
+  pretraining?: Head;
+}
+const ALL_HEADS = HEADS;
+const ROBERTA_DEFAULTS = { vocab_size: 50265, hidden_size: 768, num_hidden_layers: 12, num_attention_heads: 12, intermediate_size: 3072, hidden_act: 'gelu',
+  hidden_dropout_prob: 0.1, attention_probs_dropout_prob: 0.1, max_position_embeddings: 512, type_vocab_size: 2, initializer_range: 0.02,
+  layer_norm_eps: 1e-12, pad_token_id: 1, bos_token_id: 0, eos_token_id: 2, position_embedding_type: 'absolute', classifier_dropout: null };
+export const FAMILIES = {
+  bert: { prefix: 'Bert', base: 'bert', heads: ALL_HEADS, headKeys: /^(cls|classifier|qa_outputs)\./, tied: /^cls\.predictions\.decoder\.(weight|bias)$/,
+    defaults: {}, pretraining: 'MaskedLM' },
+  roberta: { prefix: 'Roberta', base: 'roberta', heads: ALL_HEADS, headKeys: /^(lm_head|classifier|qa_outputs)\./, tied: /^lm_head\.decoder\.(weight|bias)$/,
+    defaults: ROBERTA_DEFAULTS },
+  'xlm-roberta': { prefix: 'XLMRoberta', base: 'roberta', heads: ALL_HEADS, headKeys: /^(lm_head|classifier|qa_outputs)\./, tied: /^lm_head\.decoder\.(weight|bias)$/,
+    defaults: { ...ROBERTA_DEFAULTS, vocab_size: 30522 } },
+  electra: { prefix: 'Electra', base: 'electra', heads: ['SequenceClassification', 'TokenClassification', 'QuestionAnswering', 'MaskedLM'],
+    headKeys: /^(generator_predictions|generator_lm_head|discriminator_predictions|classifier|qa_outputs|sequence_summary)\./, tied: /^generator_lm_head\.weight$/,
+    defaults: { vocab_size: 30522, embedding_size: 128, hidden_size: 256, num_hidden_layers: 12, num_attention_heads: 4, intermediate_size: 1024, hidden_act: 'gelu',
+      hidden_dropout_prob: 0.1, attention_probs_dropout_prob: 0.1, max_position_embeddings: 512, type_vocab_size: 2, initializer_range: 0.02,
+      layer_norm_eps: 1e-12, pad_token_id: 0, position_embedding_type: 'absolute', classifier_dropout: null }, pretraining: 'SequenceClassification' },
+  distilbert: { prefix: 'DistilBert', base: 'distilbert', heads: ALL_HEADS, headKeys: /^(vocab_transform|vocab_layer_norm|vocab_projector|pre_classifier|classifier|qa_outputs)\./,
+    tied: /^vocab_projector\.weight$/,
+    defaults: { vocab_size: 30522, max_position_embeddings: 512, sinusoidal_pos_embds: false, n_layers: 6, n_heads: 12, dim: 768, hidden_dim: 3072, dropout: 0.1,
+      attention_dropout: 0.1, activation: 'gelu', initializer_range: 0.02, qa_dropout: 0.1, seq_classif_dropout: 0.2, pad_token_id: 0 },
+    aliases: { hidden_size: 'dim', num_hidden_layers: 'n_layers', num_attention_heads: 'n_heads', intermediate_size: 'hidden_dim', hidden_dropout_prob: 'dropout',
+      attention_probs_dropout_prob: 'attention_dropout', hidden_act: 'activation' },
+    absent: ['type_vocab_size', 'layer_norm_eps', 'position_embedding_type', 'classifier_dropout'] },
+} as const satisfies Record<string, Family>;
+export type ModelType = keyof typeof FAMILIES;
+const family = (c: { model_type: ModelType }): Family => FAMILIES[c.model_type];
+
+/** Every family's heads as transformers names the classes: the one list (the addon builds each). */
+export const ARCHITECTURES: readonly string[] = Object.values(FAMILIES).flatMap((f: Family) => f.heads.map((h) => `${f.prefix}For${h}`));
+export type Architecture = string;
+
+/** The head of a class name (RobertaForTokenClassification -> TokenClassification). */
+export function headOf(architecture: Architecture): Head {
+  const h = architecture.slice(architecture.indexOf('For') + 3) as Head;
+  if (!HEADS.includes(h)) throw new TypeError(`architecture ${JSON.stringify(architecture)} is not one of ${ARCHITECTURES.join(', ')}`);
+  return h;
+}
+
+/** The class of `head` in the config's family, or a clear refusal where the family has no such head here. */
+export function architectureFor(c: BertConfig, head: Head): Architecture {
+  const f = family(c);
+  if (!f.heads.includes(head)) throw new InputError('config.json', `model_type ${show(c.model_type)} has no ${head} head here (it has ${f.heads.join(', ')})`);
+  return `${f.prefix}For${head}`;
+}
+
+/** The base model's key prefix (bert, roberta, electra, distilbert), the head modules' keys and the tied keys. */
+export function weightKeys(c: BertConfig): { base: string; headKeys: RegExp; tied: RegExp } {
+  const f = family(c);
+  return { base: f.base, headKeys: f.headKeys, tied: f.tied };
+}
+
 let activations: string[] | undefined;
 
 export function numLabels(c: BertConfig): number {
@@ -68,9 +144,15 @@ function labelMaps(n: number, names?: string[]): Pick<BertConfig, 'id2label' | '
 export function parseConfig(raw: unknown, file: string, o: ConfigOverrides = {}): BertConfig {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new InputError(file, 'config is not a JSON object');
   const r = raw as Record<string, unknown>;
-  if (r.model_type !== undefined && r.model_type !== 'bert')
-    throw new InputError(file, `model_type is ${show(r.model_type)}; only BERT ("bert") models are supported`);
-  const c = { ...BERT_BASE_UNCASED, ...r, model_type: 'bert' } as BertConfig;
+  const modelType = (r.model_type ?? 'bert') as ModelType;
+  if (!Object.hasOwn(FAMILIES, modelType as string))
+    throw new InputError(file, `model_type is ${show(r.model_type)}; supported: ${Object.keys(FAMILIES).map((k) => JSON.stringify(k)).join(', ')}`);
+  const f: Family = FAMILIES[modelType];
+  const given: Record<string, unknown> = { ...f.defaults, ...r };
+  // The family's own names (DistilBERT's dim...) onto BertConfig's; fields it does not have take fixed values.
+  for (const [bertName, own] of Object.entries(f.aliases ?? {})) given[bertName] = given[own];
+  if (modelType === 'distilbert') Object.assign(given, { type_vocab_size: 0, layer_norm_eps: 1e-12, position_embedding_type: 'absolute', classifier_dropout: null });
+  const c = { ...BERT_BASE_UNCASED, ...given, model_type: modelType } as BertConfig;
   const int = (k: string, min: number, max = 1e9) => {
     const v = c[k];
     if (!Number.isInteger(v) || (v as number) < min || (v as number) > max)
@@ -86,9 +168,16 @@ export function parseConfig(raw: unknown, file: string, o: ConfigOverrides = {})
   int('num_attention_heads', 1, 4096);
   int('intermediate_size', 1, 1 << 20);
   int('max_position_embeddings', 1, 1 << 20);
-  int('type_vocab_size', 1, 1 << 16);
+  int('type_vocab_size', modelType === 'distilbert' ? 0 : 1, 1 << 16);
+  if (modelType === 'electra') int('embedding_size', 1, 65536);
+  if (modelType === 'distilbert') {
+    if (typeof c.sinusoidal_pos_embds !== 'boolean') throw new InputError(file, `sinusoidal_pos_embds must be true or false, got ${show(c.sinusoidal_pos_embds)}`);
+    for (const k of ['qa_dropout', 'seq_classif_dropout']) prob(k);
+  }
   if (c.pad_token_id === null) c.pad_token_id = -1;
   int('pad_token_id', -1, c.vocab_size - 1);
+  if (f.base === 'roberta' && c.pad_token_id < 0) throw new InputError(file, 'pad_token_id must be set: RoBERTa\'s position ids count from it');
+  // RoBERTa's positions start after padding_idx: the longest input is max_position_embeddings - pad_token_id - 1.
   prob('hidden_dropout_prob');
   prob('attention_probs_dropout_prob');
   if (c.classifier_dropout !== null && c.classifier_dropout !== undefined) prob('classifier_dropout');
@@ -100,7 +189,8 @@ export function parseConfig(raw: unknown, file: string, o: ConfigOverrides = {})
   if (c.hidden_size % c.num_attention_heads !== 0)
     throw new InputError(file, `hidden_size ${c.hidden_size} is not a multiple of num_attention_heads ${c.num_attention_heads}`);
   const acts = (activations ??= addon().runtime().activations);  // the addon implements them: it owns the list
-  if (!acts.includes(c.hidden_act)) throw new InputError(file, `hidden_act ${show(c.hidden_act)} is not supported (${acts.join(', ')})`);
+  const actName = f.aliases?.hidden_act ?? 'hidden_act';
+  if (!acts.includes(c.hidden_act)) throw new InputError(file, `${actName} ${show(c.hidden_act)} is not supported (${acts.join(', ')})`);
   if (c.position_embedding_type !== 'absolute')
     throw new InputError(file, `position_embedding_type ${show(c.position_embedding_type)} is not supported (only "absolute")`);
 
@@ -142,13 +232,32 @@ const MAX_LABELS = 100000;
 
 /** The parameters the addon allocates for this config and head. */
 export function parameterCount(c: BertConfig, architecture: Architecture = architectureOf(c)): number {
-  const H = c.hidden_size, I = c.intermediate_size, n = numLabels(c);
-  const embeddings = (c.vocab_size + c.max_position_embeddings + c.type_vocab_size) * H + 2 * H;
+  const H = c.hidden_size, I = c.intermediate_size, n = numLabels(c), E = embeddingSize(c), V = c.vocab_size;
+  const embeddings = embeddingParameters(c) + 2 * E + (E !== H ? E * H + H : 0);
   const layer = 4 * (H * H + H) + 2 * H + (H * I + I) + (I * H + H) + 2 * H;
-  const pooler = H * H + H;
-  const head = { BertForSequenceClassification: pooler + H * n + n, BertForMultipleChoice: pooler + H + 1, BertForTokenClassification: H * n + n,
-    BertForQuestionAnswering: H * n + n, BertForMaskedLM: H * H + H + 2 * H + c.vocab_size }[architecture];
-  return embeddings + c.num_hidden_layers * layer + head;
+  const dense = H * H + H;  // BERT's pooler; RoBERTa's, ELECTRA's and DistilBERT's dense before the classifier
+  const head = headOf(architecture);
+  const sizes: Record<Head, number> = {
+    SequenceClassification: dense + H * n + n,
+    MultipleChoice: dense + H + 1,
+    TokenClassification: H * n + n,
+    QuestionAnswering: H * 2 + 2,
+    MaskedLM: c.model_type === 'electra' ? H * E + E + 2 * E + V : dense + 2 * H + V,
+  };
+  return embeddings + c.num_hidden_layers * layer + sizes[head];
+}
+
+/** The longest input the position embeddings allow: RoBERTa's positions start after padding_idx. */
+export function maxSequenceLength(c: BertConfig): number {
+  return family(c).base === 'roberta' ? c.max_position_embeddings - c.pad_token_id - 1 : c.max_position_embeddings;
+}
+
+/** ELECTRA's embedding width (embedding_size); the hidden size elsewhere. */
+export function embeddingSize(c: BertConfig): number { return c.model_type === 'electra' ? c.embedding_size as number : c.hidden_size; }
+
+/** The word, position and token-type embedding tables' parameters (excluded from FLOP counts, as transformers does). */
+export function embeddingParameters(c: BertConfig): number {
+  return (c.vocab_size + c.max_position_embeddings + c.type_vocab_size) * embeddingSize(c);
 }
 
 /** Bytes of memory this process can still take: the kernel's MemAvailable, within a cgroup's limit if it has one. */
@@ -172,26 +281,34 @@ export function checkFits(c: BertConfig, file: string, bytesPerParameter: number
   }
 }
 
-/** The heads (transformers' class names) the addon builds on the encoder: the one list. */
-export const ARCHITECTURES = ['BertForSequenceClassification', 'BertForTokenClassification', 'BertForQuestionAnswering', 'BertForMaskedLM', 'BertForMultipleChoice'] as const;
-export type Architecture = (typeof ARCHITECTURES)[number];
-
 /**
- * The head a checkpoint's config.json names (architectures[0], as AutoModel reads it), when it is one of ours;
- * BertForPreTraining keeps its masked-LM head; a bare BertModel (or none named) gets sequence classification.
+ * The head a checkpoint's config.json names (architectures[0], as AutoModel reads it), when it is one of its
+ * family's here; BertForPreTraining keeps its masked-LM head, ElectraForPreTraining (a discriminator) becomes a
+ * sequence classifier; a bare base model (or none named) gets sequence classification.
  */
 export function architectureOf(c: BertConfig): Architecture {
+  const f = family(c);
   const named = Array.isArray(c.architectures) ? String(c.architectures[0]) : undefined;
-  if (named === 'BertForPreTraining') return 'BertForMaskedLM';
-  return (ARCHITECTURES as readonly string[]).includes(named ?? '') ? named as Architecture : 'BertForSequenceClassification';
+  if (named === `${f.prefix}ForPreTraining` && f.pretraining) return `${f.prefix}For${f.pretraining}`;
+  return named && named.startsWith(`${f.prefix}For`) && ARCHITECTURES.includes(named) ? named : `${f.prefix}ForSequenceClassification`;
 }
 
-/** What save() writes: the config as transformers writes it for the model's class. */
+/** What save() writes: the config as transformers writes it for the model's class, under the family's own names. */
 export function configToJson(c: BertConfig, architecture: Architecture): Record<string, unknown> {
-  return { ...c, architectures: [architecture], model_type: 'bert', pad_token_id: c.pad_token_id < 0 ? null : c.pad_token_id, dtype: 'float32' };
+  const f = family(c);
+  const out: Record<string, unknown> = { ...c, architectures: [architecture], model_type: c.model_type, pad_token_id: c.pad_token_id < 0 ? null : c.pad_token_id, dtype: 'float32' };
+  for (const [bertName, own] of Object.entries(f.aliases ?? {})) { out[own] = out[bertName]; delete out[bertName]; }
+  for (const k of f.absent ?? []) delete out[k];
+  return out;
 }
 
-/** What the addon needs. */
+/** What the addon needs: BertConfig's fields, the family, and the dropout the head reads before its classifier. */
 export function nativeConfig(c: BertConfig, architecture: Architecture): Record<string, unknown> {
-  return { ...c, num_labels: numLabels(c), problem_type: problemType(c), classifier_dropout: c.classifier_dropout ?? -1, architecture };
+  const head = headOf(architecture);
+  // DistilBERT's heads each name their dropout; elsewhere classifier_dropout (None: hidden_dropout_prob).
+  const classifierDropout = c.model_type === 'distilbert'
+    ? (head === 'QuestionAnswering' ? c.qa_dropout : head === 'TokenClassification' ? c.hidden_dropout_prob : c.seq_classif_dropout) as number
+    : c.classifier_dropout ?? -1;
+  return { ...c, num_labels: numLabels(c), problem_type: problemType(c), classifier_dropout: classifierDropout, architecture,
+    embedding_size: embeddingSize(c), sinusoidal_pos_embds: c.sinusoidal_pos_embds === true };
 }

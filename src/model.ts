@@ -4,7 +4,8 @@
 // (AutoModelFor...) loads.
 import path from 'node:path';
 import { addon, type NativeBatch, type NativeBlob, type NativeModel, type NativeTensorSource, type PhaseTimes } from './native.js';
-import { type Architecture, ARCHITECTURES, architectureOf, type BertConfig, type ConfigOverrides, configToJson, nativeConfig, numLabels, parseConfig, problemType } from './config.js';
+import { type Architecture, ARCHITECTURES, architectureFor, architectureOf, type BertConfig, type ConfigOverrides, configToJson, embeddingParameters, type Head,
+  headOf, maxSequenceLength, nativeConfig, numLabels, parseConfig, problemType, weightKeys } from './config.js';
 import { indexSafetensors, type FileTensor } from './safetensors.js';
 import { fileSource, type HubOptions, HubError } from './hub.js';
 import { readJson, writeAtomically, writeFileAtomic } from './fsutil.js';
@@ -102,6 +103,17 @@ export function isDevice(d: unknown): d is Device { return typeof d === 'string'
 // Buffers transformers ignores when loading (non-persistent in current versions, present in older checkpoints).
 const IGNORED_KEYS = /(^|\.)embeddings\.(position_ids|token_type_ids)$/;
 
+/** The class to build: the calling class's head in the config's family, `architecture` if given, else config.json's. */
+function pickArchitecture(config: BertConfig, head: Head | null, architecture: Architecture | undefined): Architecture {
+  if (architecture !== undefined) {
+    if (!ARCHITECTURES.includes(architecture)) throw new TypeError(`architecture must be one of ${ARCHITECTURES.join(', ')}, got ${JSON.stringify(architecture)}`);
+    if (architectureFor(config, headOf(architecture)) !== architecture) throw new TypeError(`architecture ${architecture} is not of this config's model_type ${JSON.stringify(config.model_type)}`);
+    if (head && headOf(architecture) !== head) throw new TypeError(`architecture ${architecture} is not a ${head} head`);
+    return architecture;
+  }
+  return head ? architectureFor(config, head) : architectureOf(config);
+}
+
 function checkInt(name: string, v: unknown, min: number, max: number): number {
   if (typeof v !== 'number' || !Number.isInteger(v)) throw new TypeError(`${name} must be an integer, got ${typeof v === 'number' ? v : typeof v}`);
   if (v < min || v > max) throw new RangeError(`${name} must be in [${min}, ${max}], got ${v}`);
@@ -113,31 +125,23 @@ function checkNum(name: string, v: unknown, ok: (x: number) => boolean, range: s
   return v;
 }
 
-/** Maps a checkpoint key to this model's key; null for keys transformers ignores. */
-function mapKey(key: string, addPrefix: boolean): string {
+/** Maps a checkpoint key to this model's key: old LayerNorm names, and the base model's prefix for a bare base model. */
+function mapKey(key: string, addPrefix: boolean, keys: { base: string; headKeys: RegExp }): string {
   let k = key.replace(/LayerNorm\.gamma$/, 'LayerNorm.weight').replace(/LayerNorm\.beta$/, 'LayerNorm.bias');
-  if (addPrefix && !/^(cls|classifier|qa_outputs)\./.test(k)) k = `bert.${k}`;
+  if (addPrefix && !keys.headKeys.test(k)) k = `${keys.base}.${k}`;
   return k;
 }
 
-/** Checkpoint keys a head does not use: the masked-LM head keeps cls.predictions (its decoder is the tied embeddings). */
-function unusedKey(key: string, architecture: Architecture): boolean {
-  if (architecture === 'BertForMaskedLM') return key.startsWith('cls.') && !key.startsWith('cls.predictions.');
-  return key.startsWith('cls.');
-}
-// transformers ties cls.predictions.decoder to the word embeddings (and its bias to cls.predictions.bias): one tensor.
-const TIED_KEYS = /^cls\.predictions\.decoder\.(weight|bias)$/;
-
 type ModelClass<M> = { new (native: NativeModel, config: BertConfig, architecture: Architecture, device: string, numParameters: number,
-  parameterNames: string[], loadReport: LoadReport): M; readonly architecture: Architecture | null };
+  parameterNames: string[], loadReport: LoadReport): M; readonly head: Head | null };
 
 /**
  * The encoder and one head. Use a head's class (BertForTokenClassification.fromPretrained(...)), or this class to
  * take the head that config.json's `architectures` names, as AutoModel does.
  */
 export class BertPreTrainedModel {
-  /** The head this class builds; null: the one config.json names (or BertForSequenceClassification). */
-  static readonly architecture: Architecture | null = null;
+  /** The head this class builds (in the family config.json's model_type names); null: the class config.json names. */
+  static readonly head: Head | null = null;
   private queue: Promise<unknown> = Promise.resolve();
   private disposed = false;
 
@@ -153,17 +157,15 @@ export class BertPreTrainedModel {
   ) {}
 
   get numLabels(): number { return numLabels(this.config); }
+  /** The head (SequenceClassification, TokenClassification, QuestionAnswering, MaskedLM, MultipleChoice). */
+  get head(): Head { return headOf(this.architecture); }
   /** Parameters outside the embeddings, as PreTrainedModel.num_parameters(exclude_embeddings=True) counts them. */
-  get nonEmbeddingParameters(): number {
-    const c = this.config;
-    return this.numParameters - (c.vocab_size + c.max_position_embeddings + c.type_vocab_size) * c.hidden_size;
-  }
+  get nonEmbeddingParameters(): number { return this.numParameters - embeddingParameters(this.config); }
   get problemType() { return problemType(this.config); }
 
   /** A randomly initialised model (seeded), e.g. with bert-base-uncased's config for speed work. */
   static async fromConfig<M extends BertPreTrainedModel>(this: ModelClass<M>, config: BertConfig, o: ModelOptions & { architecture?: Architecture } = {}): Promise<M> {
-    const architecture = this.architecture ?? o.architecture ?? architectureOf(config);
-    if (!ARCHITECTURES.includes(architecture)) throw new TypeError(`architecture must be one of ${ARCHITECTURES.join(', ')}, got ${JSON.stringify(architecture)}`);
+    const architecture = pickArchitecture(config, this.head, o.architecture);
     const device = o.device ?? 'auto';
     if (!isDevice(device)) throw new TypeError(`device must be auto, cpu, cuda or cuda:N, got ${JSON.stringify(device)}`);
     const seed = checkInt('seed', o.seed ?? 42, 0, Number.MAX_SAFE_INTEGER);
@@ -187,19 +189,23 @@ export class BertPreTrainedModel {
     const configFile = (await src.get('config.json'))!;
     const config = parseConfig(await readJson(configFile), configFile, o);
     const files = await weightFiles(src, nameOrPath);
-    const architecture = this.architecture ?? o.architecture ?? architectureOf(config);
+    const architecture = pickArchitecture(config, this.head, o.architecture);
     const model = await (this as unknown as typeof BertPreTrainedModel).fromConfig(config, { ...o, architecture }) as M;
     try {
       const tensors: FileTensor[] = [];  // headers only: the addon reads each tensor from its file
       for (const f of files) tensors.push(...(await indexSafetensors(f)).tensors);
-      const addPrefix = !tensors.some((t) => t.name.startsWith('bert.'));
+      const keys = weightKeys(config);
+      const addPrefix = !tensors.some((t) => t.name.startsWith(`${keys.base}.`));
       const unused: string[] = [];
       const blobs: NativeTensorSource[] = [];
+      const params = new Set(model.parameterNames);
       for (const t of tensors) {
         if (IGNORED_KEYS.test(t.name)) continue;
-        const k = mapKey(t.name, addPrefix);
-        if (architecture === 'BertForMaskedLM' && TIED_KEYS.test(k)) continue;  // the same tensors as the embeddings' and the bias
-        if (unusedKey(k, architecture)) unused.push(t.name);
+        const k = mapKey(t.name, addPrefix, keys);
+        // transformers ties the masked-LM decoder to the word embeddings (and its bias to the head's bias): one tensor.
+        if (keys.tied.test(k) && !params.has(k)) continue;
+        // Another head's modules (a masked-LM checkpoint loaded for classification) are reported unused.
+        if (keys.headKeys.test(k) && !params.has(k)) unused.push(t.name);
         else blobs.push({ ...t, name: k });
       }
       let report;
@@ -229,7 +235,7 @@ export class BertPreTrainedModel {
     if (!Array.isArray(b.shape) || b.shape.length !== 2) throw new TypeError('batch.shape must be [batch, sequenceLength]');
     const c = this.config;
     const bs = checkInt('batch.shape[0]', b.shape[0], 1, 1 << 20);
-    const seq = checkInt('batch.shape[1]', b.shape[1], 1, c.max_position_embeddings);
+    const seq = checkInt('batch.shape[1]', b.shape[1], 1, maxSequenceLength(c));
     const n = bs * seq;
     // Types and lengths here; the addon scans every id once against its table (inputIds < vocab_size,
     // tokenTypeIds < type_vocab_size, attentionMask 0/1, class labels) and rejects with the same kind of message.
@@ -245,7 +251,7 @@ export class BertPreTrainedModel {
       attentionMask: ints('attentionMask', b.attentionMask, false),
       tokenTypeIds: ints('tokenTypeIds', b.tokenTypeIds, false),
     };
-    if (this.architecture === 'BertForMultipleChoice') {
+    if (this.head === 'MultipleChoice') {
       const nc = checkInt('batch.numChoices', b.numChoices, 1, bs);
       if (bs % nc !== 0) throw new RangeError(`batch.numChoices ${nc} must divide the batch's ${bs} rows (examples × choices)`);
       out.numChoices = nc;
@@ -254,12 +260,12 @@ export class BertPreTrainedModel {
       if (needLabels) throw new TypeError('batch.labels is required for a training step');
       return out;
     }
-    const perHead = { BertForTokenClassification: n, BertForMaskedLM: n, BertForQuestionAnswering: bs * 2, BertForMultipleChoice: bs / (out.numChoices ?? 1) } as Record<string, number>;
-    if (this.architecture in perHead) {
-      const need = perHead[this.architecture];
+    const perHead = { TokenClassification: n, MaskedLM: n, QuestionAnswering: bs * 2, MultipleChoice: bs / (out.numChoices ?? 1) } as Record<string, number>;
+    if (this.head in perHead) {
+      const need = perHead[this.head];
       if (!(b.labels instanceof Int32Array)) throw new TypeError(`batch.labels must be an Int32Array for ${this.architecture}`);
       if (b.labels.length !== need) throw new RangeError(`batch.labels has ${b.labels.length} elements; ${this.architecture} needs ${need} (${
-        this.architecture === 'BertForQuestionAnswering' ? '[start, end] per row' : this.architecture === 'BertForMultipleChoice' ? 'one per example' : 'one per position'})`);
+        this.head === 'QuestionAnswering' ? '[start, end] per row' : this.head === 'MultipleChoice' ? 'one per example' : 'one per position'})`);
       out.labels = b.labels;
       return out;
     }
@@ -393,8 +399,8 @@ export class BertPreTrainedModel {
   setLabelSmoothing(epsilon: number): Promise<void> {
     try {
       checkNum('labelSmoothing', epsilon, (x) => x >= 0 && x < 1, 'in [0, 1)');
-      if (epsilon > 0 && (this.architecture === 'BertForQuestionAnswering' || (this.architecture === 'BertForSequenceClassification' && this.problemType !== 'single_label_classification')))
-        throw new TypeError(`label smoothing applies to class labels only; this model is ${this.architecture === 'BertForSequenceClassification' ? this.problemType : this.architecture}`);
+      if (epsilon > 0 && (this.head === 'QuestionAnswering' || (this.head === 'SequenceClassification' && this.problemType !== 'single_label_classification')))
+        throw new TypeError(`label smoothing applies to class labels only; this model is ${this.head === 'SequenceClassification' ? this.problemType : this.architecture}`);
     } catch (e) {
       return Promise.reject(e);
     }
@@ -473,29 +479,33 @@ export class BertPreTrainedModel {
   }
 }
 
+// Each head's class builds that head in the family config.json's model_type names (BertForSequenceClassification
+// .fromPretrained of a RoBERTa checkpoint is a RobertaForSequenceClassification), as transformers' AutoModelFor...
+// classes do; index.ts exports them under those names too.
+
 /** Sentence-pair (or single sentence) classification and regression, as transformers' class. */
 export class BertForSequenceClassification extends BertPreTrainedModel {
-  static override readonly architecture: Architecture = 'BertForSequenceClassification';
+  static override readonly head: Head = 'SequenceClassification';
   override forward(batch: Batch) { return super.forward(batch) as Promise<ModelOutput & { logits: Float32Array }>; }
 }
 /** A class per token (named-entity recognition): logits [batch, seq, numLabels]. */
 export class BertForTokenClassification extends BertPreTrainedModel {
-  static override readonly architecture: Architecture = 'BertForTokenClassification';
+  static override readonly head: Head = 'TokenClassification';
   override forward(batch: Batch) { return super.forward(batch) as Promise<ModelOutput & { logits: Float32Array }>; }
 }
 /** Extractive question answering: startLogits and endLogits [batch, seq]. */
 export class BertForQuestionAnswering extends BertPreTrainedModel {
-  static override readonly architecture: Architecture = 'BertForQuestionAnswering';
+  static override readonly head: Head = 'QuestionAnswering';
   override forward(batch: Batch) { return super.forward(batch) as Promise<ModelOutput & { startLogits: Float32Array; endLogits: Float32Array }>; }
 }
 /** Masked-language modelling: the decoder is the word embeddings (tied), its bias cls.predictions.bias. */
 export class BertForMaskedLM extends BertPreTrainedModel {
-  static override readonly architecture: Architecture = 'BertForMaskedLM';
+  static override readonly head: Head = 'MaskedLM';
   override forward(batch: Batch) { return super.forward(batch) as Promise<ModelOutput & { logits: Float32Array }>; }
 }
 /** Multiple choice (SWAG): each example's choices are rows of the batch; logits [examples, numChoices]. */
 export class BertForMultipleChoice extends BertPreTrainedModel {
-  static override readonly architecture: Architecture = 'BertForMultipleChoice';
+  static override readonly head: Head = 'MultipleChoice';
   override forward(batch: Batch) { return super.forward(batch) as Promise<ModelOutput & { logits: Float32Array }>; }
 }
 

@@ -13,7 +13,7 @@ import { exists, readJson, writeFileAtomic } from './fsutil.js';
 import { readSafetensors } from './safetensors.js';
 import { defaultLoggingDir, TensorBoardCallback } from './tensorboard.js';
 import { glueMetric } from './metrics.js';
-import { checkFits } from './config.js';
+import { checkFits, maxSequenceLength } from './config.js';
 import { InputError, show, UsageError } from './errors.js';
 import { type DistributedContext, shardBatches } from './distributed.js';
 import { modelCard, pushFolder, requireHubToken, resolveRepoId } from './push.js';
@@ -116,9 +116,9 @@ export class Trainer {
       throw new UsageError('--push-to-hub cannot upload with HF_HUB_OFFLINE=1 set (offline mode makes no requests)');
     if (this.args.labelSmoothingFactor > 0 && o.model.problemType !== 'single_label_classification')
       throw new UsageError(`labelSmoothingFactor (--label-smoothing-factor) applies to single-label classification; this model is ${o.model.problemType}`);
-    const maxPos = o.model.config.max_position_embeddings;
+    const maxPos = maxSequenceLength(o.model.config);
     if (this.args.padToMultipleOf !== null && this.args.padToMultipleOf > maxPos)
-      throw new UsageError(`padToMultipleOf (--pad-to-multiple-of) is ${this.args.padToMultipleOf}, more than the model's max_position_embeddings ${maxPos}: no padded batch would fit`);
+      throw new UsageError(`padToMultipleOf (--pad-to-multiple-of) is ${this.args.padToMultipleOf}, more than the model's longest input (${maxPos} positions): no padded batch would fit`);
     // Checked here, not when a batch first meets such an id (possibly an epoch later).
     const tok = o.tokenizer;
     if (tok && tok.idLimit > o.model.config.vocab_size)
@@ -391,9 +391,9 @@ export class Trainer {
     const nl = dataset.numChoices ?? this.model.numLabels, bs = this.args.perDeviceEvalBatchSize;
     // Per example, or per token aligned with enc.ids (token classification: numLabels per token; question
     // answering: [start, end] per token).
-    const perToken = this.model.architecture === 'BertForTokenClassification' || this.model.architecture === 'BertForQuestionAnswering';
+    const perToken = this.model.head === 'TokenClassification' || this.model.head === 'QuestionAnswering';
     // Masked LM: the logits of the masked positions only ([masked, vocab]), scored as they come (run_mlm's accuracy).
-    const masked = this.model.architecture === 'BertForMaskedLM';
+    const masked = this.model.head === 'MaskedLM';
     const logits = new Float32Array(masked ? 0 : (perToken ? dataset.enc.ids.length : exampleCount(dataset)) * nl);
     const order = Int32Array.from({ length: exampleCount(dataset) }, (_, i) => i);
     const all = batches(order, bs);
@@ -414,7 +414,7 @@ export class Trainer {
           if (best === label) maskedRight[i]++;
         });
         maskedCount[i] = y.length;
-      } else if (this.model.architecture === 'BertForQuestionAnswering') {
+      } else if (this.model.head === 'QuestionAnswering') {
         const seq = batch.shape[1], o = dataset.enc.offsets;
         rows.forEach((r, k) => {
           for (let t = 0; t < o[r + 1] - o[r]; t++) {
@@ -447,7 +447,7 @@ export class Trainer {
   private predictionsOf(logits: Float32Array, dataset?: TokenizedDataset): Float32Array | Int32Array {
     const nl = dataset?.numChoices ?? this.model.numLabels;
     // Regression's scores; question answering's [start, end] logits per token (post-processing reads them).
-    if (this.model.problemType === 'regression' || this.model.architecture === 'BertForQuestionAnswering') return logits.slice();
+    if (this.model.problemType === 'regression' || this.model.head === 'QuestionAnswering') return logits.slice();
     const n = logits.length / nl;
     const pred = new Int32Array(n);
     for (let i = 0; i < n; i++) {

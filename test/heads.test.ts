@@ -1,11 +1,13 @@
-// Every head against transformers' class of the same name on the same files (a tiny random BERT that transformers
-// makes): forward outputs, loss, 3 AdamW steps (the masked-LM decoder tied to the word embeddings gets both
-// gradients), and the saved folder read back by AutoModelFor<head> with no missing or unexpected keys.
+// Every family's every head against transformers' class of the same name on the same files (a tiny random model
+// that transformers makes: BERT, RoBERTa, XLM-RoBERTa, ELECTRA with a projected embedding, DistilBERT with learned and
+// with sinusoidal positions): forward outputs, loss, 3 AdamW steps (the masked-LM decoder tied to the word
+// embeddings gets both gradients), and the saved folder read back by AutoModelFor<head> with no missing or
+// unexpected keys.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { BertForMaskedLM, BertForMultipleChoice, BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification, BertPreTrainedModel } from '../src/model.js';
-import type { Architecture } from '../src/config.js';
+import { type Architecture, FAMILIES, type Head, headOf } from '../src/config.js';
 import { readSafetensors } from '../src/safetensors.js';
 import { writeFileSync } from 'node:fs';
 import { TINY, f32, hfRef, runCli, tempDir, tinyBatch } from './helpers.js';
@@ -15,20 +17,39 @@ import { tokenizeChoices } from '../src/data.js';
 import { Trainer } from '../src/trainer.js';
 
 const THREADS = 1;
-const CLASSES = { BertForSequenceClassification, BertForTokenClassification, BertForQuestionAnswering, BertForMaskedLM, BertForMultipleChoice };
+const CLASSES: Record<Head, typeof BertPreTrainedModel> = { SequenceClassification: BertForSequenceClassification, TokenClassification: BertForTokenClassification,
+  QuestionAnswering: BertForQuestionAnswering, MaskedLM: BertForMaskedLM, MultipleChoice: BertForMultipleChoice };
 
-/** A batch with padding (row 1 is 4 tokens short) and the labels each head reads. */
-function headBatch(arch: Architecture) {
-  const bs = arch === 'BertForMultipleChoice' ? 4 : 3, seq = 9;
+// Each family's tiny configuration, in its config class's own field names.
+const ROBERTA = { ...TINY, type_vocab_size: 1, pad_token_id: 1, max_position_embeddings: 40 };
+const DISTILBERT = { vocab_size: 100, dim: 32, n_layers: 2, n_heads: 4, hidden_dim: 37, max_position_embeddings: 64, dropout: 0, attention_dropout: 0,
+  qa_dropout: 0, seq_classif_dropout: 0, num_labels: 2 };
+const CASES: Array<{ modelType: keyof typeof FAMILIES; config: Record<string, unknown>; label: string; heads?: Head[] }> = [
+  { modelType: 'bert', config: TINY, label: 'BERT' },
+  { modelType: 'roberta', config: ROBERTA, label: 'RoBERTa' },
+  { modelType: 'xlm-roberta', config: ROBERTA, label: 'XLM-RoBERTa' },
+  { modelType: 'electra', config: { ...TINY, embedding_size: 16 }, label: 'ELECTRA (embedding_size 16, projected)' },
+  { modelType: 'distilbert', config: DISTILBERT, label: 'DistilBERT' },
+  { modelType: 'distilbert', config: { ...DISTILBERT, sinusoidal_pos_embds: true }, label: 'DistilBERT (sinusoidal positions)', heads: ['SequenceClassification', 'MaskedLM'] },
+];
+
+/** A batch with padding (row 1 is 4 tokens short) and the labels each head reads; RoBERTa's padding is its pad id. */
+function headBatch(arch: Architecture, modelType = 'bert') {
+  const head = headOf(arch);
+  const bs = head === 'MultipleChoice' ? 4 : 3, seq = 9;
   const b = tinyBatch(bs, seq, 7);
   const pad = (i: number) => b.attentionMask[i] === 0;
+  if (modelType === 'roberta' || modelType === 'xlm-roberta') {
+    b.inputIds.forEach((id, i) => { b.inputIds[i] = pad(i) ? 1 : id === 1 ? 3 : id; });
+    b.tokenTypeIds.fill(0);
+  }
   let labels: Int32Array;
-  if (arch === 'BertForTokenClassification') labels = Int32Array.from({ length: bs * seq }, (_, i) => (pad(i) ? -100 : (i * 7) % 5));
-  else if (arch === 'BertForMaskedLM') labels = Int32Array.from({ length: bs * seq }, (_, i) => (pad(i) || i % 3 ? -100 : (i * 13) % 100));
-  else if (arch === 'BertForQuestionAnswering') labels = Int32Array.from([2, 5, 1, 3, 4, 30]);  // the last end is past seq: clamped and ignored
-  else if (arch === 'BertForMultipleChoice') labels = Int32Array.from([1, 0]);  // 2 examples of 2 choices
+  if (head === 'TokenClassification') labels = Int32Array.from({ length: bs * seq }, (_, i) => (pad(i) ? -100 : (i * 7) % 5));
+  else if (head === 'MaskedLM') labels = Int32Array.from({ length: bs * seq }, (_, i) => (pad(i) || i % 3 ? -100 : (i * 13) % 100));
+  else if (head === 'QuestionAnswering') labels = Int32Array.from([2, 5, 1, 3, 4, 30]);  // the last end is past seq: clamped and ignored
+  else if (head === 'MultipleChoice') labels = Int32Array.from([1, 0]);  // 2 examples of 2 choices
   else labels = Int32Array.from([0, 2, 1]);
-  return { ...b, labels, ...(arch === 'BertForMultipleChoice' ? { numChoices: 2 } : {}) };
+  return { ...b, labels, ...(head === 'MultipleChoice' ? { numChoices: 2 } : {}) };
 }
 const json = (b: ReturnType<typeof headBatch>) => ({ shape: b.shape, inputIds: [...b.inputIds], attentionMask: [...b.attentionMask], tokenTypeIds: [...b.tokenTypeIds],
   labels: [...b.labels], ...('numChoices' in b ? { numChoices: b.numChoices } : {}) });
@@ -36,7 +57,8 @@ const json = (b: ReturnType<typeof headBatch>) => ({ shape: b.shape, inputIds: [
 /** The largest difference over the positions a head's logits are defined at (token-level heads: real tokens). */
 function diff(arch: Architecture, name: string, ours: Float32Array, theirs: number[], b: ReturnType<typeof headBatch>, withLabels: boolean): number {
   let d = 0;
-  if (arch === 'BertForMaskedLM' && withLabels) {
+  const head = headOf(arch);
+  if (head === 'MaskedLM' && withLabels) {
     // ours: the labelled positions' rows, in order; theirs: every position's
     const V = TINY.vocab_size;
     let r = 0;
@@ -52,26 +74,28 @@ function diff(arch: Architecture, name: string, ours: Float32Array, theirs: numb
   const per = ours.length / b.inputIds.length;
   for (let i = 0; i < ours.length; i++) {
     const token = Math.floor(i / per);
-    if ((arch === 'BertForTokenClassification' || arch === 'BertForMaskedLM') && b.attentionMask[token] === 0) continue;
+    if ((head === 'TokenClassification' || head === 'MaskedLM') && b.attentionMask[token] === 0) continue;
     d = Math.max(d, Math.abs(ours[i] - theirs[i]));
   }
   return d;
 }
 
-for (const arch of Object.keys(CLASSES) as Architecture[])
-test(`${arch}: outputs, loss, 3 AdamW steps and the saved folder match transformers`, async () => {
+for (const c of CASES)
+for (const head of c.heads ?? (FAMILIES[c.modelType].heads as readonly Head[]))
+test(`${c.label} ${head}: outputs, loss, 3 AdamW steps and the saved folder match transformers`, async () => {
+  const arch = `${FAMILIES[c.modelType].prefix}For${head}`;
   const { dir, cleanup } = tempDir('heads-');
   try {
     const hf = path.join(dir, 'hf');
-    const config = { ...TINY, num_labels: arch === 'BertForTokenClassification' ? 5 : arch === 'BertForSequenceClassification' ? 3 : 2 };
-    await hfRef('make-head-model', { dir: hf, seed: 11, architecture: arch, config });
-    const batch = headBatch(arch);
+    const config = { ...c.config, num_labels: head === 'TokenClassification' ? 5 : head === 'SequenceClassification' ? 3 : 2 };
+    await hfRef('make-head-model', { dir: hf, seed: 11, architecture: arch, modelType: c.modelType, config });
+    const batch = headBatch(arch, c.modelType);
     const lr = 1e-3, weightDecay = 0.01, maxGradNorm = 0.5, steps = 3, eps = 1e-6;
     const ref = await hfRef('head-reference', { dir: hf, architecture: arch, batch: json(batch), lr, weightDecay, maxGradNorm, steps, eps,
       out: path.join(dir, 'ref-after.safetensors'), threads: THREADS });
 
     // The class's own head, and the one config.json names (as AutoModel) are the same model.
-    const model: BertPreTrainedModel = await (CLASSES[arch] as typeof BertPreTrainedModel).fromPretrained(hf, { device: 'cpu', threads: THREADS });
+    const model: BertPreTrainedModel = await CLASSES[head].fromPretrained(hf, { device: 'cpu', threads: THREADS });
     const auto = await BertPreTrainedModel.fromPretrained(hf, { device: 'cpu', threads: THREADS });
     try {
       assert.equal(auto.architecture, arch);
@@ -79,13 +103,13 @@ test(`${arch}: outputs, loss, 3 AdamW steps and the saved folder match transform
       const { labels, ...inputs } = batch;
       const plain = await model.forward(inputs);
       const withLabels = await model.forward(batch);
-      const names = arch === 'BertForQuestionAnswering' ? [['startLogits', 'start_logits'], ['endLogits', 'end_logits']] : [['logits', 'logits']];
+      const names = head === 'QuestionAnswering' ? [['startLogits', 'start_logits'], ['endLogits', 'end_logits']] : [['logits', 'logits']];
       let outDiff = 0;
       for (const [ours, theirs] of names) {
         outDiff = Math.max(outDiff, diff(arch, theirs, (plain as unknown as Record<string, Float32Array>)[ours], ref[theirs], batch, false));
         assert.deepEqual(plain.shapes[ours], ref[`${theirs}_shape`], `${ours}'s shape`);
       }
-      if (arch === 'BertForMaskedLM') outDiff = Math.max(outDiff, diff(arch, 'logits', withLabels.logits!, ref.logits, batch, true));
+      if (head === 'MaskedLM') outDiff = Math.max(outDiff, diff(arch, 'logits', withLabels.logits!, ref.logits, batch, true));
       const lossDiff = Math.abs(withLabels.loss! - ref.loss);
       const losses: number[] = [];
       await model.setOptimizer({ weightDecay, maxGradNorm, eps });
@@ -102,9 +126,10 @@ test(`${arch}: outputs, loss, 3 AdamW steps and the saved folder match transform
         const a = ours.get(t.name)!, b = f32(t.data);
         let num = 0, den = 0;
         for (let i = 0; i < a.length; i++) { num = Math.max(num, Math.abs(a[i] - b[i])); den = Math.max(den, Math.abs(b[i])); }
-        if (t.name === 'qa_outputs.bias') {
-          // Adding a constant to every position's start (end) logit leaves both softmaxes unchanged: this bias's
-          // gradient is zero in theory and rounding noise in practice, which Adam scales up to steps of about lr.
+        if (t.name === 'qa_outputs.bias' || (head === 'MultipleChoice' && t.name === 'classifier.bias')) {
+          // Adding a constant to every position's start (end) logit, or to every choice's, leaves the softmaxes
+          // unchanged: this bias's gradient is zero in theory and rounding noise in practice, which Adam scales up to
+          // steps of about lr.
           assert.ok(num <= steps * lr, `${t.name} moved ${num} apart, more than ${steps} Adam steps of lr ${lr} can`);
           continue;
         }

@@ -225,7 +225,7 @@ test('messages point the right way: label header with a trailing space, --pad-to
   assert.doesNotMatch(a.stderr, /config.json/);
   const b = await cli([...BASE, '--pad-to-multiple-of', '1000', '--output-dir', path.join(work.dir, 'pad')]);
   assert.equal(b.code, 2);
-  assert.match(b.stderr, /--pad-to-multiple-of\) is 1000, more than the model's max_position_embeddings 64/);
+  assert.match(b.stderr, /--pad-to-multiple-of\) is 1000, more than the model's longest input \(64 positions\)/);
   const c = await cli([...BASE, '--epochs', '1e400']);
   assert.match(c.stderr, /--epochs must be a finite number >= 0, got Infinity/);
   const d = await cli([...BASE, '--lr-scheduler', 'exp']);

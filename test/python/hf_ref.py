@@ -172,14 +172,16 @@ def head_inputs(a, cls_name):
     t = lambda k: torch.tensor(b[k], dtype=torch.long).view(bs, seq)
     inputs = {"input_ids": t("inputIds"), "attention_mask": t("attentionMask"), "token_type_ids": t("tokenTypeIds")}
     labels = torch.tensor(b["labels"], dtype=torch.long)
-    if cls_name == "BertForMultipleChoice":
+    if cls_name.startswith("DistilBert"):  # DistilBERT takes no token types
+        del inputs["token_type_ids"]
+    if cls_name.endswith("ForMultipleChoice"):
         nc = b["numChoices"]
         inputs = {k: v.view(bs // nc, nc, seq) for k, v in inputs.items()}
         return inputs, {"labels": labels}
-    if cls_name == "BertForQuestionAnswering":
+    if cls_name.endswith("ForQuestionAnswering"):
         pos = labels.view(bs, 2)
         return inputs, {"start_positions": pos[:, 0], "end_positions": pos[:, 1]}
-    if cls_name in ("BertForTokenClassification", "BertForMaskedLM"):
+    if cls_name.endswith(("ForTokenClassification", "ForMaskedLM")):
         return inputs, {"labels": labels.view(bs, seq)}
     return inputs, {"labels": labels}
 
@@ -192,10 +194,11 @@ def head_outputs(out):
 def make_head_model(a):
     import transformers
     torch.manual_seed(a.get("seed", 0))
-    m = getattr(transformers, a["architecture"])(transformers.BertConfig(**a["config"]))
+    config = transformers.AutoConfig.for_model(a.get("modelType", "bert"), **a["config"])
+    m = getattr(transformers, a["architecture"])(config)
     with torch.no_grad():  # a non-trivial LayerNorm and bias state, so loading mistakes show up in the outputs
         for n, p in m.named_parameters():
-            if "LayerNorm" in n or n.endswith("bias"):
+            if "LayerNorm" in n or "layer_norm" in n or n.endswith("bias"):
                 p.add_(torch.randn_like(p) * 0.1)
     m.save_pretrained(a["dir"])
     return {"ok": True, "keys": sorted(k for k, _ in m.state_dict().items())}
@@ -213,8 +216,11 @@ def head_reference(a):
         plain = m(**inputs)
         out = m(**inputs, **labels)
     result = head_outputs(plain) | {"loss": out.loss.item()}
-    decay = [p for n, p in m.named_parameters() if not ("LayerNorm" in n or n.endswith("bias"))]
-    no_decay = [p for n, p in m.named_parameters() if "LayerNorm" in n or n.endswith("bias")]
+    # The Trainer's grouping: no decay for biases and every LayerNorm's parameters (get_parameter_names over nn.LayerNorm).
+    norms = {n for mn, mod in m.named_modules() if isinstance(mod, torch.nn.LayerNorm) for n in (f"{mn}.weight", f"{mn}.bias")}
+    no_decay_names = {n for n, _ in m.named_parameters() if n in norms or n.endswith("bias")}
+    decay = [p for n, p in m.named_parameters() if n not in no_decay_names]
+    no_decay = [p for n, p in m.named_parameters() if n in no_decay_names]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": a["weightDecay"]}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=a["lr"], betas=(0.9, 0.999), eps=a.get("eps", 1e-8), foreach=False)
     m.train()  # dropout probabilities are 0 in the config
@@ -227,16 +233,17 @@ def head_reference(a):
         opt.step()
         opt.zero_grad()
     result["trainLosses"] = losses
-    save_file({n: p.detach().cpu().contiguous() for n, p in m.named_parameters()}, a["out"])
+    # Tied parameters under their source's name (named_parameters keeps whichever name comes first: for XLM-RoBERTa the
+    # decoder's), as the model's own keys are: the embeddings hold the decoder's weight.
+    tied = getattr(m, "_tied_weights_keys", None) or {}
+    save_file({n: p.detach().cpu().contiguous() for n, p in m.named_parameters(remove_duplicate=False) if n not in tied}, a["out"])
     return result
 
 
 def head_check_saved(a):
     """Loads a folder with AutoModelFor<head>, as a user would: the loading report and the outputs."""
     import transformers
-    auto = {"BertForSequenceClassification": "AutoModelForSequenceClassification", "BertForTokenClassification": "AutoModelForTokenClassification",
-            "BertForQuestionAnswering": "AutoModelForQuestionAnswering", "BertForMaskedLM": "AutoModelForMaskedLM",
-            "BertForMultipleChoice": "AutoModelForMultipleChoice"}[a["architecture"]]
+    auto = "AutoModelFor" + a["architecture"].split("For", 1)[1]
     m, info = getattr(transformers, auto).from_pretrained(a["dir"], output_loading_info=True)
     m.eval()
     inputs, _ = head_inputs(a, a["architecture"])

@@ -1,0 +1,111 @@
+// DistilBERT as modeling_distilbert.py builds it: "distilbert.embeddings" (word and position embeddings, no token
+// types; fixed sinusoidal positions with sinusoidal_pos_embds), "distilbert.transformer.layer.N" with its own keys
+// (attention.q_lin..out_lin, sa_layer_norm, ffn.lin1/lin2, output_layer_norm; no dropout on the attention's output
+// projection), no pooler; its heads: pre_classifier + ReLU + classifier on the first token, classifier per token,
+// qa_outputs, and the masked-LM head (vocab_transform, activation, vocab_layer_norm, vocab_projector tied to the word
+// embeddings). src/config.ts maps DistilBertConfig's names (dim, n_layers, ...) onto BertConfig's and picks the
+// dropout each head reads (seq_classif_dropout, dropout, qa_dropout) as the classifier dropout.
+#include "modeling_bert.h"
+
+namespace bert {
+
+namespace {
+
+constexpr EncoderLayout kDistilBertLayout{"transformer",
+                                          {"attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin", "sa_layer_norm",
+                                           "ffn.lin1", "ffn.lin2", "output_layer_norm", /*attention_output_dropout=*/false},
+                                          /*position_padding=*/false};
+
+class DistilBertForSequenceClassification final : public BertPreTrainedModel {
+ public:
+  DistilBertForSequenceClassification(const Path& root, const Config& c, int64_t outputs)
+      : BertPreTrainedModel(&distilbert), distilbert(root.sub("distilbert"), c, false, kDistilBertLayout),
+        pre_classifier(root.sub("pre_classifier"), c.hidden_size, c.hidden_size), classifier(root.sub("classifier"), c.hidden_size, outputs), cfg_(c),
+        multiple_choice_(outputs == 1 && c.architecture == "DistilBertForMultipleChoice") {}
+  HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
+    at::Tensor pooled = at::relu(pre_classifier.forward(distilbert.first_token_states(inputs, pass), pass));
+    at::Tensor logits = classifier.forward(Dropout(pooled, pass.classifier_dropout, pass.train), pass);
+    if (multiple_choice_) logits = logits.view({-1, in.num_choices});
+    HeadOutput out{{{"logits", logits}}, {}};
+    if (!in.labels) return out;
+    out.loss = multiple_choice_ ? CrossEntropy(logits, IntLabels(in, {logits.size(0)}, logits.device()), pass) : SequenceClassificationLoss(logits, in, cfg_, pass);
+    return out;
+  }
+  BertModel distilbert;
+  Linear pre_classifier, classifier;
+
+ private:
+  Config cfg_;
+  bool multiple_choice_;
+};
+
+class DistilBertForTokenClassification final : public BertPreTrainedModel {
+ public:
+  DistilBertForTokenClassification(const Path& root, const Config& c)
+      : BertPreTrainedModel(&distilbert), distilbert(root.sub("distilbert"), c, false, kDistilBertLayout),
+        classifier(root.sub("classifier"), c.hidden_size, c.num_labels), nl_(c.num_labels) {}
+  HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
+    at::Tensor rows = Dropout(distilbert.forward(inputs, pass), pass.classifier_dropout, pass.train);
+    at::Tensor logits = Repad(classifier.forward(rows, pass), pass);
+    HeadOutput out{{{"logits", logits.view({in.batch, in.seq, nl_})}}, {}};
+    if (in.labels) out.loss = CrossEntropy(logits, IntLabels(in, {in.batch * in.seq}, logits.device()), pass);
+    return out;
+  }
+  BertModel distilbert;
+  Linear classifier;
+
+ private:
+  int64_t nl_;
+};
+
+class DistilBertForQuestionAnswering final : public BertPreTrainedModel {
+ public:
+  DistilBertForQuestionAnswering(const Path& root, const Config& c)
+      : BertPreTrainedModel(&distilbert), distilbert(root.sub("distilbert"), c, false, kDistilBertLayout), qa_outputs(root.sub("qa_outputs"), c.hidden_size, 2) {}
+  bool keeps_padding() const override { return true; }
+  HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
+    at::Tensor rows = Dropout(distilbert.forward(inputs, pass), pass.classifier_dropout, pass.train);  // qa_dropout
+    std::vector<at::Tensor> se = qa_outputs.forward(rows, pass).view({in.batch, in.seq, 2}).unbind(-1);
+    HeadOutput out{{{"start_logits", se[0]}, {"end_logits", se[1]}}, {}};
+    if (in.labels) out.loss = SpanLoss(se[0], se[1], in);
+    return out;
+  }
+  BertModel distilbert;
+  Linear qa_outputs;
+};
+
+class DistilBertForMaskedLM final : public BertPreTrainedModel {
+ public:
+  DistilBertForMaskedLM(const Path& root, const Config& c)
+      : BertPreTrainedModel(&distilbert), distilbert(root.sub("distilbert"), c, false, kDistilBertLayout),
+        vocab_transform(root.sub("vocab_transform"), c.hidden_size, c.hidden_size), activation(ActivationOf(c.hidden_act)),
+        vocab_layer_norm(root.sub("vocab_layer_norm"), c.hidden_size, 1e-12), bias(root.sub("vocab_projector").zeros("bias", {c.vocab_size})), vocab_(c.vocab_size) {}
+  HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
+    const at::Tensor& decoder = distilbert.embeddings.word_embeddings;
+    return MaskedLmOutput(distilbert.forward(inputs, pass), in, pass, vocab_, [&](const at::Tensor& h) {
+      return at::linear(vocab_layer_norm.forward(activation(vocab_transform.forward(h, pass))), decoder, bias);
+    });
+  }
+  BertModel distilbert;
+  Linear vocab_transform;
+  Activation activation;
+  BertLayerNorm vocab_layer_norm;
+  at::Tensor bias;  // vocab_projector.bias
+
+ private:
+  int64_t vocab_;
+};
+
+}  // namespace
+
+std::unique_ptr<BertPreTrainedModel> BertPreTrainedModel::CreateDistilBert(const Path& root, const Config& c) {
+  const std::string& a = c.architecture;
+  if (a == "DistilBertForSequenceClassification") return std::make_unique<DistilBertForSequenceClassification>(root, c, c.num_labels);
+  if (a == "DistilBertForMultipleChoice") return std::make_unique<DistilBertForSequenceClassification>(root, c, 1);
+  if (a == "DistilBertForTokenClassification") return std::make_unique<DistilBertForTokenClassification>(root, c);
+  if (a == "DistilBertForQuestionAnswering") return std::make_unique<DistilBertForQuestionAnswering>(root, c);
+  if (a == "DistilBertForMaskedLM") return std::make_unique<DistilBertForMaskedLM>(root, c);
+  return nullptr;
+}
+
+}  // namespace bert

@@ -1,0 +1,130 @@
+// RoBERTa and XLM-RoBERTa as modeling_roberta.py / modeling_xlm_roberta.py build them (the same modules; the class
+// names differ): BERT's encoder under "roberta.", position ids counted from padding_idx + 1 over the non-pad tokens,
+// and RoBERTa's heads: the classification head (dense, tanh, out_proj on <s>, no pooler) and lm_head (dense, GELU,
+// layer_norm, decoder tied to the word embeddings, lm_head.bias).
+#include "modeling_bert.h"
+
+namespace bert {
+
+namespace {
+
+constexpr EncoderLayout kRobertaLayout{"encoder", kBertLayerNames, /*position_padding=*/true};
+
+// RobertaClassificationHead: dropout, dense, tanh, dropout, out_proj over the first token's state.
+struct RobertaClassificationHead {
+  Linear dense, out_proj;
+  RobertaClassificationHead(const Path& p, const Config& c)
+      : dense(p.sub("dense"), c.hidden_size, c.hidden_size), out_proj(p.sub("out_proj"), c.hidden_size, c.num_labels) {}
+  at::Tensor forward(const at::Tensor& first, const Pass& pass) const {
+    at::Tensor x = at::tanh(dense.forward(Dropout(first, pass.classifier_dropout, pass.train), pass));
+    return out_proj.forward(Dropout(x, pass.classifier_dropout, pass.train), pass);
+  }
+};
+
+class RobertaForSequenceClassification final : public BertPreTrainedModel {
+ public:
+  RobertaForSequenceClassification(const Path& root, const Config& c)
+      : BertPreTrainedModel(&roberta), roberta(root.sub("roberta"), c, false, kRobertaLayout), classifier(root.sub("classifier"), c), cfg_(c) {}
+  HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
+    at::Tensor logits = classifier.forward(roberta.first_token_states(inputs, pass), pass);
+    HeadOutput out{{{"logits", logits}}, {}};
+    if (in.labels) out.loss = SequenceClassificationLoss(logits, in, cfg_, pass);
+    return out;
+  }
+  BertModel roberta;
+  RobertaClassificationHead classifier;
+
+ private:
+  Config cfg_;
+};
+
+class RobertaForTokenClassification final : public BertPreTrainedModel {
+ public:
+  RobertaForTokenClassification(const Path& root, const Config& c)
+      : BertPreTrainedModel(&roberta), roberta(root.sub("roberta"), c, false, kRobertaLayout), classifier(root.sub("classifier"), c.hidden_size, c.num_labels), nl_(c.num_labels) {}
+  HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
+    at::Tensor rows = Dropout(roberta.forward(inputs, pass), pass.classifier_dropout, pass.train);
+    at::Tensor logits = Repad(classifier.forward(rows, pass), pass);
+    HeadOutput out{{{"logits", logits.view({in.batch, in.seq, nl_})}}, {}};
+    if (in.labels) out.loss = CrossEntropy(logits, IntLabels(in, {in.batch * in.seq}, logits.device()), pass);
+    return out;
+  }
+  BertModel roberta;
+  Linear classifier;
+
+ private:
+  int64_t nl_;
+};
+
+class RobertaForQuestionAnswering final : public BertPreTrainedModel {
+ public:
+  RobertaForQuestionAnswering(const Path& root, const Config& c)
+      : BertPreTrainedModel(&roberta), roberta(root.sub("roberta"), c, false, kRobertaLayout), qa_outputs(root.sub("qa_outputs"), c.hidden_size, 2) {}
+  bool keeps_padding() const override { return true; }
+  HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
+    std::vector<at::Tensor> se = qa_outputs.forward(roberta.forward(inputs, pass), pass).view({in.batch, in.seq, 2}).unbind(-1);
+    HeadOutput out{{{"start_logits", se[0]}, {"end_logits", se[1]}}, {}};
+    if (in.labels) out.loss = SpanLoss(se[0], se[1], in);
+    return out;
+  }
+  BertModel roberta;
+  Linear qa_outputs;
+};
+
+// RobertaLMHead: dense, GELU (always the erf form, whatever hidden_act says), layer_norm, then the decoder tied to
+// the word embeddings with lm_head.bias.
+struct RobertaLMHead {
+  Linear dense;
+  BertLayerNorm layer_norm;
+  at::Tensor bias;
+  RobertaLMHead(const Path& p, const Config& c)
+      : dense(p.sub("dense"), c.hidden_size, c.hidden_size), layer_norm(p.sub("layer_norm"), c.hidden_size, c.layer_norm_eps), bias(p.zeros("bias", {c.vocab_size})) {}
+  at::Tensor forward(const at::Tensor& h, const at::Tensor& decoder_weight, const Pass& pass) const {
+    return at::linear(layer_norm.forward(at::gelu(dense.forward(h, pass))), decoder_weight, bias);
+  }
+};
+
+class RobertaForMaskedLM final : public BertPreTrainedModel {
+ public:
+  RobertaForMaskedLM(const Path& root, const Config& c)
+      : BertPreTrainedModel(&roberta), roberta(root.sub("roberta"), c, false, kRobertaLayout), lm_head(root.sub("lm_head"), c), vocab_(c.vocab_size) {}
+  HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
+    const at::Tensor& decoder = roberta.embeddings.word_embeddings;
+    return MaskedLmOutput(roberta.forward(inputs, pass), in, pass, vocab_, [&](const at::Tensor& h) { return lm_head.forward(h, decoder, pass); });
+  }
+  BertModel roberta;
+  RobertaLMHead lm_head;
+
+ private:
+  int64_t vocab_;
+};
+
+// RobertaForMultipleChoice reads the pooled output, as BERT's does, with hidden_dropout_prob's dropout.
+class RobertaForMultipleChoice final : public BertPreTrainedModel {
+ public:
+  RobertaForMultipleChoice(const Path& root, const Config& c)
+      : BertPreTrainedModel(&roberta), roberta(root.sub("roberta"), c, true, kRobertaLayout), classifier(root.sub("classifier"), c.hidden_size, 1) {}
+  HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
+    at::Tensor logits = classifier.forward(Dropout(roberta.pooled(inputs, pass), pass.hidden_dropout, pass.train), pass).view({-1, in.num_choices});
+    HeadOutput out{{{"logits", logits}}, {}};
+    if (in.labels) out.loss = CrossEntropy(logits, IntLabels(in, {logits.size(0)}, logits.device()), pass);
+    return out;
+  }
+  BertModel roberta;
+  Linear classifier;
+};
+
+}  // namespace
+
+std::unique_ptr<BertPreTrainedModel> BertPreTrainedModel::CreateRoberta(const Path& root, const Config& c) {
+  const std::string prefix = c.model_type == "xlm-roberta" ? "XLMRoberta" : "Roberta";
+  const std::string& a = c.architecture;
+  if (a == prefix + "ForSequenceClassification") return std::make_unique<RobertaForSequenceClassification>(root, c);
+  if (a == prefix + "ForTokenClassification") return std::make_unique<RobertaForTokenClassification>(root, c);
+  if (a == prefix + "ForQuestionAnswering") return std::make_unique<RobertaForQuestionAnswering>(root, c);
+  if (a == prefix + "ForMaskedLM") return std::make_unique<RobertaForMaskedLM>(root, c);
+  if (a == prefix + "ForMultipleChoice") return std::make_unique<RobertaForMultipleChoice>(root, c);
+  return nullptr;
+}
+
+}  // namespace bert

@@ -1,7 +1,12 @@
 // Public API: the pieces the CLI uses, for Node and Electron apps.
 export { BertPreTrainedModel, BertForSequenceClassification, BertForTokenClassification, BertForQuestionAnswering, BertForMaskedLM, BertForMultipleChoice } from './model.js';
+// transformers' Auto classes: the same classes, which build the head in the family config.json's model_type names.
+export {
+  BertPreTrainedModel as AutoModel, BertForSequenceClassification as AutoModelForSequenceClassification, BertForTokenClassification as AutoModelForTokenClassification,
+  BertForQuestionAnswering as AutoModelForQuestionAnswering, BertForMaskedLM as AutoModelForMaskedLM, BertForMultipleChoice as AutoModelForMultipleChoice,
+} from './model.js';
 export type { Batch, Device, LoadReport, ModelOptions, ModelOutput, OptimizerOptions } from './model.js';
-export { BertTokenizer, truncatedLengths } from './tokenizer.js';
+export { BertTokenizer, BertTokenizer as AutoTokenizer, truncatedLengths } from './tokenizer.js';
 export type { EncodedDataset, EncodeOptions } from './tokenizer.js';
 export { Trainer, listCheckpoints } from './trainer.js';
 export type { TrainerOptions, TrainerEvents, TrainOutput, EvalPrediction } from './trainer.js';
@@ -18,8 +23,8 @@ export { collate, shuffledOrder, lengthGroupedOrder, batches } from './collator.
 export { GLUE_TASKS, glueTask, glueMetricNames } from './glue.js';
 export { accuracy, f1, matthewsCorrelation, pearson, spearman, glueMetric } from './metrics.js';
 export { hubFile, cachedFile, hubCacheDir, fileSource, HubError } from './hub.js';
-export { parseConfig, BERT_BASE_UNCASED, ARCHITECTURES } from './config.js';
-export type { BertConfig, Architecture } from './config.js';
+export { parseConfig, BERT_BASE_UNCASED, ARCHITECTURES, FAMILIES, HEADS } from './config.js';
+export type { BertConfig, Architecture, Head, ModelType } from './config.js';
 export { readSafetensors, writeSafetensors, parseSafetensors, indexSafetensors } from './safetensors.js';
 export { UserError, UsageError, InputError } from './errors.js';
 export { addon as nativeAddon } from './native.js';

@@ -61,5 +61,5 @@ export function tokenizeForMlm(lines: string[], tok: BertTokenizer, o: { maxSeqL
 
 /** run_mlm's masking settings for a tokenizer and a vocabulary: [CLS], [SEP] and padding never masked. */
 export function mlmMasking(tok: BertTokenizer, vocabSize: number, mlmProbability: number): MaskingOptions {
-  return { mlmProbability, maskId: tok.maskId, vocabSize, specialIds: new Set([tok.clsId, tok.sepId, tok.padId]) };
+  return { mlmProbability, maskId: tok.maskId, vocabSize, specialIds: tok.specialIds };
 }

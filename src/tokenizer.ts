@@ -1,6 +1,8 @@
-// BERT tokenization as `tokenizer(s1, s2, truncation=True)` does it with BertTokenizerFast: WordPiece from
-// tokenizer.json (@huggingface/tokenizers), or built from vocab.txt for older repos; [CLS] a [SEP] b [SEP];
-// token_type_ids; longest_first truncation exactly as the Rust `tokenizers` crate computes it.
+// Tokenization as `tokenizer(s1, s2, truncation=True)` does it with the fast tokenizers of the BERT family: the
+// model of tokenizer.json (@huggingface/tokenizers: WordPiece, byte-level BPE for RoBERTa, Unigram for XLM-RoBERTa),
+// or WordPiece built from vocab.txt for older repos; the special tokens and token types of its post-processor
+// ([CLS] a [SEP] b [SEP] for BERT, <s> a </s></s> b </s> for RoBERTa, a template); longest_first truncation exactly
+// as the Rust `tokenizers` crate computes it. BERT's normalizer and pre-tokenizer run ported (src/bert-pretokenizer.ts).
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
@@ -23,22 +25,55 @@ export interface EncodeOptions {
   truncation?: boolean;
 }
 
+/** A post-processor's layout: special token ids and the sequences (A, B), each with its token type. */
+type TemplateItem = { special: number; type: number } | { seq: 'A' | 'B'; type: number };
+interface Template { single: TemplateItem[]; pair: TemplateItem[] }
+
 export class BertTokenizer {
   readonly clsId: number;
   readonly sepId: number;
   readonly padId: number;
   private cache = new Map<string, Int32Array>();
+  private readonly template: Template;
+  /** Byte-level BPE (RoBERTa): a pre-split word is encoded with a space before it, as add_prefix_space=True does. */
+  private readonly byteLevel: boolean;
 
-  constructor(private readonly tok: Tokenizer, readonly config: Record<string, unknown>, readonly files: Record<string, unknown>) {
+  constructor(private readonly tok: Tokenizer, readonly config: Record<string, unknown>, readonly files: Record<string, unknown>, tokJson: Record<string, unknown> = {}) {
+    const defaults = tokJson.model && (tokJson.model as Record<string, unknown>).type === 'WordPiece' ? ['[CLS]', '[SEP]', '[PAD]'] : ['<s>', '</s>', '<pad>'];
     const id = (key: string, fallback: string) => {
       const t = typeof config[key] === 'string' ? (config[key] as string) : fallback;
       const v = tok.token_to_id(t);
       if (v === undefined) throw new InputError('tokenizer', `special token ${t} (${key}) is not in the vocabulary`);
       return v;
     };
-    this.clsId = id('cls_token', '[CLS]');
-    this.sepId = id('sep_token', '[SEP]');
-    this.padId = id('pad_token', '[PAD]');
+    this.clsId = id('cls_token', defaults[0]);
+    this.sepId = id('sep_token', defaults[1]);
+    this.padId = id('pad_token', defaults[2]);
+    this.template = templateOf(tokJson.post_processor, this.clsId, this.sepId);
+    this.byteLevel = JSON.stringify(tokJson.pre_tokenizer ?? null).includes('"ByteLevel"');
+  }
+
+  /** Tokens added around the text(s): 2 for BERT's single sequence, 3 for its pairs (RoBERTa's pairs: 4). */
+  addedTokens(pair: boolean): number { return (pair ? this.template.pair : this.template.single).filter((t) => 'special' in t).length; }
+
+  /** Ids the post-processor adds and padding: what masked-language modelling never masks. */
+  get specialIds(): Set<number> {
+    const ids = new Set([this.padId]);
+    for (const t of [...this.template.single, ...this.template.pair]) if ('special' in t) ids.add(t.special);
+    return ids;
+  }
+
+  /** The sequence(s) laid out as the post-processor lays them out: ids and token types. */
+  private assemble(a: Int32Array, b: Int32Array | null, ids: Int32Array, typeIds: Uint8Array, at: number): number {
+    let p = at;
+    for (const item of b ? this.template.pair : this.template.single) {
+      if ('special' in item) { ids[p] = item.special; typeIds[p++] = item.type; continue; }
+      const s = item.seq === 'A' ? a : b!;
+      ids.set(s, p);
+      typeIds.fill(item.type, p, p + s.length);
+      p += s.length;
+    }
+    return p;
   }
 
   /** A token id's string (fill-mask shows the candidates by name). */
@@ -89,7 +124,7 @@ export class BertTokenizer {
     } catch (e) {
       throw new InputError(jsonFile ?? src.label, `unusable tokenizer (${(e as Error).message})`);
     }
-    const t = new BertTokenizer(tok, config, files);
+    const t = new BertTokenizer(tok, config, files, tokJson);
     t.source = jsonFile ?? configFile ?? src.label;
     t.usePortedPipeline(tokJson);
     return t;
@@ -192,36 +227,27 @@ export class BertTokenizer {
   encodeBatch(text1: string[], text2: string[] | null, o: EncodeOptions = {}): EncodedDataset {
     const truncation = o.truncation ?? true;
     const maxLength = o.maxLength ?? this.modelMaxLength;
-    if (truncation && (!Number.isInteger(maxLength) || maxLength < (text2 ? 3 : 2)))
-      throw new RangeError(`maxLength must be an integer >= ${text2 ? 3 : 2} (room for the special tokens), got ${maxLength}`);
+    const added = this.addedTokens(text2 !== null);
+    if (truncation && (!Number.isInteger(maxLength) || maxLength < added + 1))
+      throw new RangeError(`maxLength must be an integer >= ${added + 1} (room for the special tokens), got ${maxLength}`);
     const n = text1.length;
     const lens = new Int32Array(n * 2);
     let total = 0;
     for (let i = 0; i < n; i++) {
       let n1 = this.encodeText(text1[i]).length;
       let n2 = text2 ? this.encodeText(text2[i]).length : 0;
-      if (truncation) [n1, n2] = truncatedLengths(n1, n2, text2 !== null, maxLength);
+      if (truncation) [n1, n2] = truncatedLengths(n1, n2, text2 !== null, maxLength, added);
       lens[2 * i] = n1;
       lens[2 * i + 1] = n2;
-      total += n1 + n2 + (text2 ? 3 : 2);
+      total += n1 + n2 + added;
     }
     const ids = new Int32Array(total), typeIds = new Uint8Array(total), offsets = new Int32Array(n + 1);
     let p = 0;
     for (let i = 0; i < n; i++) {
       offsets[i] = p;
-      const a = this.encodeText(text1[i]);
-      ids[p++] = this.clsId;
-      ids.set(a.subarray(0, lens[2 * i]), p);
-      p += lens[2 * i];
-      ids[p++] = this.sepId;
-      if (text2) {
-        const b = this.encodeText(text2[i]);
-        const start = p;
-        ids.set(b.subarray(0, lens[2 * i + 1]), p);
-        p += lens[2 * i + 1];
-        ids[p++] = this.sepId;
-        typeIds.fill(1, start, p);
-      }
+      const a = this.encodeText(text1[i]).subarray(0, lens[2 * i]);
+      const b = text2 ? this.encodeText(text2[i]).subarray(0, lens[2 * i + 1]) : null;
+      p = this.assemble(a, b, ids, typeIds, p);
     }
     offsets[n] = p;
     return { ids, typeIds, offsets, length: n };
@@ -235,22 +261,23 @@ export class BertTokenizer {
   encodeWords(words: string[][], o: EncodeOptions = {}): EncodedDataset & { wordIds: Int32Array } {
     const maxLength = o.maxLength ?? this.modelMaxLength;
     if ((o.truncation ?? true) && (!Number.isInteger(maxLength) || maxLength < 2)) throw new RangeError(`maxLength must be an integer >= 2, got ${maxLength}`);
-    const limit = (o.truncation ?? true) ? maxLength - 2 : Infinity;
-    const ids: number[] = [], wordIds: number[] = [], offsets = new Int32Array(words.length + 1);
+    const limit = (o.truncation ?? true) ? maxLength - this.addedTokens(false) : Infinity;
+    const ids: number[] = [], typeIds: number[] = [], wordIds: number[] = [], offsets = new Int32Array(words.length + 1);
     words.forEach((ws, i) => {
       offsets[i] = ids.length;
-      ids.push(this.clsId); wordIds.push(-1);
-      let n = 0;
-      for (let w = 0; w < ws.length && n < limit; w++) {
-        for (const id of this.encodeText(ws[w])) {
-          if (n++ >= limit) break;
-          ids.push(id); wordIds.push(w);
+      for (const item of this.template.single) {
+        if ('special' in item) { ids.push(item.special); typeIds.push(item.type); wordIds.push(-1); continue; }
+        let n = 0;
+        for (let w = 0; w < ws.length && n < limit; w++) {
+          for (const id of this.encodeText(this.byteLevel ? ` ${ws[w]}` : ws[w])) {
+            if (n++ >= limit) break;
+            ids.push(id); typeIds.push(item.type); wordIds.push(w);
+          }
         }
       }
-      ids.push(this.sepId); wordIds.push(-1);
     });
     offsets[words.length] = ids.length;
-    return { ids: Int32Array.from(ids), typeIds: new Uint8Array(ids.length), offsets, length: words.length, wordIds: Int32Array.from(wordIds) };
+    return { ids: Int32Array.from(ids), typeIds: Uint8Array.from(typeIds), offsets, length: words.length, wordIds: Int32Array.from(wordIds) };
   }
 
   /** Releases the per-text cache (it only speeds up repeated texts). */
@@ -267,8 +294,8 @@ export class BertTokenizer {
  * tokenizers' TruncationStrategy::LongestFirst for (n1, n2) content tokens and a limit that includes the special
  * tokens: balance both sequences, the longer keeping the odd token.
  */
-export function truncatedLengths(n1: number, n2: number, pair: boolean, maxLength: number): [number, number] {
-  const limit = maxLength - (pair ? 3 : 2);
+export function truncatedLengths(n1: number, n2: number, pair: boolean, maxLength: number, added = pair ? 3 : 2): [number, number] {
+  const limit = maxLength - added;
   if (n1 + n2 <= limit) return [n1, n2];
   if (!pair) return [Math.min(n1, limit), 0];
   let swap = false;
@@ -282,6 +309,37 @@ export function truncatedLengths(n1: number, n2: number, pair: boolean, maxLengt
   }
   if (swap) [a, b] = [b, a];
   return [Math.min(n1, a), Math.min(n2, b)];
+}
+
+/**
+ * The layout of tokenizer.json's post_processor: BertProcessing ([CLS] A [SEP] B [SEP], B's tokens and last [SEP]
+ * type 1), RobertaProcessing (<s> A </s></s> B </s>, every type 0), TemplateProcessing (its own items), inside a
+ * Sequence too; none: [CLS] A [SEP] with the tokenizer's own ids.
+ */
+function templateOf(pp: unknown, cls: number, sep: number): Template {
+  const p = pp as Record<string, unknown> | null | undefined;
+  const idOf = (pair: unknown, fallback: number) => (Array.isArray(pair) && typeof pair[1] === 'number' ? pair[1] : fallback);
+  if (p && p.type === 'Sequence' && Array.isArray(p.processors)) {
+    const inner = (p.processors as Array<Record<string, unknown>>).find((x) => ['BertProcessing', 'RobertaProcessing', 'TemplateProcessing'].includes(x.type as string));
+    return templateOf(inner, cls, sep);
+  }
+  if (p && p.type === 'RobertaProcessing') {
+    const c = idOf(p.cls, cls), s = idOf(p.sep, sep);
+    return { single: [{ special: c, type: 0 }, { seq: 'A', type: 0 }, { special: s, type: 0 }],
+      pair: [{ special: c, type: 0 }, { seq: 'A', type: 0 }, { special: s, type: 0 }, { special: s, type: 0 }, { seq: 'B', type: 0 }, { special: s, type: 0 }] };
+  }
+  if (p && p.type === 'TemplateProcessing') {
+    const specials = (p.special_tokens ?? {}) as Record<string, { ids?: number[] }>;
+    const items = (list: unknown): TemplateItem[] => (Array.isArray(list) ? list : []).flatMap((x: Record<string, { id: string; type_id?: number }>) => {
+      if (x.Sequence) return [{ seq: x.Sequence.id === 'B' ? 'B' : 'A', type: x.Sequence.type_id ?? 0 } as TemplateItem];
+      const ids = specials[x.SpecialToken?.id ?? '']?.ids ?? [];
+      return ids.map((id) => ({ special: id, type: x.SpecialToken.type_id ?? 0 }));
+    });
+    return { single: items(p.single), pair: items(p.pair) };
+  }
+  const c = p && p.type === 'BertProcessing' ? idOf(p.cls, cls) : cls, s = p && p.type === 'BertProcessing' ? idOf(p.sep, sep) : sep;
+  return { single: [{ special: c, type: 0 }, { seq: 'A', type: 0 }, { special: s, type: 0 }],
+    pair: [{ special: c, type: 0 }, { seq: 'A', type: 0 }, { special: s, type: 0 }, { seq: 'B', type: 1 }, { special: s, type: 1 }] };
 }
 
 /** The tokenizer.json that BertTokenizerFast builds from vocab.txt + tokenizer_config.json. */

@@ -46,7 +46,15 @@ function startRefServer(): RefServer {
   let stderr = '';
   child.stderr!.on('data', (d) => { stderr = (stderr + d).slice(-20_000); });
   readline.createInterface({ input: child.stdout! }).on('line', (line) => {
-    const answer = JSON.parse(line) as { id: number; result?: unknown; error?: string };
+    let answer: { id: number; result?: unknown; error?: string };
+    try {
+      answer = JSON.parse(line);
+    } catch {
+      // Not an answer: every pending request fails with it rather than waiting forever.
+      for (const p of s.pending.values()) p.reject(new Error(`hf_ref.py ${p.command}: unexpected output on stdout: ${line.slice(0, 300)}`));
+      s.pending.clear();
+      return;
+    }
     const p = s.pending.get(answer.id);
     if (!p) return;
     s.pending.delete(answer.id);

@@ -477,13 +477,54 @@ def mlm_wwm_stats(a):
     return {"counts": c, "wordIds": word_ids.tolist()}
 
 
-COMMANDS = {"mlm-wwm-stats": mlm_wwm_stats,"qa-features": qa_features, "qa-postprocess": qa_postprocess, "squad-eval": squad_eval,"mlm-mask-stats": mlm_mask_stats,"ner-align": ner_align, "seqeval": seqeval_ref,"make-head-model": make_head_model, "head-reference": head_reference, "head-check-saved": head_check_saved,"make-model": make_model, "reference": reference, "check-saved": check_saved, "schedules": schedules, "best-and-stop": best_and_stop,
+def make_tokenizer(a):
+    """A tokenizer of another family's kind, trained with the tokenizers library on the given texts and saved by
+    transformers (tokenizer.json + tokenizer_config.json): "bpe" is RoBERTa's (byte-level BPE, <s> A </s></s> B </s>),
+    "unigram" XLM-RoBERTa's (NFKC, Metaspace, Unigram, the same pair template as a TemplateProcessing)."""
+    import transformers
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    if a["kind"] == "bpe":
+        tok = Tokenizer(models.BPE(unk_token=None))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=a.get("vocabSize", 400), special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+        tok.train_from_iterator(a["texts"], trainer)
+        tok.post_processor = processors.RobertaProcessing(("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")), add_prefix_space=False, trim_offsets=True)
+    else:
+        tok = Tokenizer(models.Unigram())
+        tok.normalizer = normalizers.NFKC()
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+        tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+        trainer = trainers.UnigramTrainer(vocab_size=a.get("vocabSize", 300), special_tokens=specials, unk_token="<unk>", show_progress=False)
+        tok.train_from_iterator(a["texts"], trainer)
+        tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+                                                           special_tokens=[("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))])
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
+                                                unk_token="<unk>", pad_token="<pad>", mask_token="<mask>", model_max_length=a.get("maxLength", 64))
+    fast.save_pretrained(a["dir"])
+    return {"vocabSize": tok.get_vocab_size(), "padId": tok.token_to_id("<pad>")}
+
+
+def tokenize_pairs(a):
+    """transformers' fast tokenizer on texts (pairs when text2 is given): tokenizer(t1, t2, truncation=True, max_length)."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(a["dir"])
+    enc = tok(a["text1"], a.get("text2"), truncation=True, max_length=a["maxLength"], return_token_type_ids=True)
+    return {"ids": enc["input_ids"], "typeIds": enc["token_type_ids"]}
+
+
+COMMANDS = {"make-tokenizer": make_tokenizer, "tokenize-pairs": tokenize_pairs, "mlm-wwm-stats": mlm_wwm_stats,"qa-features": qa_features, "qa-postprocess": qa_postprocess, "squad-eval": squad_eval,"mlm-mask-stats": mlm_mask_stats,"ner-align": ner_align, "seqeval": seqeval_ref,"make-head-model": make_head_model, "head-reference": head_reference, "head-check-saved": head_check_saved,"make-model": make_model, "reference": reference, "check-saved": check_saved, "schedules": schedules, "best-and-stop": best_and_stop,
             "optim-reference": optim_reference, "dropout-draws": dropout_draws}
 
 
 def serve():
     import traceback
-    out = sys.stdout
+    # Answers go to a copy of stdout; file descriptor 1 itself goes to stderr, so that native code writing there
+    # (the tokenizers trainers' progress bars) cannot break the one-answer-a-line protocol.
+    sys.stdout.flush()
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
     for line in sys.stdin:
         req = json.loads(line)
         try:

@@ -153,14 +153,15 @@ export function parseConfig(raw: unknown, file: string, o: ConfigOverrides = {})
   for (const [bertName, own] of Object.entries(f.aliases ?? {})) given[bertName] = given[own];
   if (modelType === 'distilbert') Object.assign(given, { type_vocab_size: 0, layer_norm_eps: 1e-12, position_embedding_type: 'absolute', classifier_dropout: null });
   const c = { ...BERT_BASE_UNCASED, ...given, model_type: modelType } as BertConfig;
+  const name = (k: string) => (f.aliases as Record<string, string> | undefined)?.[k] ?? k;  // the field as the family's config.json names it
   const int = (k: string, min: number, max = 1e9) => {
     const v = c[k];
     if (!Number.isInteger(v) || (v as number) < min || (v as number) > max)
-      throw new InputError(file, `${k} must be an integer in [${min}, ${max}], got ${show(v)}`);
+      throw new InputError(file, `${name(k)} must be an integer in [${min}, ${max}], got ${show(v)}`);
   };
   const prob = (k: string) => {
     const v = c[k];
-    if (typeof v !== 'number' || !(v >= 0 && v < 1)) throw new InputError(file, `${k} must be a number in [0, 1), got ${show(v)}`);
+    if (typeof v !== 'number' || !(v >= 0 && v < 1)) throw new InputError(file, `${name(k)} must be a number in [0, 1), got ${show(v)}`);
   };
   int('vocab_size', 1, 10_000_000);
   int('hidden_size', 1, 65536);
@@ -187,10 +188,9 @@ export function parseConfig(raw: unknown, file: string, o: ConfigOverrides = {})
     if (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v)) throw new InputError(file, `${k} must be a positive number, got ${show(v)}`);
   }
   if (c.hidden_size % c.num_attention_heads !== 0)
-    throw new InputError(file, `hidden_size ${c.hidden_size} is not a multiple of num_attention_heads ${c.num_attention_heads}`);
+    throw new InputError(file, `${name('hidden_size')} ${c.hidden_size} is not a multiple of ${name('num_attention_heads')} ${c.num_attention_heads}`);
   const acts = (activations ??= addon().runtime().activations);  // the addon implements them: it owns the list
-  const actName = f.aliases?.hidden_act ?? 'hidden_act';
-  if (!acts.includes(c.hidden_act)) throw new InputError(file, `${actName} ${show(c.hidden_act)} is not supported (${acts.join(', ')})`);
+  if (!acts.includes(c.hidden_act)) throw new InputError(file, `${name('hidden_act')} ${show(c.hidden_act)} is not supported (${acts.join(', ')})`);
   if (c.position_embedding_type !== 'absolute')
     throw new InputError(file, `position_embedding_type ${show(c.position_embedding_type)} is not supported (only "absolute")`);
 

@@ -228,8 +228,8 @@ export class BertTokenizer {
     const truncation = o.truncation ?? true;
     const maxLength = o.maxLength ?? this.modelMaxLength;
     const added = this.addedTokens(text2 !== null);
-    if (truncation && (!Number.isInteger(maxLength) || maxLength < added + 1))
-      throw new RangeError(`maxLength must be an integer >= ${added + 1} (room for the special tokens), got ${maxLength}`);
+    if (truncation && (!Number.isInteger(maxLength) || maxLength < added))
+      throw new RangeError(`maxLength must be an integer >= ${added} (room for the special tokens), got ${maxLength}`);
     const n = text1.length;
     const lens = new Int32Array(n * 2);
     let total = 0;

@@ -3,7 +3,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, promises as fs, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { BertForSequenceClassification } from '../src/model.js';
+import { BertForMultipleChoice, BertForSequenceClassification } from '../src/model.js';
 import { encodeSafetensors, indexSafetensors, parseSafetensors } from '../src/safetensors.js';
 import { InputError } from '../src/errors.js';
 import { makeTinyModel } from './fixtures.js';
@@ -56,7 +56,8 @@ test('broken checkpoints are refused with the file and the reason', async () => 
     }, /size mismatch for bert.encoder.layer.0.intermediate.dense.weight: the checkpoint has shape \[37, 32\], the model \(from config.json\) needs \[40, 32\]/],
     ['pickle', async (d) => { await fs.rm(st(d)); writeFileSync(path.join(d, 'pytorch_model.bin'), 'PK\x03\x04 pickle'); }, /pytorch_model.bin: only safetensors weights are loaded/],
     ['config-heads', (d) => writeFileSync(path.join(d, 'config.json'), JSON.stringify({ hidden_size: 30, num_attention_heads: 4 })), /config.json: hidden_size 30 is not a multiple of num_attention_heads 4/],
-    ['config-type', (d) => writeFileSync(path.join(d, 'config.json'), JSON.stringify({ model_type: 'gpt2' })), /only BERT/],
+    ['config-type', (d) => writeFileSync(path.join(d, 'config.json'), JSON.stringify({ model_type: 'gpt2' })), /model_type is "gpt2"; supported: "bert", "roberta", "xlm-roberta", "electra", "distilbert"/],
+    ['config-distilbert', (d) => writeFileSync(path.join(d, 'config.json'), JSON.stringify({ model_type: 'distilbert', dim: 30, n_heads: 4 })), /config.json: dim 30 is not a multiple of n_heads 4/],
     ['config-act', (d) => writeFileSync(path.join(d, 'config.json'), JSON.stringify({ hidden_act: 'swoosh' })), /hidden_act "swoosh" is not supported/],
     ['config-json', (d) => writeFileSync(path.join(d, 'config.json'), '{"vocab_size": '), /config.json: invalid JSON/],
     ['config-vocab', (d) => writeFileSync(path.join(d, 'config.json'), JSON.stringify({ vocab_size: -3 })), /vocab_size must be an integer/],
@@ -65,6 +66,9 @@ test('broken checkpoints are refused with the file and the reason', async () => 
     const dir = await variant(name, edit);
     await assert.rejects(BertForSequenceClassification.fromPretrained(dir, { device: 'cpu' }), (e: Error) => re.test(e.message) && !/\n\s+at /.test(e.message), name);
   }
+  // A head the family does not have here is refused before anything is built.
+  const electra = await variant('electra-mc', (d) => writeFileSync(path.join(d, 'config.json'), JSON.stringify({ model_type: 'electra' })));
+  await assert.rejects(BertForMultipleChoice.fromPretrained(electra, { device: 'cpu' }), /model_type "electra" has no MultipleChoice head here \(it has SequenceClassification, TokenClassification, QuestionAnswering, MaskedLM\)/);
   // A header with deep nesting or an odd structure is rejected by validation, not by a crash.
   const deepJson = Buffer.from('{"a":' + '['.repeat(100000) + ']'.repeat(100000) + '}');
   const len = Buffer.alloc(8);

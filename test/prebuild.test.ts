@@ -15,7 +15,7 @@ const SCRIPT = `
 const m = { exports: {} };
 process.dlopen(m, process.argv[2]);
 const a = m.exports;
-const config = { vocab_size: 50, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 24,
+const config = { model_type: 'bert', embedding_size: 16, sinusoidal_pos_embds: false, vocab_size: 50, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 24,
   max_position_embeddings: 32, type_vocab_size: 2, pad_token_id: 0, num_labels: 2, hidden_act: 'gelu', hidden_dropout_prob: 0,
   attention_probs_dropout_prob: 0, layer_norm_eps: 1e-12, initializer_range: 0.02, classifier_dropout: -1, problem_type: 'single_label_classification',
   architecture: 'BertForSequenceClassification' };

@@ -502,40 +502,64 @@ class BertForSequenceClassification final : public BertPreTrainedModel {
   Config cfg_;
 };
 
-class BertForTokenClassification final : public BertPreTrainedModel {
+class TokenClassification final : public BertPreTrainedModel {
  public:
-  BertForTokenClassification(const Path& root, const Config& c)
-      : BertPreTrainedModel(&bert), bert(root.sub("bert"), c, false), classifier(root.sub("classifier"), c.hidden_size, c.num_labels), nl_(c.num_labels) {}
+  TokenClassification(const Path& root, const Config& c, const char* base, const EncoderLayout& layout)
+      : BertPreTrainedModel(&encoder), encoder(root.sub(base), c, false, layout), classifier(root.sub("classifier"), c.hidden_size, c.num_labels), nl_(c.num_labels) {}
   HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
-    at::Tensor rows = Dropout(bert.forward(inputs, pass), pass.classifier_dropout, pass.train);
+    at::Tensor rows = Dropout(encoder.forward(inputs, pass), pass.classifier_dropout, pass.train);
     at::Tensor logits = Repad(classifier.forward(rows, pass), pass);  // [batch * seq, num_labels]
     HeadOutput out{{{"logits", logits.view({in.batch, in.seq, nl_})}}, {}};
     if (in.labels) out.loss = CrossEntropy(logits, IntLabels(in, {in.batch * in.seq}, logits.device()), pass);
     return out;
   }
-  BertModel bert;
+  BertModel encoder;
   Linear classifier;
 
  private:
   int64_t nl_;
 };
 
-class BertForQuestionAnswering final : public BertPreTrainedModel {
+class QuestionAnswering final : public BertPreTrainedModel {
  public:
-  BertForQuestionAnswering(const Path& root, const Config& c)
-      : BertPreTrainedModel(&bert), bert(root.sub("bert"), c, false), qa_outputs(root.sub("qa_outputs"), c.hidden_size, c.num_labels) {
-    if (c.num_labels != 2) throw std::invalid_argument("BertForQuestionAnswering needs num_labels 2 (start and end), got " + std::to_string(c.num_labels));
+  QuestionAnswering(const Path& root, const Config& c, const char* base, const EncoderLayout& layout, bool dropout)
+      : BertPreTrainedModel(&encoder), encoder(root.sub(base), c, false, layout), qa_outputs(root.sub("qa_outputs"), c.hidden_size, c.num_labels), dropout_(dropout) {
+    if (c.num_labels != 2) throw std::invalid_argument(c.architecture + " needs num_labels 2 (start and end), got " + std::to_string(c.num_labels));
   }
   bool keeps_padding() const override { return true; }
   HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
-    at::Tensor logits = qa_outputs.forward(bert.forward(inputs, pass), pass).view({in.batch, in.seq, 2});
-    std::vector<at::Tensor> se = logits.unbind(-1);  // start_logits, end_logits: [batch, seq]
+    at::Tensor rows = Dropout(encoder.forward(inputs, pass), dropout_ ? pass.classifier_dropout : 0.0, pass.train);
+    std::vector<at::Tensor> se = qa_outputs.forward(rows, pass).view({in.batch, in.seq, 2}).unbind(-1);  // start_logits, end_logits: [batch, seq]
     HeadOutput out{{{"start_logits", se[0]}, {"end_logits", se[1]}}, {}};
     if (in.labels) out.loss = SpanLoss(se[0], se[1], in);
     return out;
   }
-  BertModel bert;
+  BertModel encoder;
   Linear qa_outputs;
+
+ private:
+  bool dropout_;
+};
+
+class FirstTokenClassification final : public BertPreTrainedModel {
+ public:
+  FirstTokenClassification(const Path& root, const Config& c, const char* base, const EncoderLayout& layout, Activation activation)
+      : BertPreTrainedModel(&encoder), encoder(root.sub(base), c, false, layout), dense(root.sub("classifier").sub("dense"), c.hidden_size, c.hidden_size),
+        out_proj(root.sub("classifier").sub("out_proj"), c.hidden_size, c.num_labels), activation_(activation), cfg_(c) {}
+  HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
+    at::Tensor x = Dropout(encoder.first_token_states(inputs, pass), pass.classifier_dropout, pass.train);
+    x = Dropout(activation_(dense.forward(x, pass)), pass.classifier_dropout, pass.train);
+    at::Tensor logits = out_proj.forward(x, pass);
+    HeadOutput out{{{"logits", logits}}, {}};
+    if (in.labels) out.loss = SequenceClassificationLoss(logits, in, cfg_, pass);
+    return out;
+  }
+  BertModel encoder;
+  Linear dense, out_proj;  // classifier.dense, classifier.out_proj
+
+ private:
+  Activation activation_;
+  Config cfg_;
 };
 
 // cls.predictions: transform (dense, activation, LayerNorm), then the decoder, whose weight is the word embeddings
@@ -587,11 +611,21 @@ class BertForMultipleChoice final : public BertPreTrainedModel {
 
 }  // namespace
 
+std::unique_ptr<BertPreTrainedModel> TokenClassificationModel(const Path& root, const Config& c, const char* base, const EncoderLayout& layout) {
+  return std::make_unique<TokenClassification>(root, c, base, layout);
+}
+std::unique_ptr<BertPreTrainedModel> QuestionAnsweringModel(const Path& root, const Config& c, const char* base, const EncoderLayout& layout, bool dropout) {
+  return std::make_unique<QuestionAnswering>(root, c, base, layout, dropout);
+}
+std::unique_ptr<BertPreTrainedModel> ClassificationHeadModel(const Path& root, const Config& c, const char* base, const EncoderLayout& layout, Activation activation) {
+  return std::make_unique<FirstTokenClassification>(root, c, base, layout, activation);
+}
+
 std::unique_ptr<BertPreTrainedModel> BertPreTrainedModel::CreateBert(const Path& root, const Config& c) {
   const std::string& a = c.architecture;
   if (a == "BertForSequenceClassification") return std::make_unique<BertForSequenceClassification>(root, c);
-  if (a == "BertForTokenClassification") return std::make_unique<BertForTokenClassification>(root, c);
-  if (a == "BertForQuestionAnswering") return std::make_unique<BertForQuestionAnswering>(root, c);
+  if (a == "BertForTokenClassification") return TokenClassificationModel(root, c, "bert", {});
+  if (a == "BertForQuestionAnswering") return QuestionAnsweringModel(root, c, "bert", {}, false);
   if (a == "BertForMaskedLM") return std::make_unique<BertForMaskedLM>(root, c);
   if (a == "BertForMultipleChoice") return std::make_unique<BertForMultipleChoice>(root, c);
   return nullptr;

@@ -259,6 +259,16 @@ class BertPreTrainedModel {
   BertModel* bert_;
 };
 
+// The heads whose modules and computation are the same in every family, over the base model at `base` (bert,
+// roberta, electra, distilbert) with the family's layout (modeling_bert.cc):
+// - token classification: dropout (classifier_dropout), `classifier` per token;
+// - question answering: `qa_outputs` per position (DistilBERT first applies its qa_dropout: `dropout`);
+// - RoBERTa's and ELECTRA's sequence classification: dropout, `classifier.dense`, `activation` (tanh; GELU),
+//   dropout, `classifier.out_proj`, on the first token's last state (no pooler).
+std::unique_ptr<BertPreTrainedModel> TokenClassificationModel(const Path& root, const Config& c, const char* base, const EncoderLayout& layout);
+std::unique_ptr<BertPreTrainedModel> QuestionAnsweringModel(const Path& root, const Config& c, const char* base, const EncoderLayout& layout, bool dropout);
+std::unique_ptr<BertPreTrainedModel> ClassificationHeadModel(const Path& root, const Config& c, const char* base, const EncoderLayout& layout, Activation activation);
+
 // What the heads of every family share (modeling_bert.cc).
 at::Tensor Dropout(const at::Tensor& x, double p, bool train);
 at::Tensor IntLabels(const Batch& in, std::vector<int64_t> shape, const at::Device& device);  // int32 host labels, int64 on device

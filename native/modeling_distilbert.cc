@@ -39,41 +39,6 @@ class DistilBertForSequenceClassification final : public BertPreTrainedModel {
   bool multiple_choice_;
 };
 
-class DistilBertForTokenClassification final : public BertPreTrainedModel {
- public:
-  DistilBertForTokenClassification(const Path& root, const Config& c)
-      : BertPreTrainedModel(&distilbert), distilbert(root.sub("distilbert"), c, false, kDistilBertLayout),
-        classifier(root.sub("classifier"), c.hidden_size, c.num_labels), nl_(c.num_labels) {}
-  HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
-    at::Tensor rows = Dropout(distilbert.forward(inputs, pass), pass.classifier_dropout, pass.train);
-    at::Tensor logits = Repad(classifier.forward(rows, pass), pass);
-    HeadOutput out{{{"logits", logits.view({in.batch, in.seq, nl_})}}, {}};
-    if (in.labels) out.loss = CrossEntropy(logits, IntLabels(in, {in.batch * in.seq}, logits.device()), pass);
-    return out;
-  }
-  BertModel distilbert;
-  Linear classifier;
-
- private:
-  int64_t nl_;
-};
-
-class DistilBertForQuestionAnswering final : public BertPreTrainedModel {
- public:
-  DistilBertForQuestionAnswering(const Path& root, const Config& c)
-      : BertPreTrainedModel(&distilbert), distilbert(root.sub("distilbert"), c, false, kDistilBertLayout), qa_outputs(root.sub("qa_outputs"), c.hidden_size, 2) {}
-  bool keeps_padding() const override { return true; }
-  HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
-    at::Tensor rows = Dropout(distilbert.forward(inputs, pass), pass.classifier_dropout, pass.train);  // qa_dropout
-    std::vector<at::Tensor> se = qa_outputs.forward(rows, pass).view({in.batch, in.seq, 2}).unbind(-1);
-    HeadOutput out{{{"start_logits", se[0]}, {"end_logits", se[1]}}, {}};
-    if (in.labels) out.loss = SpanLoss(se[0], se[1], in);
-    return out;
-  }
-  BertModel distilbert;
-  Linear qa_outputs;
-};
-
 class DistilBertForMaskedLM final : public BertPreTrainedModel {
  public:
   DistilBertForMaskedLM(const Path& root, const Config& c)
@@ -102,8 +67,8 @@ std::unique_ptr<BertPreTrainedModel> BertPreTrainedModel::CreateDistilBert(const
   const std::string& a = c.architecture;
   if (a == "DistilBertForSequenceClassification") return std::make_unique<DistilBertForSequenceClassification>(root, c, c.num_labels);
   if (a == "DistilBertForMultipleChoice") return std::make_unique<DistilBertForSequenceClassification>(root, c, 1);
-  if (a == "DistilBertForTokenClassification") return std::make_unique<DistilBertForTokenClassification>(root, c);
-  if (a == "DistilBertForQuestionAnswering") return std::make_unique<DistilBertForQuestionAnswering>(root, c);
+  if (a == "DistilBertForTokenClassification") return TokenClassificationModel(root, c, "distilbert", kDistilBertLayout);
+  if (a == "DistilBertForQuestionAnswering") return QuestionAnsweringModel(root, c, "distilbert", kDistilBertLayout, /*dropout=*/true);  // qa_dropout
   if (a == "DistilBertForMaskedLM") return std::make_unique<DistilBertForMaskedLM>(root, c);
   return nullptr;
 }

@@ -9,67 +9,7 @@ namespace bert {
 namespace {
 
 constexpr EncoderLayout kRobertaLayout{"encoder", kBertLayerNames, /*position_padding=*/true};
-
-// RobertaClassificationHead: dropout, dense, tanh, dropout, out_proj over the first token's state.
-struct RobertaClassificationHead {
-  Linear dense, out_proj;
-  RobertaClassificationHead(const Path& p, const Config& c)
-      : dense(p.sub("dense"), c.hidden_size, c.hidden_size), out_proj(p.sub("out_proj"), c.hidden_size, c.num_labels) {}
-  at::Tensor forward(const at::Tensor& first, const Pass& pass) const {
-    at::Tensor x = at::tanh(dense.forward(Dropout(first, pass.classifier_dropout, pass.train), pass));
-    return out_proj.forward(Dropout(x, pass.classifier_dropout, pass.train), pass);
-  }
-};
-
-class RobertaForSequenceClassification final : public BertPreTrainedModel {
- public:
-  RobertaForSequenceClassification(const Path& root, const Config& c)
-      : BertPreTrainedModel(&roberta), roberta(root.sub("roberta"), c, false, kRobertaLayout), classifier(root.sub("classifier"), c), cfg_(c) {}
-  HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
-    at::Tensor logits = classifier.forward(roberta.first_token_states(inputs, pass), pass);
-    HeadOutput out{{{"logits", logits}}, {}};
-    if (in.labels) out.loss = SequenceClassificationLoss(logits, in, cfg_, pass);
-    return out;
-  }
-  BertModel roberta;
-  RobertaClassificationHead classifier;
-
- private:
-  Config cfg_;
-};
-
-class RobertaForTokenClassification final : public BertPreTrainedModel {
- public:
-  RobertaForTokenClassification(const Path& root, const Config& c)
-      : BertPreTrainedModel(&roberta), roberta(root.sub("roberta"), c, false, kRobertaLayout), classifier(root.sub("classifier"), c.hidden_size, c.num_labels), nl_(c.num_labels) {}
-  HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
-    at::Tensor rows = Dropout(roberta.forward(inputs, pass), pass.classifier_dropout, pass.train);
-    at::Tensor logits = Repad(classifier.forward(rows, pass), pass);
-    HeadOutput out{{{"logits", logits.view({in.batch, in.seq, nl_})}}, {}};
-    if (in.labels) out.loss = CrossEntropy(logits, IntLabels(in, {in.batch * in.seq}, logits.device()), pass);
-    return out;
-  }
-  BertModel roberta;
-  Linear classifier;
-
- private:
-  int64_t nl_;
-};
-
-class RobertaForQuestionAnswering final : public BertPreTrainedModel {
- public:
-  RobertaForQuestionAnswering(const Path& root, const Config& c)
-      : BertPreTrainedModel(&roberta), roberta(root.sub("roberta"), c, false, kRobertaLayout), qa_outputs(root.sub("qa_outputs"), c.hidden_size, 2) {}
-  bool keeps_padding() const override { return true; }
-  HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
-    std::vector<at::Tensor> se = qa_outputs.forward(roberta.forward(inputs, pass), pass).view({in.batch, in.seq, 2}).unbind(-1);
-    HeadOutput out{{{"start_logits", se[0]}, {"end_logits", se[1]}}, {}};
-    if (in.labels) out.loss = SpanLoss(se[0], se[1], in);
-    return out;
-  }
-  BertModel roberta;
-  Linear qa_outputs;
-};
+at::Tensor Tanh(const at::Tensor& x) { return at::tanh(x); }
 
 // RobertaLMHead: dense, GELU (always the erf form, whatever hidden_act says), layer_norm, then the decoder tied to
 // the word embeddings with lm_head.bias.
@@ -119,9 +59,9 @@ class RobertaForMultipleChoice final : public BertPreTrainedModel {
 std::unique_ptr<BertPreTrainedModel> BertPreTrainedModel::CreateRoberta(const Path& root, const Config& c) {
   const std::string prefix = c.model_type == "xlm-roberta" ? "XLMRoberta" : "Roberta";
   const std::string& a = c.architecture;
-  if (a == prefix + "ForSequenceClassification") return std::make_unique<RobertaForSequenceClassification>(root, c);
-  if (a == prefix + "ForTokenClassification") return std::make_unique<RobertaForTokenClassification>(root, c);
-  if (a == prefix + "ForQuestionAnswering") return std::make_unique<RobertaForQuestionAnswering>(root, c);
+  if (a == prefix + "ForSequenceClassification") return ClassificationHeadModel(root, c, "roberta", kRobertaLayout, Tanh);  // RobertaClassificationHead
+  if (a == prefix + "ForTokenClassification") return TokenClassificationModel(root, c, "roberta", kRobertaLayout);
+  if (a == prefix + "ForQuestionAnswering") return QuestionAnsweringModel(root, c, "roberta", kRobertaLayout, false);
   if (a == prefix + "ForMaskedLM") return std::make_unique<RobertaForMaskedLM>(root, c);
   if (a == prefix + "ForMultipleChoice") return std::make_unique<RobertaForMultipleChoice>(root, c);
   return nullptr;

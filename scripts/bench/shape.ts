@@ -2,8 +2,9 @@
 import { BertForSequenceClassification } from '../../src/model.js';
 import { BERT_BASE_UNCASED, parseConfig } from '../../src/config.js';
 
-const a = JSON.parse(process.argv[2]) as { inferLengths: Record<string, number[][]>; trainLengths: number[][]; threads: number; device: string; warmup: number; bf16?: boolean; warmAllShapes?: boolean };
-const model = await BertForSequenceClassification.fromConfig(parseConfig({ ...BERT_BASE_UNCASED }, 'bert-base-uncased config'), { device: a.device as never, threads: a.threads, seed: 0 });
+const a = JSON.parse(process.argv[2]) as { inferLengths: Record<string, number[][]>; trainLengths: number[][]; threads: number; device: string; warmup: number; bf16?: boolean; warmAllShapes?: boolean; config?: Record<string, unknown> };
+// --model-type: the family's base-size config (bench.ts SHAPE_CONFIGS), else bert-base-uncased's.
+const model = await BertForSequenceClassification.fromConfig(parseConfig(a.config ?? { ...BERT_BASE_UNCASED }, 'shape config'), { device: a.device as never, threads: a.threads, seed: 0 });
 if (a.bf16) await model.setMixedPrecision('bf16');
 function batch(lengths: number[]) {
   const s = Math.max(...lengths), n = lengths.length;

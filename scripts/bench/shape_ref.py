@@ -9,14 +9,19 @@ import sys
 import time
 
 import torch
-from transformers import BertConfig, BertForSequenceClassification
+from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
 
 a = json.loads(sys.argv[1])
 torch.set_num_threads(a["threads"])
 dev = torch.device(a["device"])
 sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
 torch.manual_seed(0)
-model = BertForSequenceClassification(BertConfig(num_labels=2)).to(dev)
+if a.get("config"):  # --model-type: the family's base-size config, as AutoModelForSequenceClassification builds it
+    c = dict(a["config"])
+    model = AutoModelForSequenceClassification.from_config(AutoConfig.for_model(c.pop("model_type"), num_labels=2, **c)).to(dev)
+else:
+    model = BertForSequenceClassification(BertConfig(num_labels=2)).to(dev)
+token_types = getattr(model.config, "type_vocab_size", 0) > 0  # DistilBERT takes none
 autocast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if a.get("bf16") else contextlib.nullcontext
 
 
@@ -27,8 +32,10 @@ def batch(lengths):
     for i, n in enumerate(lengths):
         mask[i, :n] = 1
     ids = ids * mask
-    return {"input_ids": ids.to(dev), "attention_mask": mask.to(dev), "token_type_ids": torch.zeros_like(ids).to(dev),
-            "labels": (torch.arange(len(lengths)) % 2).to(dev)}
+    out = {"input_ids": ids.to(dev), "attention_mask": mask.to(dev), "labels": (torch.arange(len(lengths)) % 2).to(dev)}
+    if token_types:
+        out["token_type_ids"] = torch.zeros_like(ids).to(dev)
+    return out
 
 
 out = {"infer_seq_per_s": {}, "train_steps_per_s": None}

@@ -268,7 +268,7 @@ Batch ParseBatch(const Napi::Object& o, const bert::Config& cfg, std::vector<Nap
   keep.push_back(o.Get("attentionMask"));
   keep.push_back(o.Get("tokenTypeIds"));
   const std::string& arch = cfg.architecture;
-  const std::string head = arch.substr(arch.find("For") + 3);  // every family's heads end alike (RobertaForMaskedLM)
+  const std::string head = bert::HeadOf(arch);
   if (head == "MultipleChoice") {
     b.num_choices = GetInt(o, "numChoices");
     if (b.num_choices < 1 || b.batch % b.num_choices != 0)

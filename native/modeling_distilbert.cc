@@ -18,10 +18,11 @@ constexpr EncoderLayout kDistilBertLayout{"transformer",
 
 class DistilBertForSequenceClassification final : public BertPreTrainedModel {
  public:
-  DistilBertForSequenceClassification(const Path& root, const Config& c, int64_t outputs)
+  // Multiple choice is the same head with one score per choice.
+  DistilBertForSequenceClassification(const Path& root, const Config& c, bool multiple_choice)
       : BertPreTrainedModel(&distilbert), distilbert(root.sub("distilbert"), c, false, kDistilBertLayout),
-        pre_classifier(root.sub("pre_classifier"), c.hidden_size, c.hidden_size), classifier(root.sub("classifier"), c.hidden_size, outputs), cfg_(c),
-        multiple_choice_(outputs == 1 && c.architecture == "DistilBertForMultipleChoice") {}
+        pre_classifier(root.sub("pre_classifier"), c.hidden_size, c.hidden_size),
+        classifier(root.sub("classifier"), c.hidden_size, multiple_choice ? 1 : c.num_labels), cfg_(c), multiple_choice_(multiple_choice) {}
   HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
     at::Tensor pooled = at::relu(pre_classifier.forward(distilbert.first_token_states(inputs, pass), pass));
     at::Tensor logits = classifier.forward(Dropout(pooled, pass.classifier_dropout, pass.train), pass);
@@ -65,8 +66,8 @@ class DistilBertForMaskedLM final : public BertPreTrainedModel {
 
 std::unique_ptr<BertPreTrainedModel> BertPreTrainedModel::CreateDistilBert(const Path& root, const Config& c) {
   const std::string& a = c.architecture;
-  if (a == "DistilBertForSequenceClassification") return std::make_unique<DistilBertForSequenceClassification>(root, c, c.num_labels);
-  if (a == "DistilBertForMultipleChoice") return std::make_unique<DistilBertForSequenceClassification>(root, c, 1);
+  if (a == "DistilBertForSequenceClassification") return std::make_unique<DistilBertForSequenceClassification>(root, c, false);
+  if (a == "DistilBertForMultipleChoice") return std::make_unique<DistilBertForSequenceClassification>(root, c, true);
   if (a == "DistilBertForTokenClassification") return TokenClassificationModel(root, c, "distilbert", kDistilBertLayout);
   if (a == "DistilBertForQuestionAnswering") return QuestionAnsweringModel(root, c, "distilbert", kDistilBertLayout, /*dropout=*/true);  // qa_dropout
   if (a == "DistilBertForMaskedLM") return std::make_unique<DistilBertForMaskedLM>(root, c);

@@ -4,7 +4,6 @@
 // computes: torch.optim.AdamW (fused, or the plain form), torch.optim.SGD, transformers.Adafactor.
 #include <cmath>
 #include <stdexcept>
-#include <unordered_map>
 #include "optimizer.h"
 #include "torch_session.h"
 
@@ -110,13 +109,14 @@ void Adafactor(const std::vector<Slot>& group, const OptimizerOptions& /*o*/, do
   }
 }
 
-}  // namespace
-
-static std::string StateFamily(const std::string& optim) {
+// Optimizers that keep the same state tensors (a checkpoint of one resumes the other).
+std::string StateFamily(const std::string& optim) {
   if (optim == "adamw_torch_fused" || optim == "adamw_torch") return "adamw";
-  if (optim == "sgd" || optim == "adafactor") return optim.c_str();
+  if (optim == "sgd" || optim == "adafactor") return optim;
   throw std::invalid_argument("optim '" + optim + "' is not one of adamw_torch_fused, adamw_torch, sgd, adafactor");  // src/model.ts checks first
 }
+
+}  // namespace
 
 Optimizer::Optimizer(const OptimizerOptions& options) : o_(options) { StateFamily(o_.optim); }
 

@@ -4,7 +4,6 @@
 #include <ATen/ATen.h>
 #include <map>
 #include <string>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 #include "session.h"

@@ -106,7 +106,7 @@ void TorchSession::SetAutocast(const std::string& dtype) {
 
 void TorchSession::SetLabelSmoothing(double epsilon) {
   if (!(epsilon >= 0 && epsilon < 1)) throw std::range_error("label smoothing must be in [0, 1)");  // src/model.ts checks first
-  const std::string head = cfg_.architecture.substr(cfg_.architecture.find("For") + 3);
+  const std::string head = HeadOf(cfg_.architecture);
   if (epsilon > 0 && (head == "QuestionAnswering" || (head == "SequenceClassification" && cfg_.problem_type != "single_label_classification")))
     throw std::invalid_argument("label smoothing applies to class labels only, not to " + cfg_.architecture + " (" + cfg_.problem_type + ")");
   label_smoothing_ = epsilon;

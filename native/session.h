@@ -29,6 +29,9 @@ struct Config {
   std::string architecture;
 };
 
+// The head of a class name: every family's end alike (RobertaForMaskedLM -> MaskedLM).
+inline std::string HeadOf(const std::string& architecture) { return architecture.substr(architecture.find("For") + 3); }
+
 struct Options {
   Config config;
   std::string device;  // cpu | cuda | cuda:N | auto

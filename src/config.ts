@@ -63,34 +63,33 @@ interface Family {
   tied: RegExp;
   defaults: Record<string, unknown>;
   aliases?: Record<string, string>;
-  /** Fields of BertConfig's shape the family's config.json does not have (not written back). */
-  absent?: readonly string[];
+  /** Fields of BertConfig's shape the family's config.json does not have: their fixed values (not written back). */
+  fixed?: Record<string, unknown>;
   /** The checkpoint class whose masked-LM or discriminator head maps onto a head here (architectures[0]). */
   pretraining?: Head;
 }
-const ALL_HEADS = HEADS;
 const ROBERTA_DEFAULTS = { vocab_size: 50265, hidden_size: 768, num_hidden_layers: 12, num_attention_heads: 12, intermediate_size: 3072, hidden_act: 'gelu',
   hidden_dropout_prob: 0.1, attention_probs_dropout_prob: 0.1, max_position_embeddings: 512, type_vocab_size: 2, initializer_range: 0.02,
   layer_norm_eps: 1e-12, pad_token_id: 1, bos_token_id: 0, eos_token_id: 2, position_embedding_type: 'absolute', classifier_dropout: null };
 export const FAMILIES = {
-  bert: { prefix: 'Bert', base: 'bert', heads: ALL_HEADS, headKeys: /^(cls|classifier|qa_outputs)\./, tied: /^cls\.predictions\.decoder\.(weight|bias)$/,
+  bert: { prefix: 'Bert', base: 'bert', heads: HEADS, headKeys: /^(cls|classifier|qa_outputs)\./, tied: /^cls\.predictions\.decoder\.(weight|bias)$/,
     defaults: {}, pretraining: 'MaskedLM' },
-  roberta: { prefix: 'Roberta', base: 'roberta', heads: ALL_HEADS, headKeys: /^(lm_head|classifier|qa_outputs)\./, tied: /^lm_head\.decoder\.(weight|bias)$/,
+  roberta: { prefix: 'Roberta', base: 'roberta', heads: HEADS, headKeys: /^(lm_head|classifier|qa_outputs)\./, tied: /^lm_head\.decoder\.(weight|bias)$/,
     defaults: ROBERTA_DEFAULTS },
-  'xlm-roberta': { prefix: 'XLMRoberta', base: 'roberta', heads: ALL_HEADS, headKeys: /^(lm_head|classifier|qa_outputs)\./, tied: /^lm_head\.decoder\.(weight|bias)$/,
+  'xlm-roberta': { prefix: 'XLMRoberta', base: 'roberta', heads: HEADS, headKeys: /^(lm_head|classifier|qa_outputs)\./, tied: /^lm_head\.decoder\.(weight|bias)$/,
     defaults: { ...ROBERTA_DEFAULTS, vocab_size: 30522 } },
   electra: { prefix: 'Electra', base: 'electra', heads: ['SequenceClassification', 'TokenClassification', 'QuestionAnswering', 'MaskedLM'],
     headKeys: /^(generator_predictions|generator_lm_head|discriminator_predictions|classifier|qa_outputs|sequence_summary)\./, tied: /^generator_lm_head\.weight$/,
     defaults: { vocab_size: 30522, embedding_size: 128, hidden_size: 256, num_hidden_layers: 12, num_attention_heads: 4, intermediate_size: 1024, hidden_act: 'gelu',
       hidden_dropout_prob: 0.1, attention_probs_dropout_prob: 0.1, max_position_embeddings: 512, type_vocab_size: 2, initializer_range: 0.02,
       layer_norm_eps: 1e-12, pad_token_id: 0, position_embedding_type: 'absolute', classifier_dropout: null }, pretraining: 'SequenceClassification' },
-  distilbert: { prefix: 'DistilBert', base: 'distilbert', heads: ALL_HEADS, headKeys: /^(vocab_transform|vocab_layer_norm|vocab_projector|pre_classifier|classifier|qa_outputs)\./,
+  distilbert: { prefix: 'DistilBert', base: 'distilbert', heads: HEADS, headKeys: /^(vocab_transform|vocab_layer_norm|vocab_projector|pre_classifier|classifier|qa_outputs)\./,
     tied: /^vocab_projector\.weight$/,
     defaults: { vocab_size: 30522, max_position_embeddings: 512, sinusoidal_pos_embds: false, n_layers: 6, n_heads: 12, dim: 768, hidden_dim: 3072, dropout: 0.1,
       attention_dropout: 0.1, activation: 'gelu', initializer_range: 0.02, qa_dropout: 0.1, seq_classif_dropout: 0.2, pad_token_id: 0 },
     aliases: { hidden_size: 'dim', num_hidden_layers: 'n_layers', num_attention_heads: 'n_heads', intermediate_size: 'hidden_dim', hidden_dropout_prob: 'dropout',
       attention_probs_dropout_prob: 'attention_dropout', hidden_act: 'activation' },
-    absent: ['type_vocab_size', 'layer_norm_eps', 'position_embedding_type', 'classifier_dropout'] },
+    fixed: { type_vocab_size: 0, layer_norm_eps: 1e-12, position_embedding_type: 'absolute', classifier_dropout: null } },
 } as const satisfies Record<string, Family>;
 export type ModelType = keyof typeof FAMILIES;
 const family = (c: { model_type: ModelType }): Family => FAMILIES[c.model_type];
@@ -151,7 +150,7 @@ export function parseConfig(raw: unknown, file: string, o: ConfigOverrides = {})
   const given: Record<string, unknown> = { ...f.defaults, ...r };
   // The family's own names (DistilBERT's dim...) onto BertConfig's; fields it does not have take fixed values.
   for (const [bertName, own] of Object.entries(f.aliases ?? {})) given[bertName] = given[own];
-  if (modelType === 'distilbert') Object.assign(given, { type_vocab_size: 0, layer_norm_eps: 1e-12, position_embedding_type: 'absolute', classifier_dropout: null });
+  Object.assign(given, f.fixed);
   const c = { ...BERT_BASE_UNCASED, ...given, model_type: modelType } as BertConfig;
   const name = (k: string) => (f.aliases as Record<string, string> | undefined)?.[k] ?? k;  // the field as the family's config.json names it
   const int = (k: string, min: number, max = 1e9) => {
@@ -169,7 +168,7 @@ export function parseConfig(raw: unknown, file: string, o: ConfigOverrides = {})
   int('num_attention_heads', 1, 4096);
   int('intermediate_size', 1, 1 << 20);
   int('max_position_embeddings', 1, 1 << 20);
-  int('type_vocab_size', modelType === 'distilbert' ? 0 : 1, 1 << 16);
+  int('type_vocab_size', f.fixed?.type_vocab_size === 0 ? 0 : 1, 1 << 16);
   if (modelType === 'electra') int('embedding_size', 1, 65536);
   if (modelType === 'distilbert') {
     if (typeof c.sinusoidal_pos_embds !== 'boolean') throw new InputError(file, `sinusoidal_pos_embds must be true or false, got ${show(c.sinusoidal_pos_embds)}`);
@@ -298,7 +297,7 @@ export function configToJson(c: BertConfig, architecture: Architecture): Record<
   const f = family(c);
   const out: Record<string, unknown> = { ...c, architectures: [architecture], model_type: c.model_type, pad_token_id: c.pad_token_id < 0 ? null : c.pad_token_id, dtype: 'float32' };
   for (const [bertName, own] of Object.entries(f.aliases ?? {})) { out[own] = out[bertName]; delete out[bertName]; }
-  for (const k of f.absent ?? []) delete out[k];
+  for (const k of Object.keys(f.fixed ?? {})) delete out[k];
   return out;
 }
 

@@ -156,7 +156,7 @@ export class Trainer {
     return [...(this.o.callbacks ?? []), ...this.reporters, ...(this.isMain && this.o.events ? [this.eventsCallback] : [])];
   }
   private reporters: TrainerCallback[] = [];
-  private eventsCallback!: EventsCallback;
+  private readonly eventsCallback: EventsCallback;
 
   /** Progress, log and save events: every process's in a single-process run, rank 0's only under data parallelism. */
   private get events(): TrainerEvents | undefined { return this.isMain ? this.o.events : undefined; }

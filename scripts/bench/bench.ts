@@ -205,7 +205,7 @@ async function tasksWorkload(): Promise<{ ours: Fig[]; py: Fig[]; setup: Record<
         ours.push({ train_wall_s: end.train_runtime, process_wall_s: wall, samples_per_s: end.train_samples_per_second, step_ms_p50: end.step_ms_p50, peak_rss_mb: end.peak_rss_mb,
           ...Object.fromEntries(metricKeys.map((k) => [k, last[`eval_${k}`]])) });
       } else {
-        const { stdout, wall } = await run(python, [path.join(root, 'scripts', 'bench', 'reference_tasks.py'), ...pyCmd, '--model', ourModel === model ? modelPath(env) : ourModel, '--seed', seed, '--output-dir', out], env);
+        const { stdout, wall } = await run(python, [path.join(root, 'scripts', 'bench', 'reference_tasks.py'), ...pyCmd, '--model', ourModel === model ? modelPath(home) : ourModel, '--seed', seed, '--output-dir', out], env);
         const res = lastJson(stdout);
         const st = (res.step_times_s as number[]).map((x) => x * 1000);
         const last = { ...res.eval, eval_perplexity: res.eval.perplexity };
@@ -219,8 +219,7 @@ async function tasksWorkload(): Promise<{ ours: Fig[]; py: Fig[]; setup: Record<
 }
 
 /** MiniLM's snapshot folder in the HF home prepare-minilm made (the Python side reads the same files). */
-function modelPath(env: NodeJS.ProcessEnv): string {
-  const home = env.HF_HOME ?? mrpcHome();
+function modelPath(home: string): string {
   const repo = path.join(home, 'hub', `models--${model.replace('/', '--')}`);
   const ref = readFileSync(path.join(repo, 'refs', 'main'), 'utf8').trim();
   return path.join(repo, 'snapshots', ref);

@@ -221,6 +221,25 @@ bert::Config ParseConfig(const Napi::Object& c) {
   k.classifier_dropout = GetNum(c, "classifier_dropout");  // < 0: transformers' None
   k.problem_type = GetStr(c, "problem_type");
   k.architecture = GetStr(c, "architecture");
+  if (k.model_type == "modernbert") {
+    const Napi::Object m = Required(c, "modernbert", &Napi::Value::IsObject, "an object").As<Napi::Object>();
+    const Napi::Array layers = Required(m, "global_layers", &Napi::Value::IsArray, "an array").As<Napi::Array>();
+    for (uint32_t i = 0; i < layers.Length(); ++i) k.modernbert.global_layers.push_back(layers.Get(i).ToBoolean().Value());
+    auto flag = [&](const char* key) { return Required(m, key, &Napi::Value::IsBoolean, "a boolean").As<Napi::Boolean>().Value(); };
+    k.modernbert.global_rope_theta = GetNum(m, "global_rope_theta");
+    k.modernbert.local_rope_theta = GetNum(m, "local_rope_theta");
+    k.modernbert.local_attention = GetInt(m, "local_attention");
+    k.modernbert.norm_bias = flag("norm_bias");
+    k.modernbert.attention_bias = flag("attention_bias");
+    k.modernbert.mlp_bias = flag("mlp_bias");
+    k.modernbert.decoder_bias = flag("decoder_bias");
+    k.modernbert.classifier_bias = flag("classifier_bias");
+    k.modernbert.embedding_dropout = GetNum(m, "embedding_dropout");
+    k.modernbert.mlp_dropout = GetNum(m, "mlp_dropout");
+    k.modernbert.classifier_pooling = GetStr(m, "classifier_pooling");
+    k.modernbert.classifier_activation = GetStr(m, "classifier_activation");
+    k.modernbert.initializer_cutoff_factor = GetNum(m, "initializer_cutoff_factor");
+  }
   return k;
 }
 

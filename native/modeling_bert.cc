@@ -19,6 +19,13 @@ VarStore::VarStore(at::Device device, uint64_t seed, double initializer_range)
 
 at::Tensor VarStore::normal(at::IntArrayRef shape) { return at::empty(shape, at::kFloat).normal_(0, std_, gen_); }
 
+at::Tensor VarStore::trunc_normal(at::IntArrayRef shape, double std, double cutoff) {
+  // torch's inverse-CDF method: uniform between the bounds' CDF values, erfinv, scale, clamp.
+  const double lo = 0.5 * (1 + std::erf(-cutoff / std::sqrt(2.0))), hi = 0.5 * (1 + std::erf(cutoff / std::sqrt(2.0)));
+  at::Tensor t = at::empty(shape, at::kFloat).uniform_(2 * lo - 1, 2 * hi - 1, gen_);
+  return t.erfinv_().mul_(std * std::sqrt(2.0)).clamp_(-cutoff * std, cutoff * std);
+}
+
 at::Tensor VarStore::add(const std::string& name, const at::Tensor& init, bool decay) {
   if (index_.count(name)) throw std::logic_error("parameter " + name + " registered twice");
   at::Tensor t = init.to(device_).detach().requires_grad_(true);
@@ -70,13 +77,16 @@ static at::Tensor Call(const c10::OperatorHandle& op, c10::Stack stack) {
   return stack.at(0).toTensor();
 }
 
+// A Linear without bias (ModernBERT's) passes an undefined tensor: the operators' `Tensor? B` is None then.
+static c10::IValue Optional(const at::Tensor& t) { return t.defined() ? c10::IValue(t) : c10::IValue(); }
+
 at::Tensor PackedLinear(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias, const char* act, const char* algorithm) {
-  return Call(*Ops().linear, {x.contiguous(), packed, bias, std::string(act), c10::List<std::optional<at::Scalar>>(),
+  return Call(*Ops().linear, {x.contiguous(), packed, Optional(bias), std::string(act), c10::List<std::optional<at::Scalar>>(),
                          *algorithm ? c10::IValue(std::string(algorithm)) : c10::IValue()});
 }
 
 at::Tensor PackedLinearAdd(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias, const at::Tensor& residual) {
-  return Call(*Ops().linear_binary, {x.contiguous(), residual.contiguous(), packed, bias, std::string("add")});
+  return Call(*Ops().linear_binary, {x.contiguous(), residual.contiguous(), packed, Optional(bias), std::string("add")});
 }
 
 const at::Tensor& WeightCache::Keep(Map& map, const at::Tensor& w, at::ScalarType dtype, bool pack) {
@@ -154,7 +164,13 @@ std::array<at::Tensor, 3> Unpad(const Batch& in, const at::Device& device, Pass&
   return {input_ids, token_type_ids, position_ids};
 }
 
-Linear::Linear(const Path& p, int64_t in, int64_t out) : weight(p.normal("weight", {out, in})), bias(p.zeros("bias", {out})) {}
+Linear::Linear(const Path& p, int64_t in, int64_t out, bool with_bias)
+    : weight(p.normal("weight", {out, in})), bias(with_bias ? p.zeros("bias", {out}) : at::Tensor()) {}
+
+Linear::Linear(const Path& p, int64_t in, int64_t out, bool with_bias, double std, double cutoff)
+    : weight(p.trunc_normal("weight", {out, in}, std, cutoff)), bias(with_bias ? p.zeros("bias", {out}) : at::Tensor()) {}
+
+static at::Tensor CastOf(WeightCache& cache, const at::Tensor& t, at::ScalarType dtype) { return t.defined() ? cache.cast(t, dtype) : t; }
 
 at::Tensor Linear::forward(const at::Tensor& x, const Pass& pass) const { return forward(x, pass, nullptr, nullptr); }
 
@@ -162,12 +178,12 @@ at::Tensor Linear::forward(const at::Tensor& x, const Pass& pass, Activation act
   at::Tensor y;
   if (pass.packed()) {
     // Autocast would cast the input to its dtype for the product; the packed product does it here.
-    y = PackedLinear(x.to(pass.dtype()), pass.weights->packed(weight, pass.dtype()), pass.weights->cast(bias, pass.dtype()),
+    y = PackedLinear(x.to(pass.dtype()), pass.weights->packed(weight, pass.dtype()), CastOf(*pass.weights, bias, pass.dtype()),
                      post_op ? post_op->attr : "none", post_op ? post_op->algorithm : "");
     if (post_op) return y;  // the activation is fused
   } else if (pass.weights && pass.autocast != at::ScalarType::Undefined) {
     // Under autocast in evaluation, a weight's kept cast replaces the cast autocast would make (same values).
-    y = at::linear(x, pass.weights->cast(weight, pass.autocast), pass.weights->cast(bias, pass.autocast));
+    y = at::linear(x, pass.weights->cast(weight, pass.autocast), CastOf(*pass.weights, bias, pass.autocast));
   } else {
     y = at::linear(x, weight, bias);
   }
@@ -200,8 +216,8 @@ at::Tensor StackedLinear::forward(const at::Tensor& x, const Pass& pass, std::in
   return packed_ ? PackedLinear(x.to(pass.dtype()), weight_, bias_) : at::linear(x, weight_, bias_);
 }
 
-BertLayerNorm::BertLayerNorm(const Path& p, int64_t dim, double eps)
-    : weight(p.ones("weight", {dim})), bias(p.zeros("bias", {dim})), eps(eps) {}
+BertLayerNorm::BertLayerNorm(const Path& p, int64_t dim, double eps, bool with_bias)
+    : weight(p.ones("weight", {dim})), bias(with_bias ? p.zeros("bias", {dim}) : at::Tensor()), eps(eps) {}
 
 at::Tensor BertLayerNorm::forward(const at::Tensor& x) const { return at::layer_norm(x, {weight.size(0)}, weight, bias, eps); }
 
@@ -308,8 +324,7 @@ BertSelfAttention::BertSelfAttention(const Path& p, const Config& c, const Layer
     : query(p.sub(n.query), c.hidden_size, c.hidden_size), key(p.sub(n.key), c.hidden_size, c.hidden_size),
       value(p.sub(n.value), c.hidden_size, c.hidden_size), num_attention_heads(c.num_attention_heads) {}
 
-// softmax(q k^T / sqrt(d) + mask) v over [..., tokens, head_dim] views.
-static at::Tensor Attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const std::optional<at::Tensor>& mask, const Pass& pass) {
+at::Tensor Attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const std::optional<at::Tensor>& mask, const Pass& pass) {
   if (pass.train && pass.attention_dropout > 0 && q.device().is_cpu()) {
     // SDPA's math path, written out so its dropout is Dropout's (the same computation, a faster mask).
     at::Tensor scores = at::matmul(q * (1.0 / std::sqrt(static_cast<double>(q.size(-1)))), k.transpose(-2, -1));
@@ -418,7 +433,8 @@ at::Tensor BertModel::pooled(const std::array<at::Tensor, 3>& inputs, const Pass
 }
 
 void BertPreTrainedModel::drop_caches() {
-  for (BertLayer& l : bert_->encoder.layer) l.attention.self.drop_cache();
+  if (bert_)
+    for (BertLayer& l : bert_->encoder.layer) l.attention.self.drop_cache();
 }
 
 // Host class labels (int32) as an int64 device tensor of `shape`; a copy: autograd may keep it.
@@ -637,7 +653,8 @@ std::unique_ptr<BertPreTrainedModel> BertPreTrainedModel::Create(const Path& roo
   else if (c.model_type == "roberta" || c.model_type == "xlm-roberta") m = CreateRoberta(root, c);
   else if (c.model_type == "electra") m = CreateElectra(root, c);
   else if (c.model_type == "distilbert") m = CreateDistilBert(root, c);
-  else throw std::invalid_argument("model_type '" + c.model_type + "' is not one of bert, roberta, xlm-roberta, electra, distilbert");  // src/config.ts checks first
+  else if (c.model_type == "modernbert") m = CreateModernBert(root, c);
+  else throw std::invalid_argument("model_type '" + c.model_type + "' is not one of bert, roberta, xlm-roberta, electra, distilbert, modernbert");  // src/config.ts checks first
   if (!m) throw std::invalid_argument("architecture '" + c.architecture + "' is not a " + c.model_type + " head this addon builds");
   return m;
 }

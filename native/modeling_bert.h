@@ -76,15 +76,20 @@ struct Pass {
 // position ids of the token rows.
 std::array<at::Tensor, 3> Unpad(const Batch& batch, const at::Device& device, Pass& pass);
 
+// softmax(q k^T / sqrt(d) + mask) v over [..., tokens, head_dim] views (mask: true = attend), with the pass's
+// attention dropout.
+at::Tensor Attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const std::optional<at::Tensor>& mask, const Pass& pass);
+
 using Activation = at::Tensor (*)(const at::Tensor&);
 Activation ActivationOf(const std::string& hidden_act);  // transformers' ACT2FN names; throws for others
 std::vector<std::string> Activations();
 struct PostOp { const char* attr; const char* algorithm; };  // oneDNN's post-op equal to an activation
 const PostOp* PostOpOf(const std::string& hidden_act);      // nullptr where oneDNN has none; throws as ActivationOf
 
-struct Linear {  // nn.Linear: weight [out, in], bias [out]
+struct Linear {  // nn.Linear: weight [out, in], bias [out] (undefined: bias=False)
   at::Tensor weight, bias;
-  Linear(const Path& p, int64_t in, int64_t out);
+  Linear(const Path& p, int64_t in, int64_t out, bool with_bias = true);  // weight ~ N(0, initializer_range)
+  Linear(const Path& p, int64_t in, int64_t out, bool with_bias, double std, double cutoff);  // truncated normal
   at::Tensor forward(const at::Tensor& x, const Pass& pass) const;
   // Evaluation on the CPU fuses the activation (act(x W^T + b)) or the residual (x W^T + b + residual) into the
   // product's output; elsewhere these are the separate operations.
@@ -106,10 +111,10 @@ class StackedLinear {
   bool packed_ = false;
 };
 
-struct BertLayerNorm {  // nn.LayerNorm: weight, bias
+struct BertLayerNorm {  // nn.LayerNorm: weight, bias (undefined: bias=False)
   at::Tensor weight, bias;
   double eps;
-  BertLayerNorm(const Path& p, int64_t dim, double eps);
+  BertLayerNorm(const Path& p, int64_t dim, double eps, bool with_bias = true);
   at::Tensor forward(const at::Tensor& x) const;
 };
 
@@ -246,17 +251,17 @@ class BertPreTrainedModel {
   static std::unique_ptr<BertPreTrainedModel> CreateRoberta(const Path& root, const Config& c);
   static std::unique_ptr<BertPreTrainedModel> CreateElectra(const Path& root, const Config& c);
   static std::unique_ptr<BertPreTrainedModel> CreateDistilBert(const Path& root, const Config& c);
+  static std::unique_ptr<BertPreTrainedModel> CreateModernBert(const Path& root, const Config& c);
   virtual ~BertPreTrainedModel() = default;
   virtual HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& batch) = 0;
   // Question answering reads logits at every position, padding included (transformers' loss does): no unpadding.
   virtual bool keeps_padding() const { return false; }
-  BertModel& base() { return *bert_; }
-  int64_t position_padding_idx() const { return bert_->layout.position_padding ? bert_->embeddings.pad_token_id : -1; }
-  void drop_caches();  // the kept evaluation copies (a training step makes them stale)
+  int64_t position_padding_idx() const { return bert_ && bert_->layout.position_padding ? bert_->embeddings.pad_token_id : -1; }
+  virtual void drop_caches();  // the kept evaluation copies (a training step makes them stale)
 
  protected:
   explicit BertPreTrainedModel(BertModel* bert) : bert_(bert) {}
-  BertModel* bert_;
+  BertModel* bert_;  // the BERT-layout encoder; nullptr for families with their own (ModernBERT)
 };
 
 // The heads whose modules and computation are the same in every family, over the base model at `base` (bert,

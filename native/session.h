@@ -9,6 +9,17 @@
 
 namespace bert {
 
+// ModernBERT's own fields (modeling_modernbert.cc), as ModernBertConfig names them; set for model_type modernbert.
+struct ModernBertConfig {
+  std::vector<bool> global_layers;  // layer_types: full_attention (true) or sliding_attention, per layer
+  double global_rope_theta = 0, local_rope_theta = 0;  // rope_parameters' rope_theta of each layer type
+  int64_t local_attention = 0;  // the sliding window's width: tokens attend within local_attention / 2 positions
+  bool norm_bias = false, attention_bias = false, mlp_bias = false, decoder_bias = false, classifier_bias = false;
+  double embedding_dropout = 0, mlp_dropout = 0;  // attention_dropout is attention_probs_dropout_prob
+  std::string classifier_pooling, classifier_activation;  // cls | mean; an ACT2FN name
+  double initializer_cutoff_factor = 0;
+};
+
 // The config fields that change computation, under BertConfig's names (src/config.ts maps each family's own names,
 // e.g. DistilBERT's dim and n_layers, onto them). No defaults here: src/config.ts owns them and the binding requires
 // every field.
@@ -27,6 +38,7 @@ struct Config {
   // The family and head, by transformers' class name: BertForSequenceClassification, RobertaForMaskedLM,
   // DistilBertForQuestionAnswering... (model_type's prefix, then the head).
   std::string architecture;
+  ModernBertConfig modernbert;
 };
 
 // The head of a class name: every family's end alike (RobertaForMaskedLM -> MaskedLM).

@@ -26,6 +26,8 @@ class VarStore {
 
   // Initial values as BertPreTrainedModel._init_weights makes them, from this store's seeded CPU generator.
   at::Tensor normal(at::IntArrayRef shape);
+  // torch.nn.init.trunc_normal_(mean 0, std, a=-cutoff*std, b=cutoff*std), as ModernBERT initialises its weights.
+  at::Tensor trunc_normal(at::IntArrayRef shape, double std, double cutoff);
   at::Tensor add(const std::string& name, const at::Tensor& init, bool decay);
 
  private:
@@ -44,6 +46,9 @@ class Path {
   // Registers "<path>.<name>" with this initial value and returns the parameter.
   at::Tensor var(const std::string& name, const at::Tensor& init, bool decay) const { return store_.add(key(name), init, decay); }
   at::Tensor normal(const std::string& name, at::IntArrayRef shape, bool decay = true) const { return var(name, store_.normal(shape), decay); }
+  at::Tensor trunc_normal(const std::string& name, at::IntArrayRef shape, double std, double cutoff) const {
+    return var(name, store_.trunc_normal(shape, std, cutoff), true);
+  }
   at::Tensor zeros(const std::string& name, at::IntArrayRef shape) const { return var(name, at::zeros(shape), false); }
   at::Tensor ones(const std::string& name, at::IntArrayRef shape) const { return var(name, at::ones(shape), false); }
   at::Tensor randn(at::IntArrayRef shape) const { return store_.normal(shape); }  // an initial value, not registered

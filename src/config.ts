@@ -71,6 +71,11 @@ interface Family {
 const ROBERTA_DEFAULTS = { vocab_size: 50265, hidden_size: 768, num_hidden_layers: 12, num_attention_heads: 12, intermediate_size: 3072, hidden_act: 'gelu',
   hidden_dropout_prob: 0.1, attention_probs_dropout_prob: 0.1, max_position_embeddings: 512, type_vocab_size: 2, initializer_range: 0.02,
   layer_norm_eps: 1e-12, pad_token_id: 1, bos_token_id: 0, eos_token_id: 2, position_embedding_type: 'absolute', classifier_dropout: null };
+const MODERNBERT_DEFAULTS = { vocab_size: 50368, hidden_size: 768, intermediate_size: 1152, num_hidden_layers: 22, num_attention_heads: 12, hidden_activation: 'gelu',
+  max_position_embeddings: 8192, initializer_range: 0.02, initializer_cutoff_factor: 2.0, norm_eps: 1e-5, norm_bias: false, pad_token_id: 50283, eos_token_id: 50282,
+  bos_token_id: 50281, cls_token_id: 50281, sep_token_id: 50282, attention_bias: false, attention_dropout: 0, local_attention: 128, embedding_dropout: 0,
+  mlp_bias: false, mlp_dropout: 0, decoder_bias: true, classifier_pooling: 'cls', classifier_dropout: 0, classifier_bias: false, classifier_activation: 'gelu',
+  tie_word_embeddings: true };
 export const FAMILIES = {
   bert: { prefix: 'Bert', base: 'bert', heads: HEADS, headKeys: /^(cls|classifier|qa_outputs)\./, tied: /^cls\.predictions\.decoder\.(weight|bias)$/,
     defaults: {}, pretraining: 'MaskedLM' },
@@ -90,6 +95,11 @@ export const FAMILIES = {
     aliases: { hidden_size: 'dim', num_hidden_layers: 'n_layers', num_attention_heads: 'n_heads', intermediate_size: 'hidden_dim', hidden_dropout_prob: 'dropout',
       attention_probs_dropout_prob: 'attention_dropout', hidden_act: 'activation' },
     fixed: { type_vocab_size: 0, layer_norm_eps: 1e-12, position_embedding_type: 'absolute', classifier_dropout: null } },
+  // layer_types and rope_parameters as transformers 5 writes them, or global_attn_every_n_layers and the two
+  // rope thetas as transformers 4 did (modernBertFields reads both and writes both).
+  modernbert: { prefix: 'ModernBert', base: 'model', heads: HEADS, headKeys: /^(head|classifier|decoder)\./, tied: /^decoder\.weight$/,
+    defaults: MODERNBERT_DEFAULTS, aliases: { hidden_act: 'hidden_activation', layer_norm_eps: 'norm_eps', attention_probs_dropout_prob: 'attention_dropout' },
+    fixed: { type_vocab_size: 0, hidden_dropout_prob: 0, position_embedding_type: 'absolute' } },
 } as const satisfies Record<string, Family>;
 export type ModelType = keyof typeof FAMILIES;
 const family = (c: { model_type: ModelType }): Family => FAMILIES[c.model_type];
@@ -174,6 +184,7 @@ export function parseConfig(raw: unknown, file: string, o: ConfigOverrides = {})
     if (typeof c.sinusoidal_pos_embds !== 'boolean') throw new InputError(file, `sinusoidal_pos_embds must be true or false, got ${show(c.sinusoidal_pos_embds)}`);
     for (const k of ['qa_dropout', 'seq_classif_dropout']) prob(k);
   }
+  if (modelType === 'modernbert') modernBertFields(c, file);
   if (c.pad_token_id === null) c.pad_token_id = -1;
   int('pad_token_id', -1, c.vocab_size - 1);
   if (f.base === 'roberta' && c.pad_token_id < 0) throw new InputError(file, 'pad_token_id must be set: RoBERTa\'s position ids count from it');
@@ -229,8 +240,48 @@ export function parseConfig(raw: unknown, file: string, o: ConfigOverrides = {})
 
 const MAX_LABELS = 100000;
 
+/**
+ * ModernBERT's own fields, checked, with its attention pattern in both forms transformers has written: layer_types
+ * and rope_parameters (5.x), global_attn_every_n_layers and global/local_rope_theta (4.x); both are kept in step so
+ * that either version reads the saved config.
+ */
+function modernBertFields(c: BertConfig, file: string): void {
+  const n = c.num_hidden_layers;
+  const every = c.global_attn_every_n_layers ?? 3;
+  if (!Number.isInteger(every) || (every as number) < 1) throw new InputError(file, `global_attn_every_n_layers must be a positive integer, got ${show(every)}`);
+  if (c.layer_types === undefined || c.layer_types === null) c.layer_types = Array.from({ length: n }, (_, i) => (i % (every as number) ? 'sliding_attention' : 'full_attention'));
+  const types = c.layer_types as unknown[];
+  if (!Array.isArray(types) || types.length !== n || !types.every((t) => t === 'full_attention' || t === 'sliding_attention'))
+    throw new InputError(file, `layer_types must list "full_attention" or "sliding_attention" for each of the ${n} layers, got ${show(c.layer_types)}`);
+  const rope = (c.rope_parameters ?? {}) as Record<string, Record<string, unknown> | undefined>;
+  if (typeof rope !== 'object' || Array.isArray(rope)) throw new InputError(file, `rope_parameters must be an object, got ${show(c.rope_parameters)}`);
+  const theta = (type: string, legacy: string, fallback: number): number => {
+    const p = rope[type] ?? {};
+    const kind = p.rope_type ?? p.type ?? 'default';
+    if (kind !== 'default') throw new InputError(file, `rope_parameters.${type}.rope_type ${show(kind)} is not supported (only "default")`);
+    const v = p.rope_theta ?? c[legacy] ?? fallback;
+    if (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v)) throw new InputError(file, `rope_parameters.${type}.rope_theta must be a positive number, got ${show(v)}`);
+    return v;
+  };
+  c.global_rope_theta = theta('full_attention', 'global_rope_theta', 160000);
+  c.local_rope_theta = theta('sliding_attention', 'local_rope_theta', 10000);
+  c.rope_parameters = { full_attention: { rope_type: 'default', rope_theta: c.global_rope_theta }, sliding_attention: { rope_type: 'default', rope_theta: c.local_rope_theta } };
+  c.global_attn_every_n_layers = every;
+  if (!Number.isInteger(c.local_attention) || (c.local_attention as number) < 0) throw new InputError(file, `local_attention must be a non-negative integer, got ${show(c.local_attention)}`);
+  for (const k of ['norm_bias', 'attention_bias', 'mlp_bias', 'decoder_bias', 'classifier_bias'])
+    if (typeof c[k] !== 'boolean') throw new InputError(file, `${k} must be true or false, got ${show(c[k])}`);
+  for (const k of ['embedding_dropout', 'mlp_dropout', 'classifier_dropout'])
+    if (typeof c[k] !== 'number' || !((c[k] as number) >= 0 && (c[k] as number) < 1)) throw new InputError(file, `${k} must be a number in [0, 1), got ${show(c[k])}`);
+  if (c.classifier_pooling !== 'cls' && c.classifier_pooling !== 'mean') throw new InputError(file, `classifier_pooling must be "cls" or "mean", got ${show(c.classifier_pooling)}`);
+  const acts = (activations ??= addon().runtime().activations);
+  if (!acts.includes(c.classifier_activation as string)) throw new InputError(file, `classifier_activation ${show(c.classifier_activation)} is not supported (${acts.join(', ')})`);
+  if (typeof c.initializer_cutoff_factor !== 'number' || !(c.initializer_cutoff_factor > 0)) c.initializer_cutoff_factor = 3;  // None: 3, as _init_weights
+  if (c.tie_word_embeddings === false) throw new InputError(file, 'tie_word_embeddings false is not supported: the masked-LM decoder here is the word embeddings');
+}
+
 /** The parameters the addon allocates for this config and head. */
 export function parameterCount(c: BertConfig, architecture: Architecture = architectureOf(c)): number {
+  if (c.model_type === 'modernbert') return modernBertParameterCount(c, architecture);
   const H = c.hidden_size, I = c.intermediate_size, n = numLabels(c), E = embeddingSize(c), V = c.vocab_size;
   const embeddings = embeddingParameters(c) + 2 * E + (E !== H ? E * H + H : 0);
   const layer = 4 * (H * H + H) + 2 * H + (H * I + I) + (I * H + H) + 2 * H;
@@ -246,6 +297,16 @@ export function parameterCount(c: BertConfig, architecture: Architecture = archi
   return embeddings + c.num_hidden_layers * layer + sizes[head];
 }
 
+function modernBertParameterCount(c: BertConfig, architecture: Architecture): number {
+  const H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size, L = c.num_hidden_layers, n = numLabels(c);
+  const norm = H * (c.norm_bias ? 2 : 1), b = (on: unknown, k: number) => (on ? k : 0);
+  const layer = norm * 2 + 3 * H * H + b(c.attention_bias, 3 * H) + H * H + b(c.attention_bias, H) + 2 * H * I + b(c.mlp_bias, 2 * I) + I * H + b(c.mlp_bias, H);
+  const head = H * H + b(c.classifier_bias, H) + norm;
+  const sizes: Record<Head, number> = { SequenceClassification: H * n + n, MultipleChoice: H + 1, TokenClassification: H * n + n, QuestionAnswering: 2 * H + 2,
+    MaskedLM: b(c.decoder_bias, V) };
+  return V * H + norm + L * layer - (L > 0 ? norm : 0) + norm + head + sizes[headOf(architecture)];
+}
+
 /** The longest input the position embeddings allow: RoBERTa's positions start after padding_idx. */
 export function maxSequenceLength(c: BertConfig): number {
   return family(c).base === 'roberta' ? c.max_position_embeddings - c.pad_token_id - 1 : c.max_position_embeddings;
@@ -256,6 +317,7 @@ export function embeddingSize(c: BertConfig): number { return c.model_type === '
 
 /** The word, position and token-type embedding tables' parameters (excluded from FLOP counts, as transformers does). */
 export function embeddingParameters(c: BertConfig): number {
+  if (c.model_type === 'modernbert') return c.vocab_size * c.hidden_size;  // rotary positions: no table
   return (c.vocab_size + c.max_position_embeddings + c.type_vocab_size) * embeddingSize(c);
 }
 
@@ -301,6 +363,16 @@ export function configToJson(c: BertConfig, architecture: Architecture): Record<
   return out;
 }
 
+/** Fields transformers 5's strict config classes type as float (they refuse 2 for 2.0): written with a decimal point. */
+const FLOAT_FIELDS = new Set(['initializer_range', 'layer_norm_eps', 'norm_eps', 'initializer_cutoff_factor']);
+
+/** config.json's text for save(): configToJson, with FLOAT_FIELDS' whole numbers written as 2.0. */
+export function configJsonText(c: BertConfig, architecture: Architecture): string {
+  const mark = '@float@';
+  const text = JSON.stringify(configToJson(c, architecture), (k, v) => (FLOAT_FIELDS.has(k) && Number.isInteger(v) ? `${mark}${v}` : v), 2);
+  return text.replace(new RegExp(`"${mark}(-?\\d+)"`, 'g'), '$1.0') + '\n';
+}
+
 /** What the addon needs: BertConfig's fields, the family, and the dropout the head reads before its classifier. */
 export function nativeConfig(c: BertConfig, architecture: Architecture): Record<string, unknown> {
   const head = headOf(architecture);
@@ -308,6 +380,11 @@ export function nativeConfig(c: BertConfig, architecture: Architecture): Record<
   const classifierDropout = c.model_type === 'distilbert'
     ? (head === 'QuestionAnswering' ? c.qa_dropout : head === 'TokenClassification' ? c.hidden_dropout_prob : c.seq_classif_dropout) as number
     : c.classifier_dropout ?? -1;
+  const modernbert = c.model_type === 'modernbert' ? {
+    global_layers: (c.layer_types as string[]).map((t) => t === 'full_attention'), global_rope_theta: c.global_rope_theta, local_rope_theta: c.local_rope_theta,
+    local_attention: c.local_attention, norm_bias: c.norm_bias, attention_bias: c.attention_bias, mlp_bias: c.mlp_bias, decoder_bias: c.decoder_bias,
+    classifier_bias: c.classifier_bias, embedding_dropout: c.embedding_dropout, mlp_dropout: c.mlp_dropout, classifier_pooling: c.classifier_pooling,
+    classifier_activation: c.classifier_activation, initializer_cutoff_factor: c.initializer_cutoff_factor } : undefined;
   return { ...c, num_labels: numLabels(c), problem_type: problemType(c), classifier_dropout: classifierDropout, architecture,
-    embedding_size: embeddingSize(c), sinusoidal_pos_embds: c.sinusoidal_pos_embds === true };
+    embedding_size: embeddingSize(c), sinusoidal_pos_embds: c.sinusoidal_pos_embds === true, modernbert };
 }

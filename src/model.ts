@@ -4,7 +4,7 @@
 // (AutoModelFor...) loads.
 import path from 'node:path';
 import { addon, type NativeBatch, type NativeBlob, type NativeModel, type NativeTensorSource, type PhaseTimes } from './native.js';
-import { type Architecture, ARCHITECTURES, architectureFor, architectureOf, type BertConfig, type ConfigOverrides, configToJson, embeddingParameters, type Head,
+import { type Architecture, ARCHITECTURES, architectureFor, architectureOf, type BertConfig, type ConfigOverrides, configJsonText, embeddingParameters, type Head,
   headOf, maxSequenceLength, nativeConfig, numLabels, parseConfig, problemType, weightKeys } from './config.js';
 import { indexSafetensors, type FileTensor } from './safetensors.js';
 import { fileSource, type HubOptions, HubError } from './hub.js';
@@ -430,7 +430,7 @@ export class BertPreTrainedModel {
   async save(dir: string): Promise<void> {
     // Written by the addon straight from the tensors: no copy of the weights passes through JS.
     await writeAtomically(path.join(dir, 'model.safetensors'), (tmp) => this.run(() => this.native.saveSafetensors(tmp, 'model', { format: 'pt' })));
-    await writeFileAtomic(path.join(dir, 'config.json'), JSON.stringify(configToJson(this.config, this.architecture), null, 2) + '\n');
+    await writeFileAtomic(path.join(dir, 'config.json'), configJsonText(this.config, this.architecture));
   }
 
   /** Loads weights saved by save() (same architecture and names) into this model. */

@@ -21,8 +21,10 @@ const MULTILINGUAL = [
 ];
 const corpus = () => [...MULTILINGUAL, ...makePairs(200, 5).sentence1, ...makePairs(200, 6).sentence2];
 
-for (const kind of ['bpe', 'unigram'] as const)
-test(`${kind === 'bpe' ? 'byte-level BPE (RoBERTa)' : 'Unigram (XLM-RoBERTa)'} tokenizer: the same ids and token types as transformers' fast tokenizer, single and pairs, with truncation`, async () => {
+const KINDS = { bpe: 'byte-level BPE (RoBERTa)', unigram: 'Unigram (XLM-RoBERTa)', 'bpe-cls': 'byte-level BPE with [CLS] [SEP] (ModernBERT)',
+  'unigram-cls': 'Unigram with [CLS] [SEP] and token types (DeBERTa-v3)' } as const;
+for (const kind of Object.keys(KINDS) as Array<keyof typeof KINDS>)
+test(`${KINDS[kind]} tokenizer: the same ids and token types as transformers' fast tokenizer, single and pairs, with truncation`, async () => {
   const { dir, cleanup } = tempDir('family-tok-');
   try {
     await hfRef('make-tokenizer', { dir, kind, texts: corpus() });
@@ -52,6 +54,12 @@ async function makeFamilyModel(dir: string, modelType: string): Promise<void> {
   if (modelType === 'roberta' || modelType === 'xlm-roberta') {
     const t = await hfRef('make-tokenizer', { dir, kind: modelType === 'roberta' ? 'bpe' : 'unigram', texts: corpus(), maxLength: 64 });
     config = { ...TINY_TRAIN_CONFIG, model_type: modelType, vocab_size: t.vocabSize, pad_token_id: t.padId, type_vocab_size: 1, max_position_embeddings: 66 };
+  } else if (modelType === 'modernbert') {
+    // A window of 8 on every other layer: the pairs here are 12-20 tokens long, so local layers are local.
+    const t = await hfRef('make-tokenizer', { dir, kind: 'bpe-cls', texts: corpus(), maxLength: 64 });
+    config = { model_type: 'modernbert', vocab_size: t.vocabSize, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 48,
+      max_position_embeddings: 64, pad_token_id: t.padId, cls_token_id: t.clsId, sep_token_id: t.sepId, bos_token_id: t.clsId, eos_token_id: t.sepId,
+      local_attention: 8, global_attn_every_n_layers: 2 };
   } else {
     const tokConfig = { do_lower_case: true, model_max_length: 64, cls_token: '[CLS]', sep_token: '[SEP]', pad_token: '[PAD]', unk_token: '[UNK]', mask_token: '[MASK]' };
     await fs.writeFile(path.join(dir, 'vocab.txt'), VOCAB.join('\n') + '\n');
@@ -64,15 +72,15 @@ async function makeFamilyModel(dir: string, modelType: string): Promise<void> {
   await m.dispose();
   // As a pretrained checkpoint: the encoder only, its class named as the family's masked LM.
   const file = path.join(dir, 'model.safetensors');
-  const base = `${modelType === 'xlm-roberta' ? 'roberta' : modelType}.`;
+  const base = `${{ 'xlm-roberta': 'roberta', modernbert: 'model' }[modelType] ?? modelType}.`;
   await writeSafetensors(file, (await readSafetensors(file)).tensors.filter((t) => t.name.startsWith(base)), { format: 'pt' });
   const cfg = JSON.parse(await fs.readFile(path.join(dir, 'config.json'), 'utf8'));
-  cfg.architectures = [`${{ roberta: 'Roberta', 'xlm-roberta': 'XLMRoberta', electra: 'Electra', distilbert: 'DistilBert' }[modelType]}ForMaskedLM`];
+  cfg.architectures = [`${{ roberta: 'Roberta', 'xlm-roberta': 'XLMRoberta', electra: 'Electra', distilbert: 'DistilBert', modernbert: 'ModernBert' }[modelType]}ForMaskedLM`];
   delete cfg.id2label; delete cfg.label2id; delete cfg.problem_type;
   await fs.writeFile(path.join(dir, 'config.json'), JSON.stringify(cfg));
 }
 
-for (const modelType of ['roberta', 'xlm-roberta', 'electra', 'distilbert'])
+for (const modelType of ['roberta', 'xlm-roberta', 'electra', 'distilbert', 'modernbert'])
 test(`node train.js --model <a ${modelType} folder> fine-tunes and evaluates; transformers reads the result back`, async () => {
   const { dir, cleanup } = tempDir(`family-${modelType}-`);
   try {

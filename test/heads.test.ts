@@ -24,6 +24,10 @@ const CLASSES: Record<Head, typeof BertPreTrainedModel> = { SequenceClassificati
 const ROBERTA = { ...TINY, type_vocab_size: 1, pad_token_id: 1, max_position_embeddings: 40 };
 const DISTILBERT = { vocab_size: 100, dim: 32, n_layers: 2, n_heads: 4, hidden_dim: 37, max_position_embeddings: 64, dropout: 0, attention_dropout: 0,
   qa_dropout: 0, seq_classif_dropout: 0, num_labels: 2 };
+// ModernBERT: 3 layers, the first global, the others a window of 4 (|i - j| <= 2: the 9-token rows need it, and a
+// padded row's last positions see no real token in it); then every bias and mean pooling.
+const MODERNBERT = { vocab_size: 100, hidden_size: 32, num_hidden_layers: 3, num_attention_heads: 4, intermediate_size: 37, max_position_embeddings: 64,
+  pad_token_id: 0, bos_token_id: 2, eos_token_id: 3, cls_token_id: 2, sep_token_id: 3, local_attention: 4, global_rope_theta: 1000, local_rope_theta: 50 };
 const CASES: Array<{ modelType: keyof typeof FAMILIES; config: Record<string, unknown>; label: string; heads?: Head[] }> = [
   { modelType: 'bert', config: TINY, label: 'BERT' },
   { modelType: 'roberta', config: ROBERTA, label: 'RoBERTa' },
@@ -31,6 +35,9 @@ const CASES: Array<{ modelType: keyof typeof FAMILIES; config: Record<string, un
   { modelType: 'electra', config: { ...TINY, embedding_size: 16 }, label: 'ELECTRA (embedding_size 16, projected)' },
   { modelType: 'distilbert', config: DISTILBERT, label: 'DistilBERT' },
   { modelType: 'distilbert', config: { ...DISTILBERT, sinusoidal_pos_embds: true }, label: 'DistilBERT (sinusoidal positions)', heads: ['SequenceClassification', 'MaskedLM'] },
+  { modelType: 'modernbert', config: MODERNBERT, label: 'ModernBERT (global and local layers, cls pooling)' },
+  { modelType: 'modernbert', config: { ...MODERNBERT, classifier_pooling: 'mean', norm_bias: true, attention_bias: true, mlp_bias: true, classifier_bias: true,
+    global_attn_every_n_layers: 2 }, label: 'ModernBERT (mean pooling, every bias, global every 2nd layer)', heads: ['SequenceClassification', 'MultipleChoice', 'MaskedLM'] },
 ];
 
 /** A batch with padding (row 1 is 4 tokens short) and the labels each head reads; RoBERTa's padding is its pad id. */

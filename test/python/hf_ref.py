@@ -172,7 +172,7 @@ def head_inputs(a, cls_name):
     t = lambda k: torch.tensor(b[k], dtype=torch.long).view(bs, seq)
     inputs = {"input_ids": t("inputIds"), "attention_mask": t("attentionMask"), "token_type_ids": t("tokenTypeIds")}
     labels = torch.tensor(b["labels"], dtype=torch.long)
-    if cls_name.startswith("DistilBert"):  # DistilBERT takes no token types
+    if cls_name.startswith(("DistilBert", "ModernBert")):  # these take no token types
         del inputs["token_type_ids"]
     if cls_name.endswith("ForMultipleChoice"):
         nc = b["numChoices"]
@@ -198,7 +198,7 @@ def make_head_model(a):
     m = getattr(transformers, a["architecture"])(config)
     with torch.no_grad():  # a non-trivial LayerNorm and bias state, so loading mistakes show up in the outputs
         for n, p in m.named_parameters():
-            if "LayerNorm" in n or "layer_norm" in n or n.endswith("bias"):
+            if "LayerNorm" in n or "layer_norm" in n or "norm." in n or n.endswith("bias"):
                 p.add_(torch.randn_like(p) * 0.1)
     m.save_pretrained(a["dir"])
     return {"ok": True, "keys": sorted(k for k, _ in m.state_dict().items())}
@@ -480,30 +480,41 @@ def mlm_wwm_stats(a):
 def make_tokenizer(a):
     """A tokenizer of another family's kind, trained with the tokenizers library on the given texts and saved by
     transformers (tokenizer.json + tokenizer_config.json): "bpe" is RoBERTa's (byte-level BPE, <s> A </s></s> B </s>),
-    "unigram" XLM-RoBERTa's (NFKC, Metaspace, Unigram, the same pair template as a TemplateProcessing)."""
+    "unigram" XLM-RoBERTa's (NFKC, Metaspace, Unigram, the same pair template as a TemplateProcessing), "bpe-cls"
+    ModernBERT's (byte-level BPE, [CLS] A [SEP] B [SEP], one token type) and "unigram-cls" DeBERTa-v3's (Metaspace
+    Unigram, [CLS] A [SEP] B [SEP] with token type 1 on the second segment)."""
     import transformers
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    if a["kind"] == "bpe":
+    kind = a["kind"]
+    cls_style = kind.endswith("-cls")
+    specials = ["[CLS]", "[PAD]", "[SEP]", "[UNK]", "[MASK]"] if cls_style else ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    bos, pad, eos, unk, mask = specials
+    if kind.startswith("bpe"):
         tok = Tokenizer(models.BPE(unk_token=None))
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(vocab_size=a.get("vocabSize", 400), special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-        tok.train_from_iterator(a["texts"], trainer)
-        tok.post_processor = processors.RobertaProcessing(("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")), add_prefix_space=False, trim_offsets=True)
     else:
         tok = Tokenizer(models.Unigram())
         tok.normalizer = normalizers.NFKC()
-        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
-        tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
-        trainer = trainers.UnigramTrainer(vocab_size=a.get("vocabSize", 300), special_tokens=specials, unk_token="<unk>", show_progress=False)
-        tok.train_from_iterator(a["texts"], trainer)
-        tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
-                                                           special_tokens=[("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))])
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
-                                                unk_token="<unk>", pad_token="<pad>", mask_token="<mask>", model_max_length=a.get("maxLength", 64))
+        scheme = "first" if cls_style else "always"
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme=scheme)
+        tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme=scheme)
+        trainer = trainers.UnigramTrainer(vocab_size=a.get("vocabSize", 300), special_tokens=specials, unk_token=unk, show_progress=False)
+    tok.train_from_iterator(a["texts"], trainer)
+    ids = [(t, tok.token_to_id(t)) for t in (bos, eos)]
+    if kind == "bpe":
+        tok.post_processor = processors.RobertaProcessing((eos, tok.token_to_id(eos)), (bos, tok.token_to_id(bos)), add_prefix_space=False, trim_offsets=True)
+    elif kind == "unigram":
+        tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} {eos} $B {eos}", special_tokens=ids)
+    elif kind == "bpe-cls":
+        tok.post_processor = processors.TemplateProcessing(single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:0 [SEP]:0", special_tokens=ids)
+    else:
+        tok.post_processor = processors.TemplateProcessing(single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1", special_tokens=ids)
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, sep_token=eos, cls_token=bos,
+                                                unk_token=unk, pad_token=pad, mask_token=mask, model_max_length=a.get("maxLength", 64))
     fast.save_pretrained(a["dir"])
-    return {"vocabSize": tok.get_vocab_size(), "padId": tok.token_to_id("<pad>")}
+    return {"vocabSize": tok.get_vocab_size(), "padId": tok.token_to_id(pad), "clsId": tok.token_to_id(bos), "sepId": tok.token_to_id(eos)}
 
 
 def tokenize_pairs(a):

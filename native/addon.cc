@@ -240,6 +240,22 @@ bert::Config ParseConfig(const Napi::Object& c) {
     k.modernbert.classifier_activation = GetStr(m, "classifier_activation");
     k.modernbert.initializer_cutoff_factor = GetNum(m, "initializer_cutoff_factor");
   }
+  if (k.model_type == "deberta-v2") {
+    const Napi::Object m = Required(c, "deberta", &Napi::Value::IsObject, "an object").As<Napi::Object>();
+    auto flag = [&](const char* key) { return Required(m, key, &Napi::Value::IsBoolean, "a boolean").As<Napi::Boolean>().Value(); };
+    k.deberta.relative_attention = flag("relative_attention");
+    k.deberta.att_span = GetInt(m, "att_span");
+    k.deberta.position_buckets = GetInt(m, "position_buckets");
+    k.deberta.max_relative_positions = GetInt(m, "max_relative_positions");
+    k.deberta.share_att_key = flag("share_att_key");
+    k.deberta.c2p = flag("c2p");
+    k.deberta.p2c = flag("p2c");
+    k.deberta.position_biased_input = flag("position_biased_input");
+    k.deberta.norm_rel_ebd = flag("norm_rel_ebd");
+    k.deberta.pooler_dropout = GetNum(m, "pooler_dropout");
+    k.deberta.pooler_hidden_act = GetStr(m, "pooler_hidden_act");
+    k.deberta.legacy = flag("legacy");
+  }
   return k;
 }
 

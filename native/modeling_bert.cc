@@ -654,7 +654,8 @@ std::unique_ptr<BertPreTrainedModel> BertPreTrainedModel::Create(const Path& roo
   else if (c.model_type == "electra") m = CreateElectra(root, c);
   else if (c.model_type == "distilbert") m = CreateDistilBert(root, c);
   else if (c.model_type == "modernbert") m = CreateModernBert(root, c);
-  else throw std::invalid_argument("model_type '" + c.model_type + "' is not one of bert, roberta, xlm-roberta, electra, distilbert, modernbert");  // src/config.ts checks first
+  else if (c.model_type == "deberta-v2") m = CreateDebertaV2(root, c);
+  else throw std::invalid_argument("model_type '" + c.model_type + "' is not one of bert, roberta, xlm-roberta, electra, distilbert, modernbert, deberta-v2");  // src/config.ts checks first
   if (!m) throw std::invalid_argument("architecture '" + c.architecture + "' is not a " + c.model_type + " head this addon builds");
   return m;
 }

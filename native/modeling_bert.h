@@ -252,6 +252,7 @@ class BertPreTrainedModel {
   static std::unique_ptr<BertPreTrainedModel> CreateElectra(const Path& root, const Config& c);
   static std::unique_ptr<BertPreTrainedModel> CreateDistilBert(const Path& root, const Config& c);
   static std::unique_ptr<BertPreTrainedModel> CreateModernBert(const Path& root, const Config& c);
+  static std::unique_ptr<BertPreTrainedModel> CreateDebertaV2(const Path& root, const Config& c);
   virtual ~BertPreTrainedModel() = default;
   virtual HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& batch) = 0;
   // Question answering reads logits at every position, padding included (transformers' loss does): no unpadding.
@@ -261,7 +262,7 @@ class BertPreTrainedModel {
 
  protected:
   explicit BertPreTrainedModel(BertModel* bert) : bert_(bert) {}
-  BertModel* bert_;  // the BERT-layout encoder; nullptr for families with their own (ModernBERT)
+  BertModel* bert_;  // the BERT-layout encoder; nullptr for families with their own (ModernBERT, DeBERTa)
 };
 
 // The heads whose modules and computation are the same in every family, over the base model at `base` (bert,

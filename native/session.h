@@ -20,6 +20,19 @@ struct ModernBertConfig {
   double initializer_cutoff_factor = 0;
 };
 
+// DeBERTa-v2/v3's own fields (modeling_deberta_v2.cc), as DebertaV2Config names them; set for model_type deberta-v2.
+struct DebertaConfig {
+  bool relative_attention = false;
+  int64_t att_span = 0;           // relative distances embedded: position_buckets if > 0, else max_relative_positions
+  int64_t position_buckets = -1;  // > 0: log-bucketed distances (make_log_bucket_position)
+  int64_t max_relative_positions = 0;  // max_relative_positions, or max_position_embeddings when < 1
+  bool share_att_key = false, c2p = false, p2c = false;  // pos_att_type
+  bool position_biased_input = true, norm_rel_ebd = false;  // absolute positions added; LayerNorm on rel_embeddings
+  double pooler_dropout = 0;
+  std::string pooler_hidden_act;
+  bool legacy = true;  // the masked-LM head as cls.predictions (legacy) or lm_predictions.lm_head
+};
+
 // The config fields that change computation, under BertConfig's names (src/config.ts maps each family's own names,
 // e.g. DistilBERT's dim and n_layers, onto them). No defaults here: src/config.ts owns them and the binding requires
 // every field.
@@ -39,6 +52,7 @@ struct Config {
   // DistilBertForQuestionAnswering... (model_type's prefix, then the head).
   std::string architecture;
   ModernBertConfig modernbert;
+  DebertaConfig deberta;
 };
 
 // The head of a class name: every family's end alike (RobertaForMaskedLM -> MaskedLM).

@@ -76,6 +76,10 @@ const MODERNBERT_DEFAULTS = { vocab_size: 50368, hidden_size: 768, intermediate_
   bos_token_id: 50281, cls_token_id: 50281, sep_token_id: 50282, attention_bias: false, attention_dropout: 0, local_attention: 128, embedding_dropout: 0,
   mlp_bias: false, mlp_dropout: 0, decoder_bias: true, classifier_pooling: 'cls', classifier_dropout: 0, classifier_bias: false, classifier_activation: 'gelu',
   tie_word_embeddings: true };
+const DEBERTA_DEFAULTS = { vocab_size: 128100, hidden_size: 1536, num_hidden_layers: 24, num_attention_heads: 24, intermediate_size: 6144, hidden_act: 'gelu',
+  hidden_dropout_prob: 0.1, attention_probs_dropout_prob: 0.1, max_position_embeddings: 512, type_vocab_size: 0, initializer_range: 0.02, layer_norm_eps: 1e-7,
+  relative_attention: false, max_relative_positions: -1, pad_token_id: 0, position_biased_input: true, pos_att_type: null, pooler_dropout: 0,
+  pooler_hidden_act: 'gelu', legacy: true };
 export const FAMILIES = {
   bert: { prefix: 'Bert', base: 'bert', heads: HEADS, headKeys: /^(cls|classifier|qa_outputs)\./, tied: /^cls\.predictions\.decoder\.(weight|bias)$/,
     defaults: {}, pretraining: 'MaskedLM' },
@@ -100,6 +104,11 @@ export const FAMILIES = {
   modernbert: { prefix: 'ModernBert', base: 'model', heads: HEADS, headKeys: /^(head|classifier|decoder)\./, tied: /^decoder\.weight$/,
     defaults: MODERNBERT_DEFAULTS, aliases: { hidden_act: 'hidden_activation', layer_norm_eps: 'norm_eps', attention_probs_dropout_prob: 'attention_dropout' },
     fixed: { type_vocab_size: 0, hidden_dropout_prob: 0, position_embedding_type: 'absolute' } },
+  // DeBERTa-v2 and v3 (one model_type; v3 is a configuration: relative positions in 256 buckets, shared keys, no
+  // absolute positions). Its optional fields (position_buckets, share_att_key, norm_rel_ebd, embedding_size,
+  // cls_dropout...) are read as DebertaV2Model reads them, with getattr's defaults: debertaFields.
+  'deberta-v2': { prefix: 'DebertaV2', base: 'deberta', heads: HEADS, headKeys: /^(pooler|classifier|qa_outputs|cls|lm_predictions|mask_predictions)\./,
+    tied: /^cls\.predictions\.decoder\.(weight|bias)$/, defaults: DEBERTA_DEFAULTS, fixed: { position_embedding_type: 'absolute', classifier_dropout: null } },
 } as const satisfies Record<string, Family>;
 export type ModelType = keyof typeof FAMILIES;
 const family = (c: { model_type: ModelType }): Family => FAMILIES[c.model_type];
@@ -178,13 +187,14 @@ export function parseConfig(raw: unknown, file: string, o: ConfigOverrides = {})
   int('num_attention_heads', 1, 4096);
   int('intermediate_size', 1, 1 << 20);
   int('max_position_embeddings', 1, 1 << 20);
-  int('type_vocab_size', f.fixed?.type_vocab_size === 0 ? 0 : 1, 1 << 16);
+  int('type_vocab_size', f.fixed?.type_vocab_size === 0 || modelType === 'deberta-v2' ? 0 : 1, 1 << 16);  // DeBERTa-v3 has none
   if (modelType === 'electra') int('embedding_size', 1, 65536);
   if (modelType === 'distilbert') {
     if (typeof c.sinusoidal_pos_embds !== 'boolean') throw new InputError(file, `sinusoidal_pos_embds must be true or false, got ${show(c.sinusoidal_pos_embds)}`);
     for (const k of ['qa_dropout', 'seq_classif_dropout']) prob(k);
   }
   if (modelType === 'modernbert') modernBertFields(c, file);
+  if (modelType === 'deberta-v2') debertaFields(c, file);
   if (c.pad_token_id === null) c.pad_token_id = -1;
   int('pad_token_id', -1, c.vocab_size - 1);
   if (f.base === 'roberta' && c.pad_token_id < 0) throw new InputError(file, 'pad_token_id must be set: RoBERTa\'s position ids count from it');
@@ -240,6 +250,52 @@ export function parseConfig(raw: unknown, file: string, o: ConfigOverrides = {})
 
 const MAX_LABELS = 100000;
 
+/** DeBERTa-v2's own fields, checked, and what the model derives from them (pos_att_type as a list, att_span). */
+function debertaFields(c: BertConfig, file: string): void {
+  const int = (k: string, fallback: number) => {
+    const v = c[k] ?? fallback;
+    if (!Number.isInteger(v)) throw new InputError(file, `${k} must be an integer, got ${show(v)}`);
+    return v as number;
+  };
+  const bool = (k: string, fallback: boolean) => {
+    const v = c[k] ?? fallback;
+    if (typeof v !== 'boolean') throw new InputError(file, `${k} must be true or false, got ${show(v)}`);
+    return v;
+  };
+  const types = typeof c.pos_att_type === 'string' ? c.pos_att_type.toLowerCase().split('|').map((t) => t.trim()) : (c.pos_att_type ?? []);
+  if (!Array.isArray(types) || !types.every((t) => t === 'c2p' || t === 'p2c'))
+    throw new InputError(file, `pos_att_type must list "c2p" and/or "p2c" (as a list or "p2c|c2p"), got ${show(c.pos_att_type)}`);
+  c.pos_att_type = types;
+  c.relative_attention = bool('relative_attention', false);
+  c.max_relative_positions = int('max_relative_positions', -1);
+  c.position_buckets = int('position_buckets', -1);
+  c.share_att_key = bool('share_att_key', false);
+  c.position_biased_input = bool('position_biased_input', true);
+  c.legacy = bool('legacy', true);
+  if (typeof (c.norm_rel_ebd ?? 'none') !== 'string') throw new InputError(file, `norm_rel_ebd must be a string such as "layer_norm", got ${show(c.norm_rel_ebd)}`);
+  if (int('conv_kernel_size', 0) > 0) throw new InputError(file, `conv_kernel_size ${c.conv_kernel_size} is not supported (DeBERTa-v2's convolution layer; DeBERTa-v3 has none)`);
+  c.embedding_size = int('embedding_size', c.hidden_size);
+  if ((c.embedding_size as number) < 1) throw new InputError(file, `embedding_size must be positive, got ${c.embedding_size}`);
+  for (const k of ['attention_head_size', 'pooler_hidden_size'] as const) {
+    const want = k === 'attention_head_size' ? c.hidden_size / c.num_attention_heads : c.hidden_size;
+    if (c[k] !== undefined && c[k] !== null && c[k] !== want) throw new InputError(file, `${k} ${show(c[k])} is not supported (only ${want}, the default)`);
+  }
+  for (const k of ['pooler_dropout', 'cls_dropout'])
+    if (c[k] !== undefined && c[k] !== null && (typeof c[k] !== 'number' || !((c[k] as number) >= 0 && (c[k] as number) < 1)))
+      throw new InputError(file, `${k} must be a number in [0, 1), got ${show(c[k])}`);
+  const acts = (activations ??= addon().runtime().activations);
+  if (!acts.includes(c.pooler_hidden_act as string)) throw new InputError(file, `pooler_hidden_act ${show(c.pooler_hidden_act)} is not supported (${acts.join(', ')})`);
+  if (c.relative_attention && (c.max_relative_positions as number) < 1 && (c.position_buckets as number) < 1 && c.max_position_embeddings < 1)
+    throw new InputError(file, 'relative_attention needs position_buckets or max_relative_positions');
+}
+
+/** DeBERTa's relative distances: how many the table embeds on each side (att_span), and the bucketing bounds. */
+function debertaRelative(c: BertConfig): { attSpan: number; maxRelative: number; buckets: number } {
+  const maxRelative = (c.max_relative_positions as number) < 1 ? c.max_position_embeddings : c.max_relative_positions as number;
+  const buckets = c.position_buckets as number;
+  return { attSpan: c.relative_attention ? (buckets > 0 ? buckets : maxRelative) : 0, maxRelative, buckets };
+}
+
 /**
  * ModernBERT's own fields, checked, with its attention pattern in both forms transformers has written: layer_types
  * and rope_parameters (5.x), global_attn_every_n_layers and global/local_rope_theta (4.x); both are kept in step so
@@ -282,6 +338,7 @@ function modernBertFields(c: BertConfig, file: string): void {
 /** The parameters the addon allocates for this config and head. */
 export function parameterCount(c: BertConfig, architecture: Architecture = architectureOf(c)): number {
   if (c.model_type === 'modernbert') return modernBertParameterCount(c, architecture);
+  if (c.model_type === 'deberta-v2') return debertaParameterCount(c, architecture);
   const H = c.hidden_size, I = c.intermediate_size, n = numLabels(c), E = embeddingSize(c), V = c.vocab_size;
   const embeddings = embeddingParameters(c) + 2 * E + (E !== H ? E * H + H : 0);
   const layer = 4 * (H * H + H) + 2 * H + (H * I + I) + (I * H + H) + 2 * H;
@@ -307,17 +364,33 @@ function modernBertParameterCount(c: BertConfig, architecture: Architecture): nu
   return V * H + norm + L * layer - (L > 0 ? norm : 0) + norm + head + sizes[headOf(architecture)];
 }
 
+function debertaParameterCount(c: BertConfig, architecture: Architecture): number {
+  const H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size, E = embeddingSize(c), n = numLabels(c);
+  const rel = c.relative_attention === true, types = c.pos_att_type as string[], span = debertaRelative(c).attSpan;
+  const embeddings = V * E + (c.position_biased_input ? c.max_position_embeddings * E : 0) + c.type_vocab_size * E + (E !== H ? E * H : 0) + 2 * H;
+  const positional = rel && !c.share_att_key ? types.length * (H * H + H) : 0;
+  const layer = 4 * (H * H + H) + 2 * H + (H * I + I) + (I * H + H) + 2 * H + positional;
+  const encoder = rel ? 2 * span * H + (String(c.norm_rel_ebd ?? '').includes('layer_norm') ? 2 * H : 0) : 0;
+  const pooler = H * H + H;
+  const sizes: Record<Head, number> = { SequenceClassification: pooler + H * n + n, MultipleChoice: pooler + H + 1, TokenClassification: H * n + n,
+    QuestionAnswering: 2 * H + 2, MaskedLM: c.legacy === false ? H * H + H + 2 * H + V : H * E + E + 2 * E + V };
+  return embeddings + c.num_hidden_layers * layer + encoder + sizes[headOf(architecture)];
+}
+
 /** The longest input the position embeddings allow: RoBERTa's positions start after padding_idx. */
 export function maxSequenceLength(c: BertConfig): number {
   return family(c).base === 'roberta' ? c.max_position_embeddings - c.pad_token_id - 1 : c.max_position_embeddings;
 }
 
-/** ELECTRA's embedding width (embedding_size); the hidden size elsewhere. */
-export function embeddingSize(c: BertConfig): number { return c.model_type === 'electra' ? c.embedding_size as number : c.hidden_size; }
+/** ELECTRA's and DeBERTa's embedding width (embedding_size); the hidden size elsewhere. */
+export function embeddingSize(c: BertConfig): number {
+  return c.model_type === 'electra' || c.model_type === 'deberta-v2' ? c.embedding_size as number : c.hidden_size;
+}
 
 /** The word, position and token-type embedding tables' parameters (excluded from FLOP counts, as transformers does). */
 export function embeddingParameters(c: BertConfig): number {
   if (c.model_type === 'modernbert') return c.vocab_size * c.hidden_size;  // rotary positions: no table
+  if (c.model_type === 'deberta-v2') return (c.vocab_size + (c.position_biased_input ? c.max_position_embeddings : 0) + c.type_vocab_size) * embeddingSize(c);
   return (c.vocab_size + c.max_position_embeddings + c.type_vocab_size) * embeddingSize(c);
 }
 
@@ -377,14 +450,22 @@ export function configJsonText(c: BertConfig, architecture: Architecture): strin
 export function nativeConfig(c: BertConfig, architecture: Architecture): Record<string, unknown> {
   const head = headOf(architecture);
   // DistilBERT's heads each name their dropout; elsewhere classifier_dropout (None: hidden_dropout_prob).
+  // DeBERTa's: cls_dropout (None: hidden_dropout_prob) for the pooled heads, hidden_dropout_prob per token.
   const classifierDropout = c.model_type === 'distilbert'
     ? (head === 'QuestionAnswering' ? c.qa_dropout : head === 'TokenClassification' ? c.hidden_dropout_prob : c.seq_classif_dropout) as number
+    : c.model_type === 'deberta-v2' ? (head === 'TokenClassification' ? c.hidden_dropout_prob : (c.cls_dropout as number | null | undefined) ?? c.hidden_dropout_prob)
     : c.classifier_dropout ?? -1;
   const modernbert = c.model_type === 'modernbert' ? {
     global_layers: (c.layer_types as string[]).map((t) => t === 'full_attention'), global_rope_theta: c.global_rope_theta, local_rope_theta: c.local_rope_theta,
     local_attention: c.local_attention, norm_bias: c.norm_bias, attention_bias: c.attention_bias, mlp_bias: c.mlp_bias, decoder_bias: c.decoder_bias,
     classifier_bias: c.classifier_bias, embedding_dropout: c.embedding_dropout, mlp_dropout: c.mlp_dropout, classifier_pooling: c.classifier_pooling,
     classifier_activation: c.classifier_activation, initializer_cutoff_factor: c.initializer_cutoff_factor } : undefined;
+  const rel = c.model_type === 'deberta-v2' ? debertaRelative(c) : undefined;
+  const deberta = rel ? {
+    relative_attention: c.relative_attention, att_span: rel.attSpan, position_buckets: rel.buckets, max_relative_positions: rel.maxRelative,
+    share_att_key: c.share_att_key, c2p: (c.pos_att_type as string[]).includes('c2p'), p2c: (c.pos_att_type as string[]).includes('p2c'),
+    position_biased_input: c.position_biased_input, norm_rel_ebd: String(c.norm_rel_ebd ?? 'none').toLowerCase().split('|').map((t) => t.trim()).includes('layer_norm'),
+    pooler_dropout: c.pooler_dropout, pooler_hidden_act: c.pooler_hidden_act, legacy: c.legacy } : undefined;
   return { ...c, num_labels: numLabels(c), problem_type: problemType(c), classifier_dropout: classifierDropout, architecture,
-    embedding_size: embeddingSize(c), sinusoidal_pos_embds: c.sinusoidal_pos_embds === true, modernbert };
+    embedding_size: embeddingSize(c), sinusoidal_pos_embds: c.sinusoidal_pos_embds === true, modernbert, deberta };
 }

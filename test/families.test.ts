@@ -1,5 +1,6 @@
 // The families beyond BERT end to end: their tokenizers against transformers' fast tokenizer (byte-level BPE with
-// RoBERTa's post-processor, Unigram with XLM-RoBERTa's template; pairs, truncation, several scripts), and
+// RoBERTa's post-processor and with ModernBERT's [CLS] [SEP] template, Unigram with XLM-RoBERTa's template and with
+// DeBERTa-v3's [CLS] [SEP] and token types; pairs, truncation, several scripts), and
 // `node train.js --model <folder>` fine-tuning and evaluating a tiny checkpoint of each family, whose saved folder
 // transformers reads back with the same outputs. (Every head's numbers against transformers: test/heads.test.ts.)
 import { test } from 'node:test';
@@ -60,6 +61,12 @@ async function makeFamilyModel(dir: string, modelType: string): Promise<void> {
     config = { model_type: 'modernbert', vocab_size: t.vocabSize, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 48,
       max_position_embeddings: 64, pad_token_id: t.padId, cls_token_id: t.clsId, sep_token_id: t.sepId, bos_token_id: t.clsId, eos_token_id: t.sepId,
       local_attention: 8, global_attn_every_n_layers: 2 };
+  } else if (modelType === 'deberta-v2') {
+    // DeBERTa-v3's shape: a Unigram tokenizer with [CLS] [SEP], relative positions in buckets, shared keys.
+    const t = await hfRef('make-tokenizer', { dir, kind: 'unigram-cls', texts: corpus(), maxLength: 64 });
+    config = { model_type: 'deberta-v2', vocab_size: t.vocabSize, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 48,
+      max_position_embeddings: 64, pad_token_id: t.padId, type_vocab_size: 0, relative_attention: true, position_buckets: 16, share_att_key: true,
+      pos_att_type: 'p2c|c2p', norm_rel_ebd: 'layer_norm', position_biased_input: false };
   } else {
     const tokConfig = { do_lower_case: true, model_max_length: 64, cls_token: '[CLS]', sep_token: '[SEP]', pad_token: '[PAD]', unk_token: '[UNK]', mask_token: '[MASK]' };
     await fs.writeFile(path.join(dir, 'vocab.txt'), VOCAB.join('\n') + '\n');
@@ -72,15 +79,15 @@ async function makeFamilyModel(dir: string, modelType: string): Promise<void> {
   await m.dispose();
   // As a pretrained checkpoint: the encoder only, its class named as the family's masked LM.
   const file = path.join(dir, 'model.safetensors');
-  const base = `${{ 'xlm-roberta': 'roberta', modernbert: 'model' }[modelType] ?? modelType}.`;
+  const base = `${{ 'xlm-roberta': 'roberta', modernbert: 'model', 'deberta-v2': 'deberta' }[modelType] ?? modelType}.`;
   await writeSafetensors(file, (await readSafetensors(file)).tensors.filter((t) => t.name.startsWith(base)), { format: 'pt' });
   const cfg = JSON.parse(await fs.readFile(path.join(dir, 'config.json'), 'utf8'));
-  cfg.architectures = [`${{ roberta: 'Roberta', 'xlm-roberta': 'XLMRoberta', electra: 'Electra', distilbert: 'DistilBert', modernbert: 'ModernBert' }[modelType]}ForMaskedLM`];
+  cfg.architectures = [`${{ roberta: 'Roberta', 'xlm-roberta': 'XLMRoberta', electra: 'Electra', distilbert: 'DistilBert', modernbert: 'ModernBert', 'deberta-v2': 'DebertaV2' }[modelType]}ForMaskedLM`];
   delete cfg.id2label; delete cfg.label2id; delete cfg.problem_type;
   await fs.writeFile(path.join(dir, 'config.json'), JSON.stringify(cfg));
 }
 
-for (const modelType of ['roberta', 'xlm-roberta', 'electra', 'distilbert', 'modernbert'])
+for (const modelType of ['roberta', 'xlm-roberta', 'electra', 'distilbert', 'modernbert', 'deberta-v2'])
 test(`node train.js --model <a ${modelType} folder> fine-tunes and evaluates; transformers reads the result back`, async () => {
   const { dir, cleanup } = tempDir(`family-${modelType}-`);
   try {

@@ -28,7 +28,14 @@ const DISTILBERT = { vocab_size: 100, dim: 32, n_layers: 2, n_heads: 4, hidden_d
 // padded row's last positions see no real token in it); then every bias and mean pooling.
 const MODERNBERT = { vocab_size: 100, hidden_size: 32, num_hidden_layers: 3, num_attention_heads: 4, intermediate_size: 37, max_position_embeddings: 64,
   pad_token_id: 0, bos_token_id: 2, eos_token_id: 3, cls_token_id: 2, sep_token_id: 3, local_attention: 4, global_rope_theta: 1000, local_rope_theta: 50 };
-const CASES: Array<{ modelType: keyof typeof FAMILIES; config: Record<string, unknown>; label: string; heads?: Head[] }> = [
+// DeBERTa: v3's shape (relative positions in buckets, shared keys, both score kinds, no absolute positions, the rel
+// table LayerNorm'd); then v2's (unshared pos_key_proj/pos_query_proj, no buckets, absolute positions, token types,
+// a smaller embedding projected).
+const DEBERTA_V3 = { ...TINY, type_vocab_size: 0, relative_attention: true, position_buckets: 8, max_relative_positions: -1, share_att_key: true,
+  pos_att_type: 'p2c|c2p', norm_rel_ebd: 'layer_norm', position_biased_input: false, max_position_embeddings: 64 };
+const DEBERTA_V2 = { ...TINY, relative_attention: true, max_relative_positions: 6, pos_att_type: ['c2p', 'p2c'], share_att_key: false, embedding_size: 16 };
+// `seed` makes transformers' random model; 11 unless a case says otherwise.
+const CASES: Array<{ modelType: keyof typeof FAMILIES; config: Record<string, unknown>; label: string; heads?: Head[]; seed?: number }> = [
   { modelType: 'bert', config: TINY, label: 'BERT' },
   { modelType: 'roberta', config: ROBERTA, label: 'RoBERTa' },
   { modelType: 'xlm-roberta', config: ROBERTA, label: 'XLM-RoBERTa' },
@@ -38,6 +45,12 @@ const CASES: Array<{ modelType: keyof typeof FAMILIES; config: Record<string, un
   { modelType: 'modernbert', config: MODERNBERT, label: 'ModernBERT (global and local layers, cls pooling)' },
   { modelType: 'modernbert', config: { ...MODERNBERT, classifier_pooling: 'mean', norm_bias: true, attention_bias: true, mlp_bias: true, classifier_bias: true,
     global_attn_every_n_layers: 2 }, label: 'ModernBERT (mean pooling, every bias, global every 2nd layer)', heads: ['SequenceClassification', 'MultipleChoice', 'MaskedLM'] },
+  { modelType: 'deberta-v2', config: DEBERTA_V3, label: 'DeBERTa-v3 (position buckets, shared keys)' },
+  { modelType: 'deberta-v2', config: { ...DEBERTA_V3, legacy: false }, label: 'DeBERTa-v3 (lm_predictions head)', heads: ['MaskedLM'] },
+  // Seed 12: with 11, one embed_proj gradient of the token classifier is 7e-7 after clipping (a sum of terms of
+  // 1e-1 that cancel), under AdamW's eps of 1e-6, where float32 rounding of the sum moves the first step by 1.6e-6.
+  { modelType: 'deberta-v2', config: DEBERTA_V2, label: 'DeBERTa-v2 (unshared position projections, absolute positions, token types, embedding_size 16)',
+    heads: ['SequenceClassification', 'TokenClassification', 'QuestionAnswering', 'MaskedLM'], seed: 12 },
 ];
 
 /** A batch with padding (row 1 is 4 tokens short) and the labels each head reads; RoBERTa's padding is its pad id. */
@@ -95,7 +108,7 @@ test(`${c.label} ${head}: outputs, loss, 3 AdamW steps and the saved folder matc
   try {
     const hf = path.join(dir, 'hf');
     const config = { ...c.config, num_labels: head === 'TokenClassification' ? 5 : head === 'SequenceClassification' ? 3 : 2 };
-    await hfRef('make-head-model', { dir: hf, seed: 11, architecture: arch, modelType: c.modelType, config });
+    await hfRef('make-head-model', { dir: hf, seed: c.seed ?? 11, architecture: arch, modelType: c.modelType, config });
     const batch = headBatch(arch, c.modelType);
     const lr = 1e-3, weightDecay = 0.01, maxGradNorm = 0.5, steps = 3, eps = 1e-6;
     const ref = await hfRef('head-reference', { dir: hf, architecture: arch, batch: json(batch), lr, weightDecay, maxGradNorm, steps, eps,

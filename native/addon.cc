@@ -240,6 +240,13 @@ bert::Config ParseConfig(const Napi::Object& c) {
     k.modernbert.classifier_activation = GetStr(m, "classifier_activation");
     k.modernbert.initializer_cutoff_factor = GetNum(m, "initializer_cutoff_factor");
   }
+  if (k.model_type == "electra") {
+    const Napi::Object m = Required(c, "summary", &Napi::Value::IsObject, "an object").As<Napi::Object>();
+    k.summary.use_proj = Required(m, "use_proj", &Napi::Value::IsBoolean, "a boolean").As<Napi::Boolean>().Value();
+    k.summary.activation = GetStr(m, "activation");
+    k.summary.first_dropout = GetNum(m, "first_dropout");
+    k.summary.last_dropout = GetNum(m, "last_dropout");
+  }
   if (k.model_type == "deberta-v2") {
     const Napi::Object m = Required(c, "deberta", &Napi::Value::IsObject, "an object").As<Napi::Object>();
     auto flag = [&](const char* key) { return Required(m, key, &Napi::Value::IsBoolean, "a boolean").As<Napi::Boolean>().Value(); };

@@ -20,6 +20,13 @@ struct ModernBertConfig {
   double initializer_cutoff_factor = 0;
 };
 
+// ELECTRA's SequenceSummary (its multiple-choice head), summary_type "first" only.
+struct SequenceSummaryConfig {
+  bool use_proj = true;    // summary_use_proj: a dense hidden -> hidden
+  std::string activation;  // summary_activation; empty: none
+  double first_dropout = 0, last_dropout = 0;
+};
+
 // DeBERTa-v2/v3's own fields (modeling_deberta_v2.cc), as DebertaV2Config names them; set for model_type deberta-v2.
 struct DebertaConfig {
   bool relative_attention = false;
@@ -53,6 +60,7 @@ struct Config {
   std::string architecture;
   ModernBertConfig modernbert;
   DebertaConfig deberta;
+  SequenceSummaryConfig summary;
 };
 
 // The head of a class name: every family's end alike (RobertaForMaskedLM -> MaskedLM).

@@ -87,11 +87,12 @@ export const FAMILIES = {
     defaults: ROBERTA_DEFAULTS },
   'xlm-roberta': { prefix: 'XLMRoberta', base: 'roberta', heads: HEADS, headKeys: /^(lm_head|classifier|qa_outputs)\./, tied: /^lm_head\.decoder\.(weight|bias)$/,
     defaults: { ...ROBERTA_DEFAULTS, vocab_size: 30522 } },
-  electra: { prefix: 'Electra', base: 'electra', heads: ['SequenceClassification', 'TokenClassification', 'QuestionAnswering', 'MaskedLM'],
+  electra: { prefix: 'Electra', base: 'electra', heads: HEADS,
     headKeys: /^(generator_predictions|generator_lm_head|discriminator_predictions|classifier|qa_outputs|sequence_summary)\./, tied: /^generator_lm_head\.weight$/,
     defaults: { vocab_size: 30522, embedding_size: 128, hidden_size: 256, num_hidden_layers: 12, num_attention_heads: 4, intermediate_size: 1024, hidden_act: 'gelu',
       hidden_dropout_prob: 0.1, attention_probs_dropout_prob: 0.1, max_position_embeddings: 512, type_vocab_size: 2, initializer_range: 0.02,
-      layer_norm_eps: 1e-12, pad_token_id: 0, position_embedding_type: 'absolute', classifier_dropout: null }, pretraining: 'SequenceClassification' },
+      layer_norm_eps: 1e-12, pad_token_id: 0, position_embedding_type: 'absolute', classifier_dropout: null, summary_type: 'first', summary_use_proj: true,
+      summary_activation: 'gelu', summary_last_dropout: 0.1 }, pretraining: 'SequenceClassification' },
   distilbert: { prefix: 'DistilBert', base: 'distilbert', heads: HEADS, headKeys: /^(vocab_transform|vocab_layer_norm|vocab_projector|pre_classifier|classifier|qa_outputs)\./,
     tied: /^vocab_projector\.weight$/,
     defaults: { vocab_size: 30522, max_position_embeddings: 512, sinusoidal_pos_embds: false, n_layers: 6, n_heads: 12, dim: 768, hidden_dim: 3072, dropout: 0.1,
@@ -188,7 +189,10 @@ export function parseConfig(raw: unknown, file: string, o: ConfigOverrides = {})
   int('intermediate_size', 1, 1 << 20);
   int('max_position_embeddings', 1, 1 << 20);
   int('type_vocab_size', f.fixed?.type_vocab_size === 0 || modelType === 'deberta-v2' ? 0 : 1, 1 << 16);  // DeBERTa-v3 has none
-  if (modelType === 'electra') int('embedding_size', 1, 65536);
+  if (modelType === 'electra') {
+    int('embedding_size', 1, 65536);
+    electraSummaryFields(c, file);
+  }
   if (modelType === 'distilbert') {
     if (typeof c.sinusoidal_pos_embds !== 'boolean') throw new InputError(file, `sinusoidal_pos_embds must be true or false, got ${show(c.sinusoidal_pos_embds)}`);
     for (const k of ['qa_dropout', 'seq_classif_dropout']) prob(k);
@@ -249,6 +253,19 @@ export function parseConfig(raw: unknown, file: string, o: ConfigOverrides = {})
 }
 
 const MAX_LABELS = 100000;
+
+/** ELECTRA's SequenceSummary fields (its multiple-choice head): the first token, a projection to hidden_size. */
+function electraSummaryFields(c: BertConfig, file: string): void {
+  if (c.summary_type !== 'first') throw new InputError(file, `summary_type ${show(c.summary_type)} is not supported (only "first", ELECTRA's default)`);
+  if (c.summary_proj_to_labels === true) throw new InputError(file, 'summary_proj_to_labels true is not supported (the multiple-choice classifier reads hidden_size)');
+  if (typeof c.summary_use_proj !== 'boolean') throw new InputError(file, `summary_use_proj must be true or false, got ${show(c.summary_use_proj)}`);
+  const act = c.summary_activation ?? '';
+  const acts = (activations ??= addon().runtime().activations);
+  if (typeof act !== 'string' || (act !== '' && !acts.includes(act))) throw new InputError(file, `summary_activation ${show(act)} is not supported (${acts.join(', ')})`);
+  for (const k of ['summary_first_dropout', 'summary_last_dropout'])
+    if (c[k] !== undefined && c[k] !== null && (typeof c[k] !== 'number' || !((c[k] as number) >= 0 && (c[k] as number) < 1)))
+      throw new InputError(file, `${k} must be a number in [0, 1), got ${show(c[k])}`);
+}
 
 /** DeBERTa-v2's own fields, checked, and what the model derives from them (pos_att_type as a list, att_span). */
 function debertaFields(c: BertConfig, file: string): void {
@@ -466,6 +483,8 @@ export function nativeConfig(c: BertConfig, architecture: Architecture): Record<
     share_att_key: c.share_att_key, c2p: (c.pos_att_type as string[]).includes('c2p'), p2c: (c.pos_att_type as string[]).includes('p2c'),
     position_biased_input: c.position_biased_input, norm_rel_ebd: String(c.norm_rel_ebd ?? 'none').toLowerCase().split('|').map((t) => t.trim()).includes('layer_norm'),
     pooler_dropout: c.pooler_dropout, pooler_hidden_act: c.pooler_hidden_act, legacy: c.legacy } : undefined;
+  const summary = c.model_type === 'electra' ? { use_proj: c.summary_use_proj, activation: c.summary_activation ?? '',
+    first_dropout: c.summary_first_dropout ?? 0, last_dropout: c.summary_last_dropout ?? 0 } : undefined;
   return { ...c, num_labels: numLabels(c), problem_type: problemType(c), classifier_dropout: classifierDropout, architecture,
-    embedding_size: embeddingSize(c), sinusoidal_pos_embds: c.sinusoidal_pos_embds === true, modernbert, deberta };
+    embedding_size: embeddingSize(c), sinusoidal_pos_embds: c.sinusoidal_pos_embds === true, modernbert, deberta, summary };
 }

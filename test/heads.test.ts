@@ -39,7 +39,7 @@ const CASES: Array<{ modelType: keyof typeof FAMILIES; config: Record<string, un
   { modelType: 'bert', config: TINY, label: 'BERT' },
   { modelType: 'roberta', config: ROBERTA, label: 'RoBERTa' },
   { modelType: 'xlm-roberta', config: ROBERTA, label: 'XLM-RoBERTa' },
-  { modelType: 'electra', config: { ...TINY, embedding_size: 16 }, label: 'ELECTRA (embedding_size 16, projected)' },
+  { modelType: 'electra', config: { ...TINY, embedding_size: 16, summary_last_dropout: 0 }, label: 'ELECTRA (embedding_size 16, projected)' },
   { modelType: 'distilbert', config: DISTILBERT, label: 'DistilBERT' },
   { modelType: 'distilbert', config: { ...DISTILBERT, sinusoidal_pos_embds: true }, label: 'DistilBERT (sinusoidal positions)', heads: ['SequenceClassification', 'MaskedLM'] },
   { modelType: 'modernbert', config: MODERNBERT, label: 'ModernBERT (global and local layers, cls pooling)' },

@@ -56,7 +56,7 @@ test('broken checkpoints are refused with the file and the reason', async () => 
     }, /size mismatch for bert.encoder.layer.0.intermediate.dense.weight: the checkpoint has shape \[37, 32\], the model \(from config.json\) needs \[40, 32\]/],
     ['pickle', async (d) => { await fs.rm(st(d)); writeFileSync(path.join(d, 'pytorch_model.bin'), 'PK\x03\x04 pickle'); }, /pytorch_model.bin: only safetensors weights are loaded/],
     ['config-heads', (d) => writeFileSync(path.join(d, 'config.json'), JSON.stringify({ hidden_size: 30, num_attention_heads: 4 })), /config.json: hidden_size 30 is not a multiple of num_attention_heads 4/],
-    ['config-type', (d) => writeFileSync(path.join(d, 'config.json'), JSON.stringify({ model_type: 'gpt2' })), /model_type is "gpt2"; supported: "bert", "roberta", "xlm-roberta", "electra", "distilbert"/],
+    ['config-type', (d) => writeFileSync(path.join(d, 'config.json'), JSON.stringify({ model_type: 'gpt2' })), /model_type is "gpt2"; supported: "bert", "roberta", "xlm-roberta", "electra", "distilbert", "modernbert", "deberta-v2"/],
     ['config-distilbert', (d) => writeFileSync(path.join(d, 'config.json'), JSON.stringify({ model_type: 'distilbert', dim: 30, n_heads: 4 })), /config.json: dim 30 is not a multiple of n_heads 4/],
     ['config-act', (d) => writeFileSync(path.join(d, 'config.json'), JSON.stringify({ hidden_act: 'swoosh' })), /hidden_act "swoosh" is not supported/],
     ['config-json', (d) => writeFileSync(path.join(d, 'config.json'), '{"vocab_size": '), /config.json: invalid JSON/],

@@ -1,5 +1,6 @@
 // `npm run bench -- [--workload quick|full|shape|ddp|roofline|replay|ner|qa|mlm] [--rounds N] [--steps N] [--threads N] [--device cpu|cuda] [--bf16]
-// [--model-type roberta|xlm-roberta|electra|distilbert] (shape: that family's base-size config)
+// [--model-type roberta|xlm-roberta|electra|distilbert|modernbert|deberta-v2] (shape: that family's base-size config;
+// deberta-v2: DeBERTa-v3-base's)
 // [--py-torch-compile] [--seeds 42,1,2]` (--py-torch-compile: the Python Trainer with torch_compile=True in quick/full;
 // --seeds: one round per seed, both sides trained with it, so accuracy is compared over seeds, not one draw;
 // replay: [--seeds N] [--steps N] [--draws N] [--full], see replayWorkload)
@@ -272,6 +273,14 @@ const SHAPE_CONFIGS: Record<string, Record<string, unknown>> = {
   'xlm-roberta': { model_type: 'xlm-roberta', vocab_size: 250002, max_position_embeddings: 514, type_vocab_size: 1, pad_token_id: 1, ...BASE },
   electra: { model_type: 'electra', vocab_size: 30522, embedding_size: 768, ...BASE },
   distilbert: { model_type: 'distilbert', vocab_size: 30522, dim: 768, n_layers: 6, n_heads: 12, hidden_dim: 3072 },
+  // microsoft/deberta-v3-base's config (model_type deberta-v2): 256 position buckets, shared keys, no absolute positions.
+  'deberta-v2': { model_type: 'deberta-v2', vocab_size: 128100, ...BASE, max_position_embeddings: 512, type_vocab_size: 0, relative_attention: true,
+    position_buckets: 256, norm_rel_ebd: 'layer_norm', share_att_key: true, pos_att_type: 'p2c|c2p', layer_norm_eps: 1e-7, max_relative_positions: -1,
+    position_biased_input: false, pad_token_id: 0 },
+  // answerdotai/ModernBERT-base's config.
+  modernbert: { model_type: 'modernbert', vocab_size: 50368, hidden_size: 768, intermediate_size: 1152, num_hidden_layers: 22, num_attention_heads: 12,
+    max_position_embeddings: 8192, global_attn_every_n_layers: 3, local_attention: 128, global_rope_theta: 160000, local_rope_theta: 10000, pad_token_id: 50283,
+    bos_token_id: 50281, eos_token_id: 50282, cls_token_id: 50281, sep_token_id: 50282 },
 };
 const modelType = opt('model-type', 'bert');
 if (modelType !== 'bert' && !SHAPE_CONFIGS[modelType]) { console.error(`--model-type must be bert, ${Object.keys(SHAPE_CONFIGS).join(', ')}, got ${modelType}`); process.exit(2); }

@@ -7,7 +7,7 @@ import { UsageError } from './errors.js';
 import { OPTIMIZERS } from './model.js';
 import { DEFAULT_BUCKET_CAP_MB, DEFAULT_DDP_TIMEOUT } from './distributed.js';
 
-export type Command = 'train' | 'predict' | 'evaluate' | 'ner' | 'mlm' | 'qa' | 'swag';
+export type Command = 'train' | 'predict' | 'evaluate' | 'ner' | 'mlm' | 'qa' | 'swag' | 'export';
 
 interface Flag {
   name: string;
@@ -31,15 +31,18 @@ const TRAIN: readonly Command[] = ['train', 'ner', 'mlm', 'qa', 'swag'];
 const DDP: readonly Command[] = ['train'];
 
 export const FLAGS: readonly Flag[] = [
-  { name: 'model', type: 'string', default: 'bert-base-uncased', defaultFor: { predict: DEFAULT_ARGS.outputDir, evaluate: DEFAULT_ARGS.outputDir }, describe: 'Hub repo id or local checkpoint folder', commands: ALL },
+  { name: 'model', type: 'string', default: 'bert-base-uncased', defaultFor: { predict: DEFAULT_ARGS.outputDir, evaluate: DEFAULT_ARGS.outputDir, export: DEFAULT_ARGS.outputDir },
+    describe: 'Hub repo id or local checkpoint folder (export: a saved model folder)', commands: [...ALL, 'export'] },
   { name: 'task', type: 'string', describe: `GLUE task (${Object.keys(GLUE_TASKS).join(', ')}; default mrpc). With --train-file/--validation-file it sets ` +
     'the files\' label names, regression or not, and the metric; without it they come from the files (float labels: regression)', commands: GLUE },
   { name: 'train-file', type: 'string', describe: 'local training data (.parquet, .csv, .tsv, .jsonl, .json) instead of GLUE', commands: TRAIN },
   { name: 'validation-file', type: 'string', describe: 'local validation data', commands: ['train', 'evaluate', 'ner', 'mlm', 'qa', 'swag'] },
   { name: 'text-columns', type: 'string', describe: 'comma-separated text column(s) of local files (default: inferred)', commands: ['train'] },
   { name: 'label-column', type: 'string', describe: 'label column of local files (default: inferred)', commands: ['train'] },
-  { name: 'output-dir', type: 'string', field: 'outputDir', defaultFor: { predict: undefined }, describe: 'output_dir: checkpoints, the final model and results ' +
-    '(predict: write predict_results_<task>.txt there, as run_glue.py, instead of printing)', commands: ['train', 'predict', 'ner', 'mlm', 'qa', 'swag'] },
+  { name: 'output-dir', type: 'string', field: 'outputDir', defaultFor: { predict: undefined, export: undefined }, describe: 'output_dir: checkpoints, the final model and results ' +
+    '(predict: write predict_results_<task>.txt there, as run_glue.py, instead of printing; export: the ONNX folder, default <model>-onnx)',
+    commands: ['train', 'predict', 'ner', 'mlm', 'qa', 'swag', 'export'] },
+  { name: 'quantize', type: 'boolean', default: false, describe: 'export: also write onnx/model_quantized.onnx (int8 weights; transformers.js dtype "q8")', commands: ['export'] },
   { name: 'epochs', type: 'number', field: 'numTrainEpochs', describe: 'num_train_epochs', commands: TRAIN },
   { name: 'learning-rate', type: 'number', field: 'learningRate', describe: 'learning_rate (AdamW)', commands: TRAIN },
   { name: 'batch-size', type: 'number', field: 'perDeviceTrainBatchSize', describe: 'per_device_train_batch_size', commands: TRAIN },
@@ -99,7 +102,7 @@ export const FLAGS: readonly Flag[] = [
   { name: 'ddp-timeout', type: 'number', default: DEFAULT_DDP_TIMEOUT, describe: 'ddp_timeout: seconds a rendezvous or collective waits for the other ranks before failing', commands: DDP },
   { name: 'ddp-bucket-cap-mb', type: 'number', default: DEFAULT_BUCKET_CAP_MB, describe: 'ddp_bucket_cap_mb: gradient all-reduce bucket size', commands: DDP },
   { name: 'threads', type: 'number', describe: 'libtorch intra-op threads (default: libtorch\'s choice)', commands: ALL },
-  { name: 'json', type: 'boolean', default: false, describe: 'one JSON object per line instead of tables', commands: ALL },
+  { name: 'json', type: 'boolean', default: false, describe: 'one JSON object per line instead of tables', commands: [...ALL, 'export'] },
   { name: 'revision', type: 'string', default: 'main', describe: 'Hub revision of the model (branch, tag, commit or refs/pr/N)', commands: ALL },
   { name: 'sentence1', type: 'string', array: true, describe: 'first sentence(s)', commands: ['predict'] },
   { name: 'sentence2', type: 'string', array: true, describe: 'second sentence(s), one per --sentence1', commands: ['predict'] },

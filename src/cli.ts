@@ -26,6 +26,7 @@ import { addon, exitNow } from './native.js';
 import { checkFlags, flagOf, trainingArgsOf, yargsOptions, type Command } from './cli-flags.js';
 import { Dashboard, DashboardCallback, isLoopbackHost } from './dashboard.js';
 import { maskToken } from './hub.js';
+import { exportOnnx } from './onnx.js';
 import { checkDdpOptions, checkHost, DistributedContext, resolveHost, torchrunEnv, type TorchrunEnv } from './distributed.js';
 import { failedPeer, launch, watchLauncher } from './launch.js';
 import os from 'node:os';
@@ -91,6 +92,8 @@ export async function main(argv = hideBin(process.argv), out: Out = stdoutLine, 
         command('swag', (a) => train(a, argv, out, err, controller.signal, 'swag')))
       .command('predict', 'classify sentence pairs with a trained model (like a text-classification pipeline)', (y) => y.options(yargsOptions('predict')), command('predict', (a) => predict(a, out)))
       .command('evaluate', 'evaluate a model on a GLUE validation split or --validation-file', (y) => y.options(yargsOptions('evaluate')), command('evaluate', (a) => evaluate(a, out)))
+      .command('export', 'write a saved model as ONNX in transformers.js\'s layout (config, tokenizer, onnx/model.onnx; --quantize: int8 too)',
+        (y) => y.options(yargsOptions('export')), command('export', (a) => exportCommand(a, out)))
       .strictOptions()
       .exitProcess(false)
       .fail((msg, e) => { throw e ?? new UsageError(msg); })
@@ -797,6 +800,16 @@ async function predict(a: Flags, out: Out): Promise<number> {
   } finally {
     await model.dispose();
   }
+}
+
+async function exportCommand(a: Flags, out: Out): Promise<number> {
+  const model = a.model as string, dir = (a['output-dir'] as string | undefined) ?? `${model.replace(/[\\/]+$/, '')}-onnx`;
+  const started = Date.now();
+  const r = await exportOnnx(model, dir, { quantize: a.quantize === true });
+  const sizes = await Promise.all(r.files.map(async (f) => ({ file: f, bytes: (await fs.stat(path.join(dir, f))).size })));
+  if (a.json) out(JSON.stringify({ event: 'export', outputDir: dir, architecture: r.architecture, outputs: r.outputs, files: sizes, seconds: (Date.now() - started) / 1000 }));
+  else out(`Exported ${r.architecture} to ${dir} (outputs ${r.outputs.join(', ')}):\n` + sizes.map((s) => `  ${s.file}  ${(s.bytes / 2 ** 20).toFixed(1)} MB`).join('\n'));
+  return 0;
 }
 
 async function evaluate(a: Flags, out: Out): Promise<number> {

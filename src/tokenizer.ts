@@ -38,7 +38,7 @@ export class BertTokenizer {
   /** Byte-level BPE (RoBERTa): a pre-split word is encoded with a space before it, as add_prefix_space=True does. */
   private readonly byteLevel: boolean;
 
-  constructor(private readonly tok: Tokenizer, readonly config: Record<string, unknown>, readonly files: Record<string, unknown>, tokJson: Record<string, unknown> = {}) {
+  constructor(private readonly tok: Tokenizer, readonly config: Record<string, unknown>, readonly files: Record<string, unknown>, private readonly tokJson: Record<string, unknown> = {}) {
     const defaults = tokJson.model && (tokJson.model as Record<string, unknown>).type === 'WordPiece' ? ['[CLS]', '[SEP]', '[PAD]'] : ['<s>', '</s>', '<pad>'];
     const id = (key: string, fallback: string) => {
       const t = typeof config[key] === 'string' ? (config[key] as string) : fallback;
@@ -282,6 +282,11 @@ export class BertTokenizer {
 
   /** Releases the per-text cache (it only speeds up repeated texts). */
   clearCache(): void { this.cache.clear(); }
+
+  /** tokenizer.json's object: the file's, or the one built from vocab.txt (what the ONNX export writes). */
+  tokenizerJson(): Record<string, unknown> { return this.tokJson; }
+  /** tokenizer_config.json's object. */
+  tokenizerConfig(): Record<string, unknown> { return this.config; }
 
   /** The files save() writes next to a checkpoint. */
   async save(dir: string): Promise<void> {

@@ -66,9 +66,14 @@ test('broken checkpoints are refused with the file and the reason', async () => 
     const dir = await variant(name, edit);
     await assert.rejects(BertForSequenceClassification.fromPretrained(dir, { device: 'cpu' }), (e: Error) => re.test(e.message) && !/\n\s+at /.test(e.message), name);
   }
-  // A head the family does not have here is refused before anything is built.
-  const electra = await variant('electra-mc', (d) => writeFileSync(path.join(d, 'config.json'), JSON.stringify({ model_type: 'electra' })));
-  await assert.rejects(BertForMultipleChoice.fromPretrained(electra, { device: 'cpu' }), /model_type "electra" has no MultipleChoice head here \(it has SequenceClassification, TokenClassification, QuestionAnswering, MaskedLM\)/);
+  // A family option not built here is refused before anything is built.
+  const electra = await variant('electra-mc', (d) => writeFileSync(path.join(d, 'config.json'), JSON.stringify({ model_type: 'electra', summary_type: 'last' })));
+  await assert.rejects(BertForMultipleChoice.fromPretrained(electra, { device: 'cpu' }), /config.json: summary_type "last" is not supported \(only "first", ELECTRA's default\)/);
+  const deberta = await variant('deberta-conv', (d) => writeFileSync(path.join(d, 'config.json'), JSON.stringify({ model_type: 'deberta-v2', conv_kernel_size: 3 })));
+  await assert.rejects(BertForSequenceClassification.fromPretrained(deberta, { device: 'cpu' }), /config.json: conv_kernel_size 3 is not supported/);
+  const modern = await variant('modernbert-rope', (d) => writeFileSync(path.join(d, 'config.json'),
+    JSON.stringify({ model_type: 'modernbert', pad_token_id: 0, rope_parameters: { full_attention: { rope_type: 'yarn', rope_theta: 1e4 } } })));
+  await assert.rejects(BertForSequenceClassification.fromPretrained(modern, { device: 'cpu' }), /config.json: rope_parameters.full_attention.rope_type "yarn" is not supported/);
   // A header with deep nesting or an odd structure is rejected by validation, not by a crash.
   const deepJson = Buffer.from('{"a":' + '['.repeat(100000) + ']'.repeat(100000) + '}');
   const len = Buffer.alloc(8);

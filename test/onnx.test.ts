@@ -1,0 +1,169 @@
+// The ONNX export (src/onnx.ts): each family's and head's graph in onnxruntime-node gives our outputs (within 1e-4,
+// fp32; the int8 model within a loose bound and the same predictions); transformers.js loads the exported folder
+// offline and its pipelines return our labels and scores; bad input is refused naming the file.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { promises as fs, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { BertPreTrainedModel } from '../src/model.js';
+import { exportOnnx } from '../src/onnx.js';
+import { BertTokenizer } from '../src/tokenizer.js';
+import { FAMILIES, type Head } from '../src/config.js';
+import { TINY, hfRef, runCli, tempDir, tinyBatch } from './helpers.js';
+import { VOCAB } from './fixtures.js';
+
+const DISTILBERT = { vocab_size: 100, dim: 32, n_layers: 2, n_heads: 4, hidden_dim: 37, max_position_embeddings: 64, num_labels: 2 };
+const CASES: Array<{ modelType: keyof typeof FAMILIES; head: Head; config: Record<string, unknown> }> = [
+  { modelType: 'bert', head: 'SequenceClassification', config: { ...TINY, num_labels: 3 } },
+  { modelType: 'bert', head: 'TokenClassification', config: { ...TINY, num_labels: 5 } },
+  { modelType: 'bert', head: 'QuestionAnswering', config: TINY },
+  { modelType: 'roberta', head: 'SequenceClassification', config: { ...TINY, type_vocab_size: 1, pad_token_id: 1, max_position_embeddings: 40, num_labels: 3 } },
+  { modelType: 'electra', head: 'TokenClassification', config: { ...TINY, embedding_size: 16, num_labels: 4, hidden_act: 'gelu_new' } },
+  { modelType: 'distilbert', head: 'SequenceClassification', config: DISTILBERT },
+  { modelType: 'xlm-roberta', head: 'QuestionAnswering', config: { ...TINY, type_vocab_size: 1, pad_token_id: 1, max_position_embeddings: 40 } },
+];
+
+/** A WordPiece tokenizer beside the model (what the export copies); the graph's numbers do not depend on it. */
+function writeVocab(dir: string) {
+  writeFileSync(path.join(dir, 'vocab.txt'), VOCAB.join('\n') + '\n');
+  writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify({ do_lower_case: true, model_max_length: 64, tokenizer_class: 'BertTokenizer' }));
+}
+
+const int64 = (a: Int32Array, shape: number[]) => new ort.Tensor('int64', BigInt64Array.from(a, (v) => BigInt(v)), shape);
+const maxDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => { let d = 0; for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i] - b[i])); return d; };
+
+for (const c of CASES)
+test(`ONNX export of ${c.modelType} ${c.head}: onnxruntime-node gives our outputs (fp32 within 1e-4; int8 close, same predictions)`, async () => {
+  const { dir, cleanup } = tempDir('onnx-');
+  try {
+    const model = path.join(dir, 'model'), out = path.join(dir, 'exported');
+    const arch = `${FAMILIES[c.modelType].prefix}For${c.head}`;
+    await hfRef('make-head-model', { dir: model, seed: 5, architecture: arch, modelType: c.modelType, config: c.config });
+    writeVocab(model);
+    const ours = await BertPreTrainedModel.fromPretrained(model, { device: 'cpu', threads: 1 });
+    const b = tinyBatch(3, 9, 4);
+    if (c.modelType === 'roberta' || c.modelType === 'xlm-roberta') b.inputIds.forEach((id, i) => { b.inputIds[i] = b.attentionMask[i] === 0 ? 1 : id === 1 ? 3 : id; });
+    if (FAMILIES[c.modelType].base !== 'bert') b.tokenTypeIds.fill(0);
+    const { labels: _labels, ...inputs } = b;
+    const want = await ours.forward(inputs);
+    await ours.dispose();
+    const result = await exportOnnx(model, out, { quantize: true });
+    assert.deepEqual(result.files.sort(), ['config.json', 'onnx/model.onnx', 'onnx/model_quantized.onnx', 'tokenizer.json', 'tokenizer_config.json']);
+    const names = c.head === 'QuestionAnswering' ? [['start_logits', 'startLogits'], ['end_logits', 'endLogits']] : [['logits', 'logits']];
+    for (const file of ['model.onnx', 'model_quantized.onnx']) {
+      const session = await ort.InferenceSession.create(path.join(out, 'onnx', file));
+      const feeds: Record<string, ort.Tensor> = { input_ids: int64(b.inputIds, b.shape), attention_mask: int64(b.attentionMask, b.shape) };
+      if (session.inputNames.includes('token_type_ids')) feeds.token_type_ids = int64(b.tokenTypeIds, b.shape);
+      const got = await session.run(feeds);
+      for (const [theirs, o] of names) {
+        const mine = (want as unknown as Record<string, Float32Array>)[o], t = got[theirs];
+        assert.deepEqual([...t.dims], want.shapes[o], `${theirs}'s shape`);
+        // Token-level outputs at padding positions are not defined by either side's contract: compare real tokens.
+        const per = mine.length / b.inputIds.length;
+        const real = (i: number) => c.head !== 'TokenClassification' || b.attentionMask[Math.floor(i / per)] === 1;
+        const keep = (a: ArrayLike<number>) => Array.from(a as ArrayLike<number>).filter((_, i) => real(i));
+        const d = maxDiff(keep(mine), keep(t.data as Float32Array));
+        const scale = Math.max(...keep(mine).map(Math.abs));
+        console.log(`onnx ${arch} ${file} ${theirs}: max diff ${d.toExponential(2)} (largest |value| ${scale.toFixed(3)})`);
+        if (file === 'model.onnx') assert.ok(d <= 1e-4, `${theirs} differs by ${d}`);
+        else assert.ok(d <= 0.05 * scale + 1e-3, `int8 ${theirs} differs by ${d} of ${scale}`);
+      }
+      await session.release();
+    }
+  } finally {
+    cleanup();
+  }
+});
+
+test('transformers.js loads the exported folder offline: text-classification, token-classification and question-answering pipelines give our answers', async () => {
+  const { dir, cleanup } = tempDir('onnx-tjs-');
+  try {
+    const { pipeline, env } = await import('@huggingface/transformers');
+    env.allowRemoteModels = false;
+    env.localModelPath = path.join(dir, 'exported');
+    const tok = async (m: string) => BertTokenizer.fromPretrained(m);
+    const softmax = (v: number[]) => { const mx = Math.max(...v), e = v.map((x) => Math.exp(x - mx)), s = e.reduce((a, b) => a + b, 0); return e.map((x) => x / s); };
+    const sentence = 'the cat saw the dog in the park';
+
+    // text-classification: our label and score for a sentence.
+    const cls = path.join(dir, 'cls');
+    await hfRef('make-head-model', { dir: cls, seed: 6, architecture: 'BertForSequenceClassification', modelType: 'bert',
+      config: { ...TINY, vocab_size: VOCAB.length, num_labels: 3, id2label: { 0: 'negative', 1: 'neutral', 2: 'positive' }, label2id: { negative: 0, neutral: 1, positive: 2 } } });
+    writeVocab(cls);
+    const ours = await BertPreTrainedModel.fromPretrained(cls, { device: 'cpu', threads: 1 });
+    const t = await tok(cls);
+    const enc = t.encode(sentence);
+    const n = enc.inputIds.length;
+    const { logits } = await ours.forward({ shape: [1, n], inputIds: Int32Array.from(enc.inputIds), tokenTypeIds: Int32Array.from(enc.tokenTypeIds) });
+    await ours.dispose();
+    const probs = softmax([...logits!]);
+    const best = probs.indexOf(Math.max(...probs));
+    await exportOnnx(cls, path.join(dir, 'exported', 'cls'), { quantize: true });
+    const classifier = await pipeline('text-classification', 'cls', { dtype: 'fp32' });
+    const [top] = await classifier(sentence) as Array<{ label: string; score: number }>;
+    console.log(`transformers.js text-classification: ${JSON.stringify(top)}; ours ${['negative', 'neutral', 'positive'][best]} ${probs[best]}`);
+    assert.equal(top.label, ['negative', 'neutral', 'positive'][best]);
+    assert.ok(Math.abs(top.score - probs[best]) < 1e-5, `score ${top.score} vs ${probs[best]}`);
+    const q8 = await pipeline('text-classification', 'cls', { dtype: 'q8' });
+    const [topQ] = await q8(sentence) as Array<{ label: string; score: number }>;
+    assert.ok(Math.abs(topQ.score - probs[best]) < 0.05 || topQ.label === top.label, `q8 ${JSON.stringify(topQ)}`);
+
+    // token-classification: our per-token labels.
+    const ner = path.join(dir, 'ner');
+    const tags = ['O', 'B-PER', 'I-PER', 'B-LOC', 'I-LOC'];
+    await hfRef('make-head-model', { dir: ner, seed: 7, architecture: 'BertForTokenClassification', modelType: 'bert',
+      config: { ...TINY, vocab_size: VOCAB.length, num_labels: 5, id2label: Object.fromEntries(tags.map((x, i) => [i, x])), label2id: Object.fromEntries(tags.map((x, i) => [x, i])) } });
+    writeVocab(ner);
+    const nerModel = await BertPreTrainedModel.fromPretrained(ner, { device: 'cpu', threads: 1 });
+    const nerLogits = (await nerModel.forward({ shape: [1, n], inputIds: Int32Array.from(enc.inputIds), tokenTypeIds: Int32Array.from(enc.tokenTypeIds) })).logits!;
+    await nerModel.dispose();
+    await exportOnnx(ner, path.join(dir, 'exported', 'ner'));
+    const tagger = await pipeline('token-classification', 'ner', { dtype: 'fp32' });
+    const entities = await tagger(sentence, { ignore_labels: [] }) as Array<{ entity: string; score: number; index: number }>;
+    assert.equal(entities.length, n - 2, 'one entry per word piece between [CLS] and [SEP]');
+    for (const e of entities) {
+      const row = softmax([...nerLogits.subarray(e.index * 5, e.index * 5 + 5)]);
+      const k = row.indexOf(Math.max(...row));
+      assert.equal(e.entity, tags[k]);
+      assert.ok(Math.abs(e.score - row[k]) < 1e-5);
+    }
+
+    // question-answering: the same span and score as our logits give.
+    const qa = path.join(dir, 'qa');
+    await hfRef('make-head-model', { dir: qa, seed: 8, architecture: 'BertForQuestionAnswering', modelType: 'bert', config: { ...TINY, vocab_size: VOCAB.length } });
+    writeVocab(qa);
+    await exportOnnx(qa, path.join(dir, 'exported', 'qa'));
+    const answerer = await pipeline('question-answering', 'qa', { dtype: 'fp32' });
+    const ans = await answerer('where is the dog', sentence) as { answer: string; score: number };
+    console.log(`transformers.js question-answering: ${JSON.stringify(ans)}`);
+    assert.equal(typeof ans.answer, 'string');
+    assert.ok(sentence.includes(ans.answer) && ans.score > 0 && ans.score <= 1, JSON.stringify(ans));
+  } finally {
+    cleanup();
+  }
+});
+
+test('node train.js export writes the folder and refuses what it cannot export, naming the file', async () => {
+  const { dir, cleanup } = tempDir('onnx-cli-');
+  try {
+    const model = path.join(dir, 'model');
+    await hfRef('make-head-model', { dir: model, seed: 9, architecture: 'BertForSequenceClassification', modelType: 'bert', config: TINY });
+    writeVocab(model);
+    const r = await runCli(['export', '--model', model, '--output-dir', path.join(dir, 'out'), '--quantize']);
+    assert.equal(r.code, 0, r.stderr);
+    const sizes = await Promise.all(['onnx/model.onnx', 'onnx/model_quantized.onnx'].map(async (f) => (await fs.stat(path.join(dir, 'out', f))).size));
+    assert.ok(sizes[1] < sizes[0], `the int8 file is smaller: ${sizes}`);
+    const missing = await runCli(['export', '--model', path.join(dir, 'nope'), '--output-dir', path.join(dir, 'out2')]);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /nope.*config\.json: not found/);
+    const mc = path.join(dir, 'mc');
+    await hfRef('make-head-model', { dir: mc, seed: 9, architecture: 'BertForMultipleChoice', modelType: 'bert', config: TINY });
+    writeVocab(mc);
+    const refused = await runCli(['export', '--model', mc, '--output-dir', path.join(dir, 'out3')]);
+    assert.equal(refused.code, 2);
+    assert.match(refused.stderr, /BertForMultipleChoice cannot be exported to ONNX here/);
+  } finally {
+    cleanup();
+  }
+});

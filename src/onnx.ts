@@ -216,6 +216,21 @@ function buildGraph(c: BertConfig, architecture: string, weights: Map<string, Te
 }
 
 /**
+ * tokenizer_config.json with its special tokens named (transformers.js reads cls/sep/pad/unk/mask from it: its
+ * question-answering pipeline finds the context after sep_token), from the tokenizer where the file left them out.
+ */
+function tokenizerConfigFor(tok: BertTokenizer): Record<string, unknown> {
+  const c = { ...tok.tokenizerConfig() };
+  c.cls_token ??= tok.idToToken(tok.clsId);
+  c.sep_token ??= tok.idToToken(tok.sepId);
+  c.pad_token ??= tok.idToToken(tok.padId);
+  const wordPiece = tok.idToToken(tok.clsId) === '[CLS]';
+  for (const [key, token] of [['unk_token', wordPiece ? '[UNK]' : '<unk>'], ['mask_token', wordPiece ? '[MASK]' : '<mask>']] as const)
+    if (c[key] === undefined && tok.tokenToId(token) !== undefined) c[key] = token;
+  return c;
+}
+
+/**
  * Writes `outDir` from the saved model folder `modelDir` (config.json, model.safetensors, the tokenizer files): the
  * layout transformers.js loads offline (`env.localModelPath`), fp32 and with `quantize` int8.
  */
@@ -252,7 +267,7 @@ export async function exportOnnx(modelDir: string, outDir: string, o: ExportOpti
   }
   await fs.copyFile(configFile, path.join(outDir, 'config.json'));
   await writeFileAtomic(path.join(outDir, 'tokenizer.json'), JSON.stringify(tok.tokenizerJson()) + '\n');
-  await writeFileAtomic(path.join(outDir, 'tokenizer_config.json'), JSON.stringify(tok.tokenizerConfig(), null, 2) + '\n');
+  await writeFileAtomic(path.join(outDir, 'tokenizer_config.json'), JSON.stringify(tokenizerConfigFor(tok), null, 2) + '\n');
   files.push('config.json', 'tokenizer.json', 'tokenizer_config.json');
   return { files, architecture, outputs };
 }

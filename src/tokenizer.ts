@@ -78,6 +78,7 @@ export class BertTokenizer {
 
   /** A token id's string (fill-mask shows the candidates by name). */
   idToToken(id: number): string { return this.tok.id_to_token(id) ?? `[${id}]`; }
+  tokenToId(token: string): number | undefined { return this.tok.token_to_id(token) ?? undefined; }
 
   /** The [MASK] token's id (masked-language modelling needs it; classification does not). */
   get maskId(): number {

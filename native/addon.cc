@@ -197,13 +197,14 @@ Napi::Value Required(const Napi::Object& o, const char* key, bool (Napi::Value::
 }
 int64_t GetInt(const Napi::Object& o, const char* key) { return Required(o, key, &Napi::Value::IsNumber, "a number").As<Napi::Number>().Int64Value(); }
 double GetNum(const Napi::Object& o, const char* key) { return Required(o, key, &Napi::Value::IsNumber, "a number").As<Napi::Number>().DoubleValue(); }
+bool GetBool(const Napi::Object& o, const char* key) { return Required(o, key, &Napi::Value::IsBoolean, "a boolean").As<Napi::Boolean>().Value(); }
 std::string GetStr(const Napi::Object& o, const char* key) { return Required(o, key, &Napi::Value::IsString, "a string").As<Napi::String>().Utf8Value(); }
 
 bert::Config ParseConfig(const Napi::Object& c) {
   bert::Config k{};
   k.model_type = GetStr(c, "model_type");
   k.embedding_size = GetInt(c, "embedding_size");
-  k.sinusoidal_pos_embds = Required(c, "sinusoidal_pos_embds", &Napi::Value::IsBoolean, "a boolean").As<Napi::Boolean>().Value();
+  k.sinusoidal_pos_embds = GetBool(c, "sinusoidal_pos_embds");
   k.vocab_size = GetInt(c, "vocab_size");
   k.hidden_size = GetInt(c, "hidden_size");
   k.num_hidden_layers = GetInt(c, "num_hidden_layers");
@@ -225,15 +226,14 @@ bert::Config ParseConfig(const Napi::Object& c) {
     const Napi::Object m = Required(c, "modernbert", &Napi::Value::IsObject, "an object").As<Napi::Object>();
     const Napi::Array layers = Required(m, "global_layers", &Napi::Value::IsArray, "an array").As<Napi::Array>();
     for (uint32_t i = 0; i < layers.Length(); ++i) k.modernbert.global_layers.push_back(layers.Get(i).ToBoolean().Value());
-    auto flag = [&](const char* key) { return Required(m, key, &Napi::Value::IsBoolean, "a boolean").As<Napi::Boolean>().Value(); };
     k.modernbert.global_rope_theta = GetNum(m, "global_rope_theta");
     k.modernbert.local_rope_theta = GetNum(m, "local_rope_theta");
     k.modernbert.local_attention = GetInt(m, "local_attention");
-    k.modernbert.norm_bias = flag("norm_bias");
-    k.modernbert.attention_bias = flag("attention_bias");
-    k.modernbert.mlp_bias = flag("mlp_bias");
-    k.modernbert.decoder_bias = flag("decoder_bias");
-    k.modernbert.classifier_bias = flag("classifier_bias");
+    k.modernbert.norm_bias = GetBool(m, "norm_bias");
+    k.modernbert.attention_bias = GetBool(m, "attention_bias");
+    k.modernbert.mlp_bias = GetBool(m, "mlp_bias");
+    k.modernbert.decoder_bias = GetBool(m, "decoder_bias");
+    k.modernbert.classifier_bias = GetBool(m, "classifier_bias");
     k.modernbert.embedding_dropout = GetNum(m, "embedding_dropout");
     k.modernbert.mlp_dropout = GetNum(m, "mlp_dropout");
     k.modernbert.classifier_pooling = GetStr(m, "classifier_pooling");
@@ -242,26 +242,25 @@ bert::Config ParseConfig(const Napi::Object& c) {
   }
   if (k.model_type == "electra") {
     const Napi::Object m = Required(c, "summary", &Napi::Value::IsObject, "an object").As<Napi::Object>();
-    k.summary.use_proj = Required(m, "use_proj", &Napi::Value::IsBoolean, "a boolean").As<Napi::Boolean>().Value();
+    k.summary.use_proj = GetBool(m, "use_proj");
     k.summary.activation = GetStr(m, "activation");
     k.summary.first_dropout = GetNum(m, "first_dropout");
     k.summary.last_dropout = GetNum(m, "last_dropout");
   }
   if (k.model_type == "deberta-v2") {
     const Napi::Object m = Required(c, "deberta", &Napi::Value::IsObject, "an object").As<Napi::Object>();
-    auto flag = [&](const char* key) { return Required(m, key, &Napi::Value::IsBoolean, "a boolean").As<Napi::Boolean>().Value(); };
-    k.deberta.relative_attention = flag("relative_attention");
+    k.deberta.relative_attention = GetBool(m, "relative_attention");
     k.deberta.att_span = GetInt(m, "att_span");
     k.deberta.position_buckets = GetInt(m, "position_buckets");
     k.deberta.max_relative_positions = GetInt(m, "max_relative_positions");
-    k.deberta.share_att_key = flag("share_att_key");
-    k.deberta.c2p = flag("c2p");
-    k.deberta.p2c = flag("p2c");
-    k.deberta.position_biased_input = flag("position_biased_input");
-    k.deberta.norm_rel_ebd = flag("norm_rel_ebd");
+    k.deberta.share_att_key = GetBool(m, "share_att_key");
+    k.deberta.c2p = GetBool(m, "c2p");
+    k.deberta.p2c = GetBool(m, "p2c");
+    k.deberta.position_biased_input = GetBool(m, "position_biased_input");
+    k.deberta.norm_rel_ebd = GetBool(m, "norm_rel_ebd");
     k.deberta.pooler_dropout = GetNum(m, "pooler_dropout");
     k.deberta.pooler_hidden_act = GetStr(m, "pooler_hidden_act");
-    k.deberta.legacy = flag("legacy");
+    k.deberta.legacy = GetBool(m, "legacy");
   }
   return k;
 }

@@ -275,6 +275,19 @@ std::unique_ptr<BertPreTrainedModel> TokenClassificationModel(const Path& root, 
 std::unique_ptr<BertPreTrainedModel> QuestionAnsweringModel(const Path& root, const Config& c, const char* base, const EncoderLayout& layout, bool dropout);
 std::unique_ptr<BertPreTrainedModel> ClassificationHeadModel(const Path& root, const Config& c, const char* base, const EncoderLayout& layout, Activation activation);
 
+// A family whose sequence classification and multiple choice are one class (constructed with multiple_choice),
+// and token classification and question answering another (with question_answering): ModernBERT's and DeBERTa's.
+template <class Sequence, class Tokens, class MaskedLM>
+std::unique_ptr<BertPreTrainedModel> CreateHeads(const std::string& prefix, const Path& root, const Config& c) {
+  const std::string& a = c.architecture;
+  if (a == prefix + "ForSequenceClassification") return std::make_unique<Sequence>(root, c, false);
+  if (a == prefix + "ForMultipleChoice") return std::make_unique<Sequence>(root, c, true);
+  if (a == prefix + "ForTokenClassification") return std::make_unique<Tokens>(root, c, false);
+  if (a == prefix + "ForQuestionAnswering") return std::make_unique<Tokens>(root, c, true);
+  if (a == prefix + "ForMaskedLM") return std::make_unique<MaskedLM>(root, c);
+  return nullptr;
+}
+
 // What the heads of every family share (modeling_bert.cc).
 at::Tensor Dropout(const at::Tensor& x, double p, bool train);
 at::Tensor IntLabels(const Batch& in, std::vector<int64_t> shape, const at::Device& device);  // int32 host labels, int64 on device

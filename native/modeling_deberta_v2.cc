@@ -260,13 +260,7 @@ class DebertaV2ForMaskedLM final : public DebertaV2PreTrained {
 }  // namespace
 
 std::unique_ptr<BertPreTrainedModel> BertPreTrainedModel::CreateDebertaV2(const Path& root, const Config& c) {
-  const std::string& a = c.architecture;
-  if (a == "DebertaV2ForSequenceClassification") return std::make_unique<DebertaV2ForSequenceClassification>(root, c, false);
-  if (a == "DebertaV2ForMultipleChoice") return std::make_unique<DebertaV2ForSequenceClassification>(root, c, true);
-  if (a == "DebertaV2ForTokenClassification") return std::make_unique<DebertaV2ForTokens>(root, c, false);
-  if (a == "DebertaV2ForQuestionAnswering") return std::make_unique<DebertaV2ForTokens>(root, c, true);
-  if (a == "DebertaV2ForMaskedLM") return std::make_unique<DebertaV2ForMaskedLM>(root, c);
-  return nullptr;
+  return CreateHeads<DebertaV2ForSequenceClassification, DebertaV2ForTokens, DebertaV2ForMaskedLM>("DebertaV2", root, c);
 }
 
 }  // namespace bert

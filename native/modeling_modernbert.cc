@@ -259,13 +259,7 @@ class ModernBertForMaskedLM final : public ModernBertPreTrained {
 }  // namespace
 
 std::unique_ptr<BertPreTrainedModel> BertPreTrainedModel::CreateModernBert(const Path& root, const Config& c) {
-  const std::string& a = c.architecture;
-  if (a == "ModernBertForSequenceClassification") return std::make_unique<ModernBertForSequenceClassification>(root, c, false);
-  if (a == "ModernBertForMultipleChoice") return std::make_unique<ModernBertForSequenceClassification>(root, c, true);
-  if (a == "ModernBertForTokenClassification") return std::make_unique<ModernBertForTokens>(root, c, false);
-  if (a == "ModernBertForQuestionAnswering") return std::make_unique<ModernBertForTokens>(root, c, true);
-  if (a == "ModernBertForMaskedLM") return std::make_unique<ModernBertForMaskedLM>(root, c);
-  return nullptr;
+  return CreateHeads<ModernBertForSequenceClassification, ModernBertForTokens, ModernBertForMaskedLM>("ModernBert", root, c);
 }
 
 }  // namespace bert

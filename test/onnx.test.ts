@@ -10,7 +10,10 @@ import { BertPreTrainedModel } from '../src/model.js';
 import { exportOnnx } from '../src/onnx.js';
 import { BertTokenizer } from '../src/tokenizer.js';
 import { FAMILIES, type Head } from '../src/config.js';
-import { TINY, hfRef, runCli, tempDir, tinyBatch } from './helpers.js';
+import { spawn } from 'node:child_process';
+import os from 'node:os';
+import { readSafetensors, writeSafetensors } from '../src/safetensors.js';
+import { TINY, chromium, hfRef, root, runCli, tempDir, tinyBatch } from './helpers.js';
 import { VOCAB } from './fixtures.js';
 
 const DISTILBERT = { vocab_size: 100, dim: 32, n_layers: 2, n_heads: 4, hidden_dim: 37, max_position_embeddings: 64, num_labels: 2 };
@@ -178,6 +181,59 @@ test('node train.js export writes the folder and refuses what it cannot export, 
     assert.equal(refused.code, 2);
     assert.match(refused.stderr, /BertForMultipleChoice cannot be exported to ONNX here/);
   } finally {
+    cleanup();
+  }
+});
+
+const browser = chromium();
+test('examples/browser: headless Chromium classifies a sentence with the int8 model in transformers.js and shows our label', { skip: browser ? false : 'no Chromium installed (apt-get install chromium); .ci/run installs it' }, async () => {
+  const { dir, cleanup } = tempDir('onnx-browser-');
+  const { default: puppeteer } = await import('puppeteer-core');
+  let b: Awaited<ReturnType<typeof puppeteer.launch>> | undefined;
+  const model = path.join(dir, 'model'), out = path.join(dir, 'exported');
+  await hfRef('make-head-model', { dir: model, seed: 6, architecture: 'BertForSequenceClassification', modelType: 'bert',
+    config: { ...TINY, vocab_size: VOCAB.length, num_labels: 2, id2label: { 0: 'not_equivalent', 1: 'equivalent' }, label2id: { not_equivalent: 0, equivalent: 1 } } });
+  writeVocab(model);
+  // A decisive classifier (bias 0 vs 1: p about 0.73), so int8 rounding cannot flip the label the page must show.
+  const weights = path.join(model, 'model.safetensors'), st = await readSafetensors(weights);
+  const bias = st.tensors.find((t) => t.name === 'classifier.bias')!;
+  bias.data = new Uint8Array(Float32Array.of(0, 1).buffer);
+  await writeSafetensors(weights, st.tensors, { format: 'pt' });
+  const r = await runCli(['export', '--model', model, '--output-dir', out, '--quantize']);
+  assert.equal(r.code, 0, r.stderr);
+  const sentence = 'the cat saw the big dog near the red car';
+  const ours = await BertPreTrainedModel.fromPretrained(model, { device: 'cpu', threads: 1 });
+  const enc = (await BertTokenizer.fromPretrained(model)).encode(sentence);
+  const logits = [...(await ours.forward({ shape: [1, enc.inputIds.length], inputIds: Int32Array.from(enc.inputIds), tokenTypeIds: Int32Array.from(enc.tokenTypeIds) })).logits!];
+  await ours.dispose();
+  const p1 = 1 / (1 + Math.exp(logits[0] - logits[1])), label = p1 > 0.5 ? 'equivalent' : 'not_equivalent', score = Math.max(p1, 1 - p1);
+  const server = spawn(process.execPath, [path.join(root, 'examples', 'browser', 'server.mjs'), '--model', out, '--port', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    const url = await new Promise<string>((resolve, reject) => {
+      let buf = '';
+      server.stdout!.on('data', (d) => { buf += d; const m = /(http:\/\/127\.0\.0\.1:\d+\/)/.exec(buf); if (m) resolve(m[1]); });
+      server.on('exit', (code) => reject(new Error(`the example server exited (${code}): ${buf}`)));
+    });
+    b = await puppeteer.launch({ executablePath: browser, headless: true, args: ['--no-sandbox', '--disable-gpu'] });
+    const page = await b.newPage();
+    const requests: string[] = [];
+    page.on('request', (q) => requests.push(q.url()));
+    await page.goto(url);
+    await page.waitForFunction(() => document.querySelector('#result')?.getAttribute('data-label') || document.querySelector('#status')?.getAttribute('data-error'), { timeout: 120_000 });
+    const error = await page.$eval('#status', (e) => e.getAttribute('data-error'));
+    assert.equal(error, null, `the page failed: ${error}`);
+    const shown = await page.$eval('#result', (e) => ({ label: e.getAttribute('data-label'), score: Number(e.getAttribute('data-score')), text: e.textContent }));
+    const shot = process.env.BROWSER_EXAMPLE_SCREENSHOT ?? path.join(os.tmpdir(), 'bert-trainer-browser-example.png');  // kept after the test
+    await page.screenshot({ path: shot });
+    console.log(`browser example: shows ${JSON.stringify(shown.text)}; ours (fp32) ${label} ${score.toFixed(4)}; screenshot ${shot}; ` +
+      `requests: ${[...new Set(requests.map((u) => new URL(u).pathname.split('/').slice(0, 3).join('/')))].join(', ')}`);
+    assert.equal(shown.label, label);
+    assert.ok(Math.abs(shown.score - score) < 0.05, `int8 score ${shown.score} vs fp32 ${score}`);
+    assert.ok(requests.every((u) => u.startsWith(url)), `every request goes to the loopback server: ${requests.filter((u) => !u.startsWith(url))}`);
+    assert.ok(requests.some((u) => u.endsWith('/models/model/onnx/model_quantized.onnx')), 'the int8 model was loaded');
+  } finally {
+    await b?.close();
+    server.kill();
     cleanup();
   }
 });

@@ -29,7 +29,7 @@ export interface ExportResult {
 
 /** The families and heads the exporter writes (transformers.js has these pipelines; BERT-layout encoders). */
 export const ONNX_FAMILIES = ['bert', 'roberta', 'xlm-roberta', 'electra', 'distilbert'] as const;
-export const ONNX_HEADS = ['SequenceClassification', 'TokenClassification', 'QuestionAnswering'] as const;
+export const ONNX_HEADS = ['SequenceClassification', 'TokenClassification', 'QuestionAnswering', 'MaskedLM'] as const;
 
 // Where each family keeps an encoder layer's modules (as native/modeling_*.cc registers them).
 const BERT_LAYER = { q: 'attention.self.query', k: 'attention.self.key', v: 'attention.self.value', o: 'attention.output.dense', n1: 'attention.output.LayerNorm',
@@ -77,9 +77,15 @@ class Graph {
       throw new InputError('model.safetensors', `${name} has shape [${t.shape}], expected [${shape}]`);
     return toF32(t);
   }
+  private params = new Map<string, string>();
+  /** A checkpoint tensor as an initializer, once however often it is used (the tied decoder reads the embeddings). */
   param(name: string): string {
-    const t = this.weights.get(name)!;
-    return this.floats(this.weight(name), t.shape, name);
+    let id = this.params.get(name);
+    if (!id) {
+      id = this.floats(this.weight(name), this.weights.get(name)!.shape, name);
+      this.params.set(name, id);
+    }
+    return id;
   }
 
   /** nn.Linear: x W^T + b (the weight stored transposed, [in, out]); int8 MatMulInteger when quantizing. */
@@ -196,6 +202,17 @@ function buildGraph(c: BertConfig, architecture: string, weights: Map<string, Te
     outputs.push({ name: 'logits', rank: 2, from: g.linear(h, c.model_type === 'bert' || c.model_type === 'distilbert' ? 'classifier' : 'classifier.out_proj') });
   } else if (head === 'TokenClassification') {
     outputs.push({ name: 'logits', rank: 3, from: g.linear(x, 'classifier') });
+  } else if (head === 'MaskedLM') {
+    // Each family's prediction head, then the decoder: the word embeddings (tied) transposed, and the head's bias.
+    const [dense, norm, bias, act, normEps] = {
+      bert: ['cls.predictions.transform.dense', 'cls.predictions.transform.LayerNorm', 'cls.predictions.bias', c.hidden_act, eps],
+      roberta: ['lm_head.dense', 'lm_head.layer_norm', 'lm_head.bias', 'gelu', eps],
+      electra: ['generator_predictions.dense', 'generator_predictions.LayerNorm', 'generator_lm_head.bias', 'gelu', eps],
+      distilbert: ['vocab_transform', 'vocab_layer_norm', 'vocab_projector.bias', c.hidden_act, 1e-12],
+    }[base as 'bert' | 'roberta' | 'electra' | 'distilbert'] as [string, string, string, string, number];
+    const h = g.layerNorm(g.activation(g.linear(x, dense), act), norm, normEps);
+    const decoder = g.op('Transpose', [g.param(`${e}.word_embeddings.weight`)], { perm: [1, 0] });
+    outputs.push({ name: 'logits', rank: 3, from: g.op('Add', [g.op('MatMul', [h, decoder]), g.param(bias)]) });
   } else {
     const [s, en] = g.node('Split', [g.linear(x, 'qa_outputs')], { axis: -1 }, 2);
     outputs.push({ name: 'start_logits', rank: 2, from: g.op('Squeeze', [s, g.ints([-1])]) }, { name: 'end_logits', rank: 2, from: g.op('Squeeze', [en, g.ints([-1])]) });
@@ -204,7 +221,7 @@ function buildGraph(c: BertConfig, architecture: string, weights: Map<string, Te
 
   const dim = (...names: Array<string | number>) => ({ dim: names.map((n) => (typeof n === 'number' ? { dimValue: n } : { dimParam: n })) });
   const valueInfo = (name: string, type: number, shape: ReturnType<typeof dim>) => onnx.ValueInfoProto.create({ name, type: { tensorType: { elemType: type, shape } } });
-  const labels = head === 'QuestionAnswering' ? 0 : Object.keys(c.id2label).length;
+  const labels = head === 'MaskedLM' ? c.vocab_size : head === 'QuestionAnswering' ? 0 : Object.keys(c.id2label).length;
   const graph = onnx.GraphProto.create({
     name: architecture, node: g.nodes, initializer: g.initializers,
     input: inputs.map((n) => valueInfo(n, onnx.TensorProto.DataType.INT64, dim('batch_size', 'sequence_length'))),

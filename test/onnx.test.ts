@@ -25,6 +25,10 @@ const CASES: Array<{ modelType: keyof typeof FAMILIES; head: Head; config: Recor
   { modelType: 'electra', head: 'TokenClassification', config: { ...TINY, embedding_size: 16, num_labels: 4, hidden_act: 'gelu_new' } },
   { modelType: 'distilbert', head: 'SequenceClassification', config: DISTILBERT },
   { modelType: 'xlm-roberta', head: 'QuestionAnswering', config: { ...TINY, type_vocab_size: 1, pad_token_id: 1, max_position_embeddings: 40 } },
+  { modelType: 'bert', head: 'MaskedLM', config: TINY },
+  { modelType: 'roberta', head: 'MaskedLM', config: { ...TINY, type_vocab_size: 1, pad_token_id: 1, max_position_embeddings: 40 } },
+  { modelType: 'electra', head: 'MaskedLM', config: { ...TINY, embedding_size: 16 } },
+  { modelType: 'distilbert', head: 'MaskedLM', config: DISTILBERT },
 ];
 
 /** A WordPiece tokenizer beside the model (what the export copies); the graph's numbers do not depend on it. */
@@ -64,7 +68,7 @@ test(`ONNX export of ${c.modelType} ${c.head}: onnxruntime-node gives our output
         assert.deepEqual([...t.dims], want.shapes[o], `${theirs}'s shape`);
         // Token-level outputs at padding positions are not defined by either side's contract: compare real tokens.
         const per = mine.length / b.inputIds.length;
-        const real = (i: number) => c.head !== 'TokenClassification' || b.attentionMask[Math.floor(i / per)] === 1;
+        const real = (i: number) => (c.head !== 'TokenClassification' && c.head !== 'MaskedLM') || b.attentionMask[Math.floor(i / per)] === 1;
         const keep = (a: ArrayLike<number>) => Array.from(a as ArrayLike<number>).filter((_, i) => real(i));
         const d = maxDiff(keep(mine), keep(t.data as Float32Array));
         const scale = Math.max(...keep(mine).map(Math.abs));
@@ -79,7 +83,7 @@ test(`ONNX export of ${c.modelType} ${c.head}: onnxruntime-node gives our output
   }
 });
 
-test('transformers.js loads the exported folder offline: text-classification, token-classification and question-answering pipelines give our answers', async () => {
+test('transformers.js loads the exported folder offline: text-classification, token-classification, fill-mask and question-answering pipelines give our answers', async () => {
   const { dir, cleanup } = tempDir('onnx-tjs-');
   try {
     const { pipeline, env } = await import('@huggingface/transformers');
@@ -131,6 +135,25 @@ test('transformers.js loads the exported folder offline: text-classification, to
       assert.equal(e.entity, tags[k]);
       assert.ok(Math.abs(e.score - row[k]) < 1e-5);
     }
+
+    // fill-mask: our likeliest token and its probability at [MASK].
+    const mlm = path.join(dir, 'mlm');
+    await hfRef('make-head-model', { dir: mlm, seed: 10, architecture: 'BertForMaskedLM', modelType: 'bert', config: { ...TINY, vocab_size: VOCAB.length } });
+    writeVocab(mlm);
+    const masked = 'the cat saw the [MASK] dog';
+    const me = t.encode(masked);
+    const at = me.inputIds.indexOf(VOCAB.indexOf('[MASK]'));
+    const mlmModel = await BertPreTrainedModel.fromPretrained(mlm, { device: 'cpu', threads: 1 });
+    const ml = (await mlmModel.forward({ shape: [1, me.inputIds.length], inputIds: Int32Array.from(me.inputIds), tokenTypeIds: Int32Array.from(me.tokenTypeIds) })).logits!;
+    await mlmModel.dispose();
+    const pm = softmax([...ml.subarray(at * VOCAB.length, (at + 1) * VOCAB.length)]);
+    const bestToken = pm.indexOf(Math.max(...pm));
+    await exportOnnx(mlm, path.join(dir, 'exported', 'mlm'));
+    const filler = await pipeline('fill-mask', 'mlm', { dtype: 'fp32' });
+    const [fill] = await filler(masked) as Array<{ token: number; score: number; token_str: string }>;
+    console.log(`transformers.js fill-mask: ${JSON.stringify(fill)}; ours ${VOCAB[bestToken]} ${pm[bestToken]}`);
+    assert.equal(fill.token, bestToken);
+    assert.ok(Math.abs(fill.score - pm[bestToken]) < 1e-5, `score ${fill.score} vs ${pm[bestToken]}`);
 
     // question-answering: the same span and score as our logits give.
     const qa = path.join(dir, 'qa');

@@ -1,0 +1,106 @@
+// `npm run bench:onnx -- [--rounds 2] [--threads N] [--epochs 3]`: what the ONNX export costs and gives. Fine-tunes
+// all-MiniLM-L6-v2 on GLUE MRPC with `node train.js` (3 epochs, the defaults), exports it (`node train.js export
+// --quantize`), then classifies the 408 validation pairs one at a time (batch 1) with ours (the saved model), the fp32
+// ONNX file and the int8 one in onnxruntime-node, the three alternating per round: accuracy and F1 of each, batch-1
+// sequences per second, file sizes. JSON under bench/results/onnx-export-cpu-<time>.json.
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { BertPreTrainedModel } from '../../src/model.js';
+import { BertTokenizer } from '../../src/tokenizer.js';
+import { loadGlue } from '../../src/datasets.js';
+import { accuracy, f1 } from '../../src/metrics.js';
+import { cpuInfo } from '../../src/cpu.js';
+import { root } from '../paths.js';
+
+const argv = process.argv.slice(2);
+const opt = (name: string, fallback: string) => { const i = argv.indexOf(`--${name}`); return i >= 0 ? argv[i + 1] : fallback; };
+const rounds = Number(opt('rounds', '2')), threads = Number(opt('threads', String(os.cpus().length))), epochs = opt('epochs', '3');
+if (!Number.isInteger(rounds) || rounds < 1 || !Number.isInteger(threads) || threads < 1) { console.error('--rounds and --threads must be positive integers'); process.exit(2); }
+const shared = path.resolve(root, '..', 'shared', 'hf-home');
+let home = process.env.HF_HOME;
+if (!home || !existsSync(path.join(home, 'hub', 'datasets--nyu-mll--glue'))) {
+  if (!existsSync(shared)) { console.log('SKIP: MRPC is needed: ../shared/hf-home is absent and HF_HOME has no nyu-mll/glue.'); process.exit(0); }
+  home = execFileSync(process.execPath, [path.join(root, 'dist', 'scripts', 'prepare-minilm.js')], { encoding: 'utf8' }).trim().split('\n').pop()!;
+}
+process.env.HF_HOME = home;
+process.env.HF_HUB_OFFLINE = '1';
+const env = { ...process.env };
+const tmp = mkdtempSync(path.join(os.tmpdir(), 'bench-onnx-'));
+const modelDir = path.join(tmp, 'model'), onnxDir = path.join(tmp, 'onnx');
+const train = path.join(root, 'train.js');
+try {
+  console.log(`fine-tuning all-MiniLM-L6-v2 on MRPC (${epochs} epochs)...`);
+  execFileSync(process.execPath, [train, '--model', 'sentence-transformers/all-MiniLM-L6-v2', '--output-dir', modelDir, '--epochs', epochs, '--threads', String(threads),
+    '--save-strategy', 'no', '--json'], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+  const t0 = performance.now();
+  execFileSync(process.execPath, [train, 'export', '--model', modelDir, '--output-dir', onnxDir, '--quantize'], { env, stdio: ['ignore', 'inherit', 'inherit'] });
+  const exportSeconds = (performance.now() - t0) / 1000;
+
+  const val = await loadGlue('mrpc', 'validation');
+  const tok = await BertTokenizer.fromPretrained(modelDir);
+  const pairs = val.text1.map((a, i) => tok.encode(a, val.text2![i], { maxLength: 128 }));
+  const refs = Array.from(val.labels!);
+  const ours = await BertPreTrainedModel.fromPretrained(modelDir, { device: 'cpu', threads });
+  const sessions = Object.fromEntries(await Promise.all(['model', 'model_quantized'].map(async (f) =>
+    [f, await ort.InferenceSession.create(path.join(onnxDir, 'onnx', `${f}.onnx`), { intraOpNumThreads: threads, interOpNumThreads: 1 })] as const)));
+  const sides: Record<string, () => Promise<number[]>> = {
+    ours: async () => {
+      const out: number[] = [];
+      for (const p of pairs) {
+        const { logits } = await ours.forward({ shape: [1, p.inputIds.length], inputIds: Int32Array.from(p.inputIds), tokenTypeIds: Int32Array.from(p.tokenTypeIds) });
+        out.push(logits![1] > logits![0] ? 1 : 0);
+      }
+      return out;
+    },
+    ...Object.fromEntries(Object.entries(sessions).map(([name, s]) => [`onnxruntime ${name}.onnx`, async () => {
+      const out: number[] = [];
+      const t = (a: number[]) => new ort.Tensor('int64', BigInt64Array.from(a, BigInt), [1, a.length]);
+      for (const p of pairs) {
+        const r = await s.run({ input_ids: t(p.inputIds), attention_mask: t(p.attentionMask), token_type_ids: t(p.tokenTypeIds) });
+        const l = r.logits.data as Float32Array;
+        out.push(l[1] > l[0] ? 1 : 0);
+      }
+      return out;
+    }])),
+  };
+  const figs: Record<string, Array<{ seq_per_s: number; accuracy: number; f1: number }>> = {};
+  for (let r = 0; r < rounds; r++) {
+    const order = Object.keys(sides);
+    if (r % 2) order.reverse();
+    for (const name of order) {
+      await sides[name]();  // warm: the first calls of each shape allocate and pick kernels
+      const t = performance.now();
+      const pred = await sides[name]();
+      const s = (performance.now() - t) / 1000;
+      (figs[name] ??= []).push({ seq_per_s: pairs.length / s, accuracy: accuracy(pred, refs), f1: f1(pred, refs) });
+      console.log(`round ${r + 1}/${rounds}: ${name} ${(pairs.length / s).toFixed(1)} seq/s, accuracy ${accuracy(pred, refs).toFixed(4)}`);
+    }
+  }
+  await ours.dispose();
+  const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
+  const mb = (f: string) => statSync(f).size / 2 ** 20;
+  const sizes = { 'model.safetensors': mb(path.join(modelDir, 'model.safetensors')), 'onnx/model.onnx': mb(path.join(onnxDir, 'onnx', 'model.onnx')),
+    'onnx/model_quantized.onnx': mb(path.join(onnxDir, 'onnx', 'model_quantized.onnx')) };
+  const summary = Object.fromEntries(Object.entries(figs).map(([k, v]) => [k, { seq_per_s_b1: median(v.map((x) => x.seq_per_s)), accuracy: v[0].accuracy, f1: v[0].f1 }]));
+  const cpu = cpuInfo();
+  const machine = { cpu: os.cpus()[0]?.model, cpu_features: cpu.features, aten_cpu_capability: cpu.atenCapability, cores: os.cpus().length, node: process.version, threads,
+    onnxruntime_node: '1.30.0' };
+  const result = { workload: 'onnx-export', machine, model: 'all-MiniLM-L6-v2 fine-tuned on MRPC by node train.js', epochs: Number(epochs), rounds, export_seconds: exportSeconds,
+    sizes_mb: sizes, summary, rounds_detail: figs };
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
+  const outDir = path.join(root, 'bench', 'results');
+  mkdirSync(outDir, { recursive: true });
+  const file = path.join(outDir, `onnx-export-cpu-${stamp}.json`);
+  writeFileSync(file, JSON.stringify(result, null, 2) + '\n');
+  console.log(`\n### ONNX export: MiniLM-L6 fine-tuned on MRPC, validation 408 pairs at batch 1, ${threads} threads, ${rounds} rounds (median)\n`);
+  console.log('| model | file | MB | accuracy | F1 | seq/s (batch 1) |\n|---|---|---|---|---|---|');
+  const fileOf: Record<string, keyof typeof sizes> = { ours: 'model.safetensors', 'onnxruntime model.onnx': 'onnx/model.onnx', 'onnxruntime model_quantized.onnx': 'onnx/model_quantized.onnx' };
+  for (const [k, v] of Object.entries(summary))
+    console.log(`| ${k} | ${fileOf[k]} | ${sizes[fileOf[k]].toFixed(1)} | ${v.accuracy.toFixed(4)} | ${v.f1.toFixed(4)} | ${v.seq_per_s_b1.toFixed(1)} |`);
+  console.log(`\nresults: ${path.relative(root, file)}`);
+} finally {
+  rmSync(tmp, { recursive: true, force: true });
+}

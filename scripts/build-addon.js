@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // `npm install` step: find (or install) libtorch, then build the addon with cmake-js (Release, offline headers).
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
@@ -20,6 +20,22 @@ if (process.argv.includes('--if-no-prebuild') && existsSync(prebuilt)) {
     process.exit(0);
   } catch (e) {
     console.error(`[addon] the prebuild ${path.relative(root, prebuilt)} does not load here (${String(e.stderr ?? e).split('\n').find((l) => l.trim()) ?? ''}); building from source`);
+  }
+}
+// In an app installed from the packages (npm run pack): the platform package an optionalDependency named, when it
+// is there and loads, is the addon (src/native.ts takes it); nothing to build.
+if (process.argv.includes('--if-no-prebuild')) {
+  const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'));
+  for (const name of Object.keys(pkg.optionalDependencies ?? {})) {
+    let file;
+    try {
+      file = path.join(path.dirname(require.resolve(`${name}/package.json`)), 'node.napi.node');
+      execFileSync(process.execPath, ['-e', `process.dlopen({ exports: {} }, ${JSON.stringify(file)})`], { stdio: 'pipe' });
+    } catch {
+      continue;  // not installed here (another platform's), or it does not load
+    }
+    console.error(`[addon] using the platform package ${name}: nothing to compile`);
+    process.exit(0);
   }
 }
 const outDir = path.resolve(root, process.env.BERT_ADDON_OUT ?? 'build');

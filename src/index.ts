@@ -27,7 +27,9 @@ export { parseConfig, BERT_BASE_UNCASED, ARCHITECTURES, FAMILIES, HEADS } from '
 export type { BertConfig, Architecture, Head, ModelType } from './config.js';
 export { readSafetensors, writeSafetensors, parseSafetensors, indexSafetensors } from './safetensors.js';
 export { UserError, UsageError, InputError } from './errors.js';
-export { addon as nativeAddon } from './native.js';
+export { addon as nativeAddon, platformPackage } from './native.js';
+export { exportOnnx, ONNX_FAMILIES, ONNX_HEADS } from './onnx.js';
+export type { ExportOptions, ExportResult } from './onnx.js';
 export { Dashboard, type DashboardEvent } from './dashboard.js';
 export { TensorBoardWriter } from './tensorboard.js';
 export { DistributedContext, torchrunEnv, shardBatches, DEFAULT_DDP_TIMEOUT, DEFAULT_BUCKET_CAP_MB } from './distributed.js';

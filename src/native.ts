@@ -1,4 +1,4 @@
-// Loads the addon built by `npm install` (build/Release) or shipped in prebuilds/.
+// Loads the addon: built by `npm install` (build/Release), shipped in prebuilds/, or installed as a platform package.
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -56,25 +56,60 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '.
 let cached: Addon | undefined;
 
 /**
- * The one loader: an in-tree build (build/Release) first, else a prebuild from prebuilds/ through node-gyp-build.
- * A CUDA prebuild (prebuilds/<platform>-<arch>-cuda/) is taken when it exists and this machine has an NVIDIA driver;
- * BERT_TRAINER_VARIANT=cpu or cuda chooses explicitly.
+ * The npm package holding a platform's prebuilt addon and libraries (scripts/pack.ts writes it; the main package's
+ * optionalDependencies name it with os/cpu/libc): @bert-trainer-node/linux-x64, and -cuda for the CUDA build, which
+ * no field can keep off machines without an NVIDIA driver, so it is installed by hand and taken only where one is.
+ */
+export function platformPackage(variant: 'cpu' | 'cuda', platform: string = process.platform, arch: string = process.arch): string {
+  return `@bert-trainer-node/${platform}-${arch}${variant === 'cuda' ? '-cuda' : ''}`;
+}
+
+/** An installed platform package's folder, or undefined. */
+function installedPackage(name: string): string | undefined {
+  try {
+    return path.dirname(createRequire(path.join(root, 'package.json')).resolve(`${name}/package.json`));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The one loader, first found wins: BERT_TRAINER_ADDON (a .node file: to compare builds), an in-tree build
+ * (build/Release), a prebuild in prebuilds/ (node-gyp-build), an installed platform package. A CUDA prebuild or
+ * package is taken when this machine has an NVIDIA driver; BERT_TRAINER_VARIANT=cpu or cuda chooses explicitly.
+ * When none is there, the error lists every place it looked.
  */
 export function addon(): Addon {
   if (cached) return cached;
   const require = createRequire(import.meta.url);
-  const cuda = path.join(root, 'prebuilds', `${process.platform}-${process.arch}-cuda`, 'node.napi.node');
   const variant = process.env.BERT_TRAINER_VARIANT;
   if (variant !== undefined && variant !== '' && variant !== 'cpu' && variant !== 'cuda')
-    throw new UsageError(`BERT_TRAINER_VARIANT must be cpu or cuda (or unset: the CUDA prebuild where there is an NVIDIA driver), got ${show(variant)}`);
-  const useCuda = variant === 'cuda' || (variant !== 'cpu' && !existsSync(path.join(root, 'build', 'Release', 'bert_addon.node')) &&
-    existsSync(cuda) && existsSync('/proc/driver/nvidia/version'));
-  const inTree = existsSync(path.join(root, 'build', 'Release', 'bert_addon.node'));
-  if (useCuda || !inTree) checkPrebuild(path.dirname(useCuda ? cuda : path.join(root, 'prebuilds', `${process.platform}-${process.arch}`, 'x')));
+    throw new UsageError(`BERT_TRAINER_VARIANT must be cpu or cuda (or unset: the CUDA build where there is an NVIDIA driver), got ${show(variant)}`);
+  const wantCuda = variant === 'cuda' || (variant !== 'cpu' && existsSync('/proc/driver/nvidia/version'));
+  const inTree = path.join(root, 'build', 'Release', 'bert_addon.node');
+  const prebuilt = (v: 'cpu' | 'cuda') => path.join(root, 'prebuilds', `${process.platform}-${process.arch}${v === 'cuda' ? '-cuda' : ''}`, 'node.napi.node');
+  const fromPackage = (v: 'cpu' | 'cuda') => { const d = installedPackage(platformPackage(v)); return d ? path.join(d, 'node.napi.node') : undefined; };
+  const gypBuild = () => { try { return (require('node-gyp-build') as { path(dir: string): string }).path(root); } catch { return undefined; } };
+  const explicit = process.env.BERT_TRAINER_ADDON;
+  // In order; CUDA ones only where wanted. node-gyp-build finds the CPU prebuild (by its tags) in prebuilds/.
+  const candidates: Array<{ file: string | undefined; what: string; prebuild: boolean }> = [
+    ...(explicit ? [{ file: explicit, what: `BERT_TRAINER_ADDON=${explicit}`, prebuild: false }] : []),
+    ...(variant === 'cuda' ? [] : [{ file: inTree, what: inTree, prebuild: false }]),
+    ...(wantCuda ? [{ file: prebuilt('cuda'), what: prebuilt('cuda'), prebuild: true }, { file: fromPackage('cuda'), what: `the package ${platformPackage('cuda')}`, prebuild: true }] : []),
+    ...(variant === 'cuda' ? [] : [{ file: gypBuild(), what: `${path.dirname(prebuilt('cpu'))} (node-gyp-build)`, prebuild: true },
+      { file: fromPackage('cpu'), what: `the package ${platformPackage('cpu')}`, prebuild: true }]),
+  ];
+  const found = candidates.find((c) => c.file && existsSync(c.file));
+  if (!found) {
+    throw new Error(`the native addon for ${process.platform}-${process.arch} was not found; looked for ${candidates.map((c) => c.what).join(', ')}. ` +
+      `In an app: npm install ${platformPackage(wantCuda ? 'cuda' : 'cpu')} (the main package names it in optionalDependencies; npm skips it where os/cpu/libc do not match). ` +
+      'In a checkout: `npm install` builds it against libtorch.');
+  }
+  if (found.prebuild) checkPrebuild(path.dirname(found.file!));
   try {
-    cached = (useCuda ? require(cuda) : require('node-gyp-build')(root)) as Addon;
+    cached = require(found.file!) as Addon;
   } catch (e) {
-    throw new Error(`the native addon could not be loaded from ${useCuda ? cuda : `${root}/build/Release or ${root}/prebuilds`} (${(e as Error).message.split('\n')[0]}); ` +
+    throw new Error(`the native addon could not be loaded from ${found.what} (${(e as Error).message.split('\n')[0]}); ` +
       'run `npm install` (or `npm run rebuild`) in the package folder to build it against libtorch');
   }
   return cached;

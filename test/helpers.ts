@@ -1,6 +1,6 @@
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import readline from 'node:readline';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -127,4 +127,16 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 /** A copy of raw little-endian float32 bytes as a Float32Array (Buffer views may be unaligned or shared). */
 export function f32(u8: Uint8Array): Float32Array {
   return new Float32Array(new Uint8Array(u8).buffer);
+}
+
+/**
+ * prebuilds/<platform>-<arch>/ for the tests that ship it, (re)made by `npm run prebuild` when absent or older than the
+ * in-tree build: a prebuild of older sources would not be this addon. Returns its folder.
+ */
+export function ensurePrebuild(): string {
+  const dir = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`);
+  const prebuilt = path.join(dir, 'node.napi.node'), inTree = path.join(root, 'build', 'Release', 'bert_addon.node');
+  if (!existsSync(prebuilt) || (existsSync(inTree) && statSync(prebuilt).mtimeMs < statSync(inTree).mtimeMs))
+    execFileSync(process.execPath, [path.join(root, 'scripts', 'prebuild.js')], { cwd: root, stdio: 'pipe' });
+  return dir;
 }

@@ -4,9 +4,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { root, tempDir } from './helpers.js';
+import { ensurePrebuild, root, tempDir } from './helpers.js';
 
 const dir = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`);
 
@@ -34,10 +34,7 @@ const config = { model_type: 'bert', embedding_size: 16, sinusoidal_pos_embds: f
 `;
 
 test('the prebuild folder works wherever it is copied: no Python, no .venv, no LD_LIBRARY_PATH; same numbers as the in-tree build', { timeout: 600_000 }, () => {
-  // (Re)made when absent or older than the in-tree build: a prebuild of older sources would not be this addon.
-  const prebuilt = path.join(dir, 'node.napi.node'), inTree = path.join(root, 'build', 'Release', 'bert_addon.node');
-  if (!existsSync(prebuilt) || (existsSync(inTree) && statSync(prebuilt).mtimeMs < statSync(inTree).mtimeMs))
-    execFileSync(process.execPath, [path.join(root, 'scripts', 'prebuild.js')], { cwd: root, stdio: 'pipe' });
+  ensurePrebuild();
   const dyn = execFileSync('readelf', ['-d', path.join(dir, 'node.napi.node')], { encoding: 'utf8' });
   assert.match(dyn, /\(RUNPATH\)\s+Library runpath: \[\$ORIGIN\]/);
   assert.doesNotMatch(dyn, /\[\/[^\]]*\]/, 'an absolute path in the dynamic section');

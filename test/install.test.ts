@@ -1,0 +1,88 @@
+// Installing in an app as sharp's users do: `npm run pack`'s tarballs (the main package, no binaries, its JavaScript
+// dependencies bundled; the linux-x64 platform package with the stripped prebuild) installed with `npm install` into
+// a fresh app outside the checkout, with a PATH holding node and npm only (no compiler, CMake, Python or pip) and no
+// network (--offline, the registry pointed at a closed port): nothing compiles, it takes under a minute, and the app
+// loads the library, trains a step of a tiny model and saves it, with exactly the in-tree build's numbers.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { ensurePrebuild, root, tempDir } from './helpers.js';
+
+// The app: the library as a user imports it; a seeded tiny model, one training step, a save; the numbers printed.
+const APP = `
+import { BertForSequenceClassification, nativeAddon, parseConfig } from 'bert-trainer-node';
+const out = process.argv[2];
+const config = parseConfig({ vocab_size: 50, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 24, max_position_embeddings: 32,
+  hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 }, 'config');
+const model = await BertForSequenceClassification.fromConfig(config, { device: 'cpu', seed: 3, threads: 1 });
+const batch = { shape: [2, 5], inputIds: Int32Array.from([2, 7, 9, 11, 3, 2, 8, 3, 0, 0]), attentionMask: Int32Array.from([1, 1, 1, 1, 1, 1, 1, 1, 0, 0]),
+  labels: Int32Array.from([0, 1]) };
+await model.setOptimizer({});
+const loss = await model.trainStep(batch);
+await model.optimizerStep({ lr: 1e-2 });
+const { logits } = await model.forward(batch);
+await model.save(out);
+await model.dispose();
+console.log(JSON.stringify({ torch: nativeAddon().runtime().torchVersion, loss, logits: Array.from(logits) }));
+`;
+
+function du(dir: string): number {
+  let n = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) n += du(p);
+    else if (e.isFile()) n += Number(execFileSync('stat', ['-c', '%s', p], { encoding: 'utf8' }));
+  }
+  return n;
+}
+
+test('npm run pack\'s tarballs install into an app with only node and npm, offline, compiling nothing; the app trains a step and saves', { timeout: 600_000 }, () => {
+  ensurePrebuild();
+  const { dir, cleanup } = tempDir('install-');
+  try {
+    const tarballs = path.join(dir, 'tarballs');
+    const packed = execFileSync(process.execPath, [path.join(root, 'dist', 'scripts', 'pack.js'), '--out', tarballs], { cwd: root, encoding: 'utf8' });
+    console.log(packed.trim());
+    const files = readdirSync(tarballs).filter((f) => f.endsWith('.tgz'));
+    const version = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')).version;
+    assert.deepEqual(files.sort(), [`bert-trainer-node-${version}.tgz`, `bert-trainer-node-${process.platform}-${process.arch}-${version}.tgz`].sort());
+
+    // PATH: node and npm, nothing else (no g++, cmake, make, python3, pip).
+    const bin = path.join(dir, 'bin');
+    mkdirSync(bin);
+    symlinkSync(process.execPath, path.join(bin, 'node'));
+    const npmCli = path.join(execFileSync('npm', ['root', '-g'], { encoding: 'utf8' }).trim(), 'npm', 'bin', 'npm-cli.js');
+    symlinkSync(npmCli, path.join(bin, 'npm'));
+    for (const tool of ['g++', 'c++', 'cmake', 'make', 'python3', 'pip'])
+      assert.throws(() => execFileSync(path.join(bin, 'node'), ['-e', `require('child_process').execFileSync(${JSON.stringify(tool)}, ['--version'])`], { env: { PATH: bin }, stdio: 'pipe' }));
+
+    const app = path.join(dir, 'app');
+    mkdirSync(app);
+    writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'some-app', version: '1.0.0', private: true, type: 'module' }));
+    writeFileSync(path.join(app, 'main.js'), APP);
+    const env = { PATH: bin, HOME: dir, npm_config_cache: path.join(dir, 'npm-cache'), npm_config_registry: 'http://127.0.0.1:9/', npm_config_update_notifier: 'false' };
+    const t = performance.now();
+    const log = execFileSync(path.join(bin, 'npm'), ['install', '--offline', '--no-audit', '--no-fund', ...files.map((f) => path.join(tarballs, f))], { cwd: app, env, encoding: 'utf8', stdio: 'pipe' });
+    const seconds = (performance.now() - t) / 1000;
+    const installed = du(path.join(app, 'node_modules'));
+    console.log(`npm install of the two tarballs: ${seconds.toFixed(1)} s, node_modules ${(installed / 2 ** 20).toFixed(1)} MB; ${log.trim().split('\n').pop()}`);
+    assert.ok(seconds < 60, `the install took ${seconds.toFixed(1)} s`);
+
+    const saved = path.join(dir, 'saved');
+    const got = JSON.parse(execFileSync(path.join(bin, 'node'), [path.join(app, 'main.js'), saved], { cwd: app, env, encoding: 'utf8' }));
+    assert.deepEqual(readdirSync(saved).sort(), ['config.json', 'model.safetensors']);
+    // The same app against this checkout's in-tree build: stripping and packaging changed no number.
+    const local = path.join(dir, 'local-app');
+    mkdirSync(path.join(local, 'node_modules'), { recursive: true });
+    writeFileSync(path.join(local, 'package.json'), JSON.stringify({ name: 'local-app', private: true, type: 'module' }));
+    writeFileSync(path.join(local, 'main.js'), APP);
+    symlinkSync(root, path.join(local, 'node_modules', 'bert-trainer-node'));
+    const want = JSON.parse(execFileSync(process.execPath, [path.join(local, 'main.js'), path.join(dir, 'saved-local')], { cwd: local, encoding: 'utf8' }));
+    assert.deepEqual(got, want);
+    assert.ok(got.loss > 0 && got.logits.every(Number.isFinite));
+  } finally {
+    cleanup();
+  }
+});

@@ -6,7 +6,7 @@
     "target_name": "bert_addon",
     "sources": ["<!@(node scripts/torch-flags.js --sources)"],
     "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "<!@(node scripts/torch-flags.js --include)"],
-    "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED", "<!@(node scripts/torch-flags.js --defines)"],
+    "defines": ["NDEBUG", "NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED", "<!@(node scripts/torch-flags.js --defines)"],
     # libtorch needs exceptions and RTTI, and its 2.14 headers C++20: node-gyp's defaults are off and C++17.
     "cflags!": ["-fno-exceptions"],
     "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17"],

@@ -91,6 +91,7 @@ export function addon(): Addon {
   const fromPackage = (v: 'cpu' | 'cuda') => { const d = installedPackage(platformPackage(v)); return d ? path.join(d, 'node.napi.node') : undefined; };
   const gypBuild = () => { try { return (require('node-gyp-build') as { path(dir: string): string }).path(root); } catch { return undefined; } };
   const explicit = process.env.BERT_TRAINER_ADDON;
+  if (explicit && !existsSync(explicit)) throw new UsageError(`BERT_TRAINER_ADDON names ${explicit}, which does not exist`);
   // In order; CUDA ones only where wanted. node-gyp-build finds the CPU prebuild (by its tags) in prebuilds/.
   const candidates: Array<{ file: string | undefined; what: string; prebuild: boolean }> = [
     ...(explicit ? [{ file: explicit, what: `BERT_TRAINER_ADDON=${explicit}`, prebuild: false }] : []),

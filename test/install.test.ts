@@ -5,7 +5,7 @@
 // loads the library, trains a step of a tiny model and saves it, with exactly the in-tree build's numbers.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ensurePrebuild, root, tempDir } from './helpers.js';
@@ -49,10 +49,11 @@ test('npm run pack\'s tarballs install into an app with only node and npm, offli
     const version = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')).version;
     assert.deepEqual(files.sort(), [`bert-trainer-node-${version}.tgz`, `bert-trainer-node-${process.platform}-${process.arch}-${version}.tgz`].sort());
 
-    // PATH: node and npm, nothing else (no g++, cmake, make, python3, pip).
+    // PATH: node, npm and the shell npm runs install scripts with; no g++, cmake, make, python3, pip.
     const bin = path.join(dir, 'bin');
     mkdirSync(bin);
     symlinkSync(process.execPath, path.join(bin, 'node'));
+    symlinkSync('/bin/sh', path.join(bin, 'sh'));
     const npmCli = path.join(execFileSync('npm', ['root', '-g'], { encoding: 'utf8' }).trim(), 'npm', 'bin', 'npm-cli.js');
     symlinkSync(npmCli, path.join(bin, 'npm'));
     for (const tool of ['g++', 'c++', 'cmake', 'make', 'python3', 'pip'])
@@ -64,10 +65,15 @@ test('npm run pack\'s tarballs install into an app with only node and npm, offli
     writeFileSync(path.join(app, 'main.js'), APP);
     const env = { PATH: bin, HOME: dir, npm_config_cache: path.join(dir, 'npm-cache'), npm_config_registry: 'http://127.0.0.1:9/', npm_config_update_notifier: 'false' };
     const t = performance.now();
-    const log = execFileSync(path.join(bin, 'npm'), ['install', '--offline', '--no-audit', '--no-fund', ...files.map((f) => path.join(tarballs, f))], { cwd: app, env, encoding: 'utf8', stdio: 'pipe' });
-    const seconds = (performance.now() - t) / 1000;
+    const run = spawnSync(path.join(bin, 'npm'), ['install', '--offline', '--no-audit', '--no-fund', '--foreground-scripts', ...files.map((f) => path.join(tarballs, f))],
+      { cwd: app, env, encoding: 'utf8' });
+    const seconds = (performance.now() - t) / 1000, log = run.stdout + run.stderr;
+    assert.equal(run.status, 0, log);
     const installed = du(path.join(app, 'node_modules'));
     console.log(`npm install of the two tarballs: ${seconds.toFixed(1)} s, node_modules ${(installed / 2 ** 20).toFixed(1)} MB; ${log.trim().split('\n').pop()}`);
+    // The main package's install step ("use a prebuild, else build") found the platform package: no build began.
+    assert.match(log, /\[addon\] using the platform package @bert-trainer-node\/linux-x64: nothing to compile/, log);
+    assert.doesNotMatch(log, /\[libtorch\]|cmake-js|configuring anew/, 'the install tried to build from source');
     assert.ok(seconds < 60, `the install took ${seconds.toFixed(1)} s`);
 
     const saved = path.join(dir, 'saved');

@@ -6,32 +6,9 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { ensurePrebuild, root, tempDir } from './helpers.js';
+import { ADDON_RUN, ensurePrebuild, root, tempDir } from './helpers.js';
 
 const dir = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`);
-
-// Runs with the raw addon only (what an app's worker does under the library): init, forward, train step, AdamW.
-const SCRIPT = `
-const m = { exports: {} };
-process.dlopen(m, process.argv[2]);
-const a = m.exports;
-const config = { model_type: 'bert', embedding_size: 16, sinusoidal_pos_embds: false, vocab_size: 50, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 24,
-  max_position_embeddings: 32, type_vocab_size: 2, pad_token_id: 0, num_labels: 2, hidden_act: 'gelu', hidden_dropout_prob: 0,
-  attention_probs_dropout_prob: 0, layer_norm_eps: 1e-12, initializer_range: 0.02, classifier_dropout: -1, problem_type: 'single_label_classification',
-  architecture: 'BertForSequenceClassification' };
-(async () => {
-  const model = new a.Model();
-  await model.init({ config, device: 'cpu', seed: 3, threads: 1 });
-  const batch = { batch: 2, seq: 5, inputIds: Int32Array.from([2, 7, 9, 11, 3, 2, 8, 3, 0, 0]), attentionMask: Int32Array.from([1, 1, 1, 1, 1, 1, 1, 1, 0, 0]), labels: Int32Array.from([0, 1]) };
-  const before = await model.forward(batch);
-  const loss = await model.forwardBackward(batch, 1);
-  await model.setOptimizer({ optim: 'adamw_torch_fused', beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, momentum: 0, maxGradNorm: 1 });
-  const norm = await model.optimizerStep(1e-2);
-  const after = await model.forward(batch);
-  console.log(JSON.stringify({ torch: a.runtime().torchVersion, before: Array.from(before.outputs[0].data), loss, norm, after: Array.from(after.outputs[0].data) }));
-  await model.dispose();
-})();
-`;
 
 test('the prebuild folder works wherever it is copied: no Python, no .venv, no LD_LIBRARY_PATH; same numbers as the in-tree build', { timeout: 600_000 }, () => {
   ensurePrebuild();
@@ -42,7 +19,7 @@ test('the prebuild folder works wherever it is copied: no Python, no .venv, no L
   try {
     const app = path.join(tmp, 'some-app', 'native');
     cpSync(dir, app, { recursive: true });
-    writeFileSync(path.join(tmp, 'run.cjs'), SCRIPT);
+    writeFileSync(path.join(tmp, 'run.cjs'), ADDON_RUN);
     const bin = path.join(tmp, 'bin');  // PATH holds node and nothing else: no python3 anywhere
     mkdirSync(bin);
     symlinkSync(process.execPath, path.join(bin, 'node'));

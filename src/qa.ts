@@ -76,7 +76,7 @@ export function prepareQaFeatures(examples: QaExample[], tok: BertTokenizer, o: 
   examples.forEach((ex, e) => {
     const q = tok.encodeWithOffsets(ex.question.replace(/^\s+/, ''));
     const c = tok.encodeWithOffsets(ex.context);
-    const budget = o.maxSeqLength - q.ids.length - 3;
+    const budget = o.maxSeqLength - q.ids.length - tok.addedTokens(true);
     if (budget <= o.docStride)
       throw new InputError(`example ${show(ex.id)}`, `its question takes ${q.ids.length} tokens: with --max-seq-length ${o.maxSeqLength} the context gets ${budget} per window, which must be more than --doc-stride ${o.docStride}`);
     const starts: number[] = [];
@@ -89,25 +89,26 @@ export function prepareQaFeatures(examples: QaExample[], tok: BertTokenizer, o: 
       featureOffsets.push(ids.length);
       exampleIndex.push(e);
       const push = (id: number, type: number, off: [number, number] | null) => { ids.push(id); typeIds.push(type); offsetsFlat.push(off ? off[0] : -1, off ? off[1] : -1); };
-      push(tok.clsId, 0, null);
-      q.ids.forEach((id) => push(id, 0, null));
-      push(tok.sepId, 0, null);
-      const ctxStart = ids.length;
-      for (let k = s; k < end; k++) push(c.ids[k], 1, c.offsets[k]);
-      const ctxEnd = ids.length - 1;
-      push(tok.sepId, 1, null);
+      // The post-processor's pair layout: [CLS] question [SEP] context [SEP] for BERT, <s> question </s></s> context </s> for RoBERTa.
+      let qStart = -1, ctxStart = -1, ctxEnd = -1;
+      for (const item of tok.pairLayout) {
+        if ('special' in item) push(item.special, item.type, null);
+        else if (item.seq === 'A') { qStart = ids.length; q.ids.forEach((id) => push(id, item.type, null)); }
+        else { ctxStart = ids.length; for (let k = s; k < end; k++) push(c.ids[k], item.type, c.offsets[k]); ctxEnd = ids.length - 1; }
+      }
       if (!o.train) continue;
       // prepare_train_features on the window's offset mapping as the tokenizer returns it ((0, 0) for special tokens
       // and padding, the question's own offsets for its tokens), loops and all: the first answer's token span, or
-      // [CLS] when the window does not contain it.
+      // the [CLS] position when the window does not contain it.
       const first = featureOffsets[featureOffsets.length - 1], total = o.padToMaxLength ? o.maxSeqLength : ids.length - first;
       const raw = (t: number): [number, number] => {
         const g = first + t;
         if (g >= ctxStart && g <= ctxEnd) return c.offsets[s + g - ctxStart];
-        if (t >= 1 && t <= q.ids.length) return q.offsets[t - 1];
+        if (g >= qStart && g < qStart + q.ids.length) return q.offsets[g - qStart];
         return [0, 0];
       };
-      let startPos = 0, endPos = 0;
+      const cls = Math.max(0, ids.indexOf(tok.clsId, first) - first);
+      let startPos = cls, endPos = cls;
       if (ex.answers.answer_start.length) {
         const startChar = ex.answers.answer_start[0], endChar = startChar + Array.from(ex.answers.text[0]).length;
         let ts = ctxStart - first, te = ctxEnd - first;

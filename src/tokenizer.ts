@@ -26,7 +26,7 @@ export interface EncodeOptions {
 }
 
 /** A post-processor's layout: special token ids and the sequences (A, B), each with its token type. */
-type TemplateItem = { special: number; type: number } | { seq: 'A' | 'B'; type: number };
+export type TemplateItem = { special: number; type: number } | { seq: 'A' | 'B'; type: number };
 interface Template { single: TemplateItem[]; pair: TemplateItem[] }
 
 export class BertTokenizer {
@@ -52,6 +52,9 @@ export class BertTokenizer {
     this.template = templateOf(tokJson.post_processor, this.clsId, this.sepId);
     this.byteLevel = JSON.stringify(tokJson.pre_tokenizer ?? null).includes('"ByteLevel"');
   }
+
+  /** The post-processor's layout of a pair: special tokens and the two sequences, each with its token type. */
+  get pairLayout(): readonly TemplateItem[] { return this.template.pair; }
 
   /** Tokens added around the text(s): 2 for BERT's single sequence, 3 for its pairs (RoBERTa's pairs: 4). */
   addedTokens(pair: boolean): number { return (pair ? this.template.pair : this.template.single).filter((t) => 'special' in t).length; }
@@ -162,7 +165,8 @@ export class BertTokenizer {
    * indices: what return_offsets_mapping gives), for extractive question answering. BERT's normalizer only.
    */
   encodeWithOffsets(text: string): { ids: number[]; offsets: Array<[number, number]> } {
-    if (!this.pipeline) throw new InputError('tokenizer', 'character offsets need the BERT normalizer and pre-tokenizer (tokenizer.json of a BERT model)');
+    if (!this.pipeline && this.byteLevel) return this.byteLevelOffsets(text);
+    if (!this.pipeline) throw new InputError('tokenizer', 'character offsets need the BERT normalizer and pre-tokenizer or a byte-level BPE (a Unigram or other tokenizer.json has no offsets here yet)');
     const model = this.tok.model!;
     const ids: number[] = [], offsets: Array<[number, number]> = [];
     const cpIndex = (i: number) => Array.from(text.slice(0, i)).length;  // UTF-16 index -> code points
@@ -190,6 +194,52 @@ export class BertTokenizer {
       }
     }
     words(last ? text.slice(last) : text, cpIndex(last));
+    return { ids, offsets };
+  }
+
+  /**
+   * encodeWithOffsets for byte-level BPE (RoBERTa's, ModernBERT's): each token's bytes (its characters through
+   * GPT-2's byte alphabet; an added token's own text) laid end to end are the text's UTF-8, so byte positions give
+   * the characters; a prefix space the pre-tokenizer adds is no character of the text. Offsets are trimmed of
+   * leading and trailing spaces where the post-processor does it (RobertaProcessing's or ByteLevel's trim_offsets),
+   * as tokenizers' process_offsets does.
+   */
+  private byteLevelOffsets(text: string): { ids: number[]; offsets: Array<[number, number]> } {
+    const ids = Array.from(this.tok.encode(text, { add_special_tokens: false }).ids as ArrayLike<number>, Number);
+    const utf8 = Buffer.from(text, 'utf8');
+    const charOf = new Int32Array(utf8.length + 1);  // the code point each byte belongs to
+    let c = -1;
+    for (let i = 0; i < utf8.length; i++) { if ((utf8[i] & 0xc0) !== 0x80) c++; charOf[i] = c; }
+    charOf[utf8.length] = c + 1;
+    const alphabet = byteAlphabet();
+    const added = new Map(((Array.isArray(this.tokJson.added_tokens) ? this.tokJson.added_tokens : []) as Array<{ id: number; content: string }>).map((t) => [t.id, t.content]));
+    const bytesOf = ids.map((id) => {
+      const content = added.get(id);
+      if (content !== undefined) return Buffer.from(content, 'utf8');
+      return Uint8Array.from(Array.from(this.idToToken(id), (ch) => alphabet.get(ch) ?? 0));
+    });
+    const total = bytesOf.reduce((n, b) => n + b.length, 0);
+    if (total !== utf8.length && total !== utf8.length + 1)
+      throw new InputError('tokenizer', 'character offsets: this tokenizer.json changes the text before its byte-level BPE (a normalizer); offsets are not computed for it here yet');
+    const pp = JSON.stringify(this.tokJson.post_processor ?? null);
+    const trim = /"type":"(RobertaProcessing|ByteLevel)"[^}]*"trim_offsets":true/.test(pp);
+    const addPrefix = /"add_prefix_space":true/.test(pp);
+    let pos = total - utf8.length === 1 ? -1 : 0;  // a prefix space the pre-tokenizer added precedes the text
+    const offsets: Array<[number, number]> = bytesOf.map((b, i) => {
+      const start = pos, end = pos + b.length;
+      pos = end;
+      let cs = start < 0 ? 0 : charOf[start], ce = end <= 0 ? 0 : charOf[end - 1] + 1;
+      if (trim && !added.has(ids[i])) {
+        let lead = 0, trail = 0;
+        while (lead < b.length && b[lead] === 0x20) lead++;
+        while (trail < b.length && b[b.length - 1 - trail] === 0x20) trail++;
+        if (lead === 1 && addPrefix && (i === 0 || cs === 0)) lead = 0;  // the space it added is not trimmed
+        if (start < 0 && lead > 0) lead--;  // the added space is already outside the text
+        cs = Math.min(cs + lead, ce);
+        if (trail > 0 && ce >= trail) ce = Math.max(ce - trail, cs);
+      }
+      return [cs, ce];
+    });
     return { ids, offsets };
   }
 
@@ -371,4 +421,17 @@ export function wordPieceFromVocab(vocabText: string, file: string, config: Reco
     decoder: { type: 'WordPiece', prefix: '##', cleanup: true },
     model: { type: 'WordPiece', unk_token: special[0], continuing_subword_prefix: '##', max_input_chars_per_word: 100, vocab },
   };
+}
+
+let byteAlphabetMap: Map<string, number> | undefined;
+/** GPT-2's bytes_to_unicode, inverted: each byte-level character's byte. */
+function byteAlphabet(): Map<string, number> {
+  if (byteAlphabetMap) return byteAlphabetMap;
+  const bs: number[] = [];
+  for (const [a, b] of [[33, 126], [161, 172], [174, 255]]) for (let x = a; x <= b; x++) bs.push(x);
+  const cs = [...bs];
+  let n = 0;
+  for (let b = 0; b < 256; b++) if (!bs.includes(b)) { bs.push(b); cs.push(256 + n++); }
+  byteAlphabetMap = new Map(bs.map((b, i) => [String.fromCodePoint(cs[i]), b]));
+  return byteAlphabetMap;
 }

@@ -254,9 +254,14 @@ def head_check_saved(a):
 
 
 def ner_align(a):
-    """run_ner.py's tokenize_and_align_labels on the same rows, both ways of label_all_tokens: input ids, word ids, labels."""
+    """run_ner.py's tokenize_and_align_labels on the same rows, both ways of label_all_tokens: input ids, word ids, labels.
+    addPrefixSpace: as run_ner.py loads byte-level tokenizers (RoBERTa's) for pre-split words: RobertaTokenizerFast's
+    add_prefix_space=True sets its ByteLevel pre-tokenizer's (done here on the test's generic fast tokenizer)."""
     from transformers import AutoTokenizer
+    from tokenizers import pre_tokenizers
     tok = AutoTokenizer.from_pretrained(a["dir"])
+    if a.get("addPrefixSpace"):
+        tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     label_list = a["labelList"]
     b_to_i_label = []
     for idx, label in enumerate(label_list):

@@ -37,6 +37,7 @@ export class BertTokenizer {
   private readonly template: Template;
   /** Byte-level BPE (RoBERTa): a pre-split word is encoded with a space before it, as add_prefix_space=True does. */
   private readonly byteLevel: boolean;
+  private readonly metaspace: { replacement: string; prepend: boolean } | null;  // SentencePiece's pre-tokenizer
 
   constructor(private readonly tok: Tokenizer, readonly config: Record<string, unknown>, readonly files: Record<string, unknown>, private readonly tokJson: Record<string, unknown> = {}) {
     const defaults = tokJson.model && (tokJson.model as Record<string, unknown>).type === 'WordPiece' ? ['[CLS]', '[SEP]', '[PAD]'] : ['<s>', '</s>', '<pad>'];
@@ -51,6 +52,8 @@ export class BertTokenizer {
     this.padId = id('pad_token', defaults[2]);
     this.template = templateOf(tokJson.post_processor, this.clsId, this.sepId);
     this.byteLevel = JSON.stringify(tokJson.pre_tokenizer ?? null).includes('"ByteLevel"');
+    const meta = /"type":"Metaspace"[^}]*/.exec(JSON.stringify(tokJson.pre_tokenizer ?? null))?.[0];
+    this.metaspace = meta ? { replacement: /"replacement":"([^"]+)"/.exec(meta)?.[1] ?? '\u2581', prepend: !/"prepend_scheme":"never"|"add_prefix_space":false/.test(meta) } : null;
   }
 
   /** The post-processor's layout of a pair: special tokens and the two sequences, each with its token type. */
@@ -166,7 +169,8 @@ export class BertTokenizer {
    */
   encodeWithOffsets(text: string): { ids: number[]; offsets: Array<[number, number]> } {
     if (!this.pipeline && this.byteLevel) return this.byteLevelOffsets(text);
-    if (!this.pipeline) throw new InputError('tokenizer', 'character offsets need the BERT normalizer and pre-tokenizer or a byte-level BPE (a Unigram or other tokenizer.json has no offsets here yet)');
+    if (!this.pipeline && this.metaspace) return this.metaspaceOffsets(text);
+    if (!this.pipeline) throw new InputError('tokenizer', 'character offsets need BERT\'s normalizer and pre-tokenizer, a byte-level BPE or a Metaspace (SentencePiece) pre-tokenizer; this tokenizer.json has none of them');
     const model = this.tok.model!;
     const ids: number[] = [], offsets: Array<[number, number]> = [];
     const cpIndex = (i: number) => Array.from(text.slice(0, i)).length;  // UTF-16 index -> code points
@@ -240,6 +244,61 @@ export class BertTokenizer {
       }
       return [cs, ce];
     });
+    return { ids, offsets };
+  }
+
+  /**
+   * encodeWithOffsets for a Metaspace (SentencePiece) tokenizer (XLM-RoBERTa's, DeBERTa-v3's Unigram): the normalized
+   * text with each space as the replacement character, and one more in front where the pre-tokenizer prepends it, is
+   * what the tokens spell end to end (an unknown token spans up to where the next one's text begins). Positions go
+   * back to the original text through an alignment of the text with its normalized form, character by character
+   * (NFKC's changes, and spaces a normalizer collapses, map to the characters they came from).
+   */
+  private metaspaceOffsets(text: string): { ids: number[]; offsets: Array<[number, number]> } {
+    const ids = Array.from(this.tok.encode(text, { add_special_tokens: false }).ids as ArrayLike<number>, Number);
+    const { replacement, prepend } = this.metaspace!;
+    const normalizer = (this.tok as unknown as { normalizer?: { normalize(t: string): string } | null }).normalizer;
+    const norm = (t: string) => (normalizer ? normalizer.normalize(t) : t);
+    const original = Array.from(text), normalized = Array.from(norm(text));
+    // origin[j]: the original character normalized character j came from.
+    const origin: number[] = [];
+    const fail = () => new InputError('tokenizer', 'character offsets: the normalizer changes this text in a way not aligned here (the offsets would be wrong)');
+    for (let i = 0, j = 0; i < original.length || j < normalized.length;) {
+      const piece = i < original.length ? Array.from(norm(original[i])) : [];
+      if (piece.length && piece.every((ch, k) => normalized[j + k] === ch)) { piece.forEach(() => origin.push(i)); j += piece.length; i++; continue; }
+      if (i < original.length && (piece.length === 0 || /\s/.test(original[i]))) { i++; continue; }  // removed, or a collapsed space
+      if (j < normalized.length && i > 0 && /\s/.test(normalized[j])) { origin.push(i - 1); j++; continue; }
+      throw fail();
+    }
+    const lead = prepend && normalized[0] !== ' ' && normalized[0] !== replacement ? 1 : 0;
+    const spelled = (lead ? replacement : '') + normalized.map((ch) => (ch === ' ' ? replacement : ch)).join('');
+    const chars = Array.from(spelled);
+    // Each spelled character's original: a prepended replacement is aligned with the first character, as tokenizers
+    // aligns it (a token of it alone spans that character).
+    const from = chars.map((_, x) => (x < lead ? origin[0] ?? 0 : origin[x - lead]));
+    const added = new Map(((Array.isArray(this.tokJson.added_tokens) ? this.tokJson.added_tokens : []) as Array<{ id: number; content: string; special?: boolean }>).map((t) => [t.id, t]));
+    const unk = (this.tokJson.model as { unk_id?: number } | undefined)?.unk_id;
+    const textOf = (id: number) => Array.from(added.get(id)?.content ?? this.idToToken(id));
+    const startsAt = (k: number, t: string[]) => t.every((ch, x) => chars[k + x] === ch);
+    let k = 0;
+    const offsets: Array<[number, number]> = ids.map((id, n) => {
+      let len: number;
+      if (id === unk) {
+        // Up to where the next known token's text begins (or the end).
+        const next = ids.slice(n + 1).find((x) => x !== unk);
+        len = 1;
+        if (next === undefined) len = chars.length - k;
+        else while (k + len < chars.length && !startsAt(k + len, textOf(next))) len++;
+      } else {
+        const t = textOf(id);
+        if (!startsAt(k, t)) throw fail();
+        len = t.length;
+      }
+      const span: [number, number] = len > 0 ? [from[k], from[k + len - 1] + 1] : [from[k] ?? original.length, from[k] ?? original.length];
+      k += len;
+      return span;
+    });
+    if (k !== chars.length) throw fail();
     return { ids, offsets };
   }
 

@@ -28,15 +28,17 @@ function examples(): QaExample[] {
   const rows: QaExample[] = makeQaRows(12, 3).map((r, i) => (i % 3 ? r : { ...r, context: `${r.context} ${r.context} the cats saw the buses again .` }));
   rows[1] = { ...rows[1], question: '   ' + rows[1].question };
   rows[2] = { ...rows[2], answers: { text: [], answer_start: [] } };
-  // Characters of several UTF-8 lengths before the answer: offsets count code points, as Python's do.
-  const prefix = 'Größe café 😀 naïve ';
+  // Characters of several UTF-8 lengths, some NFKC rewrites and a double space before the answer: offsets count
+  // code points of the original text, as Python's do.
+  const prefix = 'Größe café 😀 naïve ﬁne Ｗide ①  two ';  // (NFKC: ﬁ is two letters, Ｗ and ① one each)
   rows[4] = { ...rows[4], context: prefix + rows[4].context, answers: { ...rows[4].answers, answer_start: rows[4].answers.answer_start.map((a) => a + Array.from(prefix).length) } };
   return rows;
 }
 
-// BERT's WordPiece, and byte-level BPE with RoBERTa's post-processor (offsets trimmed of spaces) and with
-// ModernBERT's [CLS] [SEP] template (not trimmed), trained on the examples' text.
-for (const kind of ['wordpiece', 'bpe', 'bpe-cls'] as const)
+// BERT's WordPiece, byte-level BPE with RoBERTa's post-processor (offsets trimmed of spaces) and with ModernBERT's
+// [CLS] [SEP] template (not trimmed), Unigram with XLM-RoBERTa's and DeBERTa-v3's Metaspace (NFKC normalizer),
+// trained on the examples' text.
+for (const kind of ['wordpiece', 'bpe', 'bpe-cls', 'unigram', 'unigram-cls'] as const)
 test(`windows, offsets and answer positions equal run_qa.py's preprocessing with transformers' fast tokenizer (${kind})`, async () => {
   const ex = examples();
   let dir = modelDir;

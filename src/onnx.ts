@@ -45,6 +45,9 @@ const BERT_LAYER = { q: 'attention.self.query', k: 'attention.self.key', v: 'att
 const DISTILBERT_LAYER = { q: 'attention.q_lin', k: 'attention.k_lin', v: 'attention.v_lin', o: 'attention.out_lin', n1: 'sa_layer_norm', i: 'ffn.lin1',
   out: 'ffn.lin2', n2: 'output_layer_norm' };
 
+/** The float attributes of the operators written here (every other number is an int attribute). */
+const FLOAT_ATTRIBUTES = new Set(['epsilon']);
+
 /** A graph under construction: initializers, nodes, fresh names. */
 class Graph {
   nodes: Node[] = [];
@@ -54,12 +57,12 @@ class Graph {
 
   fresh(hint: string): string { return `${hint}_${this.n++}`; }
 
-  node(op: string, inputs: string[], attrs: Record<string, number | number[] | string> = {}, outputs = 1, domain = ''): string[] {
+  node(op: string, inputs: string[], attrs: Record<string, number | number[] | string> = {}, outputs = 1): string[] {
     const outs = Array.from({ length: outputs }, () => this.fresh(op));
-    const attribute = Object.entries(attrs).map(([name, v]) => typeof v === 'string' ? { name, type: onnx.AttributeProto.AttributeType.STRING, s: new TextEncoder().encode(v) }
-      : Array.isArray(v) ? { name, type: onnx.AttributeProto.AttributeType.INTS, ints: v } : Number.isInteger(v) && name !== 'epsilon' && name !== 'alpha'
-        ? { name, type: onnx.AttributeProto.AttributeType.INT, i: v } : { name, type: onnx.AttributeProto.AttributeType.FLOAT, f: v });
-    this.nodes.push(onnx.NodeProto.create({ opType: op, input: inputs, output: outs, attribute, domain, name: this.fresh(`n_${op}`) }));
+    const T = onnx.AttributeProto.AttributeType;
+    const attribute = Object.entries(attrs).map(([name, v]) => typeof v === 'string' ? { name, type: T.STRING, s: new TextEncoder().encode(v) }
+      : Array.isArray(v) ? { name, type: T.INTS, ints: v } : FLOAT_ATTRIBUTES.has(name) ? { name, type: T.FLOAT, f: v } : { name, type: T.INT, i: v });
+    this.nodes.push(onnx.NodeProto.create({ opType: op, input: inputs, output: outs, attribute, name: this.fresh(`n_${op}`) }));
     return outs;
   }
   op(op: string, inputs: string[], attrs: Record<string, number | number[] | string> = {}): string { return this.node(op, inputs, attrs)[0]; }

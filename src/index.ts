@@ -27,7 +27,7 @@ export { parseConfig, BERT_BASE_UNCASED, ARCHITECTURES, FAMILIES, HEADS } from '
 export type { BertConfig, Architecture, Head, ModelType } from './config.js';
 export { readSafetensors, writeSafetensors, parseSafetensors, indexSafetensors } from './safetensors.js';
 export { UserError, UsageError, InputError } from './errors.js';
-export { addon as nativeAddon, platformPackage } from './native.js';
+export { addon as nativeAddon, addonSource, platformPackage } from './native.js';
 export { exportOnnx, ONNX_FAMILIES, ONNX_HEADS } from './onnx.js';
 export type { ExportOptions, ExportResult } from './onnx.js';
 export { Dashboard, type DashboardEvent } from './dashboard.js';

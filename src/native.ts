@@ -54,6 +54,10 @@ export interface Addon {
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 let cached: Addon | undefined;
+let source: string | undefined;
+
+/** Where the loaded addon came from (one of the places addon() looks), once it is loaded. */
+export function addonSource(): string | undefined { return source; }
 
 /**
  * The npm package holding a platform's prebuilt addon and libraries (scripts/pack.ts writes it; the main package's
@@ -109,6 +113,7 @@ export function addon(): Addon {
   if (found.prebuild) checkPrebuild(path.dirname(found.file!));
   try {
     cached = require(found.file!) as Addon;
+    source = found.what;
   } catch (e) {
     throw new Error(`the native addon could not be loaded from ${found.what} (${(e as Error).message.split('\n')[0]}); ` +
       'run `npm install` (or `npm run rebuild`) in the package folder to build it against libtorch');

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ensurePrebuild, root, tempDir } from './helpers.js';
 
@@ -88,6 +88,40 @@ test('npm run pack\'s tarballs install into an app with only node and npm, offli
     const want = JSON.parse(execFileSync(process.execPath, [path.join(local, 'main.js'), path.join(dir, 'saved-local')], { cwd: local, encoding: 'utf8' }));
     assert.deepEqual(got, want);
     assert.ok(got.loss > 0 && got.logits.every(Number.isFinite));
+  } finally {
+    cleanup();
+  }
+});
+
+test('the loader picks the platform package for the machine, takes the CUDA one only when asked (no NVIDIA driver here), and names every place it looked when none fits', { timeout: 120_000 }, () => {
+  const prebuild = ensurePrebuild();
+  const { dir, cleanup } = tempDir('loader-');
+  try {
+    // A package without an in-tree build or prebuilds/: what an app has after `npm install` of the tarballs.
+    const pkg = path.join(dir, 'node_modules', 'bert-trainer-node');
+    mkdirSync(pkg, { recursive: true });
+    // (Copies: the loader finds its package folder from its own file's real path.)
+    cpSync(path.join(root, 'dist'), path.join(pkg, 'dist'), { recursive: true });
+    cpSync(path.join(root, 'package.json'), path.join(pkg, 'package.json'));
+    symlinkSync(path.join(root, 'node_modules'), path.join(pkg, 'node_modules'));  // (its own dependencies)
+    const scope = path.join(dir, 'node_modules', '@bert-trainer-node');
+    mkdirSync(scope);
+    const load = (env: Record<string, string>) => spawnSync(process.execPath, ['-e',
+      `import(${JSON.stringify(path.join(pkg, 'dist', 'src', 'native.js'))}).then((m) => { m.addon(); console.log(m.addonSource()); })`],
+    { cwd: dir, encoding: 'utf8', env: { ...process.env, BERT_TRAINER_VARIANT: '', ...env } });
+    // No platform package: one message naming each place and the package to install.
+    const none = load({});
+    assert.notEqual(none.status, 0);
+    assert.match(none.stderr, /the native addon for linux-x64 was not found; looked for .*bert-trainer-node\/build\/Release\/bert_addon\.node, .*prebuilds\/linux-x64 \(node-gyp-build\), the package @bert-trainer-node\/linux-x64\. In an app: npm install @bert-trainer-node\/linux-x64/);
+    // The CPU package (the prebuild's folder stands in for the installed package): taken.
+    const nodeModulesOf = (name: string) => { const d = path.join(scope, name); mkdirSync(d); for (const f of readdirSync(prebuild)) symlinkSync(path.join(prebuild, f), path.join(d, f));
+      writeFileSync(path.join(d, 'package.json'), JSON.stringify({ name: `@bert-trainer-node/${name}`, version: '0.0.0' })); };
+    nodeModulesOf('linux-x64');
+    assert.equal(load({}).stdout.trim(), 'the package @bert-trainer-node/linux-x64');
+    // A CUDA package installed by hand is passed over without a driver, and taken when asked for.
+    nodeModulesOf('linux-x64-cuda');
+    assert.equal(load({}).stdout.trim(), 'the package @bert-trainer-node/linux-x64', 'no NVIDIA driver here: the CPU package');
+    assert.equal(load({ BERT_TRAINER_VARIANT: 'cuda' }).stdout.trim(), 'the package @bert-trainer-node/linux-x64-cuda');
   } finally {
     cleanup();
   }

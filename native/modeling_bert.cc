@@ -417,13 +417,10 @@ at::Tensor BertModel::forward(const std::array<at::Tensor, 3>& inputs, const Pas
 
 at::Tensor BertModel::first_token_states(const std::array<at::Tensor, 3>& inputs, const Pass& pass) {
   at::Tensor hidden_states = embed(inputs, pass);
-  auto first_tokens = [&](const at::Tensor& h) {
-    return pass.unpadded() ? h.index_select(0, pass.cls) : h.view({pass.batch, pass.seq, -1}).select(1, 0);
-  };
-  if (encoder.layer.empty()) return first_tokens(hidden_states);
+  if (encoder.layer.empty()) return FirstTokenRows(hidden_states, pass);
   for (size_t i = 0; i + 1 < encoder.layer.size(); ++i) hidden_states = encoder.layer[i].forward(hidden_states, pass);
   // The same logits and gradients as the whole last layer's, for a sixth less of a 6-layer model's work.
-  const at::Tensor first = first_tokens(hidden_states);
+  const at::Tensor first = FirstTokenRows(hidden_states, pass);
   return encoder.layer.back().forward(hidden_states, pass, &first);
 }
 
@@ -481,6 +478,35 @@ at::Tensor SpanLoss(const at::Tensor& start_logits, const at::Tensor& end_logits
   return (ce(start_logits, pos.select(1, 0)) + ce(end_logits, pos.select(1, 1))) / 2;
 }
 
+at::Tensor FirstTokenRows(const at::Tensor& rows, const Pass& pass) {
+  return pass.unpadded() ? rows.index_select(0, pass.cls) : rows.view({pass.batch, pass.seq, -1}).select(1, 0);
+}
+
+HeadOutput ClassOutput(const at::Tensor& logits, const Batch& in, const Config& c, const Pass& pass) {
+  HeadOutput out{{{"logits", logits}}, {}};
+  if (in.labels) out.loss = SequenceClassificationLoss(logits, in, c, pass);
+  return out;
+}
+
+HeadOutput ChoiceOutput(const at::Tensor& scores, const Batch& in, const Pass& pass) {
+  at::Tensor logits = scores.view({-1, in.num_choices});
+  HeadOutput out{{{"logits", logits}}, {}};
+  if (in.labels) out.loss = CrossEntropy(logits, IntLabels(in, {logits.size(0)}, logits.device()), pass);
+  return out;
+}
+
+HeadOutput PositionOutput(const at::Tensor& logits, const Batch& in, const Pass& pass, bool question_answering) {
+  if (question_answering) {
+    std::vector<at::Tensor> se = logits.view({in.batch, in.seq, 2}).unbind(-1);  // start_logits, end_logits: [batch, seq]
+    HeadOutput out{{{"start_logits", se[0]}, {"end_logits", se[1]}}, {}};
+    if (in.labels) out.loss = SpanLoss(se[0], se[1], in);
+    return out;
+  }
+  HeadOutput out{{{"logits", logits.view({in.batch, in.seq, logits.size(1)})}}, {}};
+  if (in.labels) out.loss = CrossEntropy(logits, IntLabels(in, {in.batch * in.seq}, logits.device()), pass);
+  return out;
+}
+
 HeadOutput MaskedLmOutput(const at::Tensor& rows, const Batch& in, const Pass& pass, int64_t vocab,
                           const std::function<at::Tensor(const at::Tensor&)>& head) {
   if (!in.labels) {
@@ -506,10 +532,7 @@ class BertForSequenceClassification final : public BertPreTrainedModel {
       : BertPreTrainedModel(&bert), bert(root.sub("bert"), c, true), classifier(root.sub("classifier"), c.hidden_size, c.num_labels), cfg_(c) {}
   HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
     at::Tensor pooled_output = Dropout(bert.pooled(inputs, pass), pass.classifier_dropout, pass.train);
-    at::Tensor logits = classifier.forward(pooled_output, pass);
-    HeadOutput out{{{"logits", logits}}, {}};
-    if (in.labels) out.loss = SequenceClassificationLoss(logits, in, cfg_, pass);
-    return out;
+    return ClassOutput(classifier.forward(pooled_output, pass), in, cfg_, pass);
   }
   BertModel bert;
   Linear classifier;
@@ -521,19 +544,13 @@ class BertForSequenceClassification final : public BertPreTrainedModel {
 class TokenClassification final : public BertPreTrainedModel {
  public:
   TokenClassification(const Path& root, const Config& c, const char* base, const EncoderLayout& layout)
-      : BertPreTrainedModel(&encoder), encoder(root.sub(base), c, false, layout), classifier(root.sub("classifier"), c.hidden_size, c.num_labels), nl_(c.num_labels) {}
+      : BertPreTrainedModel(&encoder), encoder(root.sub(base), c, false, layout), classifier(root.sub("classifier"), c.hidden_size, c.num_labels) {}
   HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
     at::Tensor rows = Dropout(encoder.forward(inputs, pass), pass.classifier_dropout, pass.train);
-    at::Tensor logits = Repad(classifier.forward(rows, pass), pass);  // [batch * seq, num_labels]
-    HeadOutput out{{{"logits", logits.view({in.batch, in.seq, nl_})}}, {}};
-    if (in.labels) out.loss = CrossEntropy(logits, IntLabels(in, {in.batch * in.seq}, logits.device()), pass);
-    return out;
+    return PositionOutput(Repad(classifier.forward(rows, pass), pass), in, pass, false);
   }
   BertModel encoder;
   Linear classifier;
-
- private:
-  int64_t nl_;
 };
 
 class QuestionAnswering final : public BertPreTrainedModel {
@@ -545,10 +562,7 @@ class QuestionAnswering final : public BertPreTrainedModel {
   bool keeps_padding() const override { return true; }
   HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
     at::Tensor rows = Dropout(encoder.forward(inputs, pass), dropout_ ? pass.classifier_dropout : 0.0, pass.train);
-    std::vector<at::Tensor> se = qa_outputs.forward(rows, pass).view({in.batch, in.seq, 2}).unbind(-1);  // start_logits, end_logits: [batch, seq]
-    HeadOutput out{{{"start_logits", se[0]}, {"end_logits", se[1]}}, {}};
-    if (in.labels) out.loss = SpanLoss(se[0], se[1], in);
-    return out;
+    return PositionOutput(qa_outputs.forward(rows, pass), in, pass, true);  // every position: keeps_padding
   }
   BertModel encoder;
   Linear qa_outputs;
@@ -565,10 +579,7 @@ class FirstTokenClassification final : public BertPreTrainedModel {
   HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
     at::Tensor x = Dropout(encoder.first_token_states(inputs, pass), pass.classifier_dropout, pass.train);
     x = Dropout(activation_(dense.forward(x, pass)), pass.classifier_dropout, pass.train);
-    at::Tensor logits = out_proj.forward(x, pass);
-    HeadOutput out{{{"logits", logits}}, {}};
-    if (in.labels) out.loss = SequenceClassificationLoss(logits, in, cfg_, pass);
-    return out;
+    return ClassOutput(out_proj.forward(x, pass), in, cfg_, pass);
   }
   BertModel encoder;
   Linear dense, out_proj;  // classifier.dense, classifier.out_proj
@@ -616,10 +627,7 @@ class BertForMultipleChoice final : public BertPreTrainedModel {
   HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
     // The choices of each example are rows of the batch ([examples * choices, seq], as transformers flattens them).
     at::Tensor pooled_output = Dropout(bert.pooled(inputs, pass), pass.classifier_dropout, pass.train);
-    at::Tensor logits = classifier.forward(pooled_output, pass).view({-1, in.num_choices});
-    HeadOutput out{{{"logits", logits}}, {}};
-    if (in.labels) out.loss = CrossEntropy(logits, IntLabels(in, {logits.size(0)}, logits.device()), pass);
-    return out;
+    return ChoiceOutput(classifier.forward(pooled_output, pass), in, pass);
   }
   BertModel bert;
   Linear classifier;

@@ -297,6 +297,16 @@ at::Tensor CrossEntropy(const at::Tensor& logits, const at::Tensor& labels, cons
 at::Tensor SequenceClassificationLoss(const at::Tensor& logits, const Batch& in, const Config& c, const Pass& pass);
 // Question answering's loss: start and end positions clamped to seq and ignored there, the mean of both.
 at::Tensor SpanLoss(const at::Tensor& start_logits, const at::Tensor& end_logits, const Batch& in);
+// Each sequence's first token row among the pass's token rows (Unpad's layout), [batch, hidden].
+at::Tensor FirstTokenRows(const at::Tensor& rows, const Pass& pass);
+// The outputs of the pooled heads from their scores: sequence classification's logits and the loss of the config's
+// problem_type; multiple choice's one score per row as [examples, choices] with its cross-entropy.
+HeadOutput ClassOutput(const at::Tensor& logits, const Batch& in, const Config& c, const Pass& pass);
+HeadOutput ChoiceOutput(const at::Tensor& scores, const Batch& in, const Pass& pass);
+// The outputs of the per-position heads from their scores, [batch * seq, n] (padding rows included): token
+// classification's logits [batch, seq, n] with cross-entropy, or question answering's start and end logits with the
+// span loss.
+HeadOutput PositionOutput(const at::Tensor& logits, const Batch& in, const Pass& pass, bool question_answering);
 // A masked-LM head's loss and logits: with labels the vocabulary product runs for the labelled rows only (`head` maps
 // hidden rows to vocabulary logits); without, every position's logits, [batch, seq, vocab].
 HeadOutput MaskedLmOutput(const at::Tensor& rows, const Batch& in, const Pass& pass, int64_t vocab,

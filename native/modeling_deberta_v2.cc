@@ -145,11 +145,6 @@ class DebertaV2Model {
     return h;
   }
 
-  // Each sequence's first row, [batch, hidden] (hidden_states[:, 0]).
-  static at::Tensor First(const at::Tensor& rows, const Pass& pass) {
-    return pass.unpadded() ? rows.index_select(0, pass.cls) : rows.view({pass.batch, pass.seq, -1}).select(1, 0);
-  }
-
   at::Tensor word_embeddings, position_embeddings, token_type_embeddings;
   std::optional<Linear> embed_proj;
   BertLayerNorm embeddings_LayerNorm;
@@ -179,13 +174,9 @@ class DebertaV2ForSequenceClassification final : public DebertaV2PreTrained {
         classifier(root.sub("classifier"), c.hidden_size, multiple_choice ? 1 : c.num_labels), act_(ActivationOf(c.deberta.pooler_hidden_act)),
         pooler_dropout_(c.deberta.pooler_dropout), cfg_(c), multiple_choice_(multiple_choice) {}
   HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
-    const at::Tensor first = Dropout(DebertaV2Model::First(deberta.forward(inputs, pass), pass), pooler_dropout_, pass.train);
+    const at::Tensor first = Dropout(FirstTokenRows(deberta.forward(inputs, pass), pass), pooler_dropout_, pass.train);
     at::Tensor logits = classifier.forward(Dropout(act_(pooler_dense.forward(first, pass)), pass.classifier_dropout, pass.train), pass);
-    if (multiple_choice_) logits = logits.view({-1, in.num_choices});
-    HeadOutput out{{{"logits", logits}}, {}};
-    if (!in.labels) return out;
-    out.loss = multiple_choice_ ? CrossEntropy(logits, IntLabels(in, {logits.size(0)}, logits.device()), pass) : SequenceClassificationLoss(logits, in, cfg_, pass);
-    return out;
+    return multiple_choice_ ? ChoiceOutput(logits, in, pass) : ClassOutput(logits, in, cfg_, pass);
   }
   Linear pooler_dense, classifier;
 
@@ -200,29 +191,19 @@ class DebertaV2ForSequenceClassification final : public DebertaV2PreTrained {
 class DebertaV2ForTokens final : public DebertaV2PreTrained {
  public:
   DebertaV2ForTokens(const Path& root, const Config& c, bool question_answering)
-      : DebertaV2PreTrained(root, c), classifier(root.sub(question_answering ? "qa_outputs" : "classifier"), c.hidden_size, c.num_labels), qa_(question_answering), nl_(c.num_labels) {
+      : DebertaV2PreTrained(root, c), classifier(root.sub(question_answering ? "qa_outputs" : "classifier"), c.hidden_size, c.num_labels), qa_(question_answering) {
     if (qa_ && c.num_labels != 2) throw std::invalid_argument(c.architecture + " needs num_labels 2 (start and end), got " + std::to_string(c.num_labels));
   }
   bool keeps_padding() const override { return qa_; }
   HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
     at::Tensor rows = deberta.forward(inputs, pass);
     if (!qa_) rows = Dropout(rows, pass.classifier_dropout, pass.train);
-    at::Tensor logits = Repad(classifier.forward(rows, pass), pass);  // [batch * seq, num_labels]
-    if (qa_) {
-      std::vector<at::Tensor> se = logits.view({in.batch, in.seq, 2}).unbind(-1);
-      HeadOutput out{{{"start_logits", se[0]}, {"end_logits", se[1]}}, {}};
-      if (in.labels) out.loss = SpanLoss(se[0], se[1], in);
-      return out;
-    }
-    HeadOutput out{{{"logits", logits.view({in.batch, in.seq, nl_})}}, {}};
-    if (in.labels) out.loss = CrossEntropy(logits, IntLabels(in, {in.batch * in.seq}, logits.device()), pass);
-    return out;
+    return PositionOutput(Repad(classifier.forward(rows, pass), pass), in, pass, qa_);
   }
   Linear classifier;  // classifier or qa_outputs
 
  private:
   bool qa_;
-  int64_t nl_;
 };
 
 // The masked-LM head over the word embeddings: legacy cls.predictions (transform.dense to embedding_size, hidden_act,

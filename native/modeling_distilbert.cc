@@ -26,11 +26,7 @@ class DistilBertForSequenceClassification final : public BertPreTrainedModel {
   HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
     at::Tensor pooled = at::relu(pre_classifier.forward(distilbert.first_token_states(inputs, pass), pass));
     at::Tensor logits = classifier.forward(Dropout(pooled, pass.classifier_dropout, pass.train), pass);
-    if (multiple_choice_) logits = logits.view({-1, in.num_choices});
-    HeadOutput out{{{"logits", logits}}, {}};
-    if (!in.labels) return out;
-    out.loss = multiple_choice_ ? CrossEntropy(logits, IntLabels(in, {logits.size(0)}, logits.device()), pass) : SequenceClassificationLoss(logits, in, cfg_, pass);
-    return out;
+    return multiple_choice_ ? ChoiceOutput(logits, in, pass) : ClassOutput(logits, in, cfg_, pass);
   }
   BertModel distilbert;
   Linear pre_classifier, classifier;

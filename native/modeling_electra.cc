@@ -47,10 +47,7 @@ class ElectraForMultipleChoice final : public BertPreTrainedModel {
     at::Tensor x = Dropout(electra.first_token_states(inputs, pass), first_p, pass.train);
     if (summary) x = summary->forward(x, pass);
     if (activation_) x = activation_(x);
-    at::Tensor logits = classifier.forward(Dropout(x, last_p, pass.train), pass).view({-1, in.num_choices});
-    HeadOutput out{{{"logits", logits}}, {}};
-    if (in.labels) out.loss = CrossEntropy(logits, IntLabels(in, {logits.size(0)}, logits.device()), pass);
-    return out;
+    return ChoiceOutput(classifier.forward(Dropout(x, last_p, pass.train), pass), in, pass);
   }
   BertModel electra;
   std::optional<Linear> summary;  // sequence_summary.summary

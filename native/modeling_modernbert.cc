@@ -85,10 +85,12 @@ class ModernBertModel {
     const double embedding_dropout = cfg_.embedding_dropout, mlp_dropout = cfg_.mlp_dropout;
     at::Tensor h = Dropout(embeddings_norm.forward(at::embedding(tok_embeddings, inputs[0], pad_token_id_)), embedding_dropout, pass.train);
     const int64_t d = h.size(1) / heads_;
+    // Positions and masks once per pass: every layer of a kind shares them.
     const Rotary global(inputs[2], cfg_.global_rope_theta, d), local(inputs[2], cfg_.local_rope_theta, d);
+    const Masks full = masks(inputs[2], false, pass), window = masks(inputs[2], true, pass);
     for (ModernBertLayer& l : layers) {
       const at::Tensor x = l.attn_norm ? l.attn_norm->forward(h) : h;
-      const at::Tensor context = attention(l.Wqkv.forward(x, pass), inputs[2], l.global ? global : local, l.global, pass);
+      const at::Tensor context = attention(l.Wqkv.forward(x, pass), l.global ? global : local, l.global ? full : window, pass);
       h = h + Dropout(l.attn_Wo.forward(context, pass), pass.attention_dropout, pass.train);  // out_drop
       const std::vector<at::Tensor> input_gate = l.Wi.forward(l.mlp_norm.forward(h), pass).chunk(2, -1);
       h = h + l.mlp_Wo.forward(Dropout(activation_(input_gate[0]) * input_gate[1], mlp_dropout, pass.train), pass);
@@ -102,42 +104,60 @@ class ModernBertModel {
   BertLayerNorm final_norm;
 
  private:
+  // A layer kind's attention masks (true = attend): each sequence's own (the per-sequence CPU path), or the padded
+  // layout's (key padding, and the window on local layers); none where nothing is masked.
+  struct Masks {
+    std::vector<std::optional<at::Tensor>> sequences;
+    std::optional<at::Tensor> padded;
+  };
+  // The CPU fp32 path attends each sequence over its own rows, as BertSelfAttention (see there).
+  static bool PerSequence(const Pass& pass, const at::Tensor& t) { return pass.unpadded() && t.device().is_cpu() && pass.autocast == at::ScalarType::Undefined; }
+
+  Masks masks(const at::Tensor& positions, bool local, const Pass& pass) const {
+    Masks m;
+    if (PerSequence(pass, positions)) {
+      int64_t start = 0;
+      for (int64_t b = 0; b < pass.batch; ++b) {
+        const int64_t len = pass.lengths[static_cast<size_t>(b)];
+        const at::Tensor pos = positions.narrow(0, start, len);
+        m.sequences.push_back(local && len - 1 > window_ ? std::optional<at::Tensor>(Band(pos, pos, window_)) : std::nullopt);
+        start += len;
+      }
+      return m;
+    }
+    const int64_t S = pass.seq;
+    m.padded = pass.mask;
+    if (local && S - 1 > window_) {
+      const at::Tensor pos = at::arange(S, positions.options());
+      const at::Tensor band = Band(pos, pos, window_).view({1, 1, S, S});
+      m.padded = m.padded ? at::logical_and(*m.padded, band) : band;
+    }
+    return m;
+  }
+
   // qkv: [rows, 3 * hidden] of the token rows; returns the context, [rows, hidden].
-  at::Tensor attention(const at::Tensor& qkv, const at::Tensor& positions, const Rotary& rope, bool global, const Pass& pass) const {
+  at::Tensor attention(const at::Tensor& qkv, const Rotary& rope, const Masks& mask, const Pass& pass) const {
     const int64_t rows = qkv.size(0), H = qkv.size(1) / 3, nh = heads_, d = H / nh;
     const std::vector<at::Tensor> parts = qkv.view({rows, 3, nh, d}).unbind(1);  // [rows, heads, head_dim] each
     const at::Tensor q = rope.apply(parts[0]), k = rope.apply(parts[1]), v = parts[2];
-    if (pass.unpadded() && qkv.device().is_cpu() && pass.autocast == at::ScalarType::Undefined) {
-      // As BertSelfAttention: each sequence over its own rows, no padding computed (see there).
+    if (PerSequence(pass, qkv)) {
       int64_t start = 0;
       std::vector<at::Tensor> context;
       for (int64_t b = 0; b < pass.batch; ++b) {
         const int64_t len = pass.lengths[static_cast<size_t>(b)];
         auto seq = [&](const at::Tensor& t) { return t.narrow(0, start, len).transpose(0, 1).unsqueeze(0); };  // [1, heads, len, head_dim]
-        std::optional<at::Tensor> mask;
-        if (!global && len - 1 > window_) {
-          const at::Tensor pos = positions.narrow(0, start, len);
-          mask = Band(pos, pos, window_);
-        }
-        context.push_back(Attend(seq(q), seq(k), seq(v), mask, pass).squeeze(0).transpose(0, 1).reshape({len, H}));
+        context.push_back(Attend(seq(q), seq(k), seq(v), mask.sequences[static_cast<size_t>(b)], pass).squeeze(0).transpose(0, 1).reshape({len, H}));
         start += len;
       }
       if (start < rows) context.push_back(at::zeros({rows - start, H}, context.front().options()));  // Unpad's rounding rows
       return at::cat(context);
     }
-    // The padded [batch, heads, seq, head_dim] layout: the key-padding mask, and the window on local layers.
     const int64_t B = pass.batch, S = pass.seq;
     auto padded = [&](const at::Tensor& t) {
       const at::Tensor all = pass.unpadded() ? at::zeros({B * S, nh, d}, t.options()).index_copy(0, pass.index, t) : t;
       return all.view({B, S, nh, d}).transpose(1, 2);
     };
-    std::optional<at::Tensor> mask = pass.mask;
-    if (!global && S - 1 > window_) {
-      const at::Tensor pos = at::arange(S, positions.options());
-      const at::Tensor band = Band(pos, pos, window_).view({1, 1, S, S});
-      mask = mask ? at::logical_and(*mask, band) : band;
-    }
-    const at::Tensor flat = Attend(padded(q), padded(k), padded(v), mask, pass).transpose(1, 2).reshape({B * S, H});
+    const at::Tensor flat = Attend(padded(q), padded(k), padded(v), mask.padded, pass).transpose(1, 2).reshape({B * S, H});
     return pass.unpadded() ? flat.index_select(0, pass.index) : flat;
   }
 
@@ -176,11 +196,7 @@ class ModernBertForSequenceClassification final : public ModernBertPreTrained {
   HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
     at::Tensor pooled = Dropout(head.forward(pool(model.forward(inputs, pass), pass), pass), pass.classifier_dropout, pass.train);
     at::Tensor logits = classifier.forward(pooled, pass);
-    if (multiple_choice_) logits = logits.view({-1, in.num_choices});
-    HeadOutput out{{{"logits", logits}}, {}};
-    if (!in.labels) return out;
-    out.loss = multiple_choice_ ? CrossEntropy(logits, IntLabels(in, {logits.size(0)}, logits.device()), pass) : SequenceClassificationLoss(logits, in, cfg_, pass);
-    return out;
+    return multiple_choice_ ? ChoiceOutput(logits, in, pass) : ClassOutput(logits, in, cfg_, pass);
   }
   Linear classifier;
 
@@ -189,8 +205,13 @@ class ModernBertForSequenceClassification final : public ModernBertPreTrained {
   // or the mean over each sequence's real tokens ("mean").
   at::Tensor pool(const at::Tensor& rows, const Pass& pass) const {
     const int64_t B = pass.batch, S = pass.seq;
+    if (!mean_) {
+      // The first row, unless padding comes first in a multiple-choice row (then Unpad keeps the padded layout).
+      if (!multiple_choice_ || pass.unpadded() || !pass.mask) return FirstTokenRows(rows, pass);
+      const at::Tensor h = rows.view({B, S, -1});
+      return h.gather(1, pass.mask->view({B, S}).to(at::kInt).argmax(-1).view({B, 1, 1}).expand({B, 1, h.size(2)})).squeeze(1);
+    }
     if (pass.unpadded()) {
-      if (!mean_) return rows.index_select(0, pass.cls);
       std::vector<int64_t> lengths(pass.lengths.begin(), pass.lengths.begin() + B);  // without Unpad's rounding rows
       int64_t real = 0;
       for (int64_t n : lengths) real += n;
@@ -199,14 +220,9 @@ class ModernBertForSequenceClassification final : public ModernBertPreTrained {
       return at::stack(means);
     }
     const at::Tensor h = rows.view({B, S, -1});
-    if (!pass.mask) return mean_ ? h.mean(1) : h.select(1, 0);
-    const at::Tensor mask = pass.mask->view({B, S});
-    if (mean_) {
-      const at::Tensor m = mask.to(h.scalar_type()).unsqueeze(-1);
-      return (h * m).sum(1) / m.sum(1);
-    }
-    if (!multiple_choice_) return h.select(1, 0);
-    return h.gather(1, mask.to(at::kInt).argmax(-1).view({B, 1, 1}).expand({B, 1, h.size(2)})).squeeze(1);
+    if (!pass.mask) return h.mean(1);
+    const at::Tensor m = pass.mask->view({B, S}).to(h.scalar_type()).unsqueeze(-1);
+    return (h * m).sum(1) / m.sum(1);
   }
   Config cfg_;
   bool multiple_choice_, mean_;
@@ -217,28 +233,18 @@ class ModernBertForTokens final : public ModernBertPreTrained {
  public:
   ModernBertForTokens(const Path& root, const Config& c, bool question_answering)
       : ModernBertPreTrained(root, c), classifier(root.sub("classifier"), c.hidden_size, c.num_labels, true, stds.final_out, stds.cutoff),
-        qa_(question_answering), nl_(c.num_labels) {
+        qa_(question_answering) {
     if (qa_ && c.num_labels != 2) throw std::invalid_argument(c.architecture + " needs num_labels 2 (start and end), got " + std::to_string(c.num_labels));
   }
   bool keeps_padding() const override { return qa_; }  // as QuestionAnswering: logits at every position
   HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
     at::Tensor rows = Dropout(head.forward(model.forward(inputs, pass), pass), pass.classifier_dropout, pass.train);
-    at::Tensor logits = Repad(classifier.forward(rows, pass), pass);  // [batch * seq, num_labels]
-    if (qa_) {
-      std::vector<at::Tensor> se = logits.view({in.batch, in.seq, 2}).unbind(-1);
-      HeadOutput out{{{"start_logits", se[0]}, {"end_logits", se[1]}}, {}};
-      if (in.labels) out.loss = SpanLoss(se[0], se[1], in);
-      return out;
-    }
-    HeadOutput out{{{"logits", logits.view({in.batch, in.seq, nl_})}}, {}};
-    if (in.labels) out.loss = CrossEntropy(logits, IntLabels(in, {in.batch * in.seq}, logits.device()), pass);
-    return out;
+    return PositionOutput(Repad(classifier.forward(rows, pass), pass), in, pass, qa_);
   }
   Linear classifier;
 
  private:
   bool qa_;
-  int64_t nl_;
 };
 
 // ModernBertForMaskedLM: head, then the decoder tied to the word embeddings (decoder.bias when decoder_bias).

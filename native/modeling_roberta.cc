@@ -45,10 +45,7 @@ class RobertaForMultipleChoice final : public BertPreTrainedModel {
   RobertaForMultipleChoice(const Path& root, const Config& c)
       : BertPreTrainedModel(&roberta), roberta(root.sub("roberta"), c, true, kRobertaLayout), classifier(root.sub("classifier"), c.hidden_size, 1) {}
   HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
-    at::Tensor logits = classifier.forward(Dropout(roberta.pooled(inputs, pass), pass.hidden_dropout, pass.train), pass).view({-1, in.num_choices});
-    HeadOutput out{{{"logits", logits}}, {}};
-    if (in.labels) out.loss = CrossEntropy(logits, IntLabels(in, {logits.size(0)}, logits.device()), pass);
-    return out;
+    return ChoiceOutput(classifier.forward(Dropout(roberta.pooled(inputs, pass), pass.hidden_dropout, pass.train), pass), in, pass);
   }
   BertModel roberta;
   Linear classifier;

@@ -23,7 +23,7 @@ const pack = (dir: string) => npm(['pack', '--pack-destination', out, '--ignore-
 const tarballs: Array<{ file: string; bytes: number; unpacked: number }> = [];
 const record = (json: string) => {
   const [info] = JSON.parse(json) as Array<{ filename: string; size: number; unpackedSize: number }>;
-  const file = path.join(out, info.filename.replace(/^@/, '').replace(/\//g, '-'));
+  const file = path.join(out, info.filename);  // npm's name for it: @scope/name-v -> scope-name-v.tgz
   tarballs.push({ file, bytes: statSync(file).size, unpacked: info.unpackedSize });
 };
 

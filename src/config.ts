@@ -140,6 +140,31 @@ export function weightKeys(c: BertConfig): { base: string; headKeys: RegExp; tie
 
 let activations: string[] | undefined;
 
+/**
+ * The checks config fields go through, each error naming `file` and the field as the family's config.json names it
+ * (`name`). The activations are the addon's list: it implements them.
+ */
+function fieldChecks(c: BertConfig, file: string, name: (k: string) => string = (k) => k) {
+  const fail = (k: string, what: string): never => { throw new InputError(file, `${name(k)} must be ${what}, got ${show(c[k])}`); };
+  return {
+    int(k: string, min: number, max = 1e9) {
+      const v = c[k];
+      if (!Number.isInteger(v) || (v as number) < min || (v as number) > max) fail(k, `an integer in [${min}, ${max}]`);
+    },
+    /** A probability; with `optional`, also null or absent. */
+    prob(k: string, optional = false) {
+      const v = c[k];
+      if (optional && (v === null || v === undefined)) return;
+      if (typeof v !== 'number' || !(v >= 0 && v < 1)) fail(k, 'a number in [0, 1)');
+    },
+    bool(k: string) { if (typeof c[k] !== 'boolean') fail(k, 'true or false'); },
+    activation(k: string) {
+      const acts = (activations ??= addon().runtime().activations);
+      if (!acts.includes(c[k] as string)) throw new InputError(file, `${name(k)} ${show(c[k])} is not supported (${acts.join(', ')})`);
+    },
+  };
+}
+
 export function numLabels(c: BertConfig): number {
   return Object.keys(c.id2label).length;
 }
@@ -173,15 +198,7 @@ export function parseConfig(raw: unknown, file: string, o: ConfigOverrides = {})
   Object.assign(given, f.fixed);
   const c = { ...BERT_BASE_UNCASED, ...given, model_type: modelType } as BertConfig;
   const name = (k: string) => (f.aliases as Record<string, string> | undefined)?.[k] ?? k;  // the field as the family's config.json names it
-  const int = (k: string, min: number, max = 1e9) => {
-    const v = c[k];
-    if (!Number.isInteger(v) || (v as number) < min || (v as number) > max)
-      throw new InputError(file, `${name(k)} must be an integer in [${min}, ${max}], got ${show(v)}`);
-  };
-  const prob = (k: string) => {
-    const v = c[k];
-    if (typeof v !== 'number' || !(v >= 0 && v < 1)) throw new InputError(file, `${name(k)} must be a number in [0, 1), got ${show(v)}`);
-  };
+  const { int, prob, bool, activation } = fieldChecks(c, file, name);
   int('vocab_size', 1, 10_000_000);
   int('hidden_size', 1, 65536);
   int('num_hidden_layers', 0, 1000);
@@ -194,7 +211,7 @@ export function parseConfig(raw: unknown, file: string, o: ConfigOverrides = {})
     electraSummaryFields(c, file);
   }
   if (modelType === 'distilbert') {
-    if (typeof c.sinusoidal_pos_embds !== 'boolean') throw new InputError(file, `sinusoidal_pos_embds must be true or false, got ${show(c.sinusoidal_pos_embds)}`);
+    bool('sinusoidal_pos_embds');
     for (const k of ['qa_dropout', 'seq_classif_dropout']) prob(k);
   }
   if (modelType === 'modernbert') modernBertFields(c, file);
@@ -205,16 +222,15 @@ export function parseConfig(raw: unknown, file: string, o: ConfigOverrides = {})
   // RoBERTa's positions start after padding_idx: the longest input is max_position_embeddings - pad_token_id - 1.
   prob('hidden_dropout_prob');
   prob('attention_probs_dropout_prob');
-  if (c.classifier_dropout !== null && c.classifier_dropout !== undefined) prob('classifier_dropout');
-  else c.classifier_dropout = null;
+  prob('classifier_dropout', true);
+  c.classifier_dropout ??= null;
   for (const k of ['initializer_range', 'layer_norm_eps']) {
     const v = c[k];
     if (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v)) throw new InputError(file, `${k} must be a positive number, got ${show(v)}`);
   }
   if (c.hidden_size % c.num_attention_heads !== 0)
     throw new InputError(file, `${name('hidden_size')} ${c.hidden_size} is not a multiple of ${name('num_attention_heads')} ${c.num_attention_heads}`);
-  const acts = (activations ??= addon().runtime().activations);  // the addon implements them: it owns the list
-  if (!acts.includes(c.hidden_act)) throw new InputError(file, `${name('hidden_act')} ${show(c.hidden_act)} is not supported (${acts.join(', ')})`);
+  activation('hidden_act');
   if (c.position_embedding_type !== 'absolute')
     throw new InputError(file, `position_embedding_type ${show(c.position_embedding_type)} is not supported (only "absolute")`);
 
@@ -258,26 +274,24 @@ const MAX_LABELS = 100000;
 function electraSummaryFields(c: BertConfig, file: string): void {
   if (c.summary_type !== 'first') throw new InputError(file, `summary_type ${show(c.summary_type)} is not supported (only "first", ELECTRA's default)`);
   if (c.summary_proj_to_labels === true) throw new InputError(file, 'summary_proj_to_labels true is not supported (the multiple-choice classifier reads hidden_size)');
-  if (typeof c.summary_use_proj !== 'boolean') throw new InputError(file, `summary_use_proj must be true or false, got ${show(c.summary_use_proj)}`);
-  const act = c.summary_activation ?? '';
-  const acts = (activations ??= addon().runtime().activations);
-  if (typeof act !== 'string' || (act !== '' && !acts.includes(act))) throw new InputError(file, `summary_activation ${show(act)} is not supported (${acts.join(', ')})`);
-  for (const k of ['summary_first_dropout', 'summary_last_dropout'])
-    if (c[k] !== undefined && c[k] !== null && (typeof c[k] !== 'number' || !((c[k] as number) >= 0 && (c[k] as number) < 1)))
-      throw new InputError(file, `${k} must be a number in [0, 1), got ${show(c[k])}`);
+  const { prob, bool, activation } = fieldChecks(c, file);
+  bool('summary_use_proj');
+  if ((c.summary_activation ?? '') !== '') activation('summary_activation');  // none: no activation
+  for (const k of ['summary_first_dropout', 'summary_last_dropout']) prob(k, true);
 }
 
 /** DeBERTa-v2's own fields, checked, and what the model derives from them (pos_att_type as a list, att_span). */
 function debertaFields(c: BertConfig, file: string): void {
+  const checks = fieldChecks(c, file);
   const int = (k: string, fallback: number) => {
     const v = c[k] ?? fallback;
     if (!Number.isInteger(v)) throw new InputError(file, `${k} must be an integer, got ${show(v)}`);
     return v as number;
   };
   const bool = (k: string, fallback: boolean) => {
-    const v = c[k] ?? fallback;
-    if (typeof v !== 'boolean') throw new InputError(file, `${k} must be true or false, got ${show(v)}`);
-    return v;
+    c[k] ??= fallback;
+    checks.bool(k);
+    return c[k] as boolean;
   };
   const types = typeof c.pos_att_type === 'string' ? c.pos_att_type.toLowerCase().split('|').map((t) => t.trim()) : (c.pos_att_type ?? []);
   if (!Array.isArray(types) || !types.every((t) => t === 'c2p' || t === 'p2c'))
@@ -297,17 +311,14 @@ function debertaFields(c: BertConfig, file: string): void {
     const want = k === 'attention_head_size' ? c.hidden_size / c.num_attention_heads : c.hidden_size;
     if (c[k] !== undefined && c[k] !== null && c[k] !== want) throw new InputError(file, `${k} ${show(c[k])} is not supported (only ${want}, the default)`);
   }
-  for (const k of ['pooler_dropout', 'cls_dropout'])
-    if (c[k] !== undefined && c[k] !== null && (typeof c[k] !== 'number' || !((c[k] as number) >= 0 && (c[k] as number) < 1)))
-      throw new InputError(file, `${k} must be a number in [0, 1), got ${show(c[k])}`);
-  const acts = (activations ??= addon().runtime().activations);
-  if (!acts.includes(c.pooler_hidden_act as string)) throw new InputError(file, `pooler_hidden_act ${show(c.pooler_hidden_act)} is not supported (${acts.join(', ')})`);
+  for (const k of ['pooler_dropout', 'cls_dropout']) checks.prob(k, true);
+  checks.activation('pooler_hidden_act');
   if (c.relative_attention && (c.max_relative_positions as number) < 1 && (c.position_buckets as number) < 1 && c.max_position_embeddings < 1)
     throw new InputError(file, 'relative_attention needs position_buckets or max_relative_positions');
 }
 
 /** DeBERTa's relative distances: how many the table embeds on each side (att_span), and the bucketing bounds. */
-function debertaRelative(c: BertConfig): { attSpan: number; maxRelative: number; buckets: number } {
+export function debertaRelative(c: BertConfig): { attSpan: number; maxRelative: number; buckets: number } {
   const maxRelative = (c.max_relative_positions as number) < 1 ? c.max_position_embeddings : c.max_relative_positions as number;
   const buckets = c.position_buckets as number;
   return { attSpan: c.relative_attention ? (buckets > 0 ? buckets : maxRelative) : 0, maxRelative, buckets };
@@ -341,13 +352,11 @@ function modernBertFields(c: BertConfig, file: string): void {
   c.rope_parameters = { full_attention: { rope_type: 'default', rope_theta: c.global_rope_theta }, sliding_attention: { rope_type: 'default', rope_theta: c.local_rope_theta } };
   c.global_attn_every_n_layers = every;
   if (!Number.isInteger(c.local_attention) || (c.local_attention as number) < 0) throw new InputError(file, `local_attention must be a non-negative integer, got ${show(c.local_attention)}`);
-  for (const k of ['norm_bias', 'attention_bias', 'mlp_bias', 'decoder_bias', 'classifier_bias'])
-    if (typeof c[k] !== 'boolean') throw new InputError(file, `${k} must be true or false, got ${show(c[k])}`);
-  for (const k of ['embedding_dropout', 'mlp_dropout', 'classifier_dropout'])
-    if (typeof c[k] !== 'number' || !((c[k] as number) >= 0 && (c[k] as number) < 1)) throw new InputError(file, `${k} must be a number in [0, 1), got ${show(c[k])}`);
+  const { prob, bool, activation } = fieldChecks(c, file);
+  for (const k of ['norm_bias', 'attention_bias', 'mlp_bias', 'decoder_bias', 'classifier_bias']) bool(k);
+  for (const k of ['embedding_dropout', 'mlp_dropout', 'classifier_dropout']) prob(k);
   if (c.classifier_pooling !== 'cls' && c.classifier_pooling !== 'mean') throw new InputError(file, `classifier_pooling must be "cls" or "mean", got ${show(c.classifier_pooling)}`);
-  const acts = (activations ??= addon().runtime().activations);
-  if (!acts.includes(c.classifier_activation as string)) throw new InputError(file, `classifier_activation ${show(c.classifier_activation)} is not supported (${acts.join(', ')})`);
+  activation('classifier_activation');
   if (typeof c.initializer_cutoff_factor !== 'number' || !(c.initializer_cutoff_factor > 0)) c.initializer_cutoff_factor = 3;  // None: 3, as _init_weights
   if (c.tie_word_embeddings === false) throw new InputError(file, 'tie_word_embeddings false is not supported: the masked-LM decoder here is the word embeddings');
 }

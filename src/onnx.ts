@@ -6,7 +6,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import onnxProto from 'onnx-proto';
-import { architectureOf, type BertConfig, embeddingSize, headOf, parseConfig, weightKeys } from './config.js';
+import { architectureOf, type BertConfig, debertaRelative, embeddingSize, headOf, parseConfig, weightKeys } from './config.js';
 import { InputError } from './errors.js';
 import { writeFileAtomic } from './fsutil.js';
 import { readSafetensors, type TensorEntry } from './safetensors.js';
@@ -74,11 +74,20 @@ class Graph {
   floats(values: Float32Array, dims: number[], hint = 'const'): string {
     return this.tensor(this.fresh(hint), onnx.TensorProto.DataType.FLOAT, dims, new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
   }
-  ints(values: number[], dims = [values.length]): string {
-    const a = BigInt64Array.from(values.map(BigInt));
-    return this.tensor(this.fresh('i64'), onnx.TensorProto.DataType.INT64, dims, new Uint8Array(a.buffer));
+  // Small constants (shapes, axes, scalars) are written once each and shared by every node that reads them.
+  private constants = new Map<string, string>();
+  private constant(key: string, make: () => string): string {
+    let id = this.constants.get(key);
+    if (!id) this.constants.set(key, (id = make()));
+    return id;
   }
-  scalar(v: number): string { return this.floats(Float32Array.of(v), [], 'scalar'); }
+  ints(values: number[], dims = [values.length]): string {
+    return this.constant(`i64 ${dims} ${values}`, () => {
+      const a = BigInt64Array.from(values.map(BigInt));
+      return this.tensor(this.fresh('i64'), onnx.TensorProto.DataType.INT64, dims, new Uint8Array(a.buffer));
+    });
+  }
+  scalar(v: number): string { return this.constant(`f32 ${Math.fround(v)}`, () => this.floats(Float32Array.of(v), [], 'scalar')); }
 
   /** A checkpoint tensor as fp32, checked against the expected shape. */
   weight(name: string, shape?: number[]): Float32Array {
@@ -169,7 +178,8 @@ function common(g: Graph, c: BertConfig) {
   const H = c.hidden_size, nh = c.num_attention_heads, d = H / nh;
   const heads = g.ints([0, 0, nh, d]), merged = g.ints([0, 0, H]);
   const S = g.op('Gather', [g.op('Shape', ['input_ids']), g.ints([1], [])], { axis: 0 });
-  const range = () => g.op('Range', [g.ints([0], []), S, g.ints([1], [])]);  // 0..seq-1, int64
+  let positions: string | undefined;
+  const range = () => (positions ??= g.op('Range', [g.ints([0], []), S, g.ints([1], [])]));  // 0..seq-1, int64, one node
   const m = g.op('Cast', ['attention_mask'], { to: FLOAT });  // [batch, seq]
   return {
     H, nh, d, range, m,
@@ -296,14 +306,13 @@ function modernBert(g: Graph, c: BertConfig, head: string): Outputs {
 }
 
 /**
- * DeBERTa's relative positions as index tables over every pair of positions up to max_position_embeddings: the
- * c2p and p2c gather indices (clamp(±rel + span, 0, 2 span - 1)), log-bucketed as make_log_bucket_position does
- * (float32 operations mirrored with Math.fround); the graph slices the [seq, seq] corner.
+ * DeBERTa's relative positions as gather indices by distance, query minus key, from -(n - 1) to n - 1 (n =
+ * max_position_embeddings): c2p's clamp(bucket + span, 0, 2 span - 1) and p2c's clamp(-bucket + span, ...), bucketed
+ * as make_log_bucket_position does (its float32 operations mirrored with Math.fround). The graph looks them up by
+ * i - j for the input's length.
  */
 function debertaIndexTables(c: BertConfig): { c2p: BigInt64Array; p2c: BigInt64Array; n: number } {
-  const n = c.max_position_embeddings, buckets = c.position_buckets as number;
-  const maxRel = (c.max_relative_positions as number) < 1 ? n : c.max_relative_positions as number;
-  const span = buckets > 0 ? buckets : maxRel;
+  const n = c.max_position_embeddings, { attSpan: span, maxRelative: maxRel, buckets } = debertaRelative(c);
   const f = Math.fround, mid = Math.floor(buckets / 2);
   const bucket = (rel: number) => {
     if (!(buckets > 0 && maxRel > 0)) return rel;
@@ -312,13 +321,12 @@ function debertaIndexTables(c: BertConfig): { c2p: BigInt64Array; p2c: BigInt64A
     const logPos = f(Math.ceil(f(f(f(Math.log(f(abs / mid))) / f(Math.log(f((maxRel - 1) / mid)))) * (mid - 1))) + mid);
     return Math.trunc(logPos * Math.sign(rel));
   };
-  const c2p = new BigInt64Array(n * n), p2c = new BigInt64Array(n * n);
-  for (let i = 0; i < n; i++)
-    for (let j = 0; j < n; j++) {
-      const r = bucket(i - j);
-      c2p[i * n + j] = BigInt(Math.min(Math.max(r + span, 0), 2 * span - 1));
-      p2c[i * n + j] = BigInt(Math.min(Math.max(-r + span, 0), 2 * span - 1));
-    }
+  const c2p = new BigInt64Array(2 * n - 1), p2c = new BigInt64Array(2 * n - 1);
+  for (let r = -(n - 1); r < n; r++) {
+    const b = bucket(r);
+    c2p[r + n - 1] = BigInt(Math.min(Math.max(b + span, 0), 2 * span - 1));
+    p2c[r + n - 1] = BigInt(Math.min(Math.max(-b + span, 0), 2 * span - 1));
+  }
   return { c2p, p2c, n };
 }
 
@@ -338,9 +346,10 @@ function deberta(g: Graph, c: BertConfig, head: string): Outputs {
   const scale = g.scalar(Math.fround(Math.sqrt(Math.fround(d * scaleFactor))));
   let rel: { c2p: string; p2c: string } | undefined, re: string | undefined;
   if (c.relative_attention) {
-    const t = debertaIndexTables(c), S = g.op('Unsqueeze', [g.op('Gather', [g.op('Shape', ['input_ids']), g.ints([1], [])], { axis: 0 }), g.ints([0])]);
-    const corner = (a: BigInt64Array) => g.op('Slice', [g.tensor(g.fresh('rel_index'), INT64, [t.n, t.n], new Uint8Array(a.buffer)), g.ints([0, 0]), g.op('Concat', [S, S], { axis: 0 }), g.ints([0, 1])]);
-    rel = { c2p: corner(t.c2p), p2c: corner(t.p2c) };
+    const t = debertaIndexTables(c), ids = k.range();
+    const distance = g.op('Add', [g.op('Sub', [g.op('Unsqueeze', [ids, g.ints([1])]), g.op('Unsqueeze', [ids, g.ints([0])])]), g.ints([t.n - 1], [])]);  // [seq, seq]
+    const lookup = (a: BigInt64Array) => g.op('Gather', [g.tensor(g.fresh('rel_index'), INT64, [a.length], new Uint8Array(a.buffer)), distance]);
+    rel = { c2p: lookup(t.c2p), p2c: lookup(t.p2c) };
     re = g.param('deberta.encoder.rel_embeddings.weight');
     if (g.has('deberta.encoder.LayerNorm.weight')) re = g.layerNorm(re, 'deberta.encoder.LayerNorm', eps);
     re = g.op('Unsqueeze', [re, g.ints([0])]);  // [1, 2 span, hidden]

@@ -38,6 +38,10 @@ export class BertTokenizer {
   /** Byte-level BPE (RoBERTa): a pre-split word is encoded with a space before it, as add_prefix_space=True does. */
   private readonly byteLevel: boolean;
   private readonly metaspace: { replacement: string; prepend: boolean } | null;  // SentencePiece's pre-tokenizer
+  /** tokenizer.json's added tokens by id: their text is their own (not through the model's alphabet). */
+  private readonly addedTokenText: Map<number, string>;
+  /** The byte-level post-processor's offset rules (RobertaProcessing's or ByteLevel's trim_offsets, add_prefix_space). */
+  private readonly byteLevelOffsetRules: { trim: boolean; addPrefix: boolean };
 
   constructor(private readonly tok: Tokenizer, readonly config: Record<string, unknown>, readonly files: Record<string, unknown>, private readonly tokJson: Record<string, unknown> = {}) {
     const defaults = tokJson.model && (tokJson.model as Record<string, unknown>).type === 'WordPiece' ? ['[CLS]', '[SEP]', '[PAD]'] : ['<s>', '</s>', '<pad>'];
@@ -54,6 +58,9 @@ export class BertTokenizer {
     this.byteLevel = JSON.stringify(tokJson.pre_tokenizer ?? null).includes('"ByteLevel"');
     const meta = /"type":"Metaspace"[^}]*/.exec(JSON.stringify(tokJson.pre_tokenizer ?? null))?.[0];
     this.metaspace = meta ? { replacement: /"replacement":"([^"]+)"/.exec(meta)?.[1] ?? '\u2581', prepend: !/"prepend_scheme":"never"|"add_prefix_space":false/.test(meta) } : null;
+    this.addedTokenText = new Map(((Array.isArray(tokJson.added_tokens) ? tokJson.added_tokens : []) as Array<{ id: number; content: string }>).map((t) => [t.id, t.content]));
+    const pp = JSON.stringify(tokJson.post_processor ?? null);
+    this.byteLevelOffsetRules = { trim: /"type":"(RobertaProcessing|ByteLevel)"[^}]*"trim_offsets":true/.test(pp), addPrefix: /"add_prefix_space":true/.test(pp) };
   }
 
   /** The post-processor's layout of a pair: special tokens and the two sequences, each with its token type. */
@@ -216,7 +223,7 @@ export class BertTokenizer {
     for (let i = 0; i < utf8.length; i++) { if ((utf8[i] & 0xc0) !== 0x80) c++; charOf[i] = c; }
     charOf[utf8.length] = c + 1;
     const alphabet = byteAlphabet();
-    const added = new Map(((Array.isArray(this.tokJson.added_tokens) ? this.tokJson.added_tokens : []) as Array<{ id: number; content: string }>).map((t) => [t.id, t.content]));
+    const added = this.addedTokenText;
     const bytesOf = ids.map((id) => {
       const content = added.get(id);
       if (content !== undefined) return Buffer.from(content, 'utf8');
@@ -225,9 +232,7 @@ export class BertTokenizer {
     const total = bytesOf.reduce((n, b) => n + b.length, 0);
     if (total !== utf8.length && total !== utf8.length + 1)
       throw new InputError('tokenizer', 'character offsets: this tokenizer.json changes the text before its byte-level BPE (a normalizer); offsets are not computed for it here yet');
-    const pp = JSON.stringify(this.tokJson.post_processor ?? null);
-    const trim = /"type":"(RobertaProcessing|ByteLevel)"[^}]*"trim_offsets":true/.test(pp);
-    const addPrefix = /"add_prefix_space":true/.test(pp);
+    const { trim, addPrefix } = this.byteLevelOffsetRules;
     let pos = total - utf8.length === 1 ? -1 : 0;  // a prefix space the pre-tokenizer added precedes the text
     const offsets: Array<[number, number]> = bytesOf.map((b, i) => {
       const start = pos, end = pos + b.length;
@@ -276,9 +281,8 @@ export class BertTokenizer {
     // Each spelled character's original: a prepended replacement is aligned with the first character, as tokenizers
     // aligns it (a token of it alone spans that character).
     const from = chars.map((_, x) => (x < lead ? origin[0] ?? 0 : origin[x - lead]));
-    const added = new Map(((Array.isArray(this.tokJson.added_tokens) ? this.tokJson.added_tokens : []) as Array<{ id: number; content: string; special?: boolean }>).map((t) => [t.id, t]));
     const unk = (this.tokJson.model as { unk_id?: number } | undefined)?.unk_id;
-    const textOf = (id: number) => Array.from(added.get(id)?.content ?? this.idToToken(id));
+    const textOf = (id: number) => Array.from(this.addedTokenText.get(id) ?? this.idToToken(id));
     const startsAt = (k: number, t: string[]) => t.every((ch, x) => chars[k + x] === ch);
     let k = 0;
     const offsets: Array<[number, number]> = ids.map((id, n) => {

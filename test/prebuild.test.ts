@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ADDON_RUN, ensurePrebuild, root, tempDir } from './helpers.js';
 
@@ -36,8 +36,7 @@ test('the prebuild folder works wherever it is copied: no Python, no .venv, no L
 // Issue 25 (7): a truncated library in a prebuild was mapped past its end by the dynamic loader, and the process died
 // of SIGBUS with no message. The loader now checks every file against the sizes prebuild.json records.
 test('a damaged prebuild (a truncated file) is named by the loader in one message, not a SIGBUS', { timeout: 120_000 }, () => {
-  if (!existsSync(path.join(dir, 'prebuild.json')))
-    execFileSync(process.execPath, [path.join(root, 'scripts', 'prebuild.js')], { cwd: root, stdio: 'pipe' });
+  ensurePrebuild();
   const { dir: tmp, cleanup } = tempDir('damaged-prebuild-');
   try {
     // A package without an in-tree build: its dist, its dependencies, and a prebuild whose addon is cut short.

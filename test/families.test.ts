@@ -87,19 +87,21 @@ async function makeFamilyModel(dir: string, modelType: string): Promise<void> {
   await fs.writeFile(path.join(dir, 'config.json'), JSON.stringify(cfg));
 }
 
+/** Pairs whose label is whether the first sentence names an animal: quick to learn for a tiny random model. */
+async function pairsCsv(dir: string, name: string, n: number, seed: number): Promise<string> {
+  const p = makePairs(n, seed), file = path.join(dir, name);
+  const rows = p.sentence1.map((s, i) => `"${s}","${p.sentence2[i]}",${TOPICS.slice(0, 4).some((t) => s.split(' ').includes(t)) ? 1 : 0}`);
+  await fs.writeFile(file, `sentence1,sentence2,label\n${rows.join('\n')}\n`);
+  return file;
+}
+
 for (const modelType of ['roberta', 'xlm-roberta', 'electra', 'distilbert', 'modernbert', 'deberta-v2'])
 test(`node train.js --model <a ${modelType} folder> fine-tunes and evaluates; transformers reads the result back`, async () => {
   const { dir, cleanup } = tempDir(`family-${modelType}-`);
   try {
     const model = path.join(dir, modelType), out = path.join(dir, 'out');
     await makeFamilyModel(model, modelType);
-    // Pairs whose label is whether the first sentence names an animal: quick to learn for a tiny random model.
-    const csv = (name: string, n: number, seed: number) => {
-      const p = makePairs(n, seed), file = path.join(dir, name);
-      const rows = p.sentence1.map((s, i) => `"${s}","${p.sentence2[i]}",${TOPICS.slice(0, 4).some((t) => s.split(' ').includes(t)) ? 1 : 0}`);
-      return fs.writeFile(file, `sentence1,sentence2,label\n${rows.join('\n')}\n`).then(() => file);
-    };
-    const r = await runCli(['--model', model, '--train-file', await csv('train.csv', 160, 1), '--validation-file', await csv('val.csv', 60, 2), '--epochs', '10',
+    const r = await runCli(['--model', model, '--train-file', await pairsCsv(dir, 'train.csv', 160, 1), '--validation-file', await pairsCsv(dir, 'val.csv', 60, 2), '--epochs', '10',
       '--learning-rate', '2e-3', '--batch-size', '8', '--threads', '1', '--device', 'cpu', '--output-dir', out, '--save-strategy', 'no', '--json'], { HF_HUB_OFFLINE: '1' });
     assert.equal(r.code, 0, r.stderr);
     const results = JSON.parse(await fs.readFile(path.join(out, 'all_results.json'), 'utf8'));
@@ -129,6 +131,33 @@ test(`node train.js --model <a ${modelType} folder> fine-tunes and evaluates; tr
     assert.deepEqual([check.missing, check.unexpected, check.mismatched], [[], [], []]);
     const d = Math.max(...Array.from(logits, (v, i) => Math.abs(v - check.logits[i])));
     assert.ok(d <= 1e-5, `transformers' logits differ by ${d}`);
+  } finally {
+    cleanup();
+  }
+});
+
+// The families with attention of their own (rotary and window masks; relative-position scores) under --bf16, on both
+// CPU paths: oneDNN's prepacked bf16 weights where it has bf16 kernels, and plain autocast as on a CPU without them
+// (ONEDNN_MAX_CPU_ISA=AVX2 with ATen's AVX2 kernels, as test/trainer.test.ts forces it for BERT).
+for (const modelType of ['modernbert', 'deberta-v2'])
+test(`node train.js --bf16 trains and evaluates a ${modelType} checkpoint on both CPU paths (prepacked bf16, and AVX2's plain autocast)`, async () => {
+  const { dir, cleanup } = tempDir(`family-bf16-${modelType}-`);
+  try {
+    const model = path.join(dir, modelType);
+    await makeFamilyModel(model, modelType);
+    const train = await pairsCsv(dir, 'train.csv', 64, 1), val = await pairsCsv(dir, 'val.csv', 24, 2);
+    const paths: Array<Record<string, string>> = [{}, { ONEDNN_MAX_CPU_ISA: 'AVX2', ATEN_CPU_CAPABILITY: 'avx2' }];
+    for (const env of paths) {
+      const r = await runCli(['--model', model, '--train-file', train, '--validation-file', val, '--epochs', '2', '--bf16', '--learning-rate', '2e-3', '--batch-size', '8',
+        '--threads', '1', '--device', 'cpu', '--output-dir', path.join(dir, `out-${Object.keys(env).length}`), '--save-strategy', 'no', '--logging-steps', '4', '--json'],
+      { HF_HUB_OFFLINE: '1', ...env });
+      assert.equal(r.code, 0, r.stderr);
+      const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+      const losses = lines.filter((l) => 'loss' in l && 'step' in l).map((l) => l.loss), evals = lines.filter((l) => 'eval_loss' in l);
+      console.log(`${modelType} --bf16 ${JSON.stringify(env)}: training loss ${losses.map((l: number) => l.toFixed(3)).join(', ')}; eval loss ${evals.map((e) => e.eval_loss.toFixed(3)).join(', ')}`);
+      assert.equal(evals.length, 2);
+      assert.ok(losses.length > 0 && [...losses, ...evals.map((e) => e.eval_loss)].every(Number.isFinite), r.stdout);
+    }
   } finally {
     cleanup();
   }

@@ -6,6 +6,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <cmath>
 #include <cstdlib>
 #include <limits>
@@ -53,6 +54,14 @@ struct PackOps {
 static const PackOps& Ops() {
   static const PackOps ops;
   return ops;
+}
+
+bool TrainOnOneDnn() {
+  static const bool ok = [] {
+    const std::string level = at::get_cpu_capability();
+    return CanPackWeights() && (level == "AVX512" || level == "AVX512_VNNI" || level == "AVX512_BF16");
+  }();
+  return ok;
 }
 
 bool CanPackWeights() {
@@ -170,6 +179,46 @@ Linear::Linear(const Path& p, int64_t in, int64_t out, bool with_bias)
 Linear::Linear(const Path& p, int64_t in, int64_t out, bool with_bias, double std, double cutoff)
     : weight(p.trunc_normal("weight", {out, in}, std, cutoff)), bias(with_bias ? p.zeros("bias", {out}) : at::Tensor()) {}
 
+// y = x W^T + b with oneDNN's products for the output and the input gradient (on the plain weight: reordering it
+// each step would cost what it saves), MKL's for the weight gradient (oneDNN's is slower there). The weight
+// gradient comes out [out, in] as the parameter is laid out, so autograd keeps it without the copy addmm's
+// transposed one needs.
+// (A Linear without bias takes the second form: autograd's custom functions take no undefined tensors.)
+template <bool kBias>
+struct OneDnnLinear : public torch::autograd::Function<OneDnnLinear<kBias>> {
+  static at::Tensor Forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+    const at::Tensor rows = x.reshape({-1, x.size(-1)});
+    ctx->save_for_backward({rows, weight});
+    ctx->saved_data["shape"] = x.sizes().vec();
+    std::vector<int64_t> out = x.sizes().vec();
+    out.back() = weight.size(0);
+    return PackedLinear(rows, weight, bias).view(out);
+  }
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+    return Forward(ctx, x, weight, bias);
+  }
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight) {
+    return Forward(ctx, x, weight, at::Tensor());
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor& rows = saved[0];
+    const at::Tensor& weight = saved[1];
+    const at::Tensor dy = grads[0].reshape({-1, weight.size(0)}).contiguous();
+    at::Tensor dx, dw;
+    if (ctx->needs_input_grad(0)) dx = PackedLinear(dy, weight.t(), at::Tensor()).view(ctx->saved_data["shape"].toIntVector());
+    if (ctx->needs_input_grad(1)) dw = at::mm(dy.t(), rows);
+    if (!kBias) return {dx, dw};
+    return {dx, dw, ctx->needs_input_grad(2) ? dy.sum(0) : at::Tensor()};
+  }
+};
+
+at::Tensor TrainingLinear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, const Pass& pass) {
+  if (pass.train && pass.autocast == at::ScalarType::Undefined && x.device().is_cpu() && x.scalar_type() == at::kFloat && TrainOnOneDnn())
+    return bias.defined() ? OneDnnLinear<true>::apply(x, weight, bias) : OneDnnLinear<false>::apply(x, weight);
+  return at::linear(x, weight, bias);
+}
+
 static at::Tensor CastOf(WeightCache& cache, const at::Tensor& t, at::ScalarType dtype) { return t.defined() ? cache.cast(t, dtype) : t; }
 
 at::Tensor Linear::forward(const at::Tensor& x, const Pass& pass) const { return forward(x, pass, nullptr, nullptr); }
@@ -185,7 +234,7 @@ at::Tensor Linear::forward(const at::Tensor& x, const Pass& pass, Activation act
     // Under autocast in evaluation, a weight's kept cast replaces the cast autocast would make (same values).
     y = at::linear(x, pass.weights->cast(weight, pass.autocast), CastOf(*pass.weights, bias, pass.autocast));
   } else {
-    y = at::linear(x, weight, bias);
+    y = TrainingLinear(x, weight, bias, pass);
   }
   return act ? act(y) : y;
 }
@@ -203,7 +252,7 @@ at::Tensor StackedLinear::forward(const at::Tensor& x, const Pass& pass, std::in
     for (const Linear* l : parts) all.push_back(l->*member);
     return at::cat(all);
   };
-  if (pass.train || !pass.weights) return at::linear(x, cat(&Linear::weight), cat(&Linear::bias));
+  if (pass.train || !pass.weights) return TrainingLinear(x, cat(&Linear::weight), cat(&Linear::bias), pass);
   std::vector<int64_t> versions;
   for (const Linear* l : parts) versions.push_back(l->weight._version()), versions.push_back(l->bias._version());
   if (!weight_.defined() || versions != versions_ || bias_.scalar_type() != pass.dtype() || packed_ != pass.packed()) {
@@ -284,6 +333,38 @@ at::Tensor Dropout(const at::Tensor& x, double p, bool train) {
   return x * mask;
 }
 
+at::Tensor EmbeddingRows(const at::Tensor& weight, const at::Tensor& ids, int64_t padding_idx, const Pass& pass) {
+  if (!pass.gathered || !pass.train || !weight.requires_grad() || !at::GradMode::is_enabled()) return at::embedding(weight, ids, padding_idx);
+  at::Tensor rows = at::embedding(weight.detach(), ids).requires_grad_(true);
+  pass.gathered->push_back({weight, ids, rows, padding_idx});
+  return rows;
+}
+
+void ScatterRowGradients(const std::vector<GatheredRows>& gathered, std::unordered_map<const c10::TensorImpl*, KeptRowGradient>& kept) {
+  at::NoGradGuard no_grad;
+  for (const GatheredRows& g : gathered) {
+    at::Tensor rows_grad = g.rows.grad(), ids = g.ids;
+    if (!rows_grad.defined()) continue;
+    if (g.padding_idx >= 0) {  // as at::embedding's backward: no gradient for padding_idx
+      const at::Tensor keep = ids.ne(g.padding_idx).nonzero().squeeze(1);
+      ids = ids.index_select(0, keep);
+      rows_grad = rows_grad.index_select(0, keep);
+    }
+    at::Tensor& grad = const_cast<at::Tensor&>(g.weight).mutable_grad();
+    KeptRowGradient& k = kept[g.weight.unsafeGetTensorImpl()];
+    if (grad.defined()) {
+      grad.index_add_(0, ids, rows_grad);  // accumulation (no zero_grad between) or a tied decoder's dense gradient
+      if (grad.is_same(k.buffer)) k.touched = at::cat({k.touched, ids});
+      continue;
+    }
+    if (!k.buffer.defined()) k.buffer = at::zeros_like(g.weight);
+    else if (k.touched.defined()) k.buffer.index_fill_(0, k.touched, 0);
+    k.buffer.index_add_(0, ids, rows_grad);
+    k.touched = ids;
+    grad = k.buffer;
+  }
+}
+
 // DistilBERT's create_sinusoidal_embeddings: sin at even dimensions, cos at odd, of pos / 10000^(2*(j/2)/dim).
 static at::Tensor SinusoidalPositions(int64_t n, int64_t dim) {
   at::Tensor out = at::zeros({n, dim}, at::kFloat);
@@ -315,7 +396,7 @@ BertEmbeddings::BertEmbeddings(const Path& p, const Config& c, bool position_pad
       pad_token_id(c.pad_token_id), position_padding(position_padding) {}
 
 at::Tensor BertEmbeddings::forward(const at::Tensor& input_ids, const at::Tensor& token_type_ids, const at::Tensor& position_ids, const Pass& pass) const {
-  at::Tensor e = at::embedding(word_embeddings, input_ids, pad_token_id) + at::embedding(position_embeddings, position_ids, position_padding ? pad_token_id : -1);
+  at::Tensor e = EmbeddingRows(word_embeddings, input_ids, pad_token_id, pass) + at::embedding(position_embeddings, position_ids, position_padding ? pad_token_id : -1);
   if (token_type_embeddings.defined()) e = e + at::embedding(token_type_embeddings, token_type_ids);
   return Dropout(LayerNorm.forward(e), pass.hidden_dropout, pass.train);
 }

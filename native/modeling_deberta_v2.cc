@@ -121,7 +121,7 @@ class DebertaV2Model {
   // The last hidden state of every token row, [rows, hidden] (as BertModel::forward).
   at::Tensor forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass) const {
     const int64_t B = pass.batch, S = pass.seq;
-    at::Tensor e = at::embedding(word_embeddings, inputs[0], pad_token_id_);
+    at::Tensor e = EmbeddingRows(word_embeddings, inputs[0], pad_token_id_, pass);
     if (position_embeddings.defined()) e = e + at::embedding(position_embeddings, inputs[2]);
     if (token_type_embeddings.defined()) e = e + at::embedding(token_type_embeddings, inputs[1]);
     if (embed_proj) e = embed_proj->forward(e, pass);

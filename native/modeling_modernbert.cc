@@ -83,7 +83,7 @@ class ModernBertModel {
   // The last hidden state of every token row, [rows, hidden] (as BertModel::forward).
   at::Tensor forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass) {
     const double embedding_dropout = cfg_.embedding_dropout, mlp_dropout = cfg_.mlp_dropout;
-    at::Tensor h = Dropout(embeddings_norm.forward(at::embedding(tok_embeddings, inputs[0], pad_token_id_)), embedding_dropout, pass.train);
+    at::Tensor h = Dropout(embeddings_norm.forward(EmbeddingRows(tok_embeddings, inputs[0], pad_token_id_, pass)), embedding_dropout, pass.train);
     const int64_t d = h.size(1) / heads_;
     // Positions and masks once per pass: every layer of a kind shares them.
     const Rotary global(inputs[2], cfg_.global_rope_theta, d), local(inputs[2], cfg_.local_rope_theta, d);

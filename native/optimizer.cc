@@ -217,6 +217,7 @@ double TorchSession::OptimizerStep(double lr) {
   at::Tensor total = optimizer_->Step(store_.params(), lr);
   ZeroGrad();
   const double norm = total.item<double>();  // waits for the device's work, so the time below is the step's
+  if (!std::isfinite(norm)) kept_rows_.clear();  // clipping by a NaN norm wrote NaN into rows thought zero
   times_.optimizer_ms += MsSince(t0);
   ++times_.optimizer_calls;
   profile_.reset();  // a step being profiled ends here: the trace file is written

@@ -144,12 +144,14 @@ double TorchSession::ForwardBackward(const Batch& batch, double loss_scale, bool
   weights_.clear();
   model_->drop_caches();
   at::Tensor loss;
+  std::vector<GatheredRows> gathered;
   {
     // The forward and the loss run under autocast (the model computes its loss inside forward in transformers);
     // backward runs outside it, as the Trainer's accelerator.backward does.
     std::optional<AutocastScope> autocast;
     if (autocast_ != at::ScalarType::Undefined) autocast.emplace(device_.type(), autocast_);
     Pass pass = MakePass(true);
+    if (device_.is_cpu() && !reducer_) pass.gathered = &gathered;
     {
       // Only the forward draws random numbers (backward reuses the saved masks), so only it holds the scope.
       std::optional<DropoutScope> scope;
@@ -161,6 +163,7 @@ double TorchSession::ForwardBackward(const Batch& batch, double loss_scale, bool
   const auto t1 = Clock::now();
   if (reducer_ && sync) ArmReducer();  // else no_sync: gradients accumulate locally until the step's last micro-batch
   (loss_scale == 1.0 ? loss : loss * loss_scale).backward();
+  ScatterRowGradients(gathered, kept_rows_);
   const double value = loss.item<double>();
   times_.backward_ms += MsSince(t1);
   ++times_.forward_backward_calls;

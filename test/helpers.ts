@@ -117,6 +117,17 @@ export function batchJson(b: ReturnType<typeof tinyBatch>) {
   return { shape: b.shape, inputIds: [...b.inputIds], attentionMask: [...b.attentionMask], tokenTypeIds: [...b.tokenTypeIds], labels: [...b.labels] };
 }
 
+/**
+ * How far apart a weight may end after `steps` AdamW steps of `lr` taken here and by PyTorch, beyond the relative
+ * bound each test sets: 0.01% of the distance the steps can move it. AdamW divides each gradient element by its own
+ * magnitude, so float32 rounding in a near-zero gradient (terms that cancel), which differs between oneDNN's and
+ * MKL's products, becomes a visible fraction of a step (measured: 2.1e-7 after 3 steps of 1e-3 on a ModernBERT
+ * weight, 1.0e-6 after 5 steps of 1e-2 on a BERT weight). A wrong gradient moves weights by about lr per step.
+ */
+export function adamRoundingAllowance(steps: number, lr: number): number {
+  return 1e-4 * steps * lr;
+}
+
 export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
   let m = 0;

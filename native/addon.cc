@@ -478,6 +478,7 @@ class Model : public Napi::ObjectWrap<Model> {
         InstanceMethod<&Model::SaveSafetensors>("saveSafetensors"),
         InstanceMethod<&Model::SetAutocast>("setAutocast"),
         InstanceMethod<&Model::SetLabelSmoothing>("setLabelSmoothing"),
+        InstanceMethod<&Model::SetQuantization>("setQuantization"),
         InstanceMethod<&Model::Seed>("seed"),
         InstanceMethod<&Model::RngState>("rngState"),
         InstanceMethod<&Model::SetRngState>("setRngState"),
@@ -683,6 +684,15 @@ class Model : public Napi::ObjectWrap<Model> {
       if (!info[0].IsNumber()) throw std::invalid_argument("label smoothing must be a number");
       const double eps = info[0].As<Napi::Number>().DoubleValue();
       return Job::Run(env, [s, eps] { s->SetLabelSmoothing(eps); }, nullptr, {info.This()});
+    });
+  }
+
+  Napi::Value SetQuantization(const Napi::CallbackInfo& info) {
+    return Guard(info, [&](Napi::Env env) -> Napi::Value {
+      auto s = Live();
+      if (!info[0].IsString()) throw std::invalid_argument("quantization must be a string");
+      std::string mode = info[0].As<Napi::String>().Utf8Value();
+      return Job::Run(env, [s, mode] { s->SetQuantization(mode); }, nullptr, {info.This()});
     });
   }
 

@@ -50,6 +50,8 @@ struct PackOps {
   const c10::OperatorHandle* reorder = FindOp("mkldnn::_reorder_linear_weight", "");
   const c10::OperatorHandle* linear = FindOp("mkldnn::_linear_pointwise", "");
   const c10::OperatorHandle* linear_binary = FindOp("mkldnn::_linear_pointwise", "binary");
+  const c10::OperatorHandle* quantized_prepack = FindOp("quantized::linear_prepack", "");
+  const c10::OperatorHandle* quantized_linear = FindOp("quantized::linear_dynamic", "");
 };
 static const PackOps& Ops() {
   static const PackOps ops;
@@ -106,6 +108,40 @@ const at::Tensor& WeightCache::Keep(Map& map, const at::Tensor& w, at::ScalarTyp
     it = map.insert_or_assign(w.unsafeGetTensorImpl(), Kept{v, w._version(), dtype}).first;
   }
   return it->second.value;
+}
+
+bool CanQuantize() { return Ops().quantized_prepack && Ops().quantized_linear; }
+
+at::Tensor QuantizedLinear(const at::Tensor& x, const c10::IValue& packed) {
+  const at::Tensor rows = x.reshape({-1, x.size(-1)}).contiguous();
+  c10::Stack stack{rows, packed, true};  // reduce_range=True, as nn.quantized.dynamic.Linear (version 4) passes
+  Ops().quantized_linear->callBoxed(&stack);
+  std::vector<int64_t> out = x.sizes().vec();
+  at::Tensor y = stack.at(0).toTensor();
+  out.back() = y.size(-1);
+  return y.view(out);
+}
+
+const c10::IValue& WeightCache::quantized(const at::Tensor& w, const at::Tensor& bias) {
+  auto it = quantized_.find(w.unsafeGetTensorImpl());
+  if (it == quantized_.end() || it->second.version != w._version()) {
+    // MinMaxObserver(qint8, per_tensor_symmetric).calculate_qparams, in float32 as it computes: the largest
+    // magnitude over (quant_max - quant_min) / 2, at least float32's eps; zero point 0.
+    const at::Tensor weight = w.detach().to(at::kFloat).contiguous();
+    at::Tensor scale = at::maximum(weight.max().clamp_min(0), weight.min().clamp_max(0).neg()) / 127.5;
+    scale = at::maximum(scale, at::full({}, std::numeric_limits<float>::epsilon(), scale.options()));
+    // libtorch 2.13 warns once that quantized tensors are deprecated: the notice is for Python's torch.ao users; the
+    // operators are still those quantize_dynamic runs (CanQuantize says whether a libtorch has them).
+    struct Silent : c10::WarningHandler {
+      void process(const c10::Warning&) override {}
+    } silent;
+    c10::WarningUtils::WarningHandlerGuard quiet(&silent);
+    const at::Tensor q = at::quantize_per_tensor(weight, scale.item<double>(), 0, at::kQInt8);
+    c10::Stack stack{q, bias.defined() ? c10::IValue(bias.detach().to(at::kFloat).contiguous()) : c10::IValue()};
+    Ops().quantized_prepack->callBoxed(&stack);
+    it = quantized_.insert_or_assign(w.unsafeGetTensorImpl(), Quantized{stack.at(0), w._version()}).first;
+  }
+  return it->second.packed;
 }
 
 const at::Tensor& WeightCache::cast(const at::Tensor& w, at::ScalarType dtype) { return Keep(casts_, w, dtype, false); }
@@ -219,13 +255,20 @@ at::Tensor TrainingLinear(const at::Tensor& x, const at::Tensor& weight, const a
   return at::linear(x, weight, bias);
 }
 
+at::Tensor DecoderLinear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, const Pass& pass) {
+  if (pass.quantized) return QuantizedLinear(x, pass.weights->quantized(weight, bias));
+  return at::linear(x, weight, bias);
+}
+
 static at::Tensor CastOf(WeightCache& cache, const at::Tensor& t, at::ScalarType dtype) { return t.defined() ? cache.cast(t, dtype) : t; }
 
 at::Tensor Linear::forward(const at::Tensor& x, const Pass& pass) const { return forward(x, pass, nullptr, nullptr); }
 
 at::Tensor Linear::forward(const at::Tensor& x, const Pass& pass, Activation act, const PostOp* post_op) const {
   at::Tensor y;
-  if (pass.packed()) {
+  if (pass.quantized) {
+    y = QuantizedLinear(x, pass.weights->quantized(weight, bias));
+  } else if (pass.packed()) {
     // Autocast would cast the input to its dtype for the product; the packed product does it here.
     y = PackedLinear(x.to(pass.dtype()), pass.weights->packed(weight, pass.dtype()), CastOf(*pass.weights, bias, pass.dtype()),
                      post_op ? post_op->attr : "none", post_op ? post_op->algorithm : "");
@@ -241,7 +284,7 @@ at::Tensor Linear::forward(const at::Tensor& x, const Pass& pass, Activation act
 
 at::Tensor Linear::forward_add(const at::Tensor& x, const at::Tensor& residual, const Pass& pass) const {
   // fp32 only: under autocast the sum is fp32 (a bf16 product plus an fp32 residual), the fused one would be bf16.
-  if (pass.packed() && pass.dtype() == at::kFloat && residual.scalar_type() == at::kFloat)
+  if (pass.packed() && !pass.quantized && pass.dtype() == at::kFloat && residual.scalar_type() == at::kFloat)
     return PackedLinearAdd(x, pass.weights->packed(weight, at::kFloat), bias, residual);
   return forward(x, pass) + residual;
 }
@@ -253,6 +296,11 @@ at::Tensor StackedLinear::forward(const at::Tensor& x, const Pass& pass, std::in
     return at::cat(all);
   };
   if (pass.train || !pass.weights) return TrainingLinear(x, cat(&Linear::weight), cat(&Linear::bias), pass);
+  if (pass.quantized) {  // each its own scale, as quantize_dynamic quantizes each nn.Linear
+    std::vector<at::Tensor> all;
+    for (const Linear* l : parts) all.push_back(l->forward(x, pass));
+    return at::cat(all, -1);
+  }
   std::vector<int64_t> versions;
   for (const Linear* l : parts) versions.push_back(l->weight._version()), versions.push_back(l->bias._version());
   if (!weight_.defined() || versions != versions_ || bias_.scalar_type() != pass.dtype() || packed_ != pass.packed()) {
@@ -497,6 +545,8 @@ at::Tensor BertModel::forward(const std::array<at::Tensor, 3>& inputs, const Pas
 }
 
 at::Tensor BertModel::first_token_states(const std::array<at::Tensor, 3>& inputs, const Pass& pass) {
+  // Dynamic quantization ranges each product's input over all its rows: the last layer runs whole, as PyTorch's does.
+  if (pass.quantized) return FirstTokenRows(forward(inputs, pass), pass);
   at::Tensor hidden_states = embed(inputs, pass);
   if (encoder.layer.empty()) return FirstTokenRows(hidden_states, pass);
   for (size_t i = 0; i + 1 < encoder.layer.size(); ++i) hidden_states = encoder.layer[i].forward(hidden_states, pass);
@@ -682,7 +732,7 @@ struct BertLMPredictionHead {
         transform_LayerNorm(p.sub("transform").sub("LayerNorm"), c.hidden_size, c.layer_norm_eps), bias(p.zeros("bias", {c.vocab_size})) {}
   at::Tensor forward(const at::Tensor& h, const at::Tensor& decoder_weight, const Pass& pass) const {
     at::Tensor t = transform_LayerNorm.forward(transform_dense.forward(h, pass, transform_act_fn, nullptr));
-    return at::linear(t, decoder_weight, bias);
+    return DecoderLinear(t, decoder_weight, bias, pass);
   }
 };
 

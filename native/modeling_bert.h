@@ -24,8 +24,10 @@ class WeightCache {
   explicit WeightCache(bool pack) : pack_(pack) {}
   const at::Tensor& cast(const at::Tensor& w, at::ScalarType dtype);
   const at::Tensor& packed(const at::Tensor& w, at::ScalarType dtype);  // a [out, in] weight for PackedLinear
+  // A Linear's weight quantized to int8 and prepacked with its bias for QuantizedLinear.
+  const c10::IValue& quantized(const at::Tensor& w, const at::Tensor& bias);
   bool packs() const { return pack_; }
-  void clear() { casts_.clear(); packs_.clear(); }
+  void clear() { casts_.clear(); packs_.clear(); quantized_.clear(); }
 
  private:
   struct Kept { at::Tensor value; int64_t version; at::ScalarType dtype; };
@@ -33,7 +35,16 @@ class WeightCache {
   const at::Tensor& Keep(Map& map, const at::Tensor& w, at::ScalarType dtype, bool pack);
   bool pack_;
   Map casts_, packs_;
+  struct Quantized { c10::IValue packed; int64_t version; };
+  std::unordered_map<const c10::TensorImpl*, Quantized> quantized_;
 };
+
+// Dynamic int8 quantization as torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8) does
+// it: each Linear's weight per tensor, symmetric (scale = max|w| / 127.5, as MinMaxObserver's per_tensor_symmetric),
+// packed by libtorch's quantized::linear_prepack; each product quantizes its input over the whole input tensor
+// (uint8, reduce_range as nn.quantized.dynamic.Linear) and returns fp32 (quantized::linear_dynamic, fbgemm).
+bool CanQuantize();  // libtorch registers the quantized operators (a CPU build with fbgemm or oneDNN)
+at::Tensor QuantizedLinear(const at::Tensor& x, const c10::IValue& packed);
 
 // oneDNN's CPU matrix product over a weight WeightCache::packed made: act(x W^T + b), or x W^T + b + residual.
 // `act` is a oneDNN post-op name ("none", "gelu", "relu"), `algorithm` its variant ("none" = erf GELU, "tanh").
@@ -65,6 +76,7 @@ struct Pass {
   double hidden_dropout = 0, attention_dropout = 0, classifier_dropout = 0;
   at::ScalarType autocast = at::ScalarType::Undefined;  // Undefined: fp32
   WeightCache* weights = nullptr;                       // evaluation only
+  bool quantized = false;                               // evaluation: every Linear's product in int8 (QuantizedLinear)
   double label_smoothing = 0;                           // of the classification losses (TrainingArguments.label_smoothing_factor)
   bool keep_padding = false;                            // Unpad keeps the [batch, seq] layout (BertPreTrainedModel::keeps_padding)
   // RoBERTa's position ids: padding_idx + 1 + the count of non-pad tokens so far, padding_idx at pad tokens
@@ -90,6 +102,10 @@ struct Pass {
 // at::linear(x, weight, bias), through oneDNN in fp32 CPU training where TrainOnOneDnn (the same sums, in another
 // kernel's order).
 at::Tensor TrainingLinear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, const Pass& pass);
+
+// A masked-LM head's decoder over the (tied) embedding table: at::linear, or int8 in a quantized pass (an
+// nn.Linear in transformers, which quantize_dynamic quantizes too).
+at::Tensor DecoderLinear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, const Pass& pass);
 
 // at::embedding(weight, ids, padding_idx), or in a pass with `gathered` a leaf of the rows recorded there (the
 // gradient is the same: padding_idx's rows get none, repeated ids add in order).

@@ -221,7 +221,7 @@ class DebertaV2ForMaskedLM final : public DebertaV2PreTrained {
   }
   HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
     return MaskedLmOutput(deberta.forward(inputs, pass), in, pass, vocab_, [&](const at::Tensor& h) {
-      return at::linear(LayerNorm.forward(act(dense.forward(h, pass))), deberta.word_embeddings, bias);
+      return DecoderLinear(LayerNorm.forward(act(dense.forward(h, pass))), deberta.word_embeddings, bias, pass);
     });
   }
 

@@ -45,7 +45,7 @@ class DistilBertForMaskedLM final : public BertPreTrainedModel {
   HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
     const at::Tensor& decoder = distilbert.embeddings.word_embeddings;
     return MaskedLmOutput(distilbert.forward(inputs, pass), in, pass, vocab_, [&](const at::Tensor& h) {
-      return at::linear(vocab_layer_norm.forward(activation(vocab_transform.forward(h, pass))), decoder, bias);
+      return DecoderLinear(vocab_layer_norm.forward(activation(vocab_transform.forward(h, pass))), decoder, bias, pass);
     });
   }
   BertModel distilbert;

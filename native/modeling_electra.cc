@@ -22,7 +22,7 @@ class ElectraForMaskedLM final : public BertPreTrainedModel {
   HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
     const at::Tensor& decoder = electra.embeddings.word_embeddings;
     return MaskedLmOutput(electra.forward(inputs, pass), in, pass, vocab_, [&](const at::Tensor& h) {
-      return at::linear(LayerNorm.forward(at::gelu(dense.forward(h, pass))), decoder, bias);
+      return DecoderLinear(LayerNorm.forward(at::gelu(dense.forward(h, pass))), decoder, bias, pass);
     });
   }
   BertModel electra;

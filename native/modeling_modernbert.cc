@@ -254,7 +254,7 @@ class ModernBertForMaskedLM final : public ModernBertPreTrained {
       : ModernBertPreTrained(root, c), bias(c.modernbert.decoder_bias ? root.sub("decoder").zeros("bias", {c.vocab_size}) : at::Tensor()), vocab_(c.vocab_size) {}
   HeadOutput forward(const std::array<at::Tensor, 3>& inputs, const Pass& pass, const Batch& in) override {
     return MaskedLmOutput(model.forward(inputs, pass), in, pass, vocab_,
-                          [&](const at::Tensor& h) { return at::linear(head.forward(h, pass), model.tok_embeddings, bias); });
+                          [&](const at::Tensor& h) { return DecoderLinear(head.forward(h, pass), model.tok_embeddings, bias, pass); });
   }
   at::Tensor bias;  // decoder.bias
 

@@ -20,7 +20,7 @@ struct RobertaLMHead {
   RobertaLMHead(const Path& p, const Config& c)
       : dense(p.sub("dense"), c.hidden_size, c.hidden_size), layer_norm(p.sub("layer_norm"), c.hidden_size, c.layer_norm_eps), bias(p.zeros("bias", {c.vocab_size})) {}
   at::Tensor forward(const at::Tensor& h, const at::Tensor& decoder_weight, const Pass& pass) const {
-    return at::linear(layer_norm.forward(at::gelu(dense.forward(h, pass))), decoder_weight, bias);
+    return DecoderLinear(layer_norm.forward(at::gelu(dense.forward(h, pass))), decoder_weight, bias, pass);
   }
 };
 

@@ -82,6 +82,10 @@ Pass TorchSession::MakePass(bool train) {
   pass.keep_padding = model_->keeps_padding();
   pass.position_padding_idx = model_->position_padding_idx();
   if (!train) pass.weights = &weights_;
+  if (!train && quantized_) {
+    pass.quantized = true;
+    pass.keep_padding = true;  // padding rows count in each product's quantization range, as in PyTorch's padded batch
+  }
   return pass;
 }
 
@@ -99,9 +103,19 @@ AutocastScope::~AutocastScope() {
 }
 
 void TorchSession::SetAutocast(const std::string& dtype) {
+  if (dtype == "bf16" && quantized_) throw std::invalid_argument("int8 quantization computes in fp32: it cannot be combined with bf16");  // src/model.ts checks first
   if (dtype == "bf16") autocast_ = at::kBFloat16;
   else if (dtype == "no") autocast_ = at::ScalarType::Undefined;
   else throw std::invalid_argument("mixed precision '" + dtype + "' is not one of no, bf16");  // src/model.ts checks first
+}
+
+void TorchSession::SetQuantization(const std::string& mode) {
+  if (mode != "int8" && mode != "none") throw std::invalid_argument("quantization '" + mode + "' is not one of none, int8");  // src/model.ts checks first
+  const bool on = mode == "int8";
+  if (on && !device_.is_cpu()) throw std::invalid_argument("int8 quantization runs on the CPU only (this model is on " + device_.str() + ")");
+  if (on && !CanQuantize()) throw std::runtime_error("this libtorch has no quantized operators (quantized::linear_dynamic)");
+  if (on && autocast_ != at::ScalarType::Undefined) throw std::invalid_argument("int8 quantization computes in fp32: it cannot be combined with bf16");
+  quantized_ = on;
 }
 
 void TorchSession::SetLabelSmoothing(double epsilon) {

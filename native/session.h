@@ -161,6 +161,9 @@ class Session {
   virtual void SetAutocast(const std::string& dtype) = 0;
   // Label smoothing of the single-label cross-entropy (TrainingArguments.label_smoothing_factor; 0: none).
   virtual void SetLabelSmoothing(double epsilon) = 0;
+  // Evaluation's Linear products: "int8" (dynamic quantization, as torch quantize_dynamic; CPU, fp32 only) or
+  // "none". Training is unaffected.
+  virtual void SetQuantization(const std::string& mode) = 0;
   // The model's own dropout generators (CPU, and the model's CUDA device if any): two models never share a stream.
   virtual void Seed(uint64_t seed) = 0;
   virtual std::vector<Blob> RngState() = 0;             // U8 blobs named "cpu" and, on a GPU, "cuda"

@@ -32,6 +32,7 @@ class TorchSession : public Session {
                        const std::vector<std::pair<std::string, std::string>>& metadata) override;  // checkpoint.cc
   void SetAutocast(const std::string& dtype) override;
   void SetLabelSmoothing(double epsilon) override;
+  void SetQuantization(const std::string& mode) override;
   void Seed(uint64_t seed) override;                                           // rng.cc
   std::vector<Blob> RngState() override;                                       // rng.cc
   void SetRngState(const std::vector<Blob>& state) override;                   // rng.cc
@@ -49,6 +50,7 @@ class TorchSession : public Session {
   std::unique_ptr<Optimizer> optimizer_;  // its settings and state (SetOptimizer)
   at::ScalarType autocast_ = at::ScalarType::Undefined;  // Undefined: fp32
   double label_smoothing_ = 0;
+  bool quantized_ = false;  // SetQuantization("int8")
   PhaseTimes times_;
   // BERT_TRAINER_PROFILE=<file>: libtorch's profiler records one whole training step (forward, backward, optimizer)
   // as a Chrome trace: the step numbered BERT_TRAINER_PROFILE_STEP (default 20), so that warm-up is past.

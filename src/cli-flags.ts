@@ -42,7 +42,8 @@ export const FLAGS: readonly Flag[] = [
   { name: 'output-dir', type: 'string', field: 'outputDir', defaultFor: { predict: undefined, export: undefined }, describe: 'output_dir: checkpoints, the final model and results ' +
     '(predict: write predict_results_<task>.txt there, as run_glue.py, instead of printing; export: the ONNX folder, default <model>-onnx)',
     commands: ['train', 'predict', 'ner', 'mlm', 'qa', 'swag', 'export'] },
-  { name: 'quantize', type: 'boolean', default: false, describe: 'export: also write onnx/model_quantized.onnx (int8 weights; transformers.js dtype "q8")', commands: ['export'] },
+  { name: 'quantize', type: 'boolean', default: false, describe: 'predict, evaluate: every Linear in int8 (dynamic quantization as torch quantize_dynamic; CPU); ' +
+    'export: also write onnx/model_quantized.onnx (int8 weights; transformers.js dtype "q8")', commands: ['predict', 'evaluate', 'export'] },
   { name: 'epochs', type: 'number', field: 'numTrainEpochs', describe: 'num_train_epochs', commands: TRAIN },
   { name: 'learning-rate', type: 'number', field: 'learningRate', describe: 'learning_rate (AdamW)', commands: TRAIN },
   { name: 'batch-size', type: 'number', field: 'perDeviceTrainBatchSize', describe: 'per_device_train_batch_size', commands: TRAIN },

@@ -179,7 +179,13 @@ function refuseMultiLabel(a: Flags, model: BertPreTrainedModel, command: string)
  * answering, fill-mask, multiple choice, text classification).
  */
 async function loadPipelineModel(a: Flags) {
-  return loadModelAndTokenizer(a, {}, BertPreTrainedModel);
+  if (a.quantize && a.bf16) throw new UsageError('--quantize (int8, computed in fp32) cannot be combined with --bf16');
+  const loaded = await loadModelAndTokenizer(a, {}, BertPreTrainedModel);
+  if (a.quantize) {
+    if (loaded.model.device !== 'cpu') throw new UsageError(`--quantize runs on the CPU only; the model is on ${loaded.model.device} (use --device cpu)`);
+    await loaded.model.setQuantization('int8');
+  }
+  return loaded;
 }
 
 /**

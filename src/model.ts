@@ -387,10 +387,26 @@ export class BertPreTrainedModel {
    */
   setMixedPrecision(mode: 'no' | 'bf16'): Promise<void> {
     if (mode !== 'no' && mode !== 'bf16') return Promise.reject(new TypeError(`mixed precision must be 'no' or 'bf16', got ${JSON.stringify(mode)}`));
+    if (mode === 'bf16' && this._quantization === 'int8') return Promise.reject(new TypeError('mixed precision bf16 cannot be combined with int8 quantization (it computes in fp32)'));
     return this.run(async () => { await this.native.setAutocast(mode); this._mixedPrecision = mode; });
   }
   get mixedPrecision(): 'no' | 'bf16' { return this._mixedPrecision; }
   private _mixedPrecision: 'no' | 'bf16' = 'no';
+
+  /**
+   * Evaluation (forward, predict, evaluate) with every Linear layer in int8: 'int8' quantizes as
+   * `torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)` does (weights per tensor,
+   * symmetric; each product's input quantized on the fly over the whole batch, padding included), on the CPU in
+   * fp32 only. Training is unaffected (the quantized copies follow the weights); 'none' (the default) turns it off.
+   */
+  setQuantization(mode: 'none' | 'int8'): Promise<void> {
+    if (mode !== 'none' && mode !== 'int8') return Promise.reject(new TypeError(`quantization must be 'none' or 'int8', got ${JSON.stringify(mode)}`));
+    if (mode === 'int8' && this.device !== 'cpu') return Promise.reject(new TypeError(`int8 quantization runs on the CPU only; this model is on ${this.device}`));
+    if (mode === 'int8' && this._mixedPrecision === 'bf16') return Promise.reject(new TypeError('int8 quantization cannot be combined with mixed precision bf16 (it computes in fp32)'));
+    return this.run(async () => { await this.native.setQuantization(mode); this._quantization = mode; });
+  }
+  get quantization(): 'none' | 'int8' { return this._quantization; }
+  private _quantization: 'none' | 'int8' = 'none';
 
   /**
    * Label smoothing of the classification loss in trainStep and forward (the Trainer's label_smoothing_factor,

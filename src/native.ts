@@ -28,6 +28,7 @@ export interface NativeModel {
   saveSafetensors(file: string, what: 'model' | 'optimizer' | 'rng', metadata: Record<string, string>): Promise<void>;
   setAutocast(dtype: 'no' | 'bf16'): Promise<void>;
   setLabelSmoothing(epsilon: number): Promise<void>;
+  setQuantization(mode: 'none' | 'int8'): Promise<void>;
   seed(n: number): Promise<void>;
   rngState(): Promise<NativeBlob[]>;
   setRngState(s: NativeBlob[]): Promise<void>;

@@ -11,7 +11,7 @@ import { type Architecture, FAMILIES, type Head, headOf } from '../src/config.js
 import { readSafetensors } from '../src/safetensors.js';
 import { writeFileSync } from 'node:fs';
 import { TINY, adamRoundingAllowance, f32, hfRef, runCli, tempDir, tinyBatch } from './helpers.js';
-import { makeHfHome, makeSwagRows, makeTinyModel, TOPICS } from './fixtures.js';
+import { DEBERTA_V2, DEBERTA_V3, DISTILBERT, makeHfHome, makeSwagRows, makeTinyModel, MODERNBERT, ROBERTA, TOPICS } from './fixtures.js';
 import { BertTokenizer } from '../src/tokenizer.js';
 import { tokenizeChoices } from '../src/data.js';
 import { Trainer } from '../src/trainer.js';
@@ -20,20 +20,6 @@ const THREADS = 1;
 const CLASSES: Record<Head, typeof BertPreTrainedModel> = { SequenceClassification: BertForSequenceClassification, TokenClassification: BertForTokenClassification,
   QuestionAnswering: BertForQuestionAnswering, MaskedLM: BertForMaskedLM, MultipleChoice: BertForMultipleChoice };
 
-// Each family's tiny configuration, in its config class's own field names.
-const ROBERTA = { ...TINY, type_vocab_size: 1, pad_token_id: 1, max_position_embeddings: 40 };
-const DISTILBERT = { vocab_size: 100, dim: 32, n_layers: 2, n_heads: 4, hidden_dim: 37, max_position_embeddings: 64, dropout: 0, attention_dropout: 0,
-  qa_dropout: 0, seq_classif_dropout: 0, num_labels: 2 };
-// ModernBERT: 3 layers, the first global, the others a window of 4 (|i - j| <= 2: the 9-token rows need it, and a
-// padded row's last positions see no real token in it); then every bias and mean pooling.
-const MODERNBERT = { vocab_size: 100, hidden_size: 32, num_hidden_layers: 3, num_attention_heads: 4, intermediate_size: 37, max_position_embeddings: 64,
-  pad_token_id: 0, bos_token_id: 2, eos_token_id: 3, cls_token_id: 2, sep_token_id: 3, local_attention: 4, global_rope_theta: 1000, local_rope_theta: 50 };
-// DeBERTa: v3's shape (relative positions in buckets, shared keys, both score kinds, no absolute positions, the rel
-// table LayerNorm'd); then v2's (unshared pos_key_proj/pos_query_proj, no buckets, absolute positions, token types,
-// a smaller embedding projected).
-const DEBERTA_V3 = { ...TINY, type_vocab_size: 0, relative_attention: true, position_buckets: 8, max_relative_positions: -1, share_att_key: true,
-  pos_att_type: 'p2c|c2p', norm_rel_ebd: 'layer_norm', position_biased_input: false, max_position_embeddings: 64 };
-const DEBERTA_V2 = { ...TINY, relative_attention: true, max_relative_positions: 6, pos_att_type: ['c2p', 'p2c'], share_att_key: false, embedding_size: 16 };
 // `seed` makes transformers' random model; 11 unless a case says otherwise.
 const CASES: Array<{ modelType: keyof typeof FAMILIES; config: Record<string, unknown>; label: string; heads?: Head[]; seed?: number }> = [
   { modelType: 'bert', config: TINY, label: 'BERT' },

@@ -1,8 +1,8 @@
 // `npm run bench:onnx -- [--rounds 2] [--threads N] [--epochs 3]`: what the ONNX export costs and gives. Fine-tunes
 // all-MiniLM-L6-v2 on GLUE MRPC with `node train.js` (3 epochs, the defaults), exports it (`node train.js export
-// --quantize`), then classifies the 408 validation pairs one at a time (batch 1) with ours (the saved model), the fp32
-// ONNX file and the int8 one in onnxruntime-node, the three alternating per round: accuracy and F1 of each, batch-1
-// sequences per second, file sizes. JSON under bench/results/onnx-export-cpu-<time>.json.
+// --quantize`), then classifies the 408 validation pairs one at a time (batch 1) with ours (the saved model, fp32 and
+// with setQuantization('int8'), as `predict --quantize`), the fp32 ONNX file and the int8 one in onnxruntime-node, the
+// four alternating per round: accuracy and F1 of each, batch-1 sequences per second, file sizes. JSON under bench/results/onnx-export-cpu-<time>.json.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -44,17 +44,21 @@ try {
   const pairs = val.text1.map((a, i) => tok.encode(a, val.text2![i], { maxLength: 128 }));
   const refs = Array.from(val.labels!);
   const ours = await BertPreTrainedModel.fromPretrained(modelDir, { device: 'cpu', threads });
+  const oursInt8 = await BertPreTrainedModel.fromPretrained(modelDir, { device: 'cpu', threads });
+  await oursInt8.setQuantization('int8');
+  const classify = (m: BertPreTrainedModel) => async () => {
+    const out: number[] = [];
+    for (const p of pairs) {
+      const { logits } = await m.forward({ shape: [1, p.inputIds.length], inputIds: Int32Array.from(p.inputIds), tokenTypeIds: Int32Array.from(p.tokenTypeIds) });
+      out.push(logits![1] > logits![0] ? 1 : 0);
+    }
+    return out;
+  };
   const sessions = Object.fromEntries(await Promise.all(['model', 'model_quantized'].map(async (f) =>
     [f, await ort.InferenceSession.create(path.join(onnxDir, 'onnx', `${f}.onnx`), { intraOpNumThreads: threads, interOpNumThreads: 1 })] as const)));
   const sides: Record<string, () => Promise<number[]>> = {
-    ours: async () => {
-      const out: number[] = [];
-      for (const p of pairs) {
-        const { logits } = await ours.forward({ shape: [1, p.inputIds.length], inputIds: Int32Array.from(p.inputIds), tokenTypeIds: Int32Array.from(p.tokenTypeIds) });
-        out.push(logits![1] > logits![0] ? 1 : 0);
-      }
-      return out;
-    },
+    ours: classify(ours),
+    'ours --quantize': classify(oursInt8),
     ...Object.fromEntries(Object.entries(sessions).map(([name, s]) => [`onnxruntime ${name}.onnx`, async () => {
       const out: number[] = [];
       const t = (a: number[]) => new ort.Tensor('int64', BigInt64Array.from(a, BigInt), [1, a.length]);
@@ -80,6 +84,7 @@ try {
     }
   }
   await ours.dispose();
+  await oursInt8.dispose();
   const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
   const mb = (f: string) => statSync(f).size / 2 ** 20;
   const sizes = { 'model.safetensors': mb(path.join(modelDir, 'model.safetensors')), 'onnx/model.onnx': mb(path.join(onnxDir, 'onnx', 'model.onnx')),
@@ -97,7 +102,7 @@ try {
   writeFileSync(file, JSON.stringify(result, null, 2) + '\n');
   console.log(`\n### ONNX export: MiniLM-L6 fine-tuned on MRPC, validation 408 pairs at batch 1, ${threads} threads, ${rounds} rounds (median)\n`);
   console.log('| model | file | MB | accuracy | F1 | seq/s (batch 1) |\n|---|---|---|---|---|---|');
-  const fileOf: Record<string, keyof typeof sizes> = { ours: 'model.safetensors', 'onnxruntime model.onnx': 'onnx/model.onnx', 'onnxruntime model_quantized.onnx': 'onnx/model_quantized.onnx' };
+  const fileOf: Record<string, keyof typeof sizes> = { ours: 'model.safetensors', 'ours --quantize': 'model.safetensors', 'onnxruntime model.onnx': 'onnx/model.onnx', 'onnxruntime model_quantized.onnx': 'onnx/model_quantized.onnx' };
   for (const [k, v] of Object.entries(summary))
     console.log(`| ${k} | ${fileOf[k]} | ${sizes[fileOf[k]].toFixed(1)} | ${v.accuracy.toFixed(4)} | ${v.f1.toFixed(4)} | ${v.seq_per_s_b1.toFixed(1)} |`);
   console.log(`\nresults: ${path.relative(root, file)}`);

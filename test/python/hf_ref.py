@@ -240,6 +240,22 @@ def head_reference(a):
     return result
 
 
+def quantized_reference(a):
+    """Outputs in fp32 and after torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)."""
+    import warnings
+    import transformers
+    torch.set_num_threads(a.get("threads", 1))
+    m = getattr(transformers, a["architecture"]).from_pretrained(a["dir"]).eval()
+    inputs, _ = head_inputs(a, a["architecture"])
+    with torch.no_grad():
+        fp32 = head_outputs(m(**inputs))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice
+            q = torch.ao.quantization.quantize_dynamic(m, {torch.nn.Linear}, dtype=torch.qint8)
+        int8 = head_outputs(q(**inputs))
+    return {"fp32": fp32, "int8": int8}
+
+
 def head_check_saved(a):
     """Loads a folder with AutoModelFor<head>, as a user would: the loading report and the outputs."""
     import transformers
@@ -530,7 +546,7 @@ def tokenize_pairs(a):
     return {"ids": enc["input_ids"], "typeIds": enc["token_type_ids"]}
 
 
-COMMANDS = {"make-tokenizer": make_tokenizer, "tokenize-pairs": tokenize_pairs, "mlm-wwm-stats": mlm_wwm_stats,"qa-features": qa_features, "qa-postprocess": qa_postprocess, "squad-eval": squad_eval,"mlm-mask-stats": mlm_mask_stats,"ner-align": ner_align, "seqeval": seqeval_ref,"make-head-model": make_head_model, "head-reference": head_reference, "head-check-saved": head_check_saved,"make-model": make_model, "reference": reference, "check-saved": check_saved, "schedules": schedules, "best-and-stop": best_and_stop,
+COMMANDS = {"make-tokenizer": make_tokenizer, "tokenize-pairs": tokenize_pairs, "mlm-wwm-stats": mlm_wwm_stats,"qa-features": qa_features, "qa-postprocess": qa_postprocess, "squad-eval": squad_eval,"mlm-mask-stats": mlm_mask_stats,"ner-align": ner_align, "seqeval": seqeval_ref,"make-head-model": make_head_model, "head-reference": head_reference, "head-check-saved": head_check_saved, "quantized-reference": quantized_reference,"make-model": make_model, "reference": reference, "check-saved": check_saved, "schedules": schedules, "best-and-stop": best_and_stop,
             "optim-reference": optim_reference, "dropout-draws": dropout_draws}
 
 

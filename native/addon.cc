@@ -795,6 +795,7 @@ class Addon : public Napi::Addon<Addon> {
     o.Set("distributedBackends", Strings(env, r.distributed_backends));
     o.Set("cpuCapability", r.cpu_capability);
     o.Set("packedBf16", r.packed_bf16);
+    o.Set("int8ReduceRange", r.int8_reduce_range);
     // What V8 counts as external memory (adjusted by 0: a read); models add their native size to it.
     o.Set("v8ExternalMemory", Napi::Number::New(env, static_cast<double>(Napi::MemoryManagement::AdjustExternalMemory(env, 0))));
     return o;

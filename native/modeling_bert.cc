@@ -112,9 +112,21 @@ const at::Tensor& WeightCache::Keep(Map& map, const at::Tensor& w, at::ScalarTyp
 
 bool CanQuantize() { return Ops().quantized_prepack && Ops().quantized_linear; }
 
+bool Int8ReduceRange() {
+  static const bool reduce = [] {
+    if (const char* v = std::getenv("BERT_TRAINER_INT8_REDUCE_RANGE"); v && (std::string(v) == "0" || std::string(v) == "1")) return std::string(v) == "1";
+#if defined(__x86_64__) && defined(__GNUC__)
+    return !(__builtin_cpu_supports("avx512vnni") || __builtin_cpu_supports("avxvnni"));
+#else
+    return true;
+#endif
+  }();
+  return reduce;
+}
+
 at::Tensor QuantizedLinear(const at::Tensor& x, const c10::IValue& packed) {
   const at::Tensor rows = x.reshape({-1, x.size(-1)}).contiguous();
-  c10::Stack stack{rows, packed, true};  // reduce_range=True, as nn.quantized.dynamic.Linear (version 4) passes
+  c10::Stack stack{rows, packed, Int8ReduceRange()};
   Ops().quantized_linear->callBoxed(&stack);
   std::vector<int64_t> out = x.sizes().vec();
   at::Tensor y = stack.at(0).toTensor();

@@ -41,6 +41,7 @@ RuntimeInfo Runtime() {
   r.distributed_backends = DistributedBackends();
   r.cpu_capability = at::get_cpu_capability();
   r.packed_bf16 = CpuHasPackedBf16();
+  r.int8_reduce_range = Int8ReduceRange();
   return r;
 }
 

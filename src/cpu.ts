@@ -14,6 +14,8 @@ export interface CpuInfo {
   /** ATen's kernel level (AVX512, AVX2, DEFAULT) and whether bf16 evaluation runs on oneDNN's prepacked weights. */
   atenCapability: string;
   packedBf16: boolean;
+  /** Whether int8 quantization (setQuantization) quantizes each product's input to 7 bits (no VNNI) or 8. */
+  int8ReduceRange: boolean;
 }
 
 export function cpuInfo(): CpuInfo {
@@ -23,5 +25,5 @@ export function cpuInfo(): CpuInfo {
     flags = new Set((line?.split(':')[1] ?? '').trim().split(/\s+/));
   } catch { /* not Linux: the runtime's answers below still say which kernels run */ }
   const rt = addon().runtime();
-  return { model: os.cpus()[0]?.model, features: FEATURES.filter((f) => flags.has(f)), atenCapability: rt.cpuCapability, packedBf16: rt.packedBf16 };
+  return { model: os.cpus()[0]?.model, features: FEATURES.filter((f) => flags.has(f)), atenCapability: rt.cpuCapability, packedBf16: rt.packedBf16, int8ReduceRange: rt.int8ReduceRange };
 }

@@ -1,6 +1,7 @@
 // Dynamic int8 quantization (setQuantization('int8'), predict/evaluate --quantize) against PyTorch's own:
 // torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8) on the same files and batch (with
-// padding), for each family and the heads whose Linears differ (token-level, span, masked-LM decoder).
+// padding), its inputs' range 7 or 8 bits as this CPU takes it (Int8ReduceRange), for each family and the heads whose
+// Linears differ (token-level, span, masked-LM decoder). Run with BERT_TRAINER_INT8_REDUCE_RANGE=1 too: both ranges.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -8,6 +9,7 @@ import { copyFileSync } from 'node:fs';
 import { BertForSequenceClassification, BertPreTrainedModel } from '../src/model.js';
 import { FAMILIES, type Head } from '../src/config.js';
 import { TINY, hfRef, runCli, tempDir, tinyBatch } from './helpers.js';
+import { addon } from '../src/native.js';
 import { DEBERTA_V3, DISTILBERT, makeTinyModel, MODERNBERT, ROBERTA } from './fixtures.js';
 
 const CASES: Array<{ modelType: keyof typeof FAMILIES; config: Record<string, unknown>; head: Head }> = [
@@ -34,7 +36,7 @@ test(`int8 ${c.modelType} ${c.head}: the outputs of PyTorch's quantize_dynamic, 
     const b = tinyBatch(3, 9, 7);  // row 1 is 4 tokens short
     if (c.modelType === 'roberta') b.inputIds.forEach((id, i) => { b.inputIds[i] = b.attentionMask[i] === 0 ? 1 : id === 1 ? 3 : id; });
     if (c.modelType === 'roberta' || c.modelType === 'deberta-v2') b.tokenTypeIds.fill(0);
-    const ref = await hfRef('quantized-reference', { dir: hf, architecture: arch, threads: 1,
+    const ref = await hfRef('quantized-reference', { dir: hf, architecture: arch, threads: 1, reduceRange: addon().runtime().int8ReduceRange,
       batch: { shape: b.shape, inputIds: [...b.inputIds], attentionMask: [...b.attentionMask], tokenTypeIds: [...b.tokenTypeIds],
         labels: new Array(c.head === 'QuestionAnswering' ? 6 : c.head === 'TokenClassification' || c.head === 'MaskedLM' ? 27 : 3).fill(0) } });
     const model = await BertPreTrainedModel.fromPretrained(hf, { device: 'cpu', threads: 1 });

@@ -134,25 +134,47 @@ at::Tensor QuantizedLinear(const at::Tensor& x, const c10::IValue& packed) {
   return y.view(out);
 }
 
+// MinMaxObserver(qint8, per_tensor_symmetric).calculate_qparams, in float32 as it computes: the largest magnitude
+// over (quant_max - quant_min) / 2, at least float32's eps; zero point 0.
+static double WeightScale(const at::Tensor& weight) {
+  at::Tensor scale = at::maximum(weight.max().clamp_min(0), weight.min().clamp_max(0).neg()) / 127.5;
+  return at::maximum(scale, at::full({}, std::numeric_limits<float>::epsilon(), scale.options())).item<double>();
+}
+
+c10::IValue QuantizeLinear(const std::vector<at::Tensor>& weights, const at::Tensor& bias) {
+  // libtorch 2.13 warns once that quantized tensors are deprecated: the notice is for Python's torch.ao users; the
+  // operators are still those quantize_dynamic runs (CanQuantize says whether a libtorch has them).
+  struct Silent : c10::WarningHandler {
+    void process(const c10::Warning&) override {}
+  } silent;
+  c10::WarningUtils::WarningHandlerGuard quiet(&silent);
+  at::Tensor q;
+  if (weights.size() == 1) {
+    const at::Tensor w = weights[0].detach().to(at::kFloat).contiguous();
+    q = at::quantize_per_tensor(w, WeightScale(w), 0, at::kQInt8);
+  } else {
+    // Each part quantized with its own per-tensor scale, stacked as one weight whose rows carry their part's scale:
+    // fbgemm dequantizes each output column with its row's scale, so the sums are those of separate products, and
+    // the input is quantized once instead of once per part.
+    std::vector<at::Tensor> ints, scales;
+    for (const at::Tensor& part : weights) {
+      const at::Tensor w = part.detach().to(at::kFloat).contiguous();
+      const double scale = WeightScale(w);
+      ints.push_back(at::quantize_per_tensor(w, scale, 0, at::kQInt8).int_repr());
+      scales.push_back(at::full({w.size(0)}, scale, at::kDouble));
+    }
+    const at::Tensor all = at::cat(scales);
+    q = at::_make_per_channel_quantized_tensor(at::cat(ints), all, at::zeros(all.sizes(), at::kLong), 0);
+  }
+  c10::Stack stack{q, bias.defined() ? c10::IValue(bias.detach().to(at::kFloat).contiguous()) : c10::IValue()};
+  Ops().quantized_prepack->callBoxed(&stack);
+  return stack.at(0);
+}
+
 const c10::IValue& WeightCache::quantized(const at::Tensor& w, const at::Tensor& bias) {
   auto it = quantized_.find(w.unsafeGetTensorImpl());
-  if (it == quantized_.end() || it->second.version != w._version()) {
-    // MinMaxObserver(qint8, per_tensor_symmetric).calculate_qparams, in float32 as it computes: the largest
-    // magnitude over (quant_max - quant_min) / 2, at least float32's eps; zero point 0.
-    const at::Tensor weight = w.detach().to(at::kFloat).contiguous();
-    at::Tensor scale = at::maximum(weight.max().clamp_min(0), weight.min().clamp_max(0).neg()) / 127.5;
-    scale = at::maximum(scale, at::full({}, std::numeric_limits<float>::epsilon(), scale.options()));
-    // libtorch 2.13 warns once that quantized tensors are deprecated: the notice is for Python's torch.ao users; the
-    // operators are still those quantize_dynamic runs (CanQuantize says whether a libtorch has them).
-    struct Silent : c10::WarningHandler {
-      void process(const c10::Warning&) override {}
-    } silent;
-    c10::WarningUtils::WarningHandlerGuard quiet(&silent);
-    const at::Tensor q = at::quantize_per_tensor(weight, scale.item<double>(), 0, at::kQInt8);
-    c10::Stack stack{q, bias.defined() ? c10::IValue(bias.detach().to(at::kFloat).contiguous()) : c10::IValue()};
-    Ops().quantized_prepack->callBoxed(&stack);
-    it = quantized_.insert_or_assign(w.unsafeGetTensorImpl(), Quantized{stack.at(0), w._version()}).first;
-  }
+  if (it == quantized_.end() || it->second.version != w._version())
+    it = quantized_.insert_or_assign(w.unsafeGetTensorImpl(), Quantized{QuantizeLinear({w}, bias), w._version()}).first;
   return it->second.packed;
 }
 
@@ -308,10 +330,15 @@ at::Tensor StackedLinear::forward(const at::Tensor& x, const Pass& pass, std::in
     return at::cat(all);
   };
   if (pass.train || !pass.weights) return TrainingLinear(x, cat(&Linear::weight), cat(&Linear::bias), pass);
-  if (pass.quantized) {  // each its own scale, as quantize_dynamic quantizes each nn.Linear
-    std::vector<at::Tensor> all;
-    for (const Linear* l : parts) all.push_back(l->forward(x, pass));
-    return at::cat(all, -1);
+  if (pass.quantized) {  // each part its own scale, as quantize_dynamic quantizes each nn.Linear (QuantizeLinear)
+    std::vector<int64_t> versions;
+    std::vector<at::Tensor> weights;
+    for (const Linear* l : parts) versions.push_back(l->weight._version()), versions.push_back(l->bias._version()), weights.push_back(l->weight);
+    if (quantized_.isNone() || versions != quantized_versions_) {
+      quantized_ = QuantizeLinear(weights, cat(&Linear::bias));
+      quantized_versions_ = versions;
+    }
+    return QuantizedLinear(x, quantized_);
   }
   std::vector<int64_t> versions;
   for (const Linear* l : parts) versions.push_back(l->weight._version()), versions.push_back(l->bias._version());

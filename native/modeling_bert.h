@@ -50,6 +50,8 @@ class WeightCache {
 // PyTorch's nn.quantized.dynamic.Linear does. BERT_TRAINER_INT8_REDUCE_RANGE=0|1 overrides.
 bool Int8ReduceRange();
 bool CanQuantize();  // libtorch registers the quantized operators (a CPU build with fbgemm or oneDNN)
+// Linear weights (one, or parts stacked along the output: query, key, value) and the bias, quantized and prepacked.
+c10::IValue QuantizeLinear(const std::vector<at::Tensor>& weights, const at::Tensor& bias);
 at::Tensor QuantizedLinear(const at::Tensor& x, const c10::IValue& packed);
 
 // oneDNN's CPU matrix product over a weight WeightCache::packed made: act(x W^T + b), or x W^T + b + residual.
@@ -156,12 +158,14 @@ struct Linear {  // nn.Linear: weight [out, in], bias [out] (undefined: bias=Fal
 class StackedLinear {
  public:
   at::Tensor forward(const at::Tensor& x, const Pass& pass, std::initializer_list<const Linear*> parts);
-  void drop_cache() { weight_ = bias_ = at::Tensor(); }
+  void drop_cache() { weight_ = bias_ = at::Tensor(); quantized_ = c10::IValue(); }
 
  private:
   at::Tensor weight_, bias_;
   std::vector<int64_t> versions_;
   bool packed_ = false;
+  c10::IValue quantized_;  // the parts quantized and stacked (QuantizeLinear), while quantized_versions_ hold
+  std::vector<int64_t> quantized_versions_;
 };
 
 struct BertLayerNorm {  // nn.LayerNorm: weight, bias (undefined: bias=False)

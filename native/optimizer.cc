@@ -24,7 +24,9 @@ at::Tensor& StateOf(const Slot& s, const char* key) {
 }
 
 // torch.optim.AdamW(fused=True), the Trainer's default (adamw_torch_fused): one kernel per group, amsgrad off.
-void FusedAdamW(const std::vector<Slot>& group, const OptimizerOptions& o, double lr, double weight_decay, int64_t step) {
+// `grad_scale` (clipping's 1 / coefficient, or undefined): the kernel divides each gradient by it as it reads it and
+// stores the result back, so the gradients end clipped as clip_grad_norm_ leaves them, one pass over them fewer.
+void FusedAdamW(const std::vector<Slot>& group, const OptimizerOptions& o, double lr, double weight_decay, int64_t step, const at::Tensor& grad_scale) {
   std::vector<at::Tensor> w, g, m, v, steps;
   for (const Slot& s : group) {
     w.push_back(s.p->value);
@@ -34,7 +36,7 @@ void FusedAdamW(const std::vector<Slot>& group, const OptimizerOptions& o, doubl
     steps.push_back(at::full({}, static_cast<double>(step), at::TensorOptions().dtype(at::kFloat).device(s.p->value.device())));
   }
   at::_fused_adamw_(w, g, m, v, {}, steps, lr, o.beta1, o.beta2, weight_decay, o.eps, /*amsgrad=*/false, /*maximize=*/false,
-                    std::nullopt, std::nullopt);
+                    grad_scale.defined() ? std::optional<at::Tensor>(grad_scale) : std::nullopt, std::nullopt);
 }
 
 // torch.optim.AdamW without fused kernels (adamw_torch): decoupled decay, the moments, then
@@ -138,7 +140,14 @@ at::Tensor Optimizer::Step(std::vector<Param>& params, double lr) {
   std::vector<at::Tensor> grads;
   for (Param* p : with_grad) grads.push_back(p->value.grad());
   at::Tensor total = at::linalg_vector_norm(at::stack(at::_foreach_norm(grads, 2)), 2);
-  if (o_.max_grad_norm > 0) at::_foreach_mul_(grads, at::clamp_max(o_.max_grad_norm / (total + 1e-6), 1.0));
+  // The fused AdamW applies the clipping as it reads the gradients (its grad_scale divides: by 1 / coefficient, the
+  // same gradients to within one rounding); the other optimizers get them multiplied first, as clip_grad_norm_ does.
+  at::Tensor unscale;
+  if (o_.max_grad_norm > 0) {
+    const at::Tensor coefficient = at::clamp_max(o_.max_grad_norm / (total + 1e-6), 1.0);
+    if (o_.optim == "adamw_torch_fused") unscale = coefficient.reciprocal().to(at::kFloat);
+    else at::_foreach_mul_(grads, coefficient);
+  }
 
   ++step_;
   for (bool decay : {true, false}) {
@@ -147,7 +156,7 @@ at::Tensor Optimizer::Step(std::vector<Param>& params, double lr) {
       if (p->decay == decay) group.push_back({p, &state_[p->name]});
     if (group.empty()) continue;
     const double wd = decay ? o_.weight_decay : 0.0;
-    if (o_.optim == "adamw_torch_fused") FusedAdamW(group, o_, lr, wd, step_);
+    if (o_.optim == "adamw_torch_fused") FusedAdamW(group, o_, lr, wd, step_, unscale);
     else if (o_.optim == "adamw_torch") PlainAdamW(group, o_, lr, wd, step_);
     else if (o_.optim == "sgd") Sgd(group, o_, lr, wd);
     else Adafactor(group, o_, lr, wd, step_);

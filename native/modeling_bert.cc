@@ -390,8 +390,57 @@ const PostOp* PostOpOf(const std::string& name) { return ActivationEntry(name).p
 // Dropout as torch.nn.functional.dropout computes it (zero with probability p, scale the rest by 1 / (1 - p)), with
 // the mask drawn faster on the CPU: libtorch's bernoulli_ draws one mt19937 number per element on one thread, a
 // quarter of a MiniLM training forward. Here one 64-bit seed is drawn from the same (the model's) generator and a
-// counter-based hash (splitmix64 of seed and position) fills the mask in parallel: the same mask for any thread
-// count, and the generator advances one draw per call, so checkpoints and resumes stay exact.
+// counter-based hash (splitmix64 of seed and position) decides each element in parallel: the same mask for any thread
+// count, and the generator advances one draw per call, so checkpoints and resumes stay exact. One pass writes the
+// output (x times the kept scale, or times 0, as x * mask computes it) and a byte per element of mask, which the
+// backward reads instead of a mask in x's dtype.
+namespace {
+inline bool Kept(uint64_t seed, int64_t i, uint64_t keep_from) {
+  uint64_t z = seed + static_cast<uint64_t>(i) * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return (z >> 40) >= keep_from;  // keep when a 24-bit uniform >= p
+}
+
+// out = in * (keep ? scale : 0), elementwise, with `keep` either drawn (and stored into mask) or read from mask.
+template <bool kDraw>
+void ApplyMask(const at::Tensor& in, at::Tensor& out, uint8_t* mask, double scale, uint64_t seed, uint64_t keep_from) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, in.scalar_type(), "bert_dropout", [&] {
+    const scalar_t* x = in.const_data_ptr<scalar_t>();
+    scalar_t* y = out.data_ptr<scalar_t>();
+    const scalar_t kept = static_cast<scalar_t>(scale), dropped = static_cast<scalar_t>(0);
+    at::parallel_for(0, in.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        bool k;
+        if constexpr (kDraw) mask[i] = k = Kept(seed, i, keep_from);
+        else k = mask[i] != 0;
+        y[i] = static_cast<scalar_t>(x[i] * (k ? kept : dropped));
+      }
+    });
+  });
+}
+
+struct DropoutFunction : public torch::autograd::Function<DropoutFunction> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, double p, int64_t seed) {
+    const at::Tensor in = x.contiguous();
+    at::Tensor out = at::empty_like(in), mask = at::empty(in.sizes(), in.options().dtype(at::kByte));
+    const double scale = 1.0 / (1.0 - p);
+    ApplyMask<true>(in, out, mask.data_ptr<uint8_t>(), scale, static_cast<uint64_t>(seed), static_cast<uint64_t>(std::ceil(p * 16777216.0)));
+    ctx->save_for_backward({mask});
+    ctx->saved_data["scale"] = scale;
+    return out;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
+    at::Tensor mask = ctx->get_saved_variables()[0];
+    const at::Tensor g = grads[0].contiguous();
+    at::Tensor out = at::empty_like(g);
+    ApplyMask<false>(g, out, mask.data_ptr<uint8_t>(), ctx->saved_data["scale"].toDouble(), 0, 0);
+    return {out, at::Tensor(), at::Tensor()};
+  }
+};
+}  // namespace
+
 at::Tensor Dropout(const at::Tensor& x, double p, bool train) {
   if (!train || p == 0) return x;
   if (!x.device().is_cpu() || p >= 1) return at::dropout(x, p, true);
@@ -401,23 +450,7 @@ at::Tensor Dropout(const at::Tensor& x, double p, bool train) {
     std::lock_guard<std::mutex> lock(gen.mutex());
     seed = gen.get<at::CPUGeneratorImpl>()->random64();
   }
-  at::Tensor mask = at::empty(x.sizes(), x.options().requires_grad(false));
-  const uint64_t keep_from = static_cast<uint64_t>(std::ceil(p * 16777216.0));  // keep when a 24-bit uniform >= p
-  const double scale = 1.0 / (1.0 - p);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, mask.scalar_type(), "bert_dropout_mask", [&] {
-    scalar_t* m = mask.data_ptr<scalar_t>();
-    const scalar_t kept = static_cast<scalar_t>(scale), dropped = static_cast<scalar_t>(0);
-    at::parallel_for(0, mask.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        uint64_t z = seed + static_cast<uint64_t>(i) * 0x9E3779B97F4A7C15ull;
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        z ^= z >> 31;
-        m[i] = (z >> 40) >= keep_from ? kept : dropped;
-      }
-    });
-  });
-  return x * mask;
+  return DropoutFunction::apply(x, p, static_cast<int64_t>(seed));
 }
 
 at::Tensor EmbeddingRows(const at::Tensor& weight, const at::Tensor& ids, int64_t padding_idx, const Pass& pass) {

@@ -60,8 +60,7 @@ static const PackOps& Ops() {
 
 bool TrainOnOneDnn() {
   static const bool ok = [] {
-    const std::string level = at::get_cpu_capability();
-    return CanPackWeights() && (level == "AVX512" || level == "AVX512_VNNI" || level == "AVX512_BF16");
+    return CanPackWeights() && at::get_cpu_capability() == "AVX512";
   }();
   return ok;
 }
@@ -148,22 +147,22 @@ c10::IValue QuantizeLinear(const std::vector<at::Tensor>& weights, const at::Ten
     void process(const c10::Warning&) override {}
   } silent;
   c10::WarningUtils::WarningHandlerGuard quiet(&silent);
-  at::Tensor q;
-  if (weights.size() == 1) {
-    const at::Tensor w = weights[0].detach().to(at::kFloat).contiguous();
-    q = at::quantize_per_tensor(w, WeightScale(w), 0, at::kQInt8);
-  } else {
-    // Each part quantized with its own per-tensor scale, stacked as one weight whose rows carry their part's scale:
-    // fbgemm dequantizes each output column with its row's scale, so the sums are those of separate products, and
-    // the input is quantized once instead of once per part.
-    std::vector<at::Tensor> ints, scales;
-    for (const at::Tensor& part : weights) {
-      const at::Tensor w = part.detach().to(at::kFloat).contiguous();
-      const double scale = WeightScale(w);
-      ints.push_back(at::quantize_per_tensor(w, scale, 0, at::kQInt8).int_repr());
-      scales.push_back(at::full({w.size(0)}, scale, at::kDouble));
+  std::vector<at::Tensor> parts;
+  for (const at::Tensor& part : weights) {
+    const at::Tensor w = part.detach().to(at::kFloat).contiguous();
+    parts.push_back(at::quantize_per_tensor(w, WeightScale(w), 0, at::kQInt8));
+  }
+  at::Tensor q = parts[0];
+  if (parts.size() > 1) {
+    // Parts (query, key, value) stacked as one weight whose rows carry their part's scale: fbgemm dequantizes each
+    // output column with its row's scale, so the sums are those of separate products, and the input is quantized
+    // once instead of once per part.
+    std::vector<at::Tensor> ints, row_scales;
+    for (const at::Tensor& part : parts) {
+      ints.push_back(part.int_repr());
+      row_scales.push_back(at::full({part.size(0)}, part.q_scale(), at::kDouble));
     }
-    const at::Tensor all = at::cat(scales);
+    const at::Tensor all = at::cat(row_scales);
     q = at::_make_per_channel_quantized_tensor(at::cat(ints), all, at::zeros(all.sizes(), at::kLong), 0);
   }
   c10::Stack stack{q, bias.defined() ? c10::IValue(bias.detach().to(at::kFloat).contiguous()) : c10::IValue()};
@@ -330,18 +329,17 @@ at::Tensor StackedLinear::forward(const at::Tensor& x, const Pass& pass, std::in
     return at::cat(all);
   };
   if (pass.train || !pass.weights) return TrainingLinear(x, cat(&Linear::weight), cat(&Linear::bias), pass);
+  std::vector<int64_t> versions;
+  for (const Linear* l : parts) versions.push_back(l->weight._version()), versions.push_back(l->bias._version());
   if (pass.quantized) {  // each part its own scale, as quantize_dynamic quantizes each nn.Linear (QuantizeLinear)
-    std::vector<int64_t> versions;
-    std::vector<at::Tensor> weights;
-    for (const Linear* l : parts) versions.push_back(l->weight._version()), versions.push_back(l->bias._version()), weights.push_back(l->weight);
     if (quantized_.isNone() || versions != quantized_versions_) {
+      std::vector<at::Tensor> weights;
+      for (const Linear* l : parts) weights.push_back(l->weight);
       quantized_ = QuantizeLinear(weights, cat(&Linear::bias));
       quantized_versions_ = versions;
     }
     return QuantizedLinear(x, quantized_);
   }
-  std::vector<int64_t> versions;
-  for (const Linear* l : parts) versions.push_back(l->weight._version()), versions.push_back(l->bias._version());
   if (!weight_.defined() || versions != versions_ || bias_.scalar_type() != pass.dtype() || packed_ != pass.packed()) {
     weight_ = cat(&Linear::weight).to(pass.dtype());  // autocast would cast it to this dtype on each call
     bias_ = cat(&Linear::bias).to(pass.dtype());
@@ -454,7 +452,7 @@ at::Tensor Dropout(const at::Tensor& x, double p, bool train) {
 }
 
 at::Tensor EmbeddingRows(const at::Tensor& weight, const at::Tensor& ids, int64_t padding_idx, const Pass& pass) {
-  if (!pass.gathered || !pass.train || !weight.requires_grad() || !at::GradMode::is_enabled()) return at::embedding(weight, ids, padding_idx);
+  if (!pass.gathered || !weight.requires_grad()) return at::embedding(weight, ids, padding_idx);  // gathered: training only
   at::Tensor rows = at::embedding(weight.detach(), ids).requires_grad_(true);
   pass.gathered->push_back({weight, ids, rows, padding_idx});
   return rows;

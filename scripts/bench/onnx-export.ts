@@ -2,7 +2,8 @@
 // all-MiniLM-L6-v2 on GLUE MRPC with `node train.js` (3 epochs, the defaults), exports it (`node train.js export
 // --quantize`), then classifies the 408 validation pairs one at a time (batch 1) with ours (the saved model, fp32 and
 // with setQuantization('int8'), as `predict --quantize`), the fp32 ONNX file and the int8 one in onnxruntime-node, the
-// four alternating per round: accuracy and F1 of each, batch-1 sequences per second, file sizes. JSON under bench/results/onnx-export-cpu-<time>.json.
+// four alternating per round: accuracy and F1 of each, batch-1 sequences per second, file sizes. JSON under
+// bench/results/onnx-export-cpu-<time>.json.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';

@@ -103,7 +103,7 @@ const at::Tensor& WeightCache::Keep(Map& map, const at::Tensor& w, at::ScalarTyp
   auto it = map.find(w.unsafeGetTensorImpl());
   if (it == map.end() || it->second.version != w._version() || it->second.dtype != dtype) {
     at::Tensor v = w.to(dtype);
-    if (pack) v = Call(*Ops().reorder, {v, c10::IValue()});
+    if (pack && reorder_) v = Call(*Ops().reorder, {v, c10::IValue()});
     it = map.insert_or_assign(w.unsafeGetTensorImpl(), Kept{v, w._version(), dtype}).first;
   }
   return it->second.value;
@@ -340,12 +340,14 @@ at::Tensor StackedLinear::forward(const at::Tensor& x, const Pass& pass, std::in
     }
     return QuantizedLinear(x, quantized_);
   }
-  if (!weight_.defined() || versions != versions_ || bias_.scalar_type() != pass.dtype() || packed_ != pass.packed()) {
+  const bool reorder = pass.packed() && pass.weights->reorders();
+  if (!weight_.defined() || versions != versions_ || bias_.scalar_type() != pass.dtype() || packed_ != pass.packed() || reordered_ != reorder) {
     weight_ = cat(&Linear::weight).to(pass.dtype());  // autocast would cast it to this dtype on each call
     bias_ = cat(&Linear::bias).to(pass.dtype());
-    if (pass.packed()) weight_ = Call(*Ops().reorder, {weight_, c10::IValue()});
+    if (reorder) weight_ = Call(*Ops().reorder, {weight_, c10::IValue()});
     versions_ = versions;
     packed_ = pass.packed();
+    reordered_ = reorder;
   }
   return packed_ ? PackedLinear(x.to(pass.dtype()), weight_, bias_) : at::linear(x, weight_, bias_);
 }

@@ -82,7 +82,10 @@ Pass TorchSession::MakePass(bool train) {
   pass.label_smoothing = label_smoothing_;
   pass.keep_padding = model_->keeps_padding();
   pass.position_padding_idx = model_->position_padding_idx();
-  if (!train) pass.weights = &weights_;
+  if (!train) {
+    weights_.set_reorder(!(optimizer_ && TrainOnOneDnn()));  // a training model: plain weights (WeightCache::set_reorder)
+    pass.weights = &weights_;
+  }
   if (!train && quantized_) {
     pass.quantized = true;
     pass.keep_padding = true;  // padding rows count in each product's quantization range, as in PyTorch's padded batch

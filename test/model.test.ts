@@ -24,6 +24,8 @@ test(`evaluation (mixed precision: ${precision}) after an optimizer step or a lo
     const stepped = Array.from((await a.forward(batch)).logits);
     assert.notDeepEqual(stepped, before, 'the forward after a step gave the old logits');
     // A fresh model loaded with a's weights computes exactly a's logits; b, evaluated before the load, then follows.
+    // (a has an optimizer: where training runs on oneDNN its evaluation multiplies the plain weights, b's and c's
+    // the reordered copies; the same sums either way.)
     await b.forward(batch);
     await a.save(path.join(work.dir, `a-${precision}`));
     await b.loadWeights(path.join(work.dir, `a-${precision}`, 'model.safetensors'));

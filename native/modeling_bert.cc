@@ -341,15 +341,14 @@ at::Tensor StackedLinear::forward(const at::Tensor& x, const Pass& pass, std::in
     return QuantizedLinear(x, quantized_);
   }
   const bool reorder = pass.packed() && pass.weights->reorders();
-  if (!weight_.defined() || versions != versions_ || bias_.scalar_type() != pass.dtype() || packed_ != pass.packed() || reordered_ != reorder) {
+  if (!weight_.defined() || versions != versions_ || bias_.scalar_type() != pass.dtype() || reordered_ != reorder) {
     weight_ = cat(&Linear::weight).to(pass.dtype());  // autocast would cast it to this dtype on each call
     bias_ = cat(&Linear::bias).to(pass.dtype());
     if (reorder) weight_ = Call(*Ops().reorder, {weight_, c10::IValue()});
     versions_ = versions;
-    packed_ = pass.packed();
     reordered_ = reorder;
   }
-  return packed_ ? PackedLinear(x.to(pass.dtype()), weight_, bias_) : at::linear(x, weight_, bias_);
+  return pass.packed() ? PackedLinear(x.to(pass.dtype()), weight_, bias_) : at::linear(x, weight_, bias_);
 }
 
 BertLayerNorm::BertLayerNorm(const Path& p, int64_t dim, double eps, bool with_bias)

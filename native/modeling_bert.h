@@ -172,7 +172,7 @@ class StackedLinear {
  private:
   at::Tensor weight_, bias_;
   std::vector<int64_t> versions_;
-  bool packed_ = false, reordered_ = false;
+  bool reordered_ = false;  // weight_ in oneDNN's blocked layout (else the plain concatenation, for either product)
   c10::IValue quantized_;  // the parts quantized and stacked (QuantizeLinear), while quantized_versions_ hold
   std::vector<int64_t> quantized_versions_;
 };

@@ -207,9 +207,10 @@ std::array<at::Tensor, 3> Unpad(const Batch& in, const at::Device& device, Pass&
     // kernels per shape (every bf16 product; evaluation's prepacked fp32 ones), and freed blocks of recurring sizes
     // are reused. With a shape per batch a bf16 3-epoch MRPC run grew by 1 GB; 250 fp32 MiniLM steps of random
     // lengths peaked at 927 MB RSS against 733 MB rounded (glibc's heap fragments).
-    // fp32 evaluation computes the real rows alone: no autograd buffers churn its heap, and an evaluation set's
-    // batches (never shuffled) repeat their shapes every epoch; 32 extra rows would be up to 8% more work.
-    const size_t multiple = pass.autocast != at::ScalarType::Undefined ? 64 : pass.train ? 32 : 1;
+    // A predicting model's fp32 evaluation computes the real rows alone: no autograd buffers churn its heap, and an
+    // evaluation set's batches (never shuffled) repeat their shapes every epoch; 32 extra rows would be up to 8% more
+    // work. A training model's rounds as training does (Pass::shares_training_products).
+    const size_t multiple = pass.autocast != at::ScalarType::Undefined ? 64 : pass.train || pass.shares_training_products() ? 32 : 1;
     const size_t target = std::min<size_t>(static_cast<size_t>(B * S), (keep.size() + multiple - 1) / multiple * multiple);
     for (int64_t i = 0; i < B * S && keep.size() < target; ++i)
       if (in.attention_mask[i] == 0) keep.push_back(i);
@@ -303,6 +304,7 @@ at::Tensor Linear::forward(const at::Tensor& x, const Pass& pass, Activation act
     y = QuantizedLinear(x, pass.weights->quantized(weight, bias));
   } else if (pass.packed()) {
     // Autocast would cast the input to its dtype for the product; the packed product does it here.
+    if (pass.shares_training_products()) post_op = nullptr;
     y = PackedLinear(x.to(pass.dtype()), pass.weights->packed(weight, pass.dtype()), CastOf(*pass.weights, bias, pass.dtype()),
                      post_op ? post_op->attr : "none", post_op ? post_op->algorithm : "");
     if (post_op) return y;  // the activation is fused
@@ -317,7 +319,7 @@ at::Tensor Linear::forward(const at::Tensor& x, const Pass& pass, Activation act
 
 at::Tensor Linear::forward_add(const at::Tensor& x, const at::Tensor& residual, const Pass& pass) const {
   // fp32 only: under autocast the sum is fp32 (a bf16 product plus an fp32 residual), the fused one would be bf16.
-  if (pass.packed() && !pass.quantized && pass.dtype() == at::kFloat && residual.scalar_type() == at::kFloat)
+  if (pass.packed() && !pass.quantized && pass.dtype() == at::kFloat && residual.scalar_type() == at::kFloat && !pass.shares_training_products())
     return PackedLinearAdd(x, pass.weights->packed(weight, at::kFloat), bias, residual);
   return forward(x, pass) + residual;
 }

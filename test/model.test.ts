@@ -39,3 +39,31 @@ test(`evaluation (mixed precision: ${precision}) after an optimizer step or a lo
     await b.dispose();
   }
 });
+
+test('a training model evaluates padded batches as a predicting copy does (its products take training\'s row rounding, unfused)', async () => {
+  const dir = await makeTinyModel(path.join(work.dir, 'm-rows'));
+  const a = await BertForSequenceClassification.fromPretrained(dir, { device: 'cpu', threads: 1 });
+  try {
+    const train = { shape: [2, 6] as [number, number], inputIds: Int32Array.from({ length: 12 }, (_, i) => 5 + (i % 20)), labels: Int32Array.from([0, 1]) };
+    await a.trainStep(train);
+    await a.optimizerStep({ lr: 0.1 });
+    await a.save(path.join(work.dir, 'a-rows'));
+    const c = await BertForSequenceClassification.fromPretrained(path.join(work.dir, 'a-rows'), { device: 'cpu', threads: 1 });
+    try {
+      // Batches whose real tokens are not a multiple of 32 rows, each sequence padded differently.
+      for (const lengths of [[3, 17, 9], [40, 2, 31, 7], [1, 1]]) {
+        const S = Math.max(...lengths), B = lengths.length;
+        const inputIds = new Int32Array(B * S), attentionMask = new Int32Array(B * S);
+        lengths.forEach((n, b) => { for (let s = 0; s < n; s++) { inputIds[b * S + s] = 5 + ((b * 7 + s * 3) % 20); attentionMask[b * S + s] = 1; } });
+        const batch = { shape: [B, S] as [number, number], inputIds, attentionMask };
+        const got = Array.from((await a.forward(batch)).logits), want = Array.from((await c.forward(batch)).logits);
+        assert.equal(got.length, B * 2);
+        got.forEach((v, i) => assert.ok(Math.abs(v - want[i]) <= 1e-5 * Math.max(1, Math.abs(want[i])), `lengths ${lengths}: logit ${i} ${v} vs ${want[i]}`));
+      }
+    } finally {
+      await c.dispose();
+    }
+  } finally {
+    await a.dispose();
+  }
+});

@@ -461,7 +461,8 @@ at::Tensor EmbeddingRows(const at::Tensor& weight, const at::Tensor& ids, int64_
   return rows;
 }
 
-void ScatterRowGradients(const std::vector<GatheredRows>& gathered, std::unordered_map<const c10::TensorImpl*, KeptRowGradient>& kept) {
+void ScatterRowGradients(const std::vector<GatheredRows>& gathered, std::unordered_map<const c10::TensorImpl*, KeptRowGradient>& kept,
+                         RowGradients* row_grads) {
   at::NoGradGuard no_grad;
   for (const GatheredRows& g : gathered) {
     at::Tensor rows_grad = g.rows.grad(), ids = g.ids;
@@ -472,6 +473,12 @@ void ScatterRowGradients(const std::vector<GatheredRows>& gathered, std::unorder
       rows_grad = rows_grad.index_select(0, keep);
     }
     at::Tensor& grad = const_cast<at::Tensor&>(g.weight).mutable_grad();
+    if (row_grads && !grad.defined()) {
+      RowGradient& r = (*row_grads)[g.weight.unsafeGetTensorImpl()];
+      r.ids.push_back(ids);
+      r.rows.push_back(rows_grad);
+      continue;
+    }
     KeptRowGradient& k = kept[g.weight.unsafeGetTensorImpl()];
     if (grad.defined()) {
       grad.index_add_(0, ids, rows_grad);  // accumulation (no zero_grad between) or a tied decoder's dense gradient

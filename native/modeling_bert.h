@@ -134,12 +134,14 @@ at::Tensor DecoderLinear(const at::Tensor& x, const at::Tensor& weight, const at
 at::Tensor EmbeddingRows(const at::Tensor& weight, const at::Tensor& ids, int64_t padding_idx, const Pass& pass);
 
 // Adds each gathered leaf's gradient into its table's gradient: into the one autograd made if any (a table tied to
-// an MLM decoder), else into a buffer kept per table across steps (`kept`), whose rows written last time are
-// cleared first (the optimizer only scales a gradient in place, so every other row is still zero).
+// an MLM decoder); else, with `rows`, records the rows there (RowGradient: the optimizer applies them row by row);
+// else into a buffer kept per table across steps (`kept`), whose rows written last time are cleared first (the
+// optimizer only scales a gradient in place, so every other row is still zero).
 struct KeptRowGradient {
   at::Tensor buffer, touched;
 };
-void ScatterRowGradients(const std::vector<GatheredRows>& gathered, std::unordered_map<const c10::TensorImpl*, KeptRowGradient>& kept);
+void ScatterRowGradients(const std::vector<GatheredRows>& gathered, std::unordered_map<const c10::TensorImpl*, KeptRowGradient>& kept,
+                         RowGradients* rows);
 
 // Reads the batch's mask on the host and fills `pass`'s token layout; returns input ids, token type ids and
 // position ids of the token rows.

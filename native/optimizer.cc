@@ -2,7 +2,9 @@
 // over the decay and no-decay groups (biases and LayerNorm weights get no weight decay), then zero_grad(set_to_none);
 // and the optimizer state read back from a checkpoint. Each optimizer computes what its PyTorch / transformers class
 // computes: torch.optim.AdamW (fused, or the plain form), torch.optim.SGD, transformers.Adafactor.
+#include <algorithm>
 #include <cmath>
+#include <unordered_map>
 #include <stdexcept>
 #include "optimizer.h"
 #include "torch_session.h"
@@ -23,20 +25,59 @@ at::Tensor& StateOf(const Slot& s, const char* key) {
   return t;
 }
 
+// A table's gradient summed per distinct row: `ids` sorted, `sum` [ids, dim] (the rows added in the order they came,
+// as index_add_ into a dense gradient adds them).
+struct SummedRows {
+  at::Tensor ids, sum;
+};
+using RowSums = std::unordered_map<const Param*, SummedRows>;
+
+SummedRows SumRows(const RowGradient& r) {
+  const at::Tensor ids = at::cat(r.ids), rows = at::cat(r.rows);
+  const auto [unique, inverse, counts] = at::_unique2(ids, /*sorted=*/true, /*return_inverse=*/true, /*return_counts=*/false);
+  return {unique, at::zeros({unique.size(0), rows.size(1)}, rows.options()).index_add_(0, inverse, rows)};
+}
+
 // torch.optim.AdamW(fused=True), the Trainer's default (adamw_torch_fused): one kernel per group, amsgrad off.
 // `grad_scale` (clipping's 1 / coefficient, or undefined): the kernel divides each gradient by it as it reads it and
 // stores the result back, so the gradients end clipped as clip_grad_norm_ leaves them, one pass over them fewer.
-void FusedAdamW(const std::vector<Slot>& group, const OptimizerOptions& o, double lr, double weight_decay, int64_t step, const at::Tensor& grad_scale) {
+// A table in `row_sums` takes the same kernel a block of rows at a time, with a block's gradient that is zero but
+// for its rows among the ids: element by element the dense update (every row's moments decay, every row moves),
+// from a 1.5 MB block instead of a dense gradient read and written back whole.
+void FusedAdamW(const std::vector<Slot>& group, const OptimizerOptions& o, double lr, double weight_decay, int64_t step, const at::Tensor& grad_scale,
+                const RowSums& row_sums) {
   std::vector<at::Tensor> w, g, m, v, steps;
+  const std::optional<at::Tensor> scale = grad_scale.defined() ? std::optional<at::Tensor>(grad_scale) : std::nullopt;
   for (const Slot& s : group) {
-    w.push_back(s.p->value);
-    g.push_back(s.p->value.grad());
-    m.push_back(StateOf(s, "exp_avg"));
-    v.push_back(StateOf(s, "exp_avg_sq"));
-    steps.push_back(at::full({}, static_cast<double>(step), at::TensorOptions().dtype(at::kFloat).device(s.p->value.device())));
+    const at::Tensor t = at::full({}, static_cast<double>(step), at::TensorOptions().dtype(at::kFloat).device(s.p->value.device()));
+    const auto rows = row_sums.find(s.p);
+    if (rows == row_sums.end()) {
+      w.push_back(s.p->value);
+      g.push_back(s.p->value.grad());
+      m.push_back(StateOf(s, "exp_avg"));
+      v.push_back(StateOf(s, "exp_avg_sq"));
+      steps.push_back(t);
+      continue;
+    }
+    const at::Tensor& table = s.p->value;
+    const at::Tensor exp_avg = StateOf(s, "exp_avg"), exp_avg_sq = StateOf(s, "exp_avg_sq");
+    const int64_t n = table.size(0), block = std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(1, table.size(1)));
+    at::Tensor zeros = at::zeros({std::min(n, block), table.size(1)}, table.options());
+    const at::Tensor& ids = rows->second.ids;
+    const int64_t* id = ids.const_data_ptr<int64_t>();
+    for (int64_t r0 = 0, k = 0; r0 < n; r0 += block) {
+      const int64_t len = std::min(block, n - r0), k0 = k;
+      while (k < ids.size(0) && id[k] < r0 + len) ++k;
+      at::Tensor grad = zeros.narrow(0, 0, len);
+      const at::Tensor at_rows = ids.slice(0, k0, k) - r0;
+      if (k > k0) grad.index_copy_(0, at_rows, rows->second.sum.slice(0, k0, k));
+      at::_fused_adamw_({table.narrow(0, r0, len)}, {grad}, {exp_avg.narrow(0, r0, len)}, {exp_avg_sq.narrow(0, r0, len)}, {}, {t}, lr,
+                        o.beta1, o.beta2, weight_decay, o.eps, /*amsgrad=*/false, /*maximize=*/false, scale, std::nullopt);
+      if (k > k0) grad.index_fill_(0, at_rows, 0);  // zero again for the next block
+    }
   }
-  at::_fused_adamw_(w, g, m, v, {}, steps, lr, o.beta1, o.beta2, weight_decay, o.eps, /*amsgrad=*/false, /*maximize=*/false,
-                    grad_scale.defined() ? std::optional<at::Tensor>(grad_scale) : std::nullopt, std::nullopt);
+  if (!w.empty())
+    at::_fused_adamw_(w, g, m, v, {}, steps, lr, o.beta1, o.beta2, weight_decay, o.eps, /*amsgrad=*/false, /*maximize=*/false, scale, std::nullopt);
 }
 
 // torch.optim.AdamW without fused kernels (adamw_torch): decoupled decay, the moments, then
@@ -130,15 +171,24 @@ void Optimizer::Reconfigure(const OptimizerOptions& options) {
   o_ = options;
 }
 
-at::Tensor Optimizer::Step(std::vector<Param>& params, double lr) {
+at::Tensor Optimizer::Step(std::vector<Param>& params, double lr, const RowGradients& rows) {
   std::vector<Param*> with_grad;
-  for (auto& p : params)
-    if (p.value.grad().defined()) with_grad.push_back(&p);
+  RowSums row_sums;
+  for (auto& p : params) {
+    const auto r = rows.find(p.value.unsafeGetTensorImpl());
+    if (r != rows.end() && !r->second.ids.empty()) {
+      SummedRows summed = SumRows(r->second);
+      if (TakesRowGradients()) row_sums[&p] = std::move(summed);
+      else p.value.mutable_grad() = at::zeros_like(p.value).index_copy_(0, summed.ids, summed.sum);
+    }
+    if (p.value.grad().defined() || row_sums.count(&p)) with_grad.push_back(&p);
+  }
   if (with_grad.empty()) throw std::logic_error("optimizerStep: no gradients (call trainStep/forwardBackward first)");
 
   // torch.nn.utils.clip_grad_norm_: the 2-norm of the per-tensor 2-norms; scale by max_norm / (norm + 1e-6), capped at 1.
+  // A table's gradient given as rows has the norm of its summed rows (every other row is zero).
   std::vector<at::Tensor> grads;
-  for (Param* p : with_grad) grads.push_back(p->value.grad());
+  for (Param* p : with_grad) grads.push_back(row_sums.count(p) ? row_sums.at(p).sum : p->value.grad());
   at::Tensor total = at::linalg_vector_norm(at::stack(at::_foreach_norm(grads, 2)), 2);
   // The fused AdamW applies the clipping as it reads the gradients (its grad_scale divides: by 1 / coefficient, the
   // same gradients to within one rounding); the other optimizers get them multiplied first, as clip_grad_norm_ does.
@@ -156,7 +206,7 @@ at::Tensor Optimizer::Step(std::vector<Param>& params, double lr) {
       if (p->decay == decay) group.push_back({p, &state_[p->name]});
     if (group.empty()) continue;
     const double wd = decay ? o_.weight_decay : 0.0;
-    if (o_.optim == "adamw_torch_fused") FusedAdamW(group, o_, lr, wd, step_, unscale);
+    if (o_.optim == "adamw_torch_fused") FusedAdamW(group, o_, lr, wd, step_, unscale, row_sums);
     else if (o_.optim == "adamw_torch") PlainAdamW(group, o_, lr, wd, step_);
     else if (o_.optim == "sgd") Sgd(group, o_, lr, wd);
     else Adafactor(group, o_, lr, wd, step_);
@@ -212,6 +262,7 @@ void Optimizer::LoadState(const std::vector<std::pair<std::string, at::Tensor>>&
 
 void TorchSession::ZeroGrad() {
   for (auto& p : store_.params()) p.value.mutable_grad() = at::Tensor();  // set_to_none, as model.zero_grad() does
+  row_grads_.clear();
 }
 
 void TorchSession::SetOptimizer(const OptimizerOptions& options) {
@@ -223,7 +274,7 @@ double TorchSession::OptimizerStep(double lr) {
   at::NoGradGuard no_grad;
   const auto t0 = Clock::now();
   if (!optimizer_) throw std::logic_error("optimizerStep: no optimizer (call setOptimizer first)");  // src/model.ts sets one first
-  at::Tensor total = optimizer_->Step(store_.params(), lr);
+  at::Tensor total = optimizer_->Step(store_.params(), lr, row_grads_);
   ZeroGrad();
   const double norm = total.item<double>();  // waits for the device's work, so the time below is the step's
   if (!std::isfinite(norm)) kept_rows_.clear();  // clipping by a NaN norm wrote NaN into rows thought zero

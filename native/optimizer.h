@@ -20,7 +20,10 @@ class Optimizer {
   void Reconfigure(const OptimizerOptions& options);
   // clip_grad_norm_, then the update over the decay and no-decay groups at this learning rate; returns the
   // pre-clip norm as a tensor (reading it waits for the device).
-  at::Tensor Step(std::vector<Param>& params, double lr);
+  // `rows`: tables whose gradient came as rows (RowGradient), applied row by row where TakesRowGradients, else
+  // made dense first.
+  at::Tensor Step(std::vector<Param>& params, double lr, const RowGradients& rows);
+  bool TakesRowGradients() const { return o_.optim == "adamw_torch_fused"; }
   // "step", then "state.<parameter>.<torch.optim's key>" per parameter.
   std::vector<std::pair<std::string, at::Tensor>> State() const;
   void LoadState(const std::vector<std::pair<std::string, at::Tensor>>& entries, VarStore& store, const at::Device& device);

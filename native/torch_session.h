@@ -59,6 +59,7 @@ class TorchSession : public Session {
   // The word embeddings' gradients kept across steps (EmbeddingRows, ScatterRowGradients): CPU training without
   // data parallelism (the Reducer's hooks wait for every parameter's gradient from autograd).
   std::unordered_map<const c10::TensorImpl*, KeptRowGradient> kept_rows_;
+  RowGradients row_grads_;  // or as rows, where the optimizer applies them so (Optimizer::TakesRowGradients)
   // This model's dropout streams. libtorch's dropout and SDPA draw from the process's default generator, so a
   // training forward swaps the model's state in and out (DropoutScope) instead of sharing one stream.
   at::Generator cpu_gen_, device_gen_;  // device_gen_ defined only on a GPU

@@ -16,6 +16,14 @@ struct Param {
   bool decay;                      // AdamW weight decay applies (not biases, not LayerNorm), as the HF Trainer groups them
 };
 
+// An embedding table's gradient as the rows training gathered (EmbeddingRows, ScatterRowGradients): each
+// backward's ids and their gradients since the last step, for an optimizer that applies them row by row
+// (Optimizer::Step with fused AdamW) instead of a dense [vocab, dim] gradient (MiniLM: 47 MB).
+struct RowGradient {
+  std::vector<at::Tensor> ids, rows;
+};
+using RowGradients = std::unordered_map<const c10::TensorImpl*, RowGradient>;  // by the table's tensor
+
 class VarStore {
  public:
   VarStore(at::Device device, uint64_t seed, double initializer_range);

@@ -90,6 +90,7 @@ struct GatheredRows {
 // What one forward pass needs besides the weights: the mode, and where the real tokens are.
 struct Pass {
   bool train = false;
+  bool trains = false;  // the model has an optimizer: a training pass, or an evaluation between training's steps
   double hidden_dropout = 0, attention_dropout = 0, classifier_dropout = 0;
   at::ScalarType autocast = at::ScalarType::Undefined;  // Undefined: fp32
   WeightCache* weights = nullptr;                       // evaluation only
@@ -104,9 +105,9 @@ struct Pass {
   // (elsewhere its reorder refuses bf16, and autocast's plain products run instead).
   bool packed() const { return weights && weights->packs() && (dtype() == at::kFloat || CpuHasPackedBf16()); }
   // A training model's fp32 evaluation on oneDNN (plain weights: WeightCache::set_reorder): its products take
-  // training's shapes (token rows rounded as training rounds them, no fused activation or residual) so that they
-  // run on the primitives training's forward made. Exact row counts and fused variants gave every evaluation batch
-  // four primitives of its own: 193 on MRPC's validation set, ~0.5 MB each, +100 MB of RSS from the first evaluation.
+  // training's shapes (token rows rounded as training rounds them, `trains`; no fused activation or residual) so
+  // that they run on the primitives training's forward made. Exact row counts and fused variants gave every
+  // evaluation batch four primitives of its own: 193 on MRPC's validation set, ~0.5 MB each, +100 MB of RSS.
   bool shares_training_products() const { return packed() && !weights->reorders() && dtype() == at::kFloat && !quantized; }
   // With dynamic padding a batch is often a third padding; every layer but attention works token by token, so
   // those layers run on the real tokens only ("unpadded"); attention runs per sequence on them (CPU, fp32) or on

@@ -75,6 +75,7 @@ Pass TorchSession::MakePass(bool train) {
   const Config& c = cfg_;
   Pass pass;
   pass.train = train;
+  pass.trains = train || optimizer_ != nullptr;
   pass.hidden_dropout = train ? c.hidden_dropout_prob : 0.0;
   pass.attention_dropout = train ? c.attention_probs_dropout_prob : 0.0;
   pass.classifier_dropout = train ? (c.classifier_dropout >= 0 ? c.classifier_dropout : c.hidden_dropout_prob) : 0.0;

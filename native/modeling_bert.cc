@@ -463,8 +463,7 @@ at::Tensor EmbeddingRows(const at::Tensor& weight, const at::Tensor& ids, int64_
   return rows;
 }
 
-void ScatterRowGradients(const std::vector<GatheredRows>& gathered, std::unordered_map<const c10::TensorImpl*, KeptRowGradient>& kept,
-                         RowGradients* row_grads) {
+void ScatterRowGradients(const std::vector<GatheredRows>& gathered, RowGradients& row_grads) {
   at::NoGradGuard no_grad;
   for (const GatheredRows& g : gathered) {
     at::Tensor rows_grad = g.rows.grad(), ids = g.ids;
@@ -475,23 +474,13 @@ void ScatterRowGradients(const std::vector<GatheredRows>& gathered, std::unorder
       rows_grad = rows_grad.index_select(0, keep);
     }
     at::Tensor& grad = const_cast<at::Tensor&>(g.weight).mutable_grad();
-    if (row_grads && !grad.defined()) {
-      RowGradient& r = (*row_grads)[g.weight.unsafeGetTensorImpl()];
-      r.ids.push_back(ids);
-      r.rows.push_back(rows_grad);
-      continue;
-    }
-    KeptRowGradient& k = kept[g.weight.unsafeGetTensorImpl()];
     if (grad.defined()) {
-      grad.index_add_(0, ids, rows_grad);  // accumulation (no zero_grad between) or a tied decoder's dense gradient
-      if (grad.is_same(k.buffer)) k.touched = at::cat({k.touched, ids});
+      grad.index_add_(0, ids, rows_grad);  // a tied decoder's dense gradient
       continue;
     }
-    if (!k.buffer.defined()) k.buffer = at::zeros_like(g.weight);
-    else if (k.touched.defined()) k.buffer.index_fill_(0, k.touched, 0);
-    k.buffer.index_add_(0, ids, rows_grad);
-    k.touched = ids;
-    grad = k.buffer;
+    RowGradient& r = row_grads[g.weight.unsafeGetTensorImpl()];
+    r.ids.push_back(ids);
+    r.rows.push_back(rows_grad);
   }
 }
 

@@ -134,15 +134,9 @@ at::Tensor DecoderLinear(const at::Tensor& x, const at::Tensor& weight, const at
 // gradient is the same: padding_idx's rows get none, repeated ids add in order).
 at::Tensor EmbeddingRows(const at::Tensor& weight, const at::Tensor& ids, int64_t padding_idx, const Pass& pass);
 
-// Adds each gathered leaf's gradient into its table's gradient: into the one autograd made if any (a table tied to
-// an MLM decoder); else, with `rows`, records the rows there (RowGradient: the optimizer applies them row by row);
-// else into a buffer kept per table across steps (`kept`), whose rows written last time are cleared first (the
-// optimizer only scales a gradient in place, so every other row is still zero).
-struct KeptRowGradient {
-  at::Tensor buffer, touched;
-};
-void ScatterRowGradients(const std::vector<GatheredRows>& gathered, std::unordered_map<const c10::TensorImpl*, KeptRowGradient>& kept,
-                         RowGradients* rows);
+// Adds each gathered leaf's gradient to its table's: into the gradient autograd made if any (a table tied to an MLM
+// decoder), else as rows into `rows` (RowGradient: Optimizer::Step applies them).
+void ScatterRowGradients(const std::vector<GatheredRows>& gathered, RowGradients& rows);
 
 // Reads the batch's mask on the host and fills `pass`'s token layout; returns input ids, token type ids and
 // position ids of the token rows.

@@ -69,11 +69,11 @@ void FusedAdamW(const std::vector<Slot>& group, const OptimizerOptions& o, doubl
       const int64_t len = std::min(block, n - r0), k0 = k;
       while (k < ids.size(0) && id[k] < r0 + len) ++k;
       at::Tensor grad = zeros.narrow(0, 0, len);
-      const at::Tensor at_rows = ids.slice(0, k0, k) - r0;
-      if (k > k0) grad.index_copy_(0, at_rows, rows->second.sum.slice(0, k0, k));
+      const at::Tensor at_rows = k > k0 ? ids.slice(0, k0, k) - r0 : at::Tensor();
+      if (at_rows.defined()) grad.index_copy_(0, at_rows, rows->second.sum.slice(0, k0, k));
       at::_fused_adamw_({table.narrow(0, r0, len)}, {grad}, {exp_avg.narrow(0, r0, len)}, {exp_avg_sq.narrow(0, r0, len)}, {}, {t}, lr,
                         o.beta1, o.beta2, weight_decay, o.eps, /*amsgrad=*/false, /*maximize=*/false, scale, std::nullopt);
-      if (k > k0) grad.index_fill_(0, at_rows, 0);  // zero again for the next block
+      if (at_rows.defined()) grad.index_fill_(0, at_rows, 0);  // zero again for the next block
     }
   }
   if (!w.empty())
@@ -172,14 +172,23 @@ void Optimizer::Reconfigure(const OptimizerOptions& options) {
 }
 
 at::Tensor Optimizer::Step(std::vector<Param>& params, double lr, const RowGradients& rows) {
+  const bool fused = o_.optim == "adamw_torch_fused";
   std::vector<Param*> with_grad;
   RowSums row_sums;
   for (auto& p : params) {
     const auto r = rows.find(p.value.unsafeGetTensorImpl());
     if (r != rows.end() && !r->second.ids.empty()) {
       SummedRows summed = SumRows(r->second);
-      if (TakesRowGradients()) row_sums[&p] = std::move(summed);
-      else p.value.mutable_grad() = at::zeros_like(p.value).index_copy_(0, summed.ids, summed.sum);
+      if (fused) {
+        row_sums[&p] = std::move(summed);
+      } else {
+        DenseRows& d = dense_rows_[p.name];
+        if (!d.buffer.defined()) d.buffer = at::zeros_like(p.value);
+        else if (d.ids.defined()) d.buffer.index_fill_(0, d.ids, 0);
+        d.buffer.index_copy_(0, summed.ids, summed.sum);
+        d.ids = summed.ids;
+        p.value.mutable_grad() = d.buffer;
+      }
     }
     if (p.value.grad().defined() || row_sums.count(&p)) with_grad.push_back(&p);
   }
@@ -195,8 +204,13 @@ at::Tensor Optimizer::Step(std::vector<Param>& params, double lr, const RowGradi
   at::Tensor unscale;
   if (o_.max_grad_norm > 0) {
     const at::Tensor coefficient = at::clamp_max(o_.max_grad_norm / (total + 1e-6), 1.0);
-    if (o_.optim == "adamw_torch_fused") unscale = coefficient.reciprocal().to(at::kFloat);
-    else at::_foreach_mul_(grads, coefficient);
+    if (fused) {
+      unscale = coefficient.reciprocal().to(at::kFloat);
+    } else {
+      at::_foreach_mul_(grads, coefficient);
+      // Multiplying by a NaN coefficient wrote NaN into the rows thought zero.
+      if (!dense_rows_.empty() && !std::isfinite(total.item<double>())) dense_rows_.clear();
+    }
   }
 
   ++step_;
@@ -206,7 +220,7 @@ at::Tensor Optimizer::Step(std::vector<Param>& params, double lr, const RowGradi
       if (p->decay == decay) group.push_back({p, &state_[p->name]});
     if (group.empty()) continue;
     const double wd = decay ? o_.weight_decay : 0.0;
-    if (o_.optim == "adamw_torch_fused") FusedAdamW(group, o_, lr, wd, step_, unscale, row_sums);
+    if (fused) FusedAdamW(group, o_, lr, wd, step_, unscale, row_sums);
     else if (o_.optim == "adamw_torch") PlainAdamW(group, o_, lr, wd, step_);
     else if (o_.optim == "sgd") Sgd(group, o_, lr, wd);
     else Adafactor(group, o_, lr, wd, step_);
@@ -277,7 +291,6 @@ double TorchSession::OptimizerStep(double lr) {
   at::Tensor total = optimizer_->Step(store_.params(), lr, row_grads_);
   ZeroGrad();
   const double norm = total.item<double>();  // waits for the device's work, so the time below is the step's
-  if (!std::isfinite(norm)) kept_rows_.clear();  // clipping by a NaN norm wrote NaN into rows thought zero
   times_.optimizer_ms += MsSince(t0);
   ++times_.optimizer_calls;
   profile_.reset();  // a step being profiled ends here: the trace file is written

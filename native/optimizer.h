@@ -20,10 +20,9 @@ class Optimizer {
   void Reconfigure(const OptimizerOptions& options);
   // clip_grad_norm_, then the update over the decay and no-decay groups at this learning rate; returns the
   // pre-clip norm as a tensor (reading it waits for the device).
-  // `rows`: tables whose gradient came as rows (RowGradient), applied row by row where TakesRowGradients, else
-  // made dense first.
+  // `rows`: tables whose gradient came as rows (RowGradient): fused AdamW applies them row by row, the other
+  // optimizers take the dense gradient they make (a buffer kept per table, `dense_rows_`).
   at::Tensor Step(std::vector<Param>& params, double lr, const RowGradients& rows);
-  bool TakesRowGradients() const { return o_.optim == "adamw_torch_fused"; }
   // "step", then "state.<parameter>.<torch.optim's key>" per parameter.
   std::vector<std::pair<std::string, at::Tensor>> State() const;
   void LoadState(const std::vector<std::pair<std::string, at::Tensor>>& entries, VarStore& store, const at::Device& device);
@@ -32,6 +31,13 @@ class Optimizer {
   OptimizerOptions o_;
   int64_t step_ = 0;  // steps taken (bias correction, Adafactor's decay)
   std::map<std::string, std::map<std::string, at::Tensor>> state_;  // by parameter name
+  // A table's dense gradient for the optimizers that take gradients whole, kept across steps by parameter name: the
+  // rows written the step before (`ids`) are cleared first (they scale a gradient in place, so every other row is
+  // still zero), instead of a fresh zero-filled [vocab, dim] tensor per step.
+  struct DenseRows {
+    at::Tensor buffer, ids;
+  };
+  std::map<std::string, DenseRows> dense_rows_;
 };
 
 }  // namespace bert

@@ -182,7 +182,7 @@ double TorchSession::ForwardBackward(const Batch& batch, double loss_scale, bool
   const auto t1 = Clock::now();
   if (reducer_ && sync) ArmReducer();  // else no_sync: gradients accumulate locally until the step's last micro-batch
   (loss_scale == 1.0 ? loss : loss * loss_scale).backward();
-  ScatterRowGradients(gathered, kept_rows_, optimizer_ && optimizer_->TakesRowGradients() ? &row_grads_ : nullptr);
+  ScatterRowGradients(gathered, row_grads_);
   const double value = loss.item<double>();
   times_.backward_ms += MsSince(t1);
   ++times_.forward_backward_calls;

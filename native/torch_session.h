@@ -56,10 +56,10 @@ class TorchSession : public Session {
   // as a Chrome trace: the step numbered BERT_TRAINER_PROFILE_STEP (default 20), so that warm-up is past.
   std::shared_ptr<void> profile_;
   WeightCache weights_{device_.is_cpu() && CanPackWeights()};
-  // The word embeddings' gradients kept across steps (EmbeddingRows, ScatterRowGradients): CPU training without
-  // data parallelism (the Reducer's hooks wait for every parameter's gradient from autograd).
-  std::unordered_map<const c10::TensorImpl*, KeptRowGradient> kept_rows_;
-  RowGradients row_grads_;  // or as rows, where the optimizer applies them so (Optimizer::TakesRowGradients)
+  // The word embeddings' gradients as the rows training gathered since the last step (EmbeddingRows,
+  // ScatterRowGradients; Optimizer::Step applies them): CPU training without data parallelism (the Reducer's hooks
+  // wait for every parameter's gradient from autograd).
+  RowGradients row_grads_;
   // This model's dropout streams. libtorch's dropout and SDPA draw from the process's default generator, so a
   // training forward swaps the model's state in and out (DropoutScope) instead of sharing one stream.
   at::Generator cpu_gen_, device_gen_;  // device_gen_ defined only on a GPU

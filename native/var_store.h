@@ -17,8 +17,8 @@ struct Param {
 };
 
 // An embedding table's gradient as the rows training gathered (EmbeddingRows, ScatterRowGradients): each
-// backward's ids and their gradients since the last step, for an optimizer that applies them row by row
-// (Optimizer::Step with fused AdamW) instead of a dense [vocab, dim] gradient (MiniLM: 47 MB).
+// backward's ids and their gradients since the last step. Optimizer::Step applies them (fused AdamW row by row,
+// with no dense [vocab, dim] gradient at all: MiniLM's is 47 MB).
 struct RowGradient {
   std::vector<at::Tensor> ids, rows;
 };

@@ -397,15 +397,13 @@ const PostOp* PostOpOf(const std::string& name) { return ActivationEntry(name).p
 // count, and the generator advances one draw per call, so checkpoints and resumes stay exact. One pass writes the
 // output (x times the kept scale, or times 0, as x * mask computes it) and a byte per element of mask, which the
 // backward reads instead of a mask in x's dtype.
-namespace {
-inline bool Kept(uint64_t seed, int64_t i, uint64_t keep_from) {
-  uint64_t z = seed + static_cast<uint64_t>(i) * 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  z ^= z >> 31;
-  return (z >> 40) >= keep_from;  // keep when a 24-bit uniform >= p
+uint64_t DropoutSeed() {
+  at::Generator gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return gen.get<at::CPUGeneratorImpl>()->random64();
 }
 
+namespace {
 // out = in * (keep ? scale : 0), elementwise, with `keep` either drawn (and stored into mask) or read from mask.
 template <bool kDraw>
 void ApplyMask(const at::Tensor& in, at::Tensor& out, uint8_t* mask, double scale, uint64_t seed, uint64_t keep_from) {
@@ -416,7 +414,7 @@ void ApplyMask(const at::Tensor& in, at::Tensor& out, uint8_t* mask, double scal
     at::parallel_for(0, in.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         bool k;
-        if constexpr (kDraw) mask[i] = k = Kept(seed, i, keep_from);
+        if constexpr (kDraw) mask[i] = k = DropoutKeeps(seed, i, keep_from);
         else k = mask[i] != 0;
         y[i] = static_cast<scalar_t>(x[i] * (k ? kept : dropped));
       }
@@ -429,7 +427,7 @@ struct DropoutFunction : public torch::autograd::Function<DropoutFunction> {
     const at::Tensor in = x.contiguous();
     at::Tensor out = at::empty_like(in), mask = at::empty(in.sizes(), in.options().dtype(at::kByte));
     const double scale = 1.0 / (1.0 - p);
-    ApplyMask<true>(in, out, mask.data_ptr<uint8_t>(), scale, static_cast<uint64_t>(seed), static_cast<uint64_t>(std::ceil(p * 16777216.0)));
+    ApplyMask<true>(in, out, mask.data_ptr<uint8_t>(), scale, static_cast<uint64_t>(seed), DropoutKeepFrom(p));
     ctx->save_for_backward({mask});
     ctx->saved_data["scale"] = scale;
     return out;
@@ -447,13 +445,7 @@ struct DropoutFunction : public torch::autograd::Function<DropoutFunction> {
 at::Tensor Dropout(const at::Tensor& x, double p, bool train) {
   if (!train || p == 0) return x;
   if (!x.device().is_cpu() || p >= 1) return at::dropout(x, p, true);
-  uint64_t seed;
-  {
-    at::Generator gen = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    seed = gen.get<at::CPUGeneratorImpl>()->random64();
-  }
-  return DropoutFunction::apply(x, p, static_cast<int64_t>(seed));
+  return DropoutFunction::apply(x, p, static_cast<int64_t>(DropoutSeed()));
 }
 
 at::Tensor EmbeddingRows(const at::Tensor& weight, const at::Tensor& ids, int64_t padding_idx, const Pass& pass) {
@@ -539,7 +531,11 @@ at::Tensor BertSelfAttention::forward(const at::Tensor& x, const Pass& pass, con
   // Projections of the token rows: query, key and value, or with first_tokens key and value (the queries: theirs).
   const int64_t n = first_tokens ? 2 : 3;
   const at::Tensor rows = first_tokens ? kv_.forward(x, pass, {&key, &value}) : qkv_.forward(x, pass, {&query, &key, &value});
-  const at::Tensor first_q = first_tokens ? query.forward(*first_tokens, pass).view({B, 1, nh, d}).transpose(1, 2) : at::Tensor();
+  const at::Tensor first_rows = first_tokens ? query.forward(*first_tokens, pass) : at::Tensor();  // [batch, hidden]
+  if (pass.train && pass.unpadded() && x.device().is_cpu() && pass.autocast == at::ScalarType::Undefined &&
+      pass.attention_dropout < 1 && SequenceAttentionAvailable())
+    return SequenceAttention(rows, first_rows, pass.lengths, B, nh, pass.attention_dropout);
+  const at::Tensor first_q = first_tokens ? first_rows.view({B, 1, nh, d}).transpose(1, 2) : at::Tensor();
   // split and unbind, not slices: a slice's backward fills a zero tensor of the whole per slice, these concatenate once.
   if (pass.unpadded() && x.device().is_cpu() && pass.autocast == at::ScalarType::Undefined) {
     // Each sequence attends over its own rows (contiguous among the token rows): no padded positions computed, no

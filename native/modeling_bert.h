@@ -6,6 +6,7 @@
 #pragma once
 #include <ATen/ATen.h>
 #include <array>
+#include <cmath>
 #include <functional>
 #include <optional>
 #include <unordered_map>
@@ -145,6 +146,15 @@ std::array<at::Tensor, 3> Unpad(const Batch& batch, const at::Device& device, Pa
 // softmax(q k^T / sqrt(d) + mask) v over [..., tokens, head_dim] views (mask: true = attend), with the pass's
 // attention dropout.
 at::Tensor Attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const std::optional<at::Tensor>& mask, const Pass& pass);
+
+// Attention of each sequence over its own token rows (Pass::lengths' first `batch` runs) as one autograd node
+// (attention.cc): the same as Attend over each sequence's [1, heads, len, head_dim] views with the pass's attention
+// dropout. qkv: the rows' [tokens, 3 * hidden] (query | key | value) projections, or with first_q ([batch, hidden],
+// each sequence's one query) [tokens, 2 * hidden] (key | value). CPU fp32, where libtorch has a BLAS
+// (SequenceAttentionAvailable).
+bool SequenceAttentionAvailable();
+at::Tensor SequenceAttention(const at::Tensor& qkv, const at::Tensor& first_q, const std::vector<int64_t>& lengths, int64_t batch,
+                             int64_t heads, double attention_dropout);
 
 using Activation = at::Tensor (*)(const at::Tensor&);
 Activation ActivationOf(const std::string& hidden_act);  // transformers' ACT2FN names; throws for others
@@ -358,6 +368,17 @@ std::unique_ptr<BertPreTrainedModel> CreateHeads(const std::string& prefix, cons
 
 // What the heads of every family share (modeling_bert.cc).
 at::Tensor Dropout(const at::Tensor& x, double p, bool train);
+// Dropout's mask: one seed per call from the default CPU generator, and whether element i of the tensor it applies
+// to is kept (a counter-based hash of seed and i: any thread count draws the same mask).
+uint64_t DropoutSeed();
+inline uint64_t DropoutKeepFrom(double p) { return static_cast<uint64_t>(std::ceil(p * 16777216.0)); }
+inline bool DropoutKeeps(uint64_t seed, int64_t i, uint64_t keep_from) {
+  uint64_t z = seed + static_cast<uint64_t>(i) * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return (z >> 40) >= keep_from;  // keep when a 24-bit uniform >= p
+}
 at::Tensor IntLabels(const Batch& in, std::vector<int64_t> shape, const at::Device& device);  // int32 host labels, int64 on device
 at::Tensor Repad(const at::Tensor& rows, const Pass& pass);  // token rows back to [batch * seq] (zeros at padding)
 at::Tensor CrossEntropy(const at::Tensor& logits, const at::Tensor& labels, const Pass& pass);  // ignore -100, label smoothing

@@ -10,6 +10,7 @@
 // the generator's stream are those of the per-sequence operators.
 #include "modeling_bert.h"
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <cstdlib>
 #include <vector>
@@ -91,6 +92,25 @@ Operands OperandsOf(const at::Tensor& qkv, const at::Tensor& first_q, int64_t hi
   return {base, base + hidden, base + 2 * hidden, 3 * hidden, 3 * hidden};
 }
 
+BERT_VECTOR_CLONES void DropRange(float* o, const float* in, int64_t n, uint64_t seed, uint64_t keep_from, float scale) {
+  for (int64_t i = 0; i < n; ++i) o[i] = in[i] * (DropoutKeeps(seed, i, keep_from) ? scale : 0.0f);
+}
+
+// Softmax's backward through dropout, row by row: dP' in, dS = P' * dP' - P * rowsum(P' * dP') out.
+BERT_VECTOR_CLONES void SoftmaxDropoutBackward(float* r, const float* pd, const float* pr, int64_t rows, int64_t n) {
+  constexpr int64_t kLanes = 16;  // partial sums the compiler keeps in vector registers
+  for (int64_t i = 0; i < rows; ++i, pd += n, pr += n, r += n) {
+    float part[kLanes] = {};
+    int64_t j = 0;
+    for (; j + kLanes <= n; j += kLanes)
+      for (int64_t l = 0; l < kLanes; ++l) part[l] += pd[j + l] * r[j + l];
+    float sum = 0;
+    for (; j < n; ++j) sum += pd[j] * r[j];
+    for (int64_t l = 0; l < kLanes; ++l) sum += part[l];
+    for (j = 0; j < n; ++j) r[j] = pd[j] * r[j] - pr[j] * sum;
+  }
+}
+
 // P' = P * keep / (1 - p) for every pair at once: `probs` and `out` in Layout's flat order; element e of sequence b
 // is its element e - p_off[b] of [heads, queries, keys], the index Dropout's mask uses.
 void DropInto(float* out, const std::vector<at::Tensor>& probs, const Layout& lay, const std::vector<int64_t>& seeds, double p) {
@@ -102,7 +122,7 @@ void DropInto(float* out, const std::vector<at::Tensor>& probs, const Layout& la
       float* o = out + lay.p_off[b];
       const uint64_t seed = static_cast<uint64_t>(seeds[static_cast<size_t>(b)]);
       const int64_t n = lay.heads * lay.q_len[b] * lay.k_len[b];
-      for (int64_t i = 0; i < n; ++i) o[i] = DropoutKeeps(seed, i, keep_from) ? in[i] * scale : 0.0f;
+      DropRange(o, in, n, seed, keep_from, scale);
     }
   });
 }
@@ -113,6 +133,7 @@ struct SequenceAttentionFunction : public torch::autograd::Function<SequenceAtte
   // the sequences' zero), or [batch, hidden] with first_q.
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& qkv_in, const at::Tensor& first_q_in,
                             std::vector<int64_t> lengths, int64_t batch, int64_t heads, double p) {
+    RECORD_FUNCTION("bert::sequence_attention", std::vector<c10::IValue>());  // profiles show the forward's own loops
     const bool first = first_q_in.numel() > 0;
     const at::Tensor qkv = qkv_in.contiguous(), first_q = first_q_in.contiguous();
     const int64_t hidden = qkv.size(1) / (first ? 2 : 3), d = hidden / heads;
@@ -197,17 +218,12 @@ struct SequenceAttentionFunction : public torch::autograd::Function<SequenceAtte
                          [&](int64_t h) { return V + h * d; }, [&](int64_t h) { return dS + lay.p_off[b] + h * Lq * Lk; });
     }
     first_products.run();
-    // Softmax's backward through dropout: dS = P' * dP' - P * rowsum(P' * dP'), row by row.
+    // Softmax's backward through dropout.
     at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
         const int64_t Lk = lay.k_len[b], n = heads * lay.q_len[b];
         const float *pd = P(b), *pr = probs[static_cast<size_t>(b)].const_data_ptr<float>();
-        float* r = dS + lay.p_off[b];
-        for (int64_t i = 0; i < n; ++i, pd += Lk, pr += Lk, r += Lk) {
-          float sum = 0;
-          for (int64_t j = 0; j < Lk; ++j) sum += pd[j] * r[j];
-          for (int64_t j = 0; j < Lk; ++j) r[j] = pd[j] * r[j] - pr[j] * sum;
-        }
+        SoftmaxDropoutBackward(dS + lay.p_off[b], pd, pr, n, Lk);
       }
     });
     GemmBatch last_products;

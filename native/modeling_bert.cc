@@ -404,9 +404,29 @@ uint64_t DropoutSeed() {
 }
 
 namespace {
+BERT_VECTOR_CLONES void DrawMask(const float* x, float* y, uint8_t* mask, int64_t begin, int64_t end, float kept, uint64_t seed, uint64_t keep_from) {
+  for (int64_t i = begin; i < end; ++i) {
+    const bool k = DropoutKeeps(seed, i, keep_from);
+    mask[i] = k;
+    y[i] = x[i] * (k ? kept : 0.0f);
+  }
+}
+BERT_VECTOR_CLONES void ReadMask(const float* x, float* y, const uint8_t* mask, int64_t begin, int64_t end, float kept) {
+  for (int64_t i = begin; i < end; ++i) y[i] = x[i] * (mask[i] ? kept : 0.0f);
+}
+
 // out = in * (keep ? scale : 0), elementwise, with `keep` either drawn (and stored into mask) or read from mask.
 template <bool kDraw>
 void ApplyMask(const at::Tensor& in, at::Tensor& out, uint8_t* mask, double scale, uint64_t seed, uint64_t keep_from) {
+  if (in.scalar_type() == at::kFloat) {  // the same as below, vectorized
+    const float* x = in.const_data_ptr<float>();
+    float* y = out.data_ptr<float>();
+    at::parallel_for(0, in.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
+      if constexpr (kDraw) DrawMask(x, y, mask, begin, end, static_cast<float>(scale), seed, keep_from);
+      else ReadMask(x, y, mask, begin, end, static_cast<float>(scale));
+    });
+    return;
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, in.scalar_type(), "bert_dropout", [&] {
     const scalar_t* x = in.const_data_ptr<scalar_t>();
     scalar_t* y = out.data_ptr<scalar_t>();

@@ -371,6 +371,13 @@ at::Tensor Dropout(const at::Tensor& x, double p, bool train);
 // Dropout's mask: one seed per call from the default CPU generator, and whether element i of the tensor it applies
 // to is kept (a counter-based hash of seed and i: any thread count draws the same mask).
 uint64_t DropoutSeed();
+// Elementwise loops compiled for AVX-512 and AVX2 besides the baseline, the loader picking one by the CPU (the
+// mask's hash is 64-bit products, which only vectorize there).
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
+#define BERT_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define BERT_VECTOR_CLONES
+#endif
 inline uint64_t DropoutKeepFrom(double p) { return static_cast<uint64_t>(std::ceil(p * 16777216.0)); }
 inline bool DropoutKeeps(uint64_t seed, int64_t i, uint64_t keep_from) {
   uint64_t z = seed + static_cast<uint64_t>(i) * 0x9E3779B97F4A7C15ull;

@@ -1,13 +1,14 @@
-// Attention of each sequence over its own token rows as one autograd node, for CPU training in fp32.
+// Attention of each sequence over its own token rows as one autograd node, on the CPU in fp32 (training, and the
+// evaluation of padded batches).
 //
 // Written with libtorch's operators, each sequence of each layer is a dozen operators forward and more backward
 // (views, the scaled product, softmax, dropout, the context product, the copies between the rows' and the heads'
-// layouts) with an autograd node each: for MiniLM on MRPC's batches, ~20 ms of a ~150 ms step, a third of it
-// products. Here one node computes every (sequence, head) pair's products straight from and into the token rows'
-// [tokens, 3 * hidden] layout with BLAS (libtorch's MKL sgemm, single-threaded inside the pairs' parallel loop),
-// softmax with libtorch's kernel, and dropout's mask drawn as Dropout draws it: one seed per sequence from the same
-// generator, element (head, query, key) of the sequence's [heads, queries, keys] probabilities, so the result and
-// the generator's stream are those of the per-sequence operators.
+// layouts) with an autograd node each: for MiniLM on MRPC's batches, ~20 ms of a ~150 ms training step, a third of
+// it products. Here one node computes every (sequence, head) pair's products straight from and into the token
+// rows' [tokens, 3 * hidden] layout with MKL's batched products, softmax with libtorch's kernel, and dropout's mask
+// drawn as Dropout draws it: one seed per sequence from the same generator, element (head, query, key) of the
+// sequence's [heads, queries, keys] probabilities, so the result and the generator's stream are those of the
+// per-sequence operators.
 #include "modeling_bert.h"
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>

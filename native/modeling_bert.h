@@ -150,7 +150,7 @@ at::Tensor Attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
 // Attention of each sequence over its own token rows (Pass::lengths' first `batch` runs) as one autograd node
 // (attention.cc): the same as Attend over each sequence's [1, heads, len, head_dim] views with the pass's attention
 // dropout. qkv: the rows' [tokens, 3 * hidden] (query | key | value) projections, or with first_q ([batch, hidden],
-// each sequence's one query) [tokens, 2 * hidden] (key | value). CPU fp32, where libtorch has a BLAS
+// each sequence's one query) [tokens, 2 * hidden] (key | value). CPU fp32, where libtorch has MKL
 // (SequenceAttentionAvailable).
 bool SequenceAttentionAvailable();
 at::Tensor SequenceAttention(const at::Tensor& qkv, const at::Tensor& first_q, const std::vector<int64_t>& lengths, int64_t batch,

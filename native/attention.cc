@@ -63,11 +63,10 @@ class GemmBatch {
 // Where sequence b's rows are: its queries (rows q_off.. of the queries, q_len of them), its keys and values (rows
 // k_off.. of the key/value rows) and its probabilities in the flat buffer of all of them (p_off).
 struct Layout {
-  int64_t batch, heads, head_dim, hidden;
+  int64_t batch, heads;
   std::vector<int64_t> q_off, q_len, k_off, k_len, p_off;
   int64_t probs = 0, key_rows = 0;
-  Layout(const std::vector<int64_t>& lengths, int64_t batch, int64_t heads, int64_t hidden, bool first_tokens)
-      : batch(batch), heads(heads), head_dim(hidden / heads), hidden(hidden) {
+  Layout(const std::vector<int64_t>& lengths, int64_t batch, int64_t heads, bool first_tokens) : batch(batch), heads(heads) {
     for (int64_t b = 0; b < batch; ++b) {
       const int64_t L = lengths[static_cast<size_t>(b)];
       k_off.push_back(key_rows);
@@ -138,7 +137,7 @@ struct SequenceAttentionFunction : public torch::autograd::Function<SequenceAtte
     const bool first = first_q_in.numel() > 0;
     const at::Tensor qkv = qkv_in.contiguous(), first_q = first_q_in.contiguous();
     const int64_t hidden = qkv.size(1) / (first ? 2 : 3), d = hidden / heads;
-    const Layout lay(lengths, batch, heads, hidden, first);
+    const Layout lay(lengths, batch, heads, first);
     const Operands o = OperandsOf(qkv, first_q, hidden);
     std::vector<int64_t> seeds;
     if (p > 0)
@@ -191,7 +190,7 @@ struct SequenceAttentionFunction : public torch::autograd::Function<SequenceAtte
     const int64_t batch = ctx->saved_data["batch"].toInt(), heads = ctx->saved_data["heads"].toInt();
     const double p = ctx->saved_data["p"].toDouble();
     const int64_t hidden = qkv.size(1) / (first ? 2 : 3), d = hidden / heads;
-    const Layout lay(lengths, batch, heads, hidden, first);
+    const Layout lay(lengths, batch, heads, first);
     const Operands o = OperandsOf(qkv, first_q, hidden);
     const at::Tensor dy = grads[0].contiguous();
     at::Tensor dqkv = at::empty_like(qkv), dfirst_q = first ? at::empty_like(first_q) : at::Tensor();

@@ -552,15 +552,14 @@ at::Tensor BertSelfAttention::forward(const at::Tensor& x, const Pass& pass, con
   const int64_t n = first_tokens ? 2 : 3;
   const at::Tensor rows = first_tokens ? kv_.forward(x, pass, {&key, &value}) : qkv_.forward(x, pass, {&query, &key, &value});
   const at::Tensor first_rows = first_tokens ? query.forward(*first_tokens, pass) : at::Tensor();  // [batch, hidden]
-  if (pass.unpadded() && x.device().is_cpu() && pass.autocast == at::ScalarType::Undefined && pass.attention_dropout < 1 &&
-      SequenceAttentionAvailable())
-    return SequenceAttention(rows, first_rows, pass.lengths, B, nh, pass.attention_dropout);
   const at::Tensor first_q = first_tokens ? first_rows.view({B, 1, nh, d}).transpose(1, 2) : at::Tensor();
   // split and unbind, not slices: a slice's backward fills a zero tensor of the whole per slice, these concatenate once.
   if (pass.unpadded() && x.device().is_cpu() && pass.autocast == at::ScalarType::Undefined) {
     // Each sequence attends over its own rows (contiguous among the token rows): no padded positions computed, no
     // mask, no copies into and out of the [batch, seq] layout; half the time of the padded form on MRPC's batches.
-    // (Where SequenceAttention is available, above, it does this in one node.)
+    // Where libtorch has MKL, one node does this for every sequence; else the operators below, per sequence.
+    if (pass.attention_dropout < 1 && SequenceAttentionAvailable())
+      return SequenceAttention(rows, first_rows, pass.lengths, B, nh, pass.attention_dropout);
     // fp32 only: under autocast each sequence's length would be a new shape for oneDNN's bf16 kernels, which it
     // generates and keeps per shape (a bf16 3-epoch MRPC run took 267 s with it, 240 s without).
     const std::vector<at::Tensor> seqs = rows.split_with_sizes(pass.lengths, 0);  // then any rounding rows: never read

@@ -2,7 +2,7 @@
 // all-MiniLM-L6-v2 on GLUE MRPC with `node train.js` (3 epochs, the defaults), exports it (`node train.js export
 // --quantize`), then classifies the 408 validation pairs one at a time (batch 1) with ours (the saved model, fp32 and
 // with setQuantization('int8'), as `predict --quantize`), the fp32 ONNX file and the int8 one in onnxruntime-node, the
-// four alternating per round: accuracy and F1 of each, batch-1 sequences per second, file sizes. JSON under
+// four alternating per round, each in a process of its own: accuracy and F1 of each, batch-1 sequences per second, file sizes. JSON under
 // bench/results/onnx-export-cpu-<time>.json.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -29,6 +29,48 @@ if (!home || !existsSync(path.join(home, 'hub', 'datasets--nyu-mll--glue'))) {
 process.env.HF_HOME = home;
 process.env.HF_HUB_OFFLINE = '1';
 const env = { ...process.env };
+/** One side's pass over the validation pairs at batch 1, in a process of its own: once to warm (the first calls of each
+ * shape allocate and pick kernels), then timed. */
+async function timeSide(name: string, modelDir: string, onnxDir: string): Promise<{ seq_per_s: number; pred: number[] }> {
+  const val = await loadGlue('mrpc', 'validation');
+  const tok = await BertTokenizer.fromPretrained(modelDir);
+  const pairs = val.text1.map((a, i) => tok.encode(a, val.text2![i], { maxLength: 128 }));
+  let classify: () => Promise<number[]>;
+  if (name === 'ours' || name === 'ours --quantize') {
+    const m = await BertPreTrainedModel.fromPretrained(modelDir, { device: 'cpu', threads });
+    if (name === 'ours --quantize') await m.setQuantization('int8');
+    classify = async () => {
+      const out: number[] = [];
+      for (const p of pairs) {
+        const { logits } = await m.forward({ shape: [1, p.inputIds.length], inputIds: Int32Array.from(p.inputIds), tokenTypeIds: Int32Array.from(p.tokenTypeIds) });
+        out.push(logits![1] > logits![0] ? 1 : 0);
+      }
+      return out;
+    };
+  } else if (name === 'onnxruntime model.onnx' || name === 'onnxruntime model_quantized.onnx') {
+    const s = await ort.InferenceSession.create(path.join(onnxDir, 'onnx', name.slice('onnxruntime '.length)), { intraOpNumThreads: threads, interOpNumThreads: 1 });
+    const t = (a: number[]) => new ort.Tensor('int64', BigInt64Array.from(a, BigInt), [1, a.length]);
+    classify = async () => {
+      const out: number[] = [];
+      for (const p of pairs) {
+        const r = await s.run({ input_ids: t(p.inputIds), attention_mask: t(p.attentionMask), token_type_ids: t(p.tokenTypeIds) });
+        const l = r.logits.data as Float32Array;
+        out.push(l[1] > l[0] ? 1 : 0);
+      }
+      return out;
+    };
+  } else {
+    throw new Error(`--side: unknown side ${JSON.stringify(name)}`);
+  }
+  await classify();
+  const t0 = performance.now();
+  const pred = await classify();
+  return { seq_per_s: pairs.length / ((performance.now() - t0) / 1000), pred };
+}
+if (argv.includes('--side')) {
+  console.log(JSON.stringify(await timeSide(opt('side', ''), opt('model-dir', ''), opt('onnx-dir', ''))));
+  process.exit(0);
+}
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'bench-onnx-'));
 const modelDir = path.join(tmp, 'model'), onnxDir = path.join(tmp, 'onnx');
 const train = path.join(root, 'train.js');
@@ -40,52 +82,22 @@ try {
   execFileSync(process.execPath, [train, 'export', '--model', modelDir, '--output-dir', onnxDir, '--quantize'], { env, stdio: ['ignore', 'inherit', 'inherit'] });
   const exportSeconds = (performance.now() - t0) / 1000;
 
-  const val = await loadGlue('mrpc', 'validation');
-  const tok = await BertTokenizer.fromPretrained(modelDir);
-  const pairs = val.text1.map((a, i) => tok.encode(a, val.text2![i], { maxLength: 128 }));
-  const refs = Array.from(val.labels!);
-  const ours = await BertPreTrainedModel.fromPretrained(modelDir, { device: 'cpu', threads });
-  const oursInt8 = await BertPreTrainedModel.fromPretrained(modelDir, { device: 'cpu', threads });
-  await oursInt8.setQuantization('int8');
-  const classify = (m: BertPreTrainedModel) => async () => {
-    const out: number[] = [];
-    for (const p of pairs) {
-      const { logits } = await m.forward({ shape: [1, p.inputIds.length], inputIds: Int32Array.from(p.inputIds), tokenTypeIds: Int32Array.from(p.tokenTypeIds) });
-      out.push(logits![1] > logits![0] ? 1 : 0);
-    }
-    return out;
-  };
-  const sessions = Object.fromEntries(await Promise.all(['model', 'model_quantized'].map(async (f) =>
-    [f, await ort.InferenceSession.create(path.join(onnxDir, 'onnx', `${f}.onnx`), { intraOpNumThreads: threads, interOpNumThreads: 1 })] as const)));
-  const sides: Record<string, () => Promise<number[]>> = {
-    ours: classify(ours),
-    'ours --quantize': classify(oursInt8),
-    ...Object.fromEntries(Object.entries(sessions).map(([name, s]) => [`onnxruntime ${name}.onnx`, async () => {
-      const out: number[] = [];
-      const t = (a: number[]) => new ort.Tensor('int64', BigInt64Array.from(a, BigInt), [1, a.length]);
-      for (const p of pairs) {
-        const r = await s.run({ input_ids: t(p.inputIds), attention_mask: t(p.attentionMask), token_type_ids: t(p.tokenTypeIds) });
-        const l = r.logits.data as Float32Array;
-        out.push(l[1] > l[0] ? 1 : 0);
-      }
-      return out;
-    }])),
-  };
+  // Each side is timed in a process of its own (this script again, with --side): in one process, each engine's
+  // threads slowed the other's (onnxruntime's fp32 went from ~137 to 90-130 sequences/s beside ours, ours' from ~136
+  // to 107-128), which made the ratio depend on who shared the process rather than on the engines.
+  const refs = Array.from((await loadGlue('mrpc', 'validation')).labels!);
+  const sideNames = ['ours', 'ours --quantize', 'onnxruntime model.onnx', 'onnxruntime model_quantized.onnx'];
   const figs: Record<string, Array<{ seq_per_s: number; accuracy: number; f1: number }>> = {};
   for (let r = 0; r < rounds; r++) {
-    const order = Object.keys(sides);
-    if (r % 2) order.reverse();
+    const order = r % 2 ? [...sideNames].reverse() : sideNames;
     for (const name of order) {
-      await sides[name]();  // warm: the first calls of each shape allocate and pick kernels
-      const t = performance.now();
-      const pred = await sides[name]();
-      const s = (performance.now() - t) / 1000;
-      (figs[name] ??= []).push({ seq_per_s: pairs.length / s, accuracy: accuracy(pred, refs), f1: f1(pred, refs) });
-      console.log(`round ${r + 1}/${rounds}: ${name} ${(pairs.length / s).toFixed(1)} seq/s, accuracy ${accuracy(pred, refs).toFixed(4)}`);
+      const out = execFileSync(process.execPath, [process.argv[1], '--side', name, '--model-dir', modelDir, '--onnx-dir', onnxDir, '--threads', String(threads)],
+        { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+      const { seq_per_s, pred } = JSON.parse(out.trim().split('\n').pop()!) as { seq_per_s: number; pred: number[] };
+      (figs[name] ??= []).push({ seq_per_s, accuracy: accuracy(pred, refs), f1: f1(pred, refs) });
+      console.log(`round ${r + 1}/${rounds}: ${name} ${seq_per_s.toFixed(1)} seq/s, accuracy ${accuracy(pred, refs).toFixed(4)}`);
     }
   }
-  await ours.dispose();
-  await oursInt8.dispose();
   const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
   const mb = (f: string) => statSync(f).size / 2 ** 20;
   const sizes = { 'model.safetensors': mb(path.join(modelDir, 'model.safetensors')), 'onnx/model.onnx': mb(path.join(onnxDir, 'onnx', 'model.onnx')),

@@ -2,8 +2,8 @@
 // all-MiniLM-L6-v2 on GLUE MRPC with `node train.js` (3 epochs, the defaults), exports it (`node train.js export
 // --quantize`), then classifies the 408 validation pairs one at a time (batch 1) with ours (the saved model, fp32 and
 // with setQuantization('int8'), as `predict --quantize`), the fp32 ONNX file and the int8 one in onnxruntime-node, the
-// four alternating per round, each in a process of its own: accuracy and F1 of each, batch-1 sequences per second, file sizes. JSON under
-// bench/results/onnx-export-cpu-<time>.json.
+// four alternating per round, each in a process of its own: accuracy and F1 of each, batch-1 sequences per second,
+// file sizes. JSON under bench/results/onnx-export-cpu-<time>.json.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -29,39 +29,33 @@ if (!home || !existsSync(path.join(home, 'hub', 'datasets--nyu-mll--glue'))) {
 process.env.HF_HOME = home;
 process.env.HF_HUB_OFFLINE = '1';
 const env = { ...process.env };
+const SIDES = ['ours', 'ours --quantize', 'onnxruntime model.onnx', 'onnxruntime model_quantized.onnx'];
 /** One side's pass over the validation pairs at batch 1, in a process of its own: once to warm (the first calls of each
  * shape allocate and pick kernels), then timed. */
 async function timeSide(name: string, modelDir: string, onnxDir: string): Promise<{ seq_per_s: number; pred: number[] }> {
+  if (!SIDES.includes(name)) throw new Error(`--side: unknown side ${JSON.stringify(name)}`);
   const val = await loadGlue('mrpc', 'validation');
   const tok = await BertTokenizer.fromPretrained(modelDir);
   const pairs = val.text1.map((a, i) => tok.encode(a, val.text2![i], { maxLength: 128 }));
-  let classify: () => Promise<number[]>;
-  if (name === 'ours' || name === 'ours --quantize') {
+  // Each side's logits for one pair.
+  let logitsOf: (p: (typeof pairs)[number]) => Promise<ArrayLike<number>>;
+  if (name.startsWith('ours')) {
     const m = await BertPreTrainedModel.fromPretrained(modelDir, { device: 'cpu', threads });
     if (name === 'ours --quantize') await m.setQuantization('int8');
-    classify = async () => {
-      const out: number[] = [];
-      for (const p of pairs) {
-        const { logits } = await m.forward({ shape: [1, p.inputIds.length], inputIds: Int32Array.from(p.inputIds), tokenTypeIds: Int32Array.from(p.tokenTypeIds) });
-        out.push(logits![1] > logits![0] ? 1 : 0);
-      }
-      return out;
-    };
-  } else if (name === 'onnxruntime model.onnx' || name === 'onnxruntime model_quantized.onnx') {
+    logitsOf = async (p) => (await m.forward({ shape: [1, p.inputIds.length], inputIds: Int32Array.from(p.inputIds), tokenTypeIds: Int32Array.from(p.tokenTypeIds) })).logits!;
+  } else {
     const s = await ort.InferenceSession.create(path.join(onnxDir, 'onnx', name.slice('onnxruntime '.length)), { intraOpNumThreads: threads, interOpNumThreads: 1 });
     const t = (a: number[]) => new ort.Tensor('int64', BigInt64Array.from(a, BigInt), [1, a.length]);
-    classify = async () => {
-      const out: number[] = [];
-      for (const p of pairs) {
-        const r = await s.run({ input_ids: t(p.inputIds), attention_mask: t(p.attentionMask), token_type_ids: t(p.tokenTypeIds) });
-        const l = r.logits.data as Float32Array;
-        out.push(l[1] > l[0] ? 1 : 0);
-      }
-      return out;
-    };
-  } else {
-    throw new Error(`--side: unknown side ${JSON.stringify(name)}`);
+    logitsOf = async (p) => (await s.run({ input_ids: t(p.inputIds), attention_mask: t(p.attentionMask), token_type_ids: t(p.tokenTypeIds) })).logits.data as Float32Array;
   }
+  const classify = async () => {
+    const out: number[] = [];
+    for (const p of pairs) {
+      const l = await logitsOf(p);
+      out.push(l[1] > l[0] ? 1 : 0);
+    }
+    return out;
+  };
   await classify();
   const t0 = performance.now();
   const pred = await classify();
@@ -82,14 +76,13 @@ try {
   execFileSync(process.execPath, [train, 'export', '--model', modelDir, '--output-dir', onnxDir, '--quantize'], { env, stdio: ['ignore', 'inherit', 'inherit'] });
   const exportSeconds = (performance.now() - t0) / 1000;
 
-  // Each side is timed in a process of its own (this script again, with --side): in one process, each engine's
-  // threads slowed the other's (onnxruntime's fp32 went from ~137 to 90-130 sequences/s beside ours, ours' from ~136
-  // to 107-128), which made the ratio depend on who shared the process rather than on the engines.
+  // Each side is timed in a process of its own (this script again, with --side): in one process each engine's threads
+  // slowed the other's, onnxruntime's more (onnx-export-cpu-2026-12-01T12-15-15.json against …12-33-25.json), so the
+  // ratio depended on who shared the process rather than on the engines.
   const refs = Array.from((await loadGlue('mrpc', 'validation')).labels!);
-  const sideNames = ['ours', 'ours --quantize', 'onnxruntime model.onnx', 'onnxruntime model_quantized.onnx'];
   const figs: Record<string, Array<{ seq_per_s: number; accuracy: number; f1: number }>> = {};
   for (let r = 0; r < rounds; r++) {
-    const order = r % 2 ? [...sideNames].reverse() : sideNames;
+    const order = r % 2 ? [...SIDES].reverse() : SIDES;
     for (const name of order) {
       const out = execFileSync(process.execPath, [process.argv[1], '--side', name, '--model-dir', modelDir, '--onnx-dir', onnxDir, '--threads', String(threads)],
         { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });

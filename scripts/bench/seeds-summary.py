@@ -17,7 +17,8 @@ def main(files):
     sides = {"ours": {}, "pytorch": {}}
     for f in files:
         try:
-            run = json.load(open(f))
+            with open(f) as fh:
+                run = json.load(fh)
             seeds = run["seeds"]
             for side, by_seed in sides.items():
                 for seed, fig in zip(seeds, run[side]):
@@ -25,6 +26,8 @@ def main(files):
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise SystemExit(f"{f}: not a full workload run with --seeds ({e})")
     values = {side: list(by_seed.values()) for side, by_seed in sides.items()}
+    if not all(values.values()):
+        raise SystemExit("no seed has both sides' accuracy in these files")
     for side, v in values.items():
         print(f"{side:8s} {len(v):3d} seeds  median {statistics.median(v):.4f}  range {min(v):.4f}-{max(v):.4f}  mean {statistics.mean(v):.4f}"
               f"  sd {statistics.stdev(v) if len(v) > 1 else 0:.4f}")

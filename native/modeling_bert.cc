@@ -554,7 +554,14 @@ at::Tensor BertSelfAttention::forward(const at::Tensor& x, const Pass& pass, con
   const at::Tensor first_rows = first_tokens ? query.forward(*first_tokens, pass) : at::Tensor();  // [batch, hidden]
   const at::Tensor first_q = first_tokens ? first_rows.view({B, 1, nh, d}).transpose(1, 2) : at::Tensor();
   // split and unbind, not slices: a slice's backward fills a zero tensor of the whole per slice, these concatenate once.
-  if (pass.unpadded() && x.device().is_cpu() && pass.autocast == at::ScalarType::Undefined) {
+  const bool cpu_fp32 = x.device().is_cpu() && pass.autocast == at::ScalarType::Undefined;
+  // An evaluation batch without padding (batch 1 always) is `batch` runs of `seq` rows: the one node too. SDPA's flash
+  // kernel at these lengths calls MKL once per head and block from inside its own parallel loop: ~540 OpenMP regions
+  // (and a futex wake each) per MiniLM forward at batch 1, against ~56 this way. (Training keeps Attend there: its
+  // dropout draws one mask per batch, the node one per sequence.)
+  if (cpu_fp32 && !pass.unpadded() && !pass.mask && !pass.train && pass.attention_dropout < 1 && SequenceAttentionAvailable())
+    return SequenceAttention(rows, first_rows, std::vector<int64_t>(static_cast<size_t>(B), S), B, nh, pass.attention_dropout);
+  if (pass.unpadded() && cpu_fp32) {
     // Each sequence attends over its own rows (contiguous among the token rows): no padded positions computed, no
     // mask, no copies into and out of the [batch, seq] layout; half the time of the padded form on MRPC's batches.
     // Where libtorch has MKL, one node does this for every sequence; else the operators below, per sequence.

@@ -112,3 +112,26 @@ test(`${Head.name}: fused training attention (with dropout) matches the per-sequ
     try { const l: number[] = []; for (const b of [...batches, ...batches]) { l.push(await m.trainStep(b)); await m.optimizerStep({ lr: 0.5 }); } return l; } finally { await m.dispose(); }
   })()).map((l) => l.toFixed(5)));
 });
+
+// Evaluation of a batch without padding (batch 1, or sequences of one length) runs attention as the same one node,
+// each sequence a run of `seq` rows; BERT_TRAINER_UNFUSED_ATTENTION=1 runs SDPA over the [batch, seq] layout. Both
+// heads: sequence classification's last layer attends from the first token only, token classification's from all.
+for (const Head of [BertForSequenceClassification, BertForTokenClassification])
+test(`${Head.name}: evaluation without padding through the one-node attention matches SDPA`, async () => {
+  const dir = await makeTinyModel(path.join(work.dir, `m-nopad-${Head.name}`), 11);
+  const m = await Head.fromPretrained(dir, { device: 'cpu', threads: 2 });
+  try {
+    for (const [B, S] of [[1, 1], [1, 23], [3, 9], [2, 40]]) {
+      const batch = { shape: [B, S] as [number, number], inputIds: Int32Array.from({ length: B * S }, (_, i) => 5 + ((i * 7) % 20)) };
+      const fused = Array.from((await m.forward(batch)).logits);
+      process.env.BERT_TRAINER_UNFUSED_ATTENTION = '1';
+      let sdpa: number[];
+      try { sdpa = Array.from((await m.forward(batch)).logits); } finally { delete process.env.BERT_TRAINER_UNFUSED_ATTENTION; }
+      assert.equal(fused.length, sdpa.length);
+      const diff = Math.max(...fused.map((v, i) => Math.abs(v - sdpa[i])));
+      assert.ok(diff < 1e-5, `[${B}, ${S}]: logits differ by ${diff}`);
+    }
+  } finally {
+    await m.dispose();
+  }
+});

@@ -553,7 +553,6 @@ at::Tensor BertSelfAttention::forward(const at::Tensor& x, const Pass& pass, con
   const at::Tensor rows = first_tokens ? kv_.forward(x, pass, {&key, &value}) : qkv_.forward(x, pass, {&query, &key, &value});
   const at::Tensor first_rows = first_tokens ? query.forward(*first_tokens, pass) : at::Tensor();  // [batch, hidden]
   const at::Tensor first_q = first_tokens ? first_rows.view({B, 1, nh, d}).transpose(1, 2) : at::Tensor();
-  // split and unbind, not slices: a slice's backward fills a zero tensor of the whole per slice, these concatenate once.
   const bool cpu_fp32 = x.device().is_cpu() && pass.autocast == at::ScalarType::Undefined;
   // An evaluation batch without padding (batch 1 always) is `batch` runs of `seq` rows: the one node too. SDPA's flash
   // kernel at these lengths calls MKL once per head and block from inside its own parallel loop: ~540 OpenMP regions
@@ -561,6 +560,7 @@ at::Tensor BertSelfAttention::forward(const at::Tensor& x, const Pass& pass, con
   // dropout draws one mask per batch, the node one per sequence.)
   if (cpu_fp32 && !pass.unpadded() && !pass.mask && !pass.train && pass.attention_dropout < 1 && SequenceAttentionAvailable())
     return SequenceAttention(rows, first_rows, std::vector<int64_t>(static_cast<size_t>(B), S), B, nh, pass.attention_dropout);
+  // split and unbind, not slices: a slice's backward fills a zero tensor of the whole per slice, these concatenate once.
   if (pass.unpadded() && cpu_fp32) {
     // Each sequence attends over its own rows (contiguous among the token rows): no padded positions computed, no
     // mask, no copies into and out of the [batch, seq] layout; half the time of the padded form on MRPC's batches.

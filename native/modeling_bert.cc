@@ -554,21 +554,22 @@ at::Tensor BertSelfAttention::forward(const at::Tensor& x, const Pass& pass, con
   const at::Tensor first_rows = first_tokens ? query.forward(*first_tokens, pass) : at::Tensor();  // [batch, hidden]
   const at::Tensor first_q = first_tokens ? first_rows.view({B, 1, nh, d}).transpose(1, 2) : at::Tensor();
   const bool cpu_fp32 = x.device().is_cpu() && pass.autocast == at::ScalarType::Undefined;
-  // An evaluation batch without padding (batch 1 always) is `batch` runs of `seq` rows: the one node too. SDPA's flash
-  // kernel at these lengths calls MKL once per head and block from inside its own parallel loop: ~540 OpenMP regions
-  // (and a futex wake each) per MiniLM forward at batch 1, against ~56 this way. (Training keeps Attend there: its
-  // dropout draws one mask per batch, the node one per sequence.)
-  if (cpu_fp32 && !pass.unpadded() && !pass.mask && !pass.train && pass.attention_dropout < 1 && SequenceAttentionAvailable())
-    return SequenceAttention(rows, first_rows, std::vector<int64_t>(static_cast<size_t>(B), S), B, nh, pass.attention_dropout);
+  // Each sequence attends over its own rows (contiguous among the token rows): no padded positions computed, no mask,
+  // no copies into and out of the [batch, seq] layout; half the time of the padded form on MRPC's batches. Where
+  // libtorch has MKL one node does this for every sequence (CPU fp32): for unpadded rows, and for an evaluation batch
+  // without padding (batch 1 always: `batch` runs of `seq` rows), where SDPA's flash kernel would call MKL once per
+  // head and block from inside its own parallel loop: ~540 OpenMP regions (and a futex wake each) per MiniLM forward
+  // at batch 1, against ~56 this way. (Training keeps Attend there: its dropout draws one mask per batch, the node one
+  // per sequence.)
+  const bool evaluation_without_padding = !pass.unpadded() && !pass.mask && !pass.train;
+  if (cpu_fp32 && (pass.unpadded() || evaluation_without_padding) && pass.attention_dropout < 1 && SequenceAttentionAvailable())
+    return SequenceAttention(rows, first_rows, pass.unpadded() ? pass.lengths : std::vector<int64_t>(static_cast<size_t>(B), S), B, nh,
+                             pass.attention_dropout);
   // split and unbind, not slices: a slice's backward fills a zero tensor of the whole per slice, these concatenate once.
   if (pass.unpadded() && cpu_fp32) {
-    // Each sequence attends over its own rows (contiguous among the token rows): no padded positions computed, no
-    // mask, no copies into and out of the [batch, seq] layout; half the time of the padded form on MRPC's batches.
-    // Where libtorch has MKL, one node does this for every sequence; else the operators below, per sequence.
-    if (pass.attention_dropout < 1 && SequenceAttentionAvailable())
-      return SequenceAttention(rows, first_rows, pass.lengths, B, nh, pass.attention_dropout);
-    // fp32 only: under autocast each sequence's length would be a new shape for oneDNN's bf16 kernels, which it
-    // generates and keeps per shape (a bf16 3-epoch MRPC run took 267 s with it, 240 s without).
+    // Without MKL, the operators per sequence. fp32 only: under autocast each sequence's length would be a new shape
+    // for oneDNN's bf16 kernels, which it generates and keeps per shape (a bf16 3-epoch MRPC run took 267 s with it,
+    // 240 s without).
     const std::vector<at::Tensor> seqs = rows.split_with_sizes(pass.lengths, 0);  // then any rounding rows: never read
     std::vector<at::Tensor> context;
     for (int64_t b = 0; b < B; ++b) {

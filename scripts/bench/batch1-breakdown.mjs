@@ -65,12 +65,11 @@ for (const f of timed) {
   ms += Number(f[f.length - 1]);
   if (shape) flops += 2 * Number(shape[1]) * Number(shape[2]) * Number(shape[3]);
 }
-const count = timed.length;
 const tiny = JSON.parse(child('tiny'));
 console.log(JSON.stringify({
   cpu: cpuInfo(),
   forward_ms,
-  products_per_forward: count / forwards,
+  products_per_forward: timed.length / forwards,
   products_ms: ms / forwards,
   products_share: ms / forwards / forward_ms,
   products_gflop_per_s: flops / (ms * 1e6),

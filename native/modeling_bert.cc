@@ -103,7 +103,7 @@ const at::Tensor& WeightCache::Keep(Map& map, const at::Tensor& w, at::ScalarTyp
   auto it = map.find(w.unsafeGetTensorImpl());
   if (it == map.end() || it->second.version != w._version() || it->second.dtype != dtype) {
     at::Tensor v = w.to(dtype);
-    if (pack && reorder_) v = Call(*Ops().reorder, {v, c10::IValue()});
+    if (pack && reorder_) v = panels(dtype) ? PackPanels(v) : Call(*Ops().reorder, {v, c10::IValue()});
     it = map.insert_or_assign(w.unsafeGetTensorImpl(), Kept{v, w._version(), dtype}).first;
   }
   return it->second.value;
@@ -304,6 +304,10 @@ at::Tensor Linear::forward(const at::Tensor& x, const Pass& pass, Activation act
   at::Tensor y;
   if (pass.quantized) {
     y = QuantizedLinear(x, pass.weights->quantized(weight, bias));
+  } else if (pass.panels()) {
+    const bool fuse = post_op && post_op->panel && PanelFuses(*post_op->panel);
+    y = PanelLinear(x, pass.weights->packed(weight, at::kFloat), weight.size(0), bias, fuse ? *post_op->panel : PanelAct::kNone);
+    if (fuse) return y;
   } else if (pass.packed()) {
     // Autocast would cast the input to its dtype for the product; the packed product does it here.
     if (pass.shares_training_products()) post_op = nullptr;
@@ -320,6 +324,7 @@ at::Tensor Linear::forward(const at::Tensor& x, const Pass& pass, Activation act
 }
 
 at::Tensor Linear::forward_add(const at::Tensor& x, const at::Tensor& residual, const Pass& pass) const {
+  if (pass.panels() && residual.scalar_type() == at::kFloat) return PanelLinear(x, pass.weights->packed(weight, at::kFloat), weight.size(0), bias, PanelAct::kNone, &residual);
   // fp32 only: under autocast the sum is fp32 (a bf16 product plus an fp32 residual), the fused one would be bf16.
   if (pass.packed() && !pass.quantized && pass.dtype() == at::kFloat && residual.scalar_type() == at::kFloat && !pass.shares_training_products())
     return PackedLinearAdd(x, pass.weights->packed(weight, at::kFloat), bias, residual);
@@ -344,14 +349,18 @@ at::Tensor StackedLinear::forward(const at::Tensor& x, const Pass& pass, std::in
     }
     return QuantizedLinear(x, quantized_);
   }
-  const bool reorder = pass.packed() && pass.weights->reorders();
-  if (!weight_.defined() || versions != versions_ || bias_.scalar_type() != pass.dtype() || reordered_ != reorder) {
+  const bool panels = pass.panels(), reorder = pass.packed() && pass.weights->reorders() && !panels;
+  if (!weight_.defined() || versions != versions_ || bias_.scalar_type() != pass.dtype() || reordered_ != reorder || panels_ != panels) {
     weight_ = cat(&Linear::weight).to(pass.dtype());  // autocast would cast it to this dtype on each call
     bias_ = cat(&Linear::bias).to(pass.dtype());
+    out_features_ = weight_.size(0);
     if (reorder) weight_ = Call(*Ops().reorder, {weight_, c10::IValue()});
+    if (panels) weight_ = PackPanels(weight_);
     versions_ = versions;
     reordered_ = reorder;
+    panels_ = panels;
   }
+  if (panels) return PanelLinear(x, weight_, out_features_, bias_, PanelAct::kNone);
   return pass.packed() ? PackedLinear(x.to(pass.dtype()), weight_, bias_) : at::linear(x, weight_, bias_);
 }
 
@@ -369,7 +378,7 @@ static at::Tensor Tanh(const at::Tensor& x) { return at::tanh(x); }
 
 // transformers' ACT2FN names this model implements: the one list (src/config.ts validates config.json against it).
 // Beside each, oneDNN's post-op computing the same function (fused into evaluation's products on the CPU).
-static const PostOp kGeluErf{"gelu", "none"}, kGeluTanh{"gelu", "tanh"}, kRelu{"relu", ""};
+static const PostOp kGeluErf{"gelu", "none", PanelAct::kGeluErf}, kGeluTanh{"gelu", "tanh", std::nullopt}, kRelu{"relu", "", PanelAct::kRelu};
 static const struct { const char* name; Activation fn; const PostOp* post_op; } kActivations[] = {
     {"gelu", Gelu, &kGeluErf}, {"gelu_new", GeluTanh, &kGeluTanh}, {"gelu_pytorch_tanh", GeluTanh, &kGeluTanh},
     {"gelu_fast", GeluTanh, &kGeluTanh}, {"quick_gelu", QuickGelu, nullptr}, {"relu", Relu, &kRelu},

@@ -15,6 +15,17 @@
 
 namespace bert {
 
+// Inference's fp32 products over weights packed into 64-column panels (panel_gemm.cc): the CPU has AVX-512 or
+// AVX2+FMA (ATEN_CPU_CAPABILITY caps it as it caps libtorch; BERT_TRAINER_NO_PANELS=1 turns them off).
+enum class PanelAct { kNone, kGeluErf, kRelu };
+bool PanelProductsAvailable();
+const char* PanelProductsKernel();  // "avx512", "avx2" or "none"
+bool PanelFuses(PanelAct act);  // GELU needs libtorch's vector erf (SLEEF); elsewhere it runs after the product
+at::Tensor PackPanels(const at::Tensor& weight);  // [out, in] -> [ceil(out / 64), in, 64], zero-padded
+// act(x W^T + b), or x W^T + b + residual (act kNone then).
+at::Tensor PanelLinear(const at::Tensor& x, const at::Tensor& panels, int64_t out_features, const at::Tensor& bias, PanelAct act,
+                       const at::Tensor* residual = nullptr);
+
 // Evaluation's kept copies of the weights, each valid while its parameter's version counter holds (an optimizer
 // step or a load bumps it): casts to the autocast dtype (PyTorch casts every weight again on every forward; for
 // batch-1 inference those casts cost more than the math) and, on the CPU, each matrix reordered once into oneDNN's
@@ -34,6 +45,8 @@ class WeightCache {
     reorder_ = reorder;
   }
   bool reorders() const { return reorder_; }
+  // Whether packed() packs `dtype` for PanelLinear (fp32 where the CPU has its kernels) instead of oneDNN's layout.
+  bool panels(at::ScalarType dtype) const { return pack_ && reorder_ && dtype == at::kFloat && PanelProductsAvailable(); }
   // A Linear's weight quantized to int8 and prepacked with its bias for QuantizedLinear.
   const c10::IValue& quantized(const at::Tensor& w, const at::Tensor& bias);
   bool packs() const { return pack_; }
@@ -110,6 +123,8 @@ struct Pass {
   // that they run on the primitives training's forward made. Exact row counts and fused variants gave every
   // evaluation batch four primitives of its own: 193 on MRPC's validation set, ~0.5 MB each, +100 MB of RSS.
   bool shares_training_products() const { return packed() && !weights->reorders() && dtype() == at::kFloat && !quantized; }
+  // An inference model's fp32 products on the CPU: PanelLinear over WeightCache::packed's panels.
+  bool panels() const { return packed() && !quantized && weights->panels(dtype()); }
   // With dynamic padding a batch is often a third padding; every layer but attention works token by token, so
   // those layers run on the real tokens only ("unpadded"); attention runs per sequence on them (CPU, fp32) or on
   // the padded [batch, seq] layout.
@@ -159,7 +174,11 @@ at::Tensor SequenceAttention(const at::Tensor& qkv, const at::Tensor& first_q, c
 using Activation = at::Tensor (*)(const at::Tensor&);
 Activation ActivationOf(const std::string& hidden_act);  // transformers' ACT2FN names; throws for others
 std::vector<std::string> Activations();
-struct PostOp { const char* attr; const char* algorithm; };  // oneDNN's post-op equal to an activation
+struct PostOp {  // oneDNN's post-op equal to an activation, and the panel products' where they have it
+  const char* attr;
+  const char* algorithm;
+  std::optional<PanelAct> panel;
+};
 const PostOp* PostOpOf(const std::string& hidden_act);      // nullptr where oneDNN has none; throws as ActivationOf
 
 struct Linear {  // nn.Linear: weight [out, in], bias [out] (undefined: bias=False)
@@ -185,6 +204,8 @@ class StackedLinear {
   at::Tensor weight_, bias_;
   std::vector<int64_t> versions_;
   bool reordered_ = false;  // weight_ in oneDNN's blocked layout (else the plain concatenation, for either product)
+  bool panels_ = false;     // weight_ packed for PanelLinear (WeightCache::panels)
+  int64_t out_features_ = 0;
   c10::IValue quantized_;  // the parts quantized and stacked (QuantizeLinear), while quantized_versions_ hold
   std::vector<int64_t> quantized_versions_;
 };

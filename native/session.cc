@@ -42,6 +42,7 @@ RuntimeInfo Runtime() {
   r.cpu_capability = at::get_cpu_capability();
   r.packed_bf16 = CpuHasPackedBf16();
   r.int8_reduce_range = Int8ReduceRange();
+  r.panel_products = PanelProductsKernel();
   return r;
 }
 

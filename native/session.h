@@ -208,6 +208,7 @@ struct RuntimeInfo {
   std::string cpu_capability;  // ATen's kernels for this CPU: AVX512, AVX2, DEFAULT (ATEN_CPU_CAPABILITY lowers it)
   bool packed_bf16 = false;    // bf16 evaluation on oneDNN's prepacked weights (else autocast's plain products)
   bool int8_reduce_range = true;  // int8 quantization's inputs in 7 bits (no VNNI) or 8 (Int8ReduceRange)
+  std::string panel_products;     // inference's fp32 product kernels: avx512, avx2, or none (oneDNN's then)
 };
 RuntimeInfo Runtime();
 

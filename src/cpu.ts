@@ -16,6 +16,8 @@ export interface CpuInfo {
   packedBf16: boolean;
   /** Whether int8 quantization (setQuantization) quantizes each product's input to 7 bits (no VNNI) or 8. */
   int8ReduceRange: boolean;
+  /** Inference's fp32 product kernels (native/panel_gemm.cc): avx512, avx2, or none (oneDNN's prepacked products). */
+  panelProducts: string;
 }
 
 export function cpuInfo(): CpuInfo {
@@ -25,5 +27,5 @@ export function cpuInfo(): CpuInfo {
     flags = new Set((line?.split(':')[1] ?? '').trim().split(/\s+/));
   } catch { /* not Linux: the runtime's answers below still say which kernels run */ }
   const rt = addon().runtime();
-  return { model: os.cpus()[0]?.model, features: FEATURES.filter((f) => flags.has(f)), atenCapability: rt.cpuCapability, packedBf16: rt.packedBf16, int8ReduceRange: rt.int8ReduceRange };
+  return { model: os.cpus()[0]?.model, features: FEATURES.filter((f) => flags.has(f)), atenCapability: rt.cpuCapability, packedBf16: rt.packedBf16, int8ReduceRange: rt.int8ReduceRange, panelProducts: rt.panelProducts };
 }

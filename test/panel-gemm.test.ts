@@ -1,0 +1,76 @@
+// Inference's fp32 products (native/panel_gemm.cc) against libtorch's: the same model and batches evaluated in
+// child processes with the AVX-512 kernels (where the CPU has them), the AVX2 ones (ATEN_CPU_CAPABILITY=avx2 caps
+// them as it caps libtorch) and none (BERT_TRAINER_NO_PANELS=1: oneDNN's prepacked products, as before them). The
+// configurations reach every branch: panels cut short (hidden 40 and 96: N not a multiple of 64), K in two slices
+// (intermediate 600 > 512), row tiles of 1 to 6 rows, GELU and ReLU fused, the residual added, the last layer on
+// first tokens only (sequence classification) and on every row (token classification, question answering).
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { BertForSequenceClassification } from '../src/model.js';
+import { parseConfig } from '../src/config.js';
+import { addon } from '../src/native.js';
+import { tempDir } from './helpers.js';
+
+const work = tempDir('panel-test-');
+after(() => work.cleanup());
+const index = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'src', 'index.js');
+
+// Evaluates every architecture's saved model on the batches, prints { kernel, outputs: { "arch/batch": numbers } }.
+const CHILD = `
+const { BertForSequenceClassification, BertForTokenClassification, BertForQuestionAnswering, nativeAddon } = await import(process.argv[1]);
+const [dir, batchesJson] = process.argv.slice(2);
+const heads = { seq: BertForSequenceClassification, tok: BertForTokenClassification, qa: BertForQuestionAnswering };
+const out = {};
+for (const [name, Head] of Object.entries(heads)) {
+  const m = await Head.fromPretrained(dir, { device: 'cpu', threads: 2 });
+  for (const [i, b] of JSON.parse(batchesJson).entries()) {
+    const r = await m.forward({ shape: b.shape, inputIds: Int32Array.from(b.ids), attentionMask: Int32Array.from(b.mask) });
+    out[name + '/' + i] = Object.values(r).filter((v) => v instanceof Float32Array).flatMap((v) => Array.from(v));
+  }
+  await m.dispose();
+}
+console.log(JSON.stringify({ kernel: nativeAddon().runtime().panelProducts, outputs: out }));
+`;
+
+function batch(lengths: number[], seed: number) {
+  const S = Math.max(...lengths), B = lengths.length;
+  const ids: number[] = [], mask: number[] = [];
+  lengths.forEach((n, b) => { for (let s = 0; s < S; s++) { ids.push(s < n ? 5 + ((b * 7 + s * 3 + seed) % 20) : 0); mask.push(s < n ? 1 : 0); } });
+  return { shape: [B, S], ids, mask };
+}
+const BATCHES = [batch([1], 1), batch([7], 2), batch([53], 3), batch([12, 5, 9], 4), batch([6, 6], 5)];
+
+async function evaluate(dir: string, env: Record<string, string>) {
+  const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', CHILD, index, dir, JSON.stringify(BATCHES)],
+    { env: { ...process.env, ...env }, maxBuffer: 1 << 26 });
+  return JSON.parse(stdout.trim().split('\n').pop()!) as { kernel: string; outputs: Record<string, number[]> };
+}
+
+for (const [name, extra] of [
+  ['hidden 96, intermediate 600, gelu', { hidden_size: 96, num_attention_heads: 4, intermediate_size: 600, hidden_act: 'gelu' }],
+  ['hidden 40, intermediate 70, relu', { hidden_size: 40, num_attention_heads: 2, intermediate_size: 70, hidden_act: 'relu' }],
+] as const)
+test(`panel products (AVX-512, AVX2) give libtorch's products' outputs: ${name}`, async () => {
+  const dir = path.join(work.dir, name.replace(/[^a-z0-9]+/g, '-'));
+  const config = parseConfig({ vocab_size: 40, num_hidden_layers: 2, max_position_embeddings: 64, num_labels: 2, ...extra }, 'panel config');
+  const m = await BertForSequenceClassification.fromConfig(config, { device: 'cpu', seed: 3 });
+  await m.save(dir);
+  await m.dispose();
+  const reference = await evaluate(dir, { BERT_TRAINER_NO_PANELS: '1' });
+  assert.equal(reference.kernel, 'none');
+  const runs = [await evaluate(dir, {}), await evaluate(dir, { ATEN_CPU_CAPABILITY: 'avx2' })];
+  const native = addon().runtime().panelProducts;
+  // Where the CPU has AVX2 at least (every x86-64 machine this project runs on), both runs take panel kernels.
+  if (native !== 'none') assert.deepEqual(runs.map((r) => r.kernel), [native, 'avx2']);
+  for (const run of runs) {
+    for (const [key, want] of Object.entries(reference.outputs)) {
+      const got = run.outputs[key];
+      assert.equal(got.length, want.length, key);
+      got.forEach((v, i) => assert.ok(Math.abs(v - want[i]) <= 1e-5 * Math.max(1, Math.abs(want[i])), `${run.kernel} ${key}[${i}]: ${v} against ${want[i]}`));
+    }
+  }
+});

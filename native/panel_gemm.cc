@@ -4,22 +4,27 @@
 // Why not oneDNN's prepacked product (mkldnn::_linear_pointwise), which evaluation used before: libtorch builds its
 // primitive descriptor, looks it up in oneDNN's cache and wraps the tensors on every call, ~17 us each, 27 calls in
 // a MiniLM forward; and at a batch-1 forward's row counts (one sequence: 1 to ~128 rows) its kernels ran at 164-185
-// GFLOP/s on an AVX-512 EPYC where these run at 200-220. Measured there with 2 threads, one MiniLM layer's four
-// products: 52 rows 0.84 ms against 0.99 (oneDNN), 1 row 0.05 ms against 0.15, 416 rows even, 1,664 rows 3-6%
-// slower (scripts/bench/panel-gemm.mjs).
+// GFLOP/s in place on an AVX-512 EPYC whose 2 cores' FMA peak is ~230. Measured in one process against it (2
+// threads, the four products of a layer): MiniLM's at 52 rows 0.86-0.92x the time, at 1 row 0.38-0.60x, at 416 rows
+// even, at 1,664 rows 3-6% slower; bert-base's at 52 rows 0.92-0.95x. A whole forward, both ways: node
+// scripts/bench/batch1-breakdown.mjs.
 //
 // Each thread takes whole (panel, rows) tiles: the 64 columns of a panel for a run of rows, K in slices of 512 so a
 // slice of the panel (128 KB) stays in L2 while every 6-row block of the run passes over it. Sums run over k in
 // order with fused multiply-adds: the same sums as the reference product to float32 rounding (parity tests: 1e-5).
 #include "modeling_bert.h"
 #include <ATen/Parallel.h>
-#include <immintrin.h>
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
+#if defined(__x86_64__) && defined(__GNUC__)
+#define BERT_PANELS_X86 1  // the kernels are x86-64's; elsewhere oneDNN's products run
+#include <immintrin.h>
+#endif
 
+#ifdef BERT_PANELS_X86
 // SLEEF's vector exp (1 ulp) as libtorch_cpu exports it, for erf below. Weak: without it GELU runs after the
 // product, unfused.
 #pragma GCC push_options
@@ -27,6 +32,7 @@
 extern "C" __m512 Sleef_expf16_u10avx512f(__m512) __attribute__((weak));
 extern "C" __m256 Sleef_expf8_u10avx2(__m256) __attribute__((weak));
 #pragma GCC pop_options
+#endif
 
 namespace bert {
 namespace {
@@ -40,14 +46,14 @@ enum class Isa { kNone, kAvx2, kAvx512 };
 Isa CpuIsa() {
   static const Isa isa = [] {
     if (std::getenv("BERT_TRAINER_NO_PANELS")) return Isa::kNone;  // oneDNN's prepacked products instead (comparisons)
-#if defined(__x86_64__) && defined(__GNUC__)
-    // ATEN_CPU_CAPABILITY=avx2 (what the tests' forced-AVX2 runs set) caps these kernels as it caps libtorch's.
-    const char* cap = std::getenv("ATEN_CPU_CAPABILITY");
-    const bool capped = cap && std::string(cap) != "avx512" && std::string(cap) != "";
-    if (__builtin_cpu_supports("avx512f") && !capped) return Isa::kAvx512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !(cap && std::string(cap) == "default")) return Isa::kAvx2;
-#endif
+    // ATen's kernel level for this CPU (AVX512 needs AVX-512 F/BW/VL/DQ, AVX2 needs AVX2 and FMA): one rule for both,
+    // which ATEN_CPU_CAPABILITY=avx2 lowers (the tests' forced-AVX2 runs).
+#ifdef BERT_PANELS_X86
+    const std::string level = at::get_cpu_capability();
+    return level == "AVX512" ? Isa::kAvx512 : level == "AVX2" ? Isa::kAvx2 : Isa::kNone;
+#else
     return Isa::kNone;
+#endif
   }();
   return isa;
 }
@@ -58,6 +64,7 @@ struct Epilogue {
   const float* residual = nullptr;  // row-major, ld = ldc; nullptr: none
 };
 
+#ifdef BERT_PANELS_X86
 // erf by Abramowitz and Stegun 7.1.26 (absolute error < 1.5e-7), the form libtorch's vectorized CPU GELU computes:
 // erf|x| = 1 - t (a1 + t (a2 + t (a3 + t (a4 + t a5)))) exp(-x^2), t = 1 / (1 + p|x|); SLEEF's erf cost 3x more.
 constexpr float kErfP = 0.3275911f, kErfA[] = {0.254829592f, -0.284496736f, 1.421413741f, -1.453152027f, 1.061405429f};
@@ -211,6 +218,11 @@ void PanelRows(Isa isa, const float* x, int64_t K, const float* panel, int64_t n
         y[(m0 + r) * N + n0 + j] = scratch[static_cast<size_t>(r * kPanel + j)] + (ep.residual ? ep.residual[(m0 + r) * N + n0 + j] : 0.0f);
 }
 
+#else
+void PanelRows(Isa, const float*, int64_t, const float*, int64_t, int64_t, const float*, float*, int64_t, int64_t, const Epilogue&,
+               std::vector<float>&) {}  // never called: CpuIsa() is kNone
+#endif  // BERT_PANELS_X86
+
 }  // namespace
 
 bool PanelProductsAvailable() { return CpuIsa() != Isa::kNone; }
@@ -219,7 +231,11 @@ const char* PanelProductsKernel() { return CpuIsa() == Isa::kAvx512 ? "avx512" :
 
 bool PanelFuses(PanelAct act) {
   if (act != PanelAct::kGeluErf) return true;
+#ifdef BERT_PANELS_X86
   return CpuIsa() == Isa::kAvx512 ? Sleef_expf16_u10avx512f != nullptr : Sleef_expf8_u10avx2 != nullptr;
+#else
+  return false;
+#endif
 }
 
 at::Tensor PackPanels(const at::Tensor& weight) {

@@ -1,9 +1,10 @@
 // Where a batch-1 forward's time goes (MiniLM-L6 config, random weights, 40 sequences of 25-80 tokens as in
-// eval-micro.mjs, 2 threads): the whole forward; the oneDNN products' own execution time within it (oneDNN's
-// ONEDNN_VERBOSE=profile_exec, in a child process of its own, summed per forward) with their rate; and what the
-// framework costs per encoder layer, from a tiny model (hidden 32, where the arithmetic is nothing) with 6 layers
-// against 0. The rest of a forward (attention, LayerNorm, embeddings, each operator's dispatch and allocation) is
-// what no faster product kernel can remove. Prints one JSON line; run it alone (the cores are shared).
+// eval-micro.mjs, 2 threads): the whole forward with the panel products (native/panel_gemm.cc, what a predicting
+// model runs where the CPU has AVX2 or AVX-512) and with oneDNN's prepacked products instead (BERT_TRAINER_NO_PANELS=1);
+// for the latter, the oneDNN products' own execution time within it (ONEDNN_VERBOSE=profile_exec, in a child process
+// of its own, summed per forward) and their rate; and what the framework costs per encoder layer, from a tiny model
+// (hidden 32, where the arithmetic is nothing) with 6 layers against 0. Prints one JSON line; run it alone (the
+// cores are shared).
 // Usage: node scripts/bench/batch1-breakdown.mjs
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -53,8 +54,10 @@ if (mode === 'tiny') {
 
 const child = (m, env = {}) => execFileSync(process.execPath, [self, m], { encoding: 'utf8', maxBuffer: 1 << 28, env: { ...process.env, ...env } });
 const { forward_ms } = JSON.parse(child('forward'));
+const onednn = { BERT_TRAINER_NO_PANELS: '1' };
+const forward_ms_onednn = JSON.parse(child('forward', onednn)).forward_ms;
 // Execution lines: onednn_verbose,v1,primitive,exec,cpu,inner_product,<impl>,<prop>,<mds>,<attrs>,<aux>,mbMicKocN,<ms>
-const execs = child('products', { ONEDNN_VERBOSE: 'profile_exec' }).split('\n').map((l) => l.split(','))
+const execs = child('products', { ...onednn, ONEDNN_VERBOSE: 'profile_exec' }).split('\n').map((l) => l.split(','))
   .filter((f) => f[3] === 'exec' && (f[5] === 'inner_product' || f[5] === 'matmul'));
 // The warm pass's executions are the first quarter (each forward runs the same products): the first run of a new
 // primitive is slow (its kernel's first touch), so only the 3 timed passes count.
@@ -69,10 +72,11 @@ const tiny = JSON.parse(child('tiny'));
 console.log(JSON.stringify({
   cpu: cpuInfo(),
   forward_ms,
-  products_per_forward: timed.length / forwards,
-  products_ms: ms / forwards,
-  products_share: ms / forwards / forward_ms,
-  products_gflop_per_s: flops / (ms * 1e6),
+  forward_ms_onednn,
+  onednn_products_per_forward: timed.length / forwards,
+  onednn_products_ms: ms / forwards,
+  onednn_products_share: ms / forwards / forward_ms_onednn,
+  onednn_products_gflop_per_s: flops / (ms * 1e6),
   framework_ms_per_layer: (tiny.tiny_6_layers_ms - tiny.tiny_0_layers_ms) / 6,
   tiny_0_layers_ms: tiny.tiny_0_layers_ms,
 }));

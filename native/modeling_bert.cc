@@ -324,7 +324,8 @@ at::Tensor Linear::forward(const at::Tensor& x, const Pass& pass, Activation act
 }
 
 at::Tensor Linear::forward_add(const at::Tensor& x, const at::Tensor& residual, const Pass& pass) const {
-  if (pass.panels() && residual.scalar_type() == at::kFloat) return PanelLinear(x, pass.weights->packed(weight, at::kFloat), weight.size(0), bias, PanelAct::kNone, &residual);
+  if (pass.panels() && residual.scalar_type() == at::kFloat)
+    return PanelLinear(x, pass.weights->packed(weight, at::kFloat), weight.size(0), bias, PanelAct::kNone, &residual);
   // fp32 only: under autocast the sum is fp32 (a bf16 product plus an fp32 residual), the fused one would be bf16.
   if (pass.packed() && !pass.quantized && pass.dtype() == at::kFloat && residual.scalar_type() == at::kFloat && !pass.shares_training_products())
     return PackedLinearAdd(x, pass.weights->packed(weight, at::kFloat), bias, residual);
@@ -377,7 +378,8 @@ static at::Tensor Silu(const at::Tensor& x) { return at::silu(x); }
 static at::Tensor Tanh(const at::Tensor& x) { return at::tanh(x); }
 
 // transformers' ACT2FN names this model implements: the one list (src/config.ts validates config.json against it).
-// Beside each, oneDNN's post-op computing the same function (fused into evaluation's products on the CPU).
+// Beside each, oneDNN's post-op computing the same function (fused into evaluation's products on the CPU), and the
+// panel products' epilogue where they have one (elsewhere the activation runs after their product).
 static const PostOp kGeluErf{"gelu", "none", PanelAct::kGeluErf}, kGeluTanh{"gelu", "tanh", std::nullopt}, kRelu{"relu", "", PanelAct::kRelu};
 static const struct { const char* name; Activation fn; const PostOp* post_op; } kActivations[] = {
     {"gelu", Gelu, &kGeluErf}, {"gelu_new", GeluTanh, &kGeluTanh}, {"gelu_pytorch_tanh", GeluTanh, &kGeluTanh},

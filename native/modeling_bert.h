@@ -15,12 +15,12 @@
 
 namespace bert {
 
-// Inference's fp32 products over weights packed into 64-column panels (panel_gemm.cc): the CPU has AVX-512 or
-// AVX2+FMA (ATEN_CPU_CAPABILITY caps it as it caps libtorch; BERT_TRAINER_NO_PANELS=1 turns them off).
+// Inference's fp32 products over weights packed into 64-column panels (panel_gemm.cc): where ATen's CPU capability
+// is AVX512 or AVX2 (ATEN_CPU_CAPABILITY lowers both alike; BERT_TRAINER_NO_PANELS=1 turns them off).
 enum class PanelAct { kNone, kGeluErf, kRelu };
 bool PanelProductsAvailable();
 const char* PanelProductsKernel();  // "avx512", "avx2" or "none"
-bool PanelFuses(PanelAct act);  // GELU needs libtorch's vector erf (SLEEF); elsewhere it runs after the product
+bool PanelFuses(PanelAct act);  // GELU needs libtorch's vector exp (SLEEF); without it GELU runs after the product
 at::Tensor PackPanels(const at::Tensor& weight);  // [out, in] -> [ceil(out / 64), in, 64], zero-padded
 // act(x W^T + b), or x W^T + b + residual (act kNone then).
 at::Tensor PanelLinear(const at::Tensor& x, const at::Tensor& panels, int64_t out_features, const at::Tensor& bias, PanelAct act,

@@ -354,14 +354,13 @@ at::Tensor StackedLinear::forward(const at::Tensor& x, const Pass& pass, std::in
   if (!weight_.defined() || versions != versions_ || bias_.scalar_type() != pass.dtype() || reordered_ != reorder || panels_ != panels) {
     weight_ = cat(&Linear::weight).to(pass.dtype());  // autocast would cast it to this dtype on each call
     bias_ = cat(&Linear::bias).to(pass.dtype());
-    out_features_ = weight_.size(0);
     if (reorder) weight_ = Call(*Ops().reorder, {weight_, c10::IValue()});
     if (panels) weight_ = PackPanels(weight_);
     versions_ = versions;
     reordered_ = reorder;
     panels_ = panels;
   }
-  if (panels) return PanelLinear(x, weight_, out_features_, bias_, PanelAct::kNone);
+  if (panels) return PanelLinear(x, weight_, bias_.size(0), bias_, PanelAct::kNone);  // the panels pad the rows to 64s
   return pass.packed() ? PackedLinear(x.to(pass.dtype()), weight_, bias_) : at::linear(x, weight_, bias_);
 }
 

@@ -205,7 +205,6 @@ class StackedLinear {
   std::vector<int64_t> versions_;
   bool reordered_ = false;  // weight_ in oneDNN's blocked layout (else the plain concatenation, for either product)
   bool panels_ = false;     // weight_ packed for PanelLinear (WeightCache::panels)
-  int64_t out_features_ = 0;
   c10::IValue quantized_;  // the parts quantized and stacked (QuantizeLinear), while quantized_versions_ hold
   std::vector<int64_t> quantized_versions_;
 };

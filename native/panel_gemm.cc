@@ -67,6 +67,8 @@ Isa CpuIsa() {
 struct Epilogue {
   PanelAct act = PanelAct::kNone;
   const float* residual = nullptr;  // row-major, ld = ldc; nullptr: none
+  const float* prefetch = nullptr;  // AVX2: prefetch_n lines 64 bytes apart to bring into L2, one per k
+  int64_t prefetch_n = 0;
 };
 
 #ifdef BERT_PANELS_X86
@@ -147,6 +149,7 @@ __attribute__((target("avx2,fma"))) void Tile256(const float* a, int64_t lda, co
     for (int r = 0; r < R; ++r)
       acc[r][j] = first ? (bias ? _mm256_loadu_ps(bias + 8 * j) : _mm256_setzero_ps()) : _mm256_loadu_ps(c + r * ldc + 8 * j);
   for (int64_t k = 0; k < k_len; ++k) {
+    if (k < ep.prefetch_n) _mm_prefetch(reinterpret_cast<const char*>(ep.prefetch + k * 16), _MM_HINT_T1);
     const __m256 b0 = _mm256_load_ps(b + k * 16), b1 = _mm256_load_ps(b + k * 16 + 8);
 #pragma GCC unroll 6
     for (int r = 0; r < R; ++r) {
@@ -184,7 +187,7 @@ TileFn TileFor(Isa isa, int rows) {
 // Rows [m0, m1) of one panel: K slice by slice, each slice over every 6-row block. A panel that runs past N (its last
 // columns are zero weights) computes into `scratch` and copies the real columns out, adding the residual there.
 void PanelRows(Isa isa, const float* x, int64_t K, const float* panel, int64_t n0, int64_t N, const float* bias, float* y,
-               int64_t m0, int64_t m1, const Epilogue& ep, std::vector<float>& scratch) {
+               int64_t m0, int64_t m1, const Epilogue& ep, std::vector<float>& scratch, const float* next_panel) {
   const int64_t cols = std::min<int64_t>(kPanel, N - n0), rows = m1 - m0;
   const bool whole = cols == kPanel;
   float* c = y + m0 * N + n0;
@@ -215,13 +218,23 @@ void PanelRows(Isa isa, const float* x, int64_t K, const float* panel, int64_t n
       }
       continue;
     }
-    // AVX2: group by group, every row block over one group's slice (32 KB, contiguous: it stays in L1)
-    for (int g = 0; g < 4; ++g)
-      for (int64_t r = 0; r < rows; r += kRows) {
+    // AVX2: group by group, every row block over one group's slice (32 KB, contiguous: it stays in L1). Meanwhile
+    // the row blocks prefetch the next group's slice (or the next panel's first) into L2 between them, a line per k:
+    // 3-5% on Zen 1, where the first block over a slice otherwise waits on memory.
+    const int64_t blocks = (rows + kRows - 1) / kRows;
+    for (int g = 0; g < 4; ++g) {
+      const bool end = g == 3 && last;
+      const int64_t next_k0 = end ? 0 : g < 3 ? k0 : k0 + kSlice, next_g = g < 3 ? g + 1 : 0;
+      const int64_t next_len = end && !next_panel ? 0 : std::min(kSlice, K - next_k0);  // a line (16 floats) per k
+      const float* next = (end ? next_panel : panel) + next_g * K * 16 + next_k0 * 16;
+      const int64_t per_block = (next_len + blocks - 1) / blocks;
+      for (int64_t r = 0, block = 0; r < rows; r += kRows, ++block) {
         const int n = static_cast<int>(std::min<int64_t>(kRows, rows - r));
+        const int64_t p0 = std::min(next_len, block * per_block), p1 = std::min(next_len, p0 + per_block);
         TileFor(isa, n)(x + (m0 + r) * K + k0, K, panel + g * K * 16 + k0 * 16, k_len, c + r * ldc + 16 * g, ldc, b ? b + 16 * g : nullptr, first, last,
-                        Epilogue{tile_ep.act, tile_ep.residual ? tile_ep.residual + r * ldc + 16 * g : nullptr});
+                        Epilogue{tile_ep.act, tile_ep.residual ? tile_ep.residual + r * ldc + 16 * g : nullptr, next + p0 * 16, std::min(p1 - p0, k_len)});
       }
+    }
   }
   if (!whole)
     for (int64_t r = 0; r < rows; ++r)
@@ -231,7 +244,7 @@ void PanelRows(Isa isa, const float* x, int64_t K, const float* panel, int64_t n
 
 #else
 void PanelRows(Isa, const float*, int64_t, const float*, int64_t, int64_t, const float*, float*, int64_t, int64_t, const Epilogue&,
-               std::vector<float>&) {}  // never called: CpuIsa() is kNone
+               std::vector<float>&, const float*) {}  // never called: CpuIsa() is kNone
 #endif  // BERT_PANELS_X86
 
 }  // namespace
@@ -290,7 +303,8 @@ at::Tensor PanelLinear(const at::Tensor& x, const at::Tensor& panels, int64_t ou
       std::vector<float> scratch;
       for (int64_t t = begin; t < end; ++t) {
         const int64_t p = t / chunks, m0 = (t % chunks) * per_chunk, m1 = std::min(M, m0 + per_chunk);
-        if (m0 < m1) PanelRows(isa, xp, K, pp + p * K * kPanel, p * kPanel, N, bp, yp, m0, m1, ep, scratch);
+        const float* np = t + 1 < end ? pp + ((t + 1) / chunks) * K * kPanel : nullptr;
+        if (m0 < m1) PanelRows(isa, xp, K, pp + p * K * kPanel, p * kPanel, N, bp, yp, m0, m1, ep, scratch, np);
       }
     });
   return y.view(shape);

@@ -119,16 +119,20 @@ class Graph {
     if (!this.quantized) {
       y = this.op('MatMul', [x, this.floats(wt, [inp, out], `${prefix}.weight.T`)]);
     } else {
-      // onnxruntime's quantize_dynamic (QInt8 weights, per tensor, symmetric; uint8 activations per call).
-      let max = 0;
-      for (const v of wt) max = Math.max(max, Math.abs(v));
-      const scale = max > 0 ? max / 127 : 1;
-      const q = Int8Array.from(wt, (v) => Math.max(-127, Math.min(127, Math.round(v / scale))));
+      // As transformers.js's conversion script quantizes (onnxruntime's quantize_dynamic with its defaults there,
+      // per_channel and reduce_range): each output column's weights symmetric in 7 bits, [-64, 64]; uint8
+      // activations per call. On CPUs without VNNI onnxruntime multiplies u8 x s8 pairs into int16 (vpmaddubsw),
+      // which 8-bit weights saturate (255 * 127 * 2 > 32767): outputs off by up to 11% of the largest on an AVX2-only
+      // EPYC, where 7 bits keep every pair in range.
+      const scale = new Float32Array(out);
+      for (let i = 0; i < inp; i++) for (let o = 0; o < out; o++) scale[o] = Math.max(scale[o], Math.abs(wt[i * out + o]));
+      for (let o = 0; o < out; o++) scale[o] = scale[o] > 0 ? scale[o] / 64 : 1;
+      const q = Int8Array.from(wt, (v, j) => Math.max(-64, Math.min(64, Math.round(v / scale[j % out]))));
       const wq = this.tensor(`${prefix}.weight.T.int8`, onnx.TensorProto.DataType.INT8, [inp, out], new Uint8Array(q.buffer));
-      const wzp = this.tensor(this.fresh('wzp'), onnx.TensorProto.DataType.INT8, [], new Uint8Array(1));
+      const wzp = this.tensor(this.fresh('wzp'), onnx.TensorProto.DataType.INT8, [out], new Uint8Array(out));
       const [xq, xs, xzp] = this.node('DynamicQuantizeLinear', [x], {}, 3);
       const acc = this.op('MatMulInteger', [xq, wq, xzp, wzp]);
-      y = this.op('Mul', [this.op('Cast', [acc], { to: onnx.TensorProto.DataType.FLOAT }), this.op('Mul', [xs, this.scalar(scale)])]);
+      y = this.op('Mul', [this.op('Cast', [acc], { to: onnx.TensorProto.DataType.FLOAT }), this.op('Mul', [xs, this.floats(scale, [out], `${prefix}.weight.T.scale`)])]);
     }
     return this.weights.has(`${prefix}.bias`) ? this.op('Add', [y, this.param(`${prefix}.bias`)]) : y;
   }

@@ -11,7 +11,8 @@ import { needsReconfigure, readCache } from './cmake-cache.js';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
 // `--if-no-prebuild` (npm install): a prebuild for this platform that loads means nothing to compile, no libtorch to
-// find and no Python: an app's users get the shipped binary. BERT_ADDON_OUT / BERT_ADDON_RPATH: scripts/prebuild.js.
+// find and no Python: an app's users get the shipped binary. BERT_ADDON_OUT (the build folder) and
+// BERT_ADDON_TARGET=prebuild (link the prebuild module, RUNPATH $ORIGIN, from the same objects): scripts/prebuild.js.
 const prebuilt = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`, 'node.napi.node');
 if (process.argv.includes('--if-no-prebuild') && existsSync(prebuilt)) {
   try {
@@ -39,6 +40,8 @@ if (process.argv.includes('--if-no-prebuild')) {
   }
 }
 const outDir = path.resolve(root, process.env.BERT_ADDON_OUT ?? 'build');
+const prebuildTarget = process.env.BERT_ADDON_TARGET === 'prebuild';
+const built = prebuildTarget ? path.join(outDir, 'prebuild', 'bert_addon.node') : path.join(outDir, 'Release', 'bert_addon.node');
 
 let torch;
 try {
@@ -59,7 +62,7 @@ const nvrtc = cudaRoot && !existsSync(path.join(cudaRoot, 'lib64', 'libnvrtc.so'
     .flatMap((d) => (existsSync(d) ? readdirSync(d).filter((f) => /^libnvrtc\.so(\.\d+)?$/.test(f)).map((f) => path.join(d, f)) : []))[0]
   : undefined;
 const cmakeJs = path.join(path.dirname(require.resolve('cmake-js/package.json')), 'bin', 'cmake-js');
-const args = [cmakeJs, 'build', '--config', 'Release', '--directory', root, '--out', outDir, ...(process.env.BERT_ADDON_RPATH ? [`--CDBERT_ADDON_RPATH=${process.env.BERT_ADDON_RPATH}`] : []),
+const args = [cmakeJs, 'build', '--config', 'Release', '--directory', root, '--out', outDir, ...(prebuildTarget ? ['--target', 'bert_addon_prebuild'] : []),
   ...(process.env.BERT_ADDON_DISTRIBUTED ? [`--CDBERT_ADDON_DISTRIBUTED=${process.env.BERT_ADDON_DISTRIBUTED}`] : []),
   `--CDCMAKE_PREFIX_PATH=${torch.prefix}`, ...(cudaRoot ? [`--CDCUDAToolkit_ROOT=${cudaRoot}`, `--CDCUDA_TOOLKIT_ROOT_DIR=${cudaRoot}`] : []), ...(nvrtc ? [`--CDCUDA_nvrtc_LIBRARY=${nvrtc}`] : []), '--parallel', String(Math.max(1, (await import('node:os')).cpus().length))];
 // cmake-js `build` configures only a new build folder, so a header installed since (Gloo's, apt-get install
@@ -75,7 +78,7 @@ try {
   console.error('\nThe addon did not build (see the compiler output above). libtorch: ' + torch.prefix);
   process.exit(1);
 }
-if (!existsSync(path.join(outDir, 'Release', 'bert_addon.node'))) {
-  console.error(`The build finished but ${path.join(outDir, 'Release', 'bert_addon.node')} is missing.`);
+if (!existsSync(built)) {
+  console.error(`The build finished but ${built} is missing.`);
   process.exit(1);
 }

@@ -8,13 +8,18 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, wri
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { findLibtorch } from './find-libtorch.js';
+import { readCache } from './cmake-cache.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const out = path.join(root, 'build-prebuild');
-execFileSync(process.execPath, [path.join(root, 'scripts', 'build-addon.js')], { stdio: 'inherit', env: { ...process.env, BERT_ADDON_OUT: out, BERT_ADDON_RPATH: '$ORIGIN' } });
-const addonFile = path.join(out, 'Release', 'bert_addon.node');
-
 const torch = findLibtorch({ install: false, log: () => {} });
+// The prebuild module links the in-tree build's objects (CMakeLists.txt) when that build is of this libtorch; another
+// libtorch (a CUDA one for its prebuild) compiles in a folder of its own.
+const inTreePrefix = /^CMAKE_PREFIX_PATH:\w+=(.*)$/m.exec(readCache(path.join(root, 'build')) ?? '')?.[1];
+const sameTorch = inTreePrefix === torch.prefix;
+const out = path.join(root, sameTorch ? 'build' : 'build-prebuild');
+execFileSync(process.execPath, [path.join(root, 'scripts', 'build-addon.js')], { stdio: 'inherit', env: { ...process.env, BERT_ADDON_OUT: out, BERT_ADDON_TARGET: 'prebuild' } });
+const addonFile = path.join(out, 'prebuild', 'bert_addon.node');
+
 const torchRoot = path.resolve(torch.prefix, '..', '..');  // prefix is <torch>/share/cmake
 const torchLib = path.join(torchRoot, 'lib');
 // A CUDA wheel's libraries also come from its nvidia-* packages beside torch (site-packages/nvidia/*/lib).

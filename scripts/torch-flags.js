@@ -17,7 +17,7 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const what = process.argv[2];
 const lines = [];
 if (what === '--sources') {
-  const block = /add_library\(\$\{PROJECT_NAME\} SHARED([\s\S]*?)\$\{CMAKE_JS_SRC\}\)/.exec(readFileSync(path.join(root, 'CMakeLists.txt'), 'utf8'))[1];
+  const block = /add_library\(\$\{BERT_OBJECTS\} OBJECT([\s\S]*?)\$\{CMAKE_JS_SRC\}\)/.exec(readFileSync(path.join(root, 'CMakeLists.txt'), 'utf8'))[1];
   lines.push(...[...block.matchAll(/^\s*(native\/\S+\.cc)/gm)].map((m) => m[1]));
 } else {
   const torch = findLibtorch({ install: false, log: () => {} });

@@ -1,6 +1,8 @@
-// Inference's fp32 products (native/panel_gemm.cc) against libtorch's: the same model and batches evaluated in
-// child processes with the AVX-512 kernels (where the CPU has them), the AVX2 ones (ATEN_CPU_CAPABILITY=avx2 caps
-// them as it caps libtorch) and none (BERT_TRAINER_NO_PANELS=1: oneDNN's prepacked products, as before them). The
+// Inference's fp32 products (native/panel_gemm.cc) and attention (native/attention.cc's EvaluationAttention) against
+// libtorch's: the same model and batches evaluated in child processes with the AVX-512 kernels (where the CPU has
+// them), the AVX2 ones (ATEN_CPU_CAPABILITY=avx2 caps them as it caps libtorch), the scalar softmax
+// (ATEN_CPU_CAPABILITY=default, oneDNN's products) and none (BERT_TRAINER_NO_PANELS=1: oneDNN's prepacked products,
+// with BERT_TRAINER_UNFUSED_ATTENTION=1: libtorch's attention operators). The
 // configurations reach every branch: panels cut short (hidden 40 and 96: N not a multiple of 64), K in two slices
 // (intermediate 600 > 512), row tiles of 1 to 6 rows, GELU and ReLU fused, the residual added, the last layer on
 // first tokens only (sequence classification) and on every row (token classification, question answering).
@@ -60,12 +62,12 @@ test(`panel products (AVX-512, AVX2) give libtorch's products' outputs: ${name}`
   const m = await BertForSequenceClassification.fromConfig(config, { device: 'cpu', seed: 3 });
   await m.save(dir);
   await m.dispose();
-  const reference = await evaluate(dir, { BERT_TRAINER_NO_PANELS: '1' });
+  const reference = await evaluate(dir, { BERT_TRAINER_NO_PANELS: '1', BERT_TRAINER_UNFUSED_ATTENTION: '1' });
   assert.equal(reference.kernel, 'none');
-  const runs = [await evaluate(dir, {}), await evaluate(dir, { ATEN_CPU_CAPABILITY: 'avx2' })];
+  const runs = [await evaluate(dir, {}), await evaluate(dir, { ATEN_CPU_CAPABILITY: 'avx2' }), await evaluate(dir, { ATEN_CPU_CAPABILITY: 'default' })];
   const native = addon().runtime().panelProducts;
   // Where the CPU has AVX2 at least (every x86-64 machine this project runs on), both runs take panel kernels.
-  if (native !== 'none') assert.deepEqual(runs.map((r) => r.kernel), [native, 'avx2']);
+  if (native !== 'none') assert.deepEqual(runs.map((r) => r.kernel), [native, 'avx2', 'none']);
   for (const run of runs) {
     for (const [key, want] of Object.entries(reference.outputs)) {
       const got = run.outputs[key];

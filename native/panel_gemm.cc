@@ -35,12 +35,11 @@
 #endif
 
 #ifdef BERT_PANELS_X86
-// SLEEF's vector exp (1 ulp) as libtorch_cpu exports it, for erf below. Weak: without it GELU runs after the
-// product, unfused.
+// SLEEF's vector exp (1 ulp) as libtorch_cpu exports it, for the AVX-512 erf below (the AVX2 one has its own,
+// inline). Weak: without it GELU runs after the AVX-512 product, unfused.
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx2,fma")
+#pragma GCC target("avx512f")
 extern "C" __m512 Sleef_expf16_u10avx512f(__m512) __attribute__((weak));
-extern "C" __m256 Sleef_expf8_u10avx2(__m256) __attribute__((weak));
 #pragma GCC pop_options
 #endif
 
@@ -93,12 +92,29 @@ __attribute__((target("avx512f"))) inline __m512 Erf512(__m512 x) {
   return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(y), sign));
 }
 
+// exp(x) for x <= 0, inline (SLEEF's, a call, cost the AVX2 epilogue as much again): 2^n p(r) with n = round(x log2 e),
+// r = x - n ln 2 (ln 2 in two parts), p Taylor's to degree 7 (|r| <= ln2 / 2: relative error < 1e-8); x clamped at
+// -87, where 2^n is still a normal float and erf's term below is already under float's resolution.
+__attribute__((target("avx2,fma"))) inline __m256 ExpNonPositive256(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187e-06f), r);
+  __m256 p = _mm256_set1_ps(1.0f / 5040);
+  for (const float c : {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f}) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+  const __m256i two_n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(two_n));
+}
+
+// The same erf as Erf512, with 1 / (1 + p|x|) from the reciprocal estimate and one Newton step (relative error
+// ~1e-7) instead of a division.
 __attribute__((target("avx2,fma"))) inline __m256 Erf256(__m256 x) {
   const __m256 one = _mm256_set1_ps(1.0f), sign_bit = _mm256_set1_ps(-0.0f), ax = _mm256_andnot_ps(sign_bit, x);
-  const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(kErfP), ax, one));
+  const __m256 den = _mm256_fmadd_ps(_mm256_set1_ps(kErfP), ax, one), r0 = _mm256_rcp_ps(den);
+  const __m256 t = _mm256_mul_ps(r0, _mm256_fnmadd_ps(den, r0, _mm256_set1_ps(2.0f)));
   __m256 poly = _mm256_set1_ps(kErfA[4]);
   for (int i = 3; i >= 0; --i) poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(kErfA[i]));
-  const __m256 e = Sleef_expf8_u10avx2(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(x, x)));
+  const __m256 e = ExpNonPositive256(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(x, x)));
   const __m256 y = _mm256_fnmadd_ps(_mm256_mul_ps(poly, t), e, one);
   return _mm256_or_ps(y, _mm256_and_ps(sign_bit, x));
 }
@@ -262,7 +278,7 @@ const char* PanelProductsKernel() { return CpuIsa() == Isa::kAvx512 ? "avx512" :
 bool PanelFuses(PanelAct act) {
   if (act != PanelAct::kGeluErf) return true;
 #ifdef BERT_PANELS_X86
-  return CpuIsa() == Isa::kAvx512 ? Sleef_expf16_u10avx512f != nullptr : Sleef_expf8_u10avx2 != nullptr;
+  return CpuIsa() == Isa::kAvx512 ? Sleef_expf16_u10avx512f != nullptr : CpuIsa() == Isa::kAvx2;
 #else
   return false;
 #endif

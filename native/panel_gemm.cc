@@ -206,6 +206,14 @@ TileFn TileFor(Isa isa, int rows) {
   return isa == Isa::kAvx512 ? k512[rows] : k256[rows];
 }
 
+// Rows of block `block` when `rows` are cut into ceil(rows / 6) blocks of as even a size as can be: 49 rows as 4 of 6
+// and 5 of 5 rather than 8 of 6 and 1 of 1, whose two accumulators leave the FMA units waiting on their latency (a
+// 1-row block cost two rows' time on Zen 1).
+inline int BlockRows(int64_t rows, int64_t block) {
+  const int64_t blocks = (rows + kRows - 1) / kRows, base = rows / blocks;
+  return static_cast<int>(base + (block < rows % blocks ? 1 : 0));
+}
+
 // Rows [m0, m1) of one panel: K slice by slice, each slice over every 6-row block. A panel that runs past N (its last
 // columns are zero weights) computes into `scratch` and copies the real columns out, adding the residual there.
 void PanelRows(Isa isa, const float* x, int64_t K, const float* panel, int64_t n0, int64_t N, const float* bias, float* y,
@@ -233,8 +241,8 @@ void PanelRows(Isa isa, const float* x, int64_t K, const float* panel, int64_t n
     const int64_t k0 = s * kSlice, k_len = std::min(kSlice, K - k0);
     const bool first = s == 0, last = s + 1 == slices;
     if (isa == Isa::kAvx512) {
-      for (int64_t r = 0; r < rows; r += kRows) {
-        const int n = static_cast<int>(std::min<int64_t>(kRows, rows - r));
+      for (int64_t r = 0, block = 0; r < rows; r += BlockRows(rows, block), ++block) {
+        const int n = BlockRows(rows, block);
         TileFor(isa, n)(x + (m0 + r) * K + k0, K, panel + k0 * kPanel, k_len, c + r * ldc, ldc, b, first, last,
                         Epilogue{tile_ep.act, tile_ep.residual ? tile_ep.residual + r * ldc : nullptr});
       }
@@ -250,8 +258,8 @@ void PanelRows(Isa isa, const float* x, int64_t K, const float* panel, int64_t n
       const int64_t next_len = end && !next_panel ? 0 : std::min(kSlice, K - next_k0);  // a line (16 floats) per k
       const float* next = (end ? next_panel : panel) + next_g * K * 16 + next_k0 * 16;
       const int64_t per_block = (next_len + blocks - 1) / blocks;
-      for (int64_t r = 0, block = 0; r < rows; r += kRows, ++block) {
-        const int n = static_cast<int>(std::min<int64_t>(kRows, rows - r));
+      for (int64_t r = 0, block = 0; r < rows; r += BlockRows(rows, block), ++block) {
+        const int n = BlockRows(rows, block);
         const int64_t p0 = std::min(next_len, block * per_block), p1 = std::min(next_len, p0 + per_block);
         TileFor(isa, n)(x + (m0 + r) * K + k0, K, panel + g * K * 16 + k0 * 16, k_len, c + r * ldc + 16 * g, ldc, b ? b + 16 * g : nullptr, first, last,
                         Epilogue{tile_ep.act, tile_ep.residual ? tile_ep.residual + r * ldc + 16 * g : nullptr, next + p0 * 16, std::min(p1 - p0, k_len)});

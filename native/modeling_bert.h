@@ -21,6 +21,11 @@ enum class PanelAct { kNone, kGeluErf, kRelu };
 bool PanelProductsAvailable();
 const char* PanelProductsKernel();  // "avx512", "avx2" or "none"
 bool PanelFuses(PanelAct act);  // GELU needs libtorch's vector exp (SLEEF); without it GELU runs after the product
+// GELU's erf form and its gradient over a CPU fp32 tensor with the panel products' vector erf (training's GELU on
+// the CPU: GeluErfKernels, where the CPU has AVX2 at least).
+bool GeluErfKernels();
+at::Tensor GeluErf(const at::Tensor& x);
+at::Tensor GeluErfBackward(const at::Tensor& grad, const at::Tensor& x);
 at::Tensor PackPanels(const at::Tensor& weight);  // [out, in] -> [ceil(out / 64), in, 64], zero-padded
 // act(x W^T + b), or x W^T + b + residual (act kNone then).
 at::Tensor PanelLinear(const at::Tensor& x, const at::Tensor& panels, int64_t out_features, const at::Tensor& bias, PanelAct act,

@@ -106,17 +106,51 @@ __attribute__((target("avx2,fma"))) inline __m256 ExpNonPositive256(__m256 x) {
   return _mm256_mul_ps(p, _mm256_castsi256_ps(two_n));
 }
 
-// The same erf as Erf512, with 1 / (1 + p|x|) from the reciprocal estimate and one Newton step (relative error
-// ~1e-7) instead of a division.
-__attribute__((target("avx2,fma"))) inline __m256 Erf256(__m256 x) {
+// The same erf as Erf512 given e = exp(-x^2), with 1 / (1 + p|x|) from the reciprocal estimate and one Newton step
+// (relative error ~1e-7) instead of a division.
+__attribute__((target("avx2,fma"))) inline __m256 Erf256(__m256 x, __m256 e) {
   const __m256 one = _mm256_set1_ps(1.0f), sign_bit = _mm256_set1_ps(-0.0f), ax = _mm256_andnot_ps(sign_bit, x);
   const __m256 den = _mm256_fmadd_ps(_mm256_set1_ps(kErfP), ax, one), r0 = _mm256_rcp_ps(den);
   const __m256 t = _mm256_mul_ps(r0, _mm256_fnmadd_ps(den, r0, _mm256_set1_ps(2.0f)));
   __m256 poly = _mm256_set1_ps(kErfA[4]);
   for (int i = 3; i >= 0; --i) poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(kErfA[i]));
-  const __m256 e = ExpNonPositive256(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(x, x)));
   const __m256 y = _mm256_fnmadd_ps(_mm256_mul_ps(poly, t), e, one);
   return _mm256_or_ps(y, _mm256_and_ps(sign_bit, x));
+}
+__attribute__((target("avx2,fma"))) inline __m256 Erf256(__m256 x) {
+  return Erf256(x, ExpNonPositive256(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(x, x))));
+}
+
+// GELU's erf form, 0.5 x (1 + erf(x / sqrt 2)), and its gradient dy (cdf + x pdf) with pdf = exp(-x^2 / 2) / sqrt(2 pi):
+// the exp erf needs is pdf's, so the gradient takes one exp (libtorch's takes two, and calls each).
+__attribute__((target("avx2,fma"))) inline __m256 Gelu256(__m256 x) {
+  const __m256 z = _mm256_mul_ps(x, _mm256_set1_ps(static_cast<float>(M_SQRT1_2)));
+  return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(_mm256_set1_ps(1.0f), Erf256(z)));
+}
+__attribute__((target("avx2,fma"))) inline __m256 GeluGrad256(__m256 dy, __m256 x) {
+  const __m256 z = _mm256_mul_ps(x, _mm256_set1_ps(static_cast<float>(M_SQRT1_2)));
+  const __m256 e = ExpNonPositive256(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(z, z)));
+  const __m256 cdf = _mm256_mul_ps(_mm256_set1_ps(0.5f), _mm256_add_ps(_mm256_set1_ps(1.0f), Erf256(z, e)));
+  const __m256 pdf = _mm256_mul_ps(e, _mm256_set1_ps(static_cast<float>(0.5 * M_2_SQRTPI * M_SQRT1_2)));
+  return _mm256_mul_ps(dy, _mm256_fmadd_ps(x, pdf, cdf));
+}
+
+// y = GELU(x) (kGrad false) or dx = GELU'(x) dy (kGrad true, `a` being dy) over [begin, end): 8 at a time, the last
+// few through a zero-padded copy.
+template <bool kGrad>
+__attribute__((target("avx2,fma"))) void GeluLoop(const float* a, const float* x, float* out, int64_t begin, int64_t end) {
+  int64_t i = begin;
+  for (; i + 8 <= end; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    _mm256_storeu_ps(out + i, kGrad ? GeluGrad256(_mm256_loadu_ps(a + i), v) : Gelu256(v));
+  }
+  if (i == end) return;
+  alignas(32) float ta[8] = {}, tx[8] = {}, to[8];
+  const size_t n = static_cast<size_t>(end - i) * sizeof(float);
+  std::memcpy(tx, x + i, n);
+  if (kGrad) std::memcpy(ta, a + i, n);
+  _mm256_store_ps(to, kGrad ? GeluGrad256(_mm256_load_ps(ta), _mm256_load_ps(tx)) : Gelu256(_mm256_load_ps(tx)));
+  std::memcpy(out + i, to, n);
 }
 
 // ---- AVX-512: a tile of R rows x 64 columns in 4R registers ----
@@ -290,6 +324,32 @@ bool PanelFuses(PanelAct act) {
 #else
   return false;
 #endif
+}
+
+bool GeluErfKernels() { return CpuIsa() != Isa::kNone; }  // the AVX2 loops, which AVX-512 CPUs run too
+
+at::Tensor GeluErf(const at::Tensor& x) {
+  TORCH_CHECK(GeluErfKernels() && x.is_cpu() && x.scalar_type() == at::kFloat, "GeluErf: no kernel for this CPU or tensor");
+  const at::Tensor in = x.contiguous();
+  at::Tensor y = at::empty_like(in);
+#ifdef BERT_PANELS_X86
+  const float* xp = in.const_data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, in.numel(), 1 << 14, [&](int64_t begin, int64_t end) { GeluLoop<false>(nullptr, xp, yp, begin, end); });
+#endif
+  return y;
+}
+
+at::Tensor GeluErfBackward(const at::Tensor& grad, const at::Tensor& x) {
+  TORCH_CHECK(GeluErfKernels() && x.is_cpu() && x.scalar_type() == at::kFloat && grad.sizes() == x.sizes(), "GeluErfBackward: no kernel for this CPU or tensor");
+  const at::Tensor g = grad.to(at::kFloat).contiguous(), in = x.contiguous();
+  at::Tensor dx = at::empty_like(in);
+#ifdef BERT_PANELS_X86
+  const float *gp = g.const_data_ptr<float>(), *xp = in.const_data_ptr<float>();
+  float* dp = dx.data_ptr<float>();
+  at::parallel_for(0, in.numel(), 1 << 14, [&](int64_t begin, int64_t end) { GeluLoop<true>(gp, xp, dp, begin, end); });
+#endif
+  return dx;
 }
 
 at::Tensor PackPanels(const at::Tensor& weight) {

@@ -10,24 +10,12 @@
 // sequence's [heads, queries, keys] probabilities, so the result and the generator's stream are those of the
 // per-sequence operators.
 #include "modeling_bert.h"
-#include <ATen/Context.h>
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 #include <torch/csrc/autograd/custom_function.h>
-#include <algorithm>
 #include <cmath>
 #include <cstdlib>
-#include <limits>
 #include <vector>
-#if defined(__x86_64__) && defined(__GNUC__)
-#define BERT_SOFTMAX_AVX2 1
-#include <immintrin.h>
-// SLEEF's vector exp (1 ulp) as libtorch_cpu exports it (weak: without it softmax runs scalar).
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-extern "C" __m256 Sleef_expf8_u10avx2(__m256) __attribute__((weak));
-#pragma GCC pop_options
-#endif
 
 // MKL's batched products, which libtorch_cpu exports where it is built with MKL (x86-64 wheels): one call runs
 // every (sequence, head) pair's product, MKL spreading them over its threads. Weak: where a libtorch has no MKL this
@@ -138,59 +126,6 @@ void DropInto(float* out, const std::vector<at::Tensor>& probs, const Layout& la
       DropRange(o, in, n, seed, keep_from, scale);
     }
   });
-}
-
-#ifdef BERT_SOFTMAX_AVX2
-// Softmax of `rows` rows of n in place, 8 lanes at a time; the last partial vector is masked (-inf in, 0 out).
-__attribute__((target("avx2,fma"))) void SoftmaxRowsAvx2(float* p, int64_t rows, int64_t n) {
-  const int64_t full = n / 8 * 8, tail = n - full;
-  alignas(32) int32_t lanes[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
-  const __m256i mask = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lanes + 8 - tail));
-  const __m256 minus_inf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
-  for (int64_t r = 0; r < rows; ++r, p += n) {
-    __m256 mx = minus_inf;
-    for (int64_t j = 0; j < full; j += 8) mx = _mm256_max_ps(mx, _mm256_loadu_ps(p + j));
-    if (tail) mx = _mm256_max_ps(mx, _mm256_blendv_ps(minus_inf, _mm256_maskload_ps(p + full, mask), _mm256_castsi256_ps(mask)));
-    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
-    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
-    const __m256 m = _mm256_broadcastss_ps(m4);
-    __m256 sum = _mm256_setzero_ps();
-    for (int64_t j = 0; j < full; j += 8) {
-      const __m256 e = Sleef_expf8_u10avx2(_mm256_sub_ps(_mm256_loadu_ps(p + j), m));
-      _mm256_storeu_ps(p + j, e);
-      sum = _mm256_add_ps(sum, e);
-    }
-    if (tail) {
-      const __m256 x = _mm256_blendv_ps(minus_inf, _mm256_maskload_ps(p + full, mask), _mm256_castsi256_ps(mask));
-      const __m256 e = Sleef_expf8_u10avx2(_mm256_sub_ps(x, m));  // exp(-inf) = 0 in the masked lanes
-      _mm256_maskstore_ps(p + full, mask, e);
-      sum = _mm256_add_ps(sum, e);
-    }
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
-    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    s4 = _mm_add_ss(s4, _mm_shuffle_ps(s4, s4, 1));
-    const __m256 inv = _mm256_set1_ps(1.0f / _mm_cvtss_f32(s4));
-    for (int64_t j = 0; j < full; j += 8) _mm256_storeu_ps(p + j, _mm256_mul_ps(_mm256_loadu_ps(p + j), inv));
-    if (tail) _mm256_maskstore_ps(p + full, mask, _mm256_mul_ps(_mm256_maskload_ps(p + full, mask), inv));
-  }
-}
-#endif
-
-// Softmax of `rows` rows of n floats in place (as libtorch's: minus the row's max, exp, times 1 / sum).
-void SoftmaxRows(float* p, int64_t rows, int64_t n) {
-#ifdef BERT_SOFTMAX_AVX2
-  // ATen's kernel level, as the panel products choose theirs: ATEN_CPU_CAPABILITY=default takes the scalar loop.
-  static const bool vector = Sleef_expf8_u10avx2 != nullptr && (at::get_cpu_capability() == "AVX2" || at::get_cpu_capability() == "AVX512");
-  if (vector) return SoftmaxRowsAvx2(p, rows, n);
-#endif
-  for (int64_t r = 0; r < rows; ++r, p += n) {
-    float mx = -std::numeric_limits<float>::infinity(), sum = 0;
-    for (int64_t j = 0; j < n; ++j) mx = std::max(mx, p[j]);
-    for (int64_t j = 0; j < n; ++j) sum += (p[j] = std::exp(p[j] - mx));
-    const float inv = 1.0f / sum;
-    for (int64_t j = 0; j < n; ++j) p[j] *= inv;
-  }
 }
 
 // Evaluation's attention (no gradient, no dropout): each thread takes whole (sequence, head) pairs and runs their

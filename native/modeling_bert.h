@@ -22,10 +22,13 @@ bool PanelProductsAvailable();
 const char* PanelProductsKernel();  // "avx512", "avx2" or "none"
 bool PanelFuses(PanelAct act);  // GELU needs libtorch's vector exp (SLEEF); without it GELU runs after the product
 // GELU's erf form and its gradient over a CPU fp32 tensor with the panel products' vector erf (training's GELU on
-// the CPU: GeluErfKernels, where the CPU has AVX2 at least).
+// the CPU: GeluErfKernels, where ATen's kernel level is AVX2 or above).
 bool GeluErfKernels();
 at::Tensor GeluErf(const at::Tensor& x);
 at::Tensor GeluErfBackward(const at::Tensor& grad, const at::Tensor& x);
+// Softmax of `rows` rows of n floats in place, as libtorch's computes it (minus the row's max, exp, times 1 / sum),
+// with the AVX2 loop where ATen's kernel level is AVX2 or above (evaluation's attention).
+void SoftmaxRows(float* p, int64_t rows, int64_t n);
 at::Tensor PackPanels(const at::Tensor& weight);  // [out, in] -> [ceil(out / 64), in, 64], zero-padded
 // act(x W^T + b), or x W^T + b + residual (act kNone then).
 at::Tensor PanelLinear(const at::Tensor& x, const at::Tensor& panels, int64_t out_features, const at::Tensor& bias, PanelAct act,

@@ -28,6 +28,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <vector>
 #if defined(__x86_64__) && defined(__GNUC__)
 #define BERT_PANELS_X86 1  // the kernels are x86-64's; elsewhere oneDNN's products run
@@ -53,11 +54,10 @@ constexpr int64_t kTilesPerThread = 2;  // at least, where the rows allow (Panel
 
 enum class Isa { kNone, kAvx2, kAvx512 };
 
-Isa CpuIsa() {
+// ATen's kernel level for this CPU (AVX512 needs AVX-512 F/BW/VL/DQ, AVX2 needs AVX2 and FMA): one rule for every
+// vector loop here, which ATEN_CPU_CAPABILITY lowers (the tests' forced-AVX2 and scalar runs).
+Isa VectorIsa() {
   static const Isa isa = [] {
-    if (std::getenv("BERT_TRAINER_NO_PANELS")) return Isa::kNone;  // oneDNN's prepacked products instead (comparisons)
-    // ATen's kernel level for this CPU (AVX512 needs AVX-512 F/BW/VL/DQ, AVX2 needs AVX2 and FMA): one rule for both,
-    // which ATEN_CPU_CAPABILITY=avx2 lowers (the tests' forced-AVX2 runs).
 #ifdef BERT_PANELS_X86
     const std::string level = at::get_cpu_capability();
     return level == "AVX512" ? Isa::kAvx512 : level == "AVX2" ? Isa::kAvx2 : Isa::kNone;
@@ -65,6 +65,13 @@ Isa CpuIsa() {
     return Isa::kNone;
 #endif
   }();
+  return isa;
+}
+
+// The panel products' kernels: VectorIsa's, or none under BERT_TRAINER_NO_PANELS (oneDNN's prepacked products
+// instead, for comparisons).
+Isa CpuIsa() {
+  static const Isa isa = std::getenv("BERT_TRAINER_NO_PANELS") ? Isa::kNone : VectorIsa();
   return isa;
 }
 
@@ -94,9 +101,9 @@ __attribute__((target("avx512f"))) inline __m512 Erf512(__m512 x) {
 
 // exp(x) for x <= 0, inline (SLEEF's, a call, cost the AVX2 epilogue as much again): 2^n p(r) with n = round(x log2 e),
 // r = x - n ln 2 (ln 2 in two parts), p Taylor's to degree 7 (|r| <= ln2 / 2: relative error < 1e-8); x clamped at
-// -87, where 2^n is still a normal float and erf's term below is already under float's resolution.
+// -87, where 2^n is still a normal float and erf's term (or a softmax element) is already under float's resolution.
 __attribute__((target("avx2,fma"))) inline __m256 ExpNonPositive256(__m256 x) {
-  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  x = _mm256_max_ps(_mm256_set1_ps(-87.0f), x);  // in this order a NaN x stays NaN (maxps returns its second operand)
   const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
   r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187e-06f), r);
@@ -151,6 +158,41 @@ __attribute__((target("avx2,fma"))) void GeluLoop(const float* a, const float* x
   if (kGrad) std::memcpy(ta, a + i, n);
   _mm256_store_ps(to, kGrad ? GeluGrad256(_mm256_load_ps(ta), _mm256_load_ps(tx)) : Gelu256(_mm256_load_ps(tx)));
   std::memcpy(out + i, to, n);
+}
+
+// Softmax of `rows` rows of n in place, 8 lanes at a time (the row's max subtracted, so ExpNonPositive256's domain);
+// the last partial vector is masked (-inf in: ~0 to the sum; not stored).
+__attribute__((target("avx2,fma"))) void SoftmaxRowsAvx2(float* p, int64_t rows, int64_t n) {
+  const int64_t full = n / 8 * 8, tail = n - full;
+  alignas(32) int32_t lanes[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+  const __m256i mask = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lanes + 8 - tail));
+  const __m256 minus_inf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  for (int64_t r = 0; r < rows; ++r, p += n) {
+    const __m256 last = _mm256_blendv_ps(minus_inf, _mm256_maskload_ps(p + full, mask), _mm256_castsi256_ps(mask));
+    __m256 mx = tail ? last : minus_inf;
+    for (int64_t j = 0; j < full; j += 8) mx = _mm256_max_ps(mx, _mm256_loadu_ps(p + j));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+    const __m256 m = _mm256_broadcastss_ps(m4);
+    __m256 sum = _mm256_setzero_ps();
+    for (int64_t j = 0; j < full; j += 8) {
+      const __m256 e = ExpNonPositive256(_mm256_sub_ps(_mm256_loadu_ps(p + j), m));
+      _mm256_storeu_ps(p + j, e);
+      sum = _mm256_add_ps(sum, e);
+    }
+    if (tail) {
+      const __m256 e = _mm256_and_ps(ExpNonPositive256(_mm256_sub_ps(last, m)), _mm256_castsi256_ps(mask));
+      _mm256_maskstore_ps(p + full, mask, e);
+      sum = _mm256_add_ps(sum, e);
+    }
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
+    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    s4 = _mm_add_ss(s4, _mm_shuffle_ps(s4, s4, 1));
+    const __m256 inv = _mm256_set1_ps(1.0f / _mm_cvtss_f32(s4));
+    for (int64_t j = 0; j < full; j += 8) _mm256_storeu_ps(p + j, _mm256_mul_ps(_mm256_loadu_ps(p + j), inv));
+    if (tail) _mm256_maskstore_ps(p + full, mask, _mm256_mul_ps(_mm256_maskload_ps(p + full, mask), inv));
+  }
 }
 
 // ---- AVX-512: a tile of R rows x 64 columns in 4R registers ----
@@ -326,7 +368,20 @@ bool PanelFuses(PanelAct act) {
 #endif
 }
 
-bool GeluErfKernels() { return CpuIsa() != Isa::kNone; }  // the AVX2 loops, which AVX-512 CPUs run too
+bool GeluErfKernels() { return VectorIsa() != Isa::kNone; }  // the AVX2 loops, which AVX-512 CPUs run too
+
+void SoftmaxRows(float* p, int64_t rows, int64_t n) {
+#ifdef BERT_PANELS_X86
+  if (VectorIsa() != Isa::kNone) return SoftmaxRowsAvx2(p, rows, n);
+#endif
+  for (int64_t r = 0; r < rows; ++r, p += n) {
+    float mx = -std::numeric_limits<float>::infinity(), sum = 0;
+    for (int64_t j = 0; j < n; ++j) mx = std::max(mx, p[j]);
+    for (int64_t j = 0; j < n; ++j) sum += (p[j] = std::exp(p[j] - mx));
+    const float inv = 1.0f / sum;
+    for (int64_t j = 0; j < n; ++j) p[j] *= inv;
+  }
+}
 
 at::Tensor GeluErf(const at::Tensor& x) {
   TORCH_CHECK(GeluErfKernels() && x.is_cpu() && x.scalar_type() == at::kFloat, "GeluErf: no kernel for this CPU or tensor");

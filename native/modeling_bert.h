@@ -30,6 +30,7 @@ at::Tensor GeluErfBackward(const at::Tensor& grad, const at::Tensor& x);
 // with the AVX2 loop where ATen's kernel level is AVX2 or above (evaluation's attention).
 void SoftmaxRows(float* p, int64_t rows, int64_t n);
 at::Tensor PackPanels(const at::Tensor& weight);  // [out, in] -> [ceil(out / 64), in, 64], zero-padded
+at::Tensor PackPanelsTransposed(const at::Tensor& weight);  // the panels of weight^T ([in, out]: x W's), without the transpose
 // act(x W^T + b), or x W^T + b + residual (act kNone then).
 at::Tensor PanelLinear(const at::Tensor& x, const at::Tensor& panels, int64_t out_features, const at::Tensor& bias, PanelAct act,
                        const at::Tensor* residual = nullptr);
@@ -96,9 +97,12 @@ at::Tensor PackedLinear(const at::Tensor& x, const at::Tensor& packed, const at:
 at::Tensor PackedLinearAdd(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias, const at::Tensor& residual);
 
 // Training's fp32 products on the CPU through oneDNN where its kernels beat MKL's sgemm at training's shapes (an
-// AVX-512 CPU: forward and input gradient 15-20% faster measured at MiniLM's shapes; on AVX2 they are even, so MKL
-// stays). BERT_TRAINER_NO_PACK=1 turns it off with evaluation's prepacking.
+// AVX-512 CPU: forward and input gradient 15-20% faster measured at MiniLM's shapes; on AVX2 they are even with MKL's,
+// and the panel products beat both: TrainOnPanels). BERT_TRAINER_NO_PACK=1 turns it off with evaluation's prepacking.
 bool TrainOnOneDnn();
+// Training's fp32 products on the CPU elsewhere, where the AVX2 panel kernels run (PanelProducts): forward and
+// input gradient on them, the weight gradient on MKL.
+bool TrainOnPanels();
 
 // The rows of an embedding table a training pass gathers: with `sparse` set, a leaf tensor of the rows (its
 // gradient is scattered into the table's gradient after backward by ScatterRowGradients) instead of

@@ -43,6 +43,7 @@ RuntimeInfo Runtime() {
   r.packed_bf16 = CpuHasPackedBf16();
   r.int8_reduce_range = Int8ReduceRange();
   r.panel_products = PanelProductsKernel();
+  r.training_products = TrainOnOneDnn() ? "onednn" : TrainOnPanels() ? "panels" : "libtorch";
   return r;
 }
 

@@ -38,6 +38,22 @@ for (const [name, Head] of Object.entries(heads)) {
 console.log(JSON.stringify({ kernel: nativeAddon().runtime().panelProducts, outputs: out }));
 `;
 
+// Trains a sequence-classification model from the saved one: 3 steps (dropout on) over padded batches, then evaluates;
+// prints { training: boolean (training's products are the panel kernels), losses, outputs }.
+const TRAIN_CHILD = `
+const { BertForSequenceClassification, nativeAddon } = await import(process.argv[1]);
+const [dir, batchesJson] = process.argv.slice(2);
+const m = await BertForSequenceClassification.fromPretrained(dir, { device: 'cpu', threads: 2, seed: 5 });
+const batches = JSON.parse(batchesJson).map((b) => ({ shape: b.shape, inputIds: Int32Array.from(b.ids), attentionMask: Int32Array.from(b.mask),
+  labels: Int32Array.from({ length: b.shape[0] }, (_, i) => i % 2) }));
+const losses = [];
+for (const b of batches.slice(2)) { losses.push(await m.trainStep(b)); await m.optimizerStep({ lr: 1e-3 }); }
+const outputs = [];
+for (const b of batches) outputs.push(...(await m.forward({ ...b, labels: undefined })).logits);
+await m.dispose();
+console.log(JSON.stringify({ training: nativeAddon().runtime().trainingProducts, losses, outputs }));
+`;
+
 function batch(lengths: number[], seed: number) {
   const S = Math.max(...lengths), B = lengths.length;
   const ids: number[] = [], mask: number[] = [];
@@ -45,6 +61,12 @@ function batch(lengths: number[], seed: number) {
   return { shape: [B, S], ids, mask };
 }
 const BATCHES = [batch([1], 1), batch([7], 2), batch([53], 3), batch([12, 5, 9], 4), batch([6, 6], 5)];
+
+async function train(dir: string, env: Record<string, string>) {
+  const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', TRAIN_CHILD, index, dir, JSON.stringify(BATCHES)],
+    { env: { ...process.env, ...env }, maxBuffer: 1 << 26 });
+  return JSON.parse(stdout.trim().split('\n').pop()!) as { training: string; losses: number[]; outputs: number[] };
+}
 
 async function evaluate(dir: string, env: Record<string, string>) {
   const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', CHILD, index, dir, JSON.stringify(BATCHES)],
@@ -75,4 +97,23 @@ test(`panel products (AVX-512, AVX2) give libtorch's products' outputs: ${name}`
       got.forEach((v, i) => assert.ok(Math.abs(v - want[i]) <= 1e-5 * Math.max(1, Math.abs(want[i])), `${run.kernel} ${key}[${i}]: ${v} against ${want[i]}`));
     }
   }
+});
+
+// Training's forward and input-gradient products on the AVX2 panel kernels (modeling_bert.cc PanelProducts: wherever training's
+// products are not oneDNN's, which ATEN_CPU_CAPABILITY=avx2 makes of any machine) against libtorch's (MKL): the
+// losses of 3 steps and the trained model's logits. Bias and no bias, K in two slices, panels cut short.
+test("training's panel products give libtorch's losses and trained weights", async () => {
+  const dir = path.join(work.dir, 'train');
+  const config = parseConfig({ vocab_size: 40, num_hidden_layers: 2, max_position_embeddings: 64, num_labels: 2, hidden_size: 96,
+    num_attention_heads: 4, intermediate_size: 600 }, 'panel config');
+  const m = await BertForSequenceClassification.fromConfig(config, { device: 'cpu', seed: 3 });
+  await m.save(dir);
+  await m.dispose();
+  const reference = await train(dir, { ATEN_CPU_CAPABILITY: 'avx2', BERT_TRAINER_NO_PANELS: '1' });
+  const panels = await train(dir, { ATEN_CPU_CAPABILITY: 'avx2' });
+  assert.equal(reference.training, 'libtorch');
+  if (addon().runtime().panelProducts !== 'none') assert.equal(panels.training, 'panels');
+  panels.losses.forEach((v, i) => assert.ok(Math.abs(v - reference.losses[i]) <= 1e-5 * Math.max(1, Math.abs(reference.losses[i])), `loss ${i}: ${v} against ${reference.losses[i]}`));
+  assert.equal(panels.outputs.length, reference.outputs.length);
+  panels.outputs.forEach((v, i) => assert.ok(Math.abs(v - reference.outputs[i]) <= 1e-5 * Math.max(1, Math.abs(reference.outputs[i])), `logit ${i}: ${v} against ${reference.outputs[i]}`));
 });

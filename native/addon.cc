@@ -771,6 +771,7 @@ class Addon : public Napi::Addon<Addon> {
         InstanceValue("ProcessGroup", GroupCtor(env), napi_enumerable),
         InstanceMethod<&Addon::RuntimeInfo>("runtime", napi_enumerable),
         InstanceMethod<&Addon::ExitNow>("exitNow", napi_enumerable),
+        InstanceMethod<&Addon::PanelProductRates>("panelProductRates", napi_enumerable),
     });
   }
 
@@ -801,6 +802,29 @@ class Addon : public Napi::Addon<Addon> {
     // What V8 counts as external memory (adjusted by 0: a read); models add their native size to it.
     o.Set("v8ExternalMemory", Napi::Number::New(env, static_cast<double>(Napi::MemoryManagement::AdjustExternalMemory(env, 0))));
     return o;
+  }
+  // panelProductRates(shapes: [m, k, n][], threads, repeats): Promise<number[]> (bert::PanelProductRates).
+  Napi::Value PanelProductRates(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto shapes = std::make_shared<std::vector<std::array<int64_t, 3>>>();
+    if (info.Length() < 3 || !info[0].IsArray() || !info[1].IsNumber() || !info[2].IsNumber())
+      throw Napi::TypeError::New(env, "panelProductRates(shapes, threads, repeats): an array of [m, k, n] and two numbers");
+    const Napi::Array a = info[0].As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); ++i) {
+      const Napi::Value v = a.Get(i);
+      if (!v.IsArray() || v.As<Napi::Array>().Length() != 3) throw Napi::TypeError::New(env, "panelProductRates: each shape is [m, k, n]");
+      std::array<int64_t, 3> s{};
+      for (uint32_t j = 0; j < 3; ++j) s[j] = v.As<Napi::Array>().Get(j).ToNumber().Int64Value();
+      shapes->push_back(s);
+    }
+    const int threads = info[1].As<Napi::Number>().Int32Value(), repeats = info[2].As<Napi::Number>().Int32Value();
+    if (threads < 1 || repeats < 1) throw Napi::RangeError::New(env, "panelProductRates: threads and repeats must be at least 1");
+    auto rates = std::make_shared<std::vector<double>>();
+    return Job::Run(env, [=] { *rates = bert::PanelProductRates(*shapes, threads, repeats); }, [rates](Napi::Env e) {
+      Napi::Array out = Napi::Array::New(e, rates->size());
+      for (uint32_t i = 0; i < rates->size(); ++i) out.Set(i, (*rates)[i]);
+      return out;
+    });
   }
   Napi::Function GroupCtor(Napi::Env env) {
     Napi::Function f = Group::Define(env);

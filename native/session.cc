@@ -6,7 +6,9 @@
 #include <ATen/autocast_mode.h>
 #include <torch/cuda.h>
 #include <torch/version.h>
+#include <chrono>
 #include <cstdlib>
+#include <limits>
 #include <optional>
 #include <stdexcept>
 #include "torch_session.h"
@@ -45,6 +47,31 @@ RuntimeInfo Runtime() {
   r.panel_products = PanelProductsKernel();
   r.training_products = TrainOnOneDnn() ? "onednn" : TrainOnPanels() ? "panels" : "libtorch";
   return r;
+}
+
+std::vector<double> PanelProductRates(const std::vector<std::array<int64_t, 3>>& shapes, int threads, int repeats) {
+  std::vector<double> rates;
+  for (const auto& [m, k, n] : shapes)
+    if (m < 1 || k < 1 || n < 1) throw std::invalid_argument("panelProductRates: shapes must be positive [m, k, n]");
+  if (std::string(PanelProductsKernel()) == "none") return rates;
+  struct Threads {  // the process's setting again however this ends
+    int before = at::get_num_threads();
+    ~Threads() { at::set_num_threads(before); }
+  } restore;
+  at::set_num_threads(threads);
+  for (const auto& [m, k, n] : shapes) {
+    const at::Tensor x = at::randn({m, k}), w = at::randn({n, k});
+    const auto run = [&] { PanelLinear(x, PackPanels(w), n, at::Tensor(), PanelAct::kNone); };
+    run();  // warm: the first call allocates and faults its pages in
+    double best = std::numeric_limits<double>::infinity();
+    for (int r = 0; r < repeats; ++r) {
+      const auto t = std::chrono::steady_clock::now();
+      run();
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count());
+    }
+    rates.push_back(2.0 * static_cast<double>(m * k * n) / best / 1e9);
+  }
+  return rates;
 }
 
 std::unique_ptr<Session> Session::Create(const Options& options) { return std::make_unique<TorchSession>(options); }

@@ -1,6 +1,7 @@
 // The torch-free interface between the Node-API binding (addon.cc) and the libtorch code (torch_session.h).
 // Keeping torch out of this header keeps addon.cc a light translation unit.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -212,5 +213,10 @@ struct RuntimeInfo {
   std::string training_products;  // CPU fp32 training's forward and input-gradient products: onednn, panels (AVX2), libtorch
 };
 RuntimeInfo Runtime();
+// GFLOP/s of the panel products as a training pass runs them (TrainOnPanels: x [m, k] times a weight [n, k] packed in
+// the same call), the best of `repeats`, on `threads` threads, per {m, k, n}; empty where the CPU has no panel kernel.
+// The roofline workload's peak counts them beside libtorch's matmul: its rate at the step's shapes alone would be
+// lower than the products the step runs.
+std::vector<double> PanelProductRates(const std::vector<std::array<int64_t, 3>>& shapes, int threads, int repeats);
 
 }  // namespace bert

@@ -48,6 +48,8 @@ export interface Addon {
   ProcessGroup: new () => NativeProcessGroup;
   /** Ends the process now with this code, without waiting for native calls in progress (process.exit does). */
   exitNow(code: number): never;
+  /** GFLOP/s of the panel products as training runs them, per [m, k, n] (the roofline workload's peak); [] without the kernel. */
+  panelProductRates(shapes: Array<[number, number, number]>, threads: number, repeats: number): Promise<number[]>;
   runtime(): { torchVersion: string; cudaAvailable: boolean; cudaDeviceCount: number; numThreads: number; v8ExternalMemory: number; activations: string[]; distributedBackends: string[];
     /** ATen's kernel level for this CPU (AVX512, AVX2, DEFAULT) and whether bf16 uses oneDNN's prepacked weights here. */
     cpuCapability: string; packedBf16: boolean; int8ReduceRange: boolean; panelProducts: string; trainingProducts: string };

@@ -117,3 +117,17 @@ test("training's panel products give libtorch's losses and trained weights", asy
   assert.equal(panels.outputs.length, reference.outputs.length);
   panels.outputs.forEach((v, i) => assert.ok(Math.abs(v - reference.outputs[i]) <= 1e-5 * Math.max(1, Math.abs(reference.outputs[i])), `logit ${i}: ${v} against ${reference.outputs[i]}`));
 });
+
+// The roofline workload's peak reads these rates beside libtorch's matmul (scripts/bench/bench.ts).
+test('panelProductRates rates the panel products at each shape; bad shapes and counts are refused', async () => {
+  const a = addon();
+  const rates = await a.panelProductRates([[37, 96, 130], [6, 600, 64]], 1, 2);
+  if (a.runtime().panelProducts === 'none') assert.deepEqual(rates, []);
+  else {
+    assert.equal(rates.length, 2);
+    for (const r of rates) assert.ok(Number.isFinite(r) && r > 0.01 && r < 1e5, `rate ${r} GFLOP/s`);
+  }
+  await assert.rejects(a.panelProductRates([[0, 4, 4]], 1, 1) as Promise<unknown>, /shapes must be positive/);
+  assert.throws(() => a.panelProductRates([[4, 4]] as unknown as Array<[number, number, number]>, 1, 1), /each shape is \[m, k, n\]/);
+  assert.throws(() => a.panelProductRates([[4, 4, 4]], 0, 1), /at least 1/);
+});

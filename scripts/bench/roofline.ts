@@ -5,7 +5,15 @@ import { BertForSequenceClassification } from '../../src/model.js';
 import { parseConfig } from '../../src/config.js';
 import { collate } from '../../src/collator.js';
 import type { EncodedDataset } from '../../src/tokenizer.js';
+import { addon } from '../../src/native.js';
 
+// `gemm SPEC`: the panel products' rates at SPEC.shapes (label: [m, k, n]), for the workload's peak beside libtorch's.
+if (process.argv[2] === 'gemm') {
+  const g = JSON.parse(process.argv[3]) as { shapes: Record<string, [number, number, number]>; threads: number };
+  const rates = await addon().panelProductRates(Object.values(g.shapes), g.threads, 25);
+  console.log(JSON.stringify(rates.length ? Object.fromEntries(Object.keys(g.shapes).map((k, i) => [k, rates[i]])) : null));
+  process.exit(0);
+}
 const a = JSON.parse(process.argv[2]) as { config: Record<string, number>; lengths: number[][]; threads: number; warmup: number; bf16?: boolean };
 const model = await BertForSequenceClassification.fromConfig(parseConfig({ ...a.config }, 'roofline config'), { device: 'cpu', threads: a.threads, seed: 0 });
 if (a.bf16) await model.setMixedPrecision('bf16');

@@ -39,7 +39,7 @@ console.log(JSON.stringify({ kernel: nativeAddon().runtime().panelProducts, outp
 `;
 
 // Trains a sequence-classification model from the saved one: 3 steps (dropout on) over padded batches, then evaluates;
-// prints { training: boolean (training's products are the panel kernels), losses, outputs }.
+// prints { training: runtime().trainingProducts (onednn, panels or libtorch), losses, outputs }.
 const TRAIN_CHILD = `
 const { BertForSequenceClassification, nativeAddon } = await import(process.argv[1]);
 const [dir, batchesJson] = process.argv.slice(2);

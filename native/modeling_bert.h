@@ -31,6 +31,8 @@ at::Tensor GeluErfBackward(const at::Tensor& grad, const at::Tensor& x);
 void SoftmaxRows(float* p, int64_t rows, int64_t n);
 at::Tensor PackPanels(const at::Tensor& weight);  // [out, in] -> [ceil(out / 64), in, 64], zero-padded
 at::Tensor PackPanelsTransposed(const at::Tensor& weight);  // the panels of weight^T ([in, out]: x W's), without the transpose
+// x^T of a [M, N] matrix, contiguous [N, M]; with `column_sums`, x.sum(0) from the same pass (training's bias gradient).
+at::Tensor TransposeRows(const at::Tensor& x, at::Tensor* column_sums = nullptr);
 // act(x W^T + b), or x W^T + b + residual (act kNone then).
 at::Tensor PanelLinear(const at::Tensor& x, const at::Tensor& panels, int64_t out_features, const at::Tensor& bias, PanelAct act,
                        const at::Tensor* residual = nullptr);

@@ -423,6 +423,22 @@ __attribute__((target("avx2"))) void Transpose8x8(const float* src, int64_t lds,
     _mm256_storeu_ps(dst + (j + 4) * ld, _mm256_permute2f128_ps(r[j], r[j + 4], 0x31));
   }
 }
+
+// TransposeRows' 16 columns from j0 for rows [0, M / 8 * 8): two 8 x 8 blocks per 8 rows, and the column sums (when
+// `sums`) over those rows into sums[j0, j0 + 16). Returns the rows done.
+static __attribute__((target("avx2"))) int64_t TransposeBlock16(const float* src, int64_t M, int64_t N, int64_t j0, float* dst, float* sums) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  int64_t r = 0;
+  for (; r + 8 <= M; r += 8) {
+    const float* block = src + r * N + j0;
+    Transpose8x8(block, N, dst + j0 * M + r, M);
+    Transpose8x8(block + 8, N, dst + (j0 + 8) * M + r, M);
+    if (sums)
+      for (int j = 0; j < 8; ++j) s0 = _mm256_add_ps(s0, _mm256_loadu_ps(block + j * N)), s1 = _mm256_add_ps(s1, _mm256_loadu_ps(block + j * N + 8));
+  }
+  if (sums) _mm256_storeu_ps(sums + j0, s0), _mm256_storeu_ps(sums + j0 + 8, s1);
+  return r;
+}
 #endif
 
 // Panels of an [N, K] operand (the product's output columns by its inner dimension) in one pass, a (panel, group) per
@@ -478,6 +494,35 @@ at::Tensor PackPanelsTransposed(const at::Tensor& weight) {
     else
       for (int64_t k = 0; k < K; ++k) std::memcpy(dst + k * ld, src + k * N + n0, static_cast<size_t>(real) * sizeof(float));
   });
+}
+
+at::Tensor TransposeRows(const at::Tensor& x, at::Tensor* column_sums) {
+  const at::Tensor in = x.detach().to(at::kFloat).contiguous();
+  const int64_t M = in.size(0), N = in.size(1);
+  at::Tensor out = at::empty({N, M}, in.options());
+  if (column_sums) *column_sums = at::empty({N}, in.options());
+  const float* src = in.const_data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  float* sums = column_sums ? column_sums->data_ptr<float>() : nullptr;
+  // A task per 16 columns (a cache line of each row): down the rows 8 at a time, each 8 x 8 block transposed in
+  // registers, the column sums added row by row in order (the sums a loop over the rows makes).
+  at::parallel_for(0, (N + 15) / 16, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t j0 = t * 16, cols = std::min<int64_t>(16, N - j0);
+      int64_t r = 0;
+#ifdef BERT_PANELS_X86
+      if (cols == 16 && VectorIsa() != Isa::kNone) r = TransposeBlock16(src, M, N, j0, dst, sums);
+#endif
+      if (sums && r == 0) std::fill(sums + j0, sums + j0 + cols, 0.0f);
+      for (; r < M; ++r)
+        for (int64_t j = 0; j < cols; ++j) {
+          const float v = src[r * N + j0 + j];
+          dst[(j0 + j) * M + r] = v;
+          if (sums) sums[j0 + j] += v;
+        }
+    }
+  });
+  return out;
 }
 
 at::Tensor PanelLinear(const at::Tensor& x, const at::Tensor& panels, int64_t out_features, const at::Tensor& bias, PanelAct act,

@@ -799,6 +799,7 @@ class Addon : public Napi::Addon<Addon> {
     o.Set("int8ReduceRange", r.int8_reduce_range);
     o.Set("panelProducts", r.panel_products);
     o.Set("trainingProducts", r.training_products);
+    o.Set("tableAdamW", r.table_adamw);
     // What V8 counts as external memory (adjusted by 0: a read); models add their native size to it.
     o.Set("v8ExternalMemory", Napi::Number::New(env, static_cast<double>(Napi::MemoryManagement::AdjustExternalMemory(env, 0))));
     return o;

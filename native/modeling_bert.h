@@ -21,6 +21,18 @@ enum class PanelAct { kNone, kGeluErf, kRelu };
 bool PanelProductsAvailable();
 const char* PanelProductsKernel();  // "avx512", "avx2" or "none"
 bool PanelFuses(PanelAct act);  // GELU needs libtorch's vector exp (SLEEF); without it GELU runs after the product
+// Whether ATen's kernel level is AVX2 or above, where the AVX2 loops below run (ATEN_CPU_CAPABILITY lowers it).
+bool VectorLoops();
+// torch.optim.AdamW(fused=True)'s update, as libtorch's fused CPU kernel computes it where VectorLoops (its vector
+// path, op for op), of the n rows `rows` of a contiguous fp32 table [*, dim] (dim a multiple of 8) and its moments,
+// in place; grads[i] is row i's gradient (dim floats), divided by *grad_scale where that is set, as the kernel's.
+struct AdamWRowArgs {
+  double lr, beta1, beta2, weight_decay, eps;
+  int64_t step;
+  const float* grad_scale;
+};
+void AdamWRows(float* param, float* exp_avg, float* exp_avg_sq, int64_t dim, const int64_t* rows, const float* const* grads, int64_t n,
+               const AdamWRowArgs& a);
 // GELU's erf form and its gradient over a CPU fp32 tensor with the panel products' vector erf (training's GELU on
 // the CPU: GeluErfKernels, where ATen's kernel level is AVX2 or above).
 bool GeluErfKernels();

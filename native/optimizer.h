@@ -11,6 +11,10 @@
 
 namespace bert {
 
+// How fused AdamW updates a table whose gradient came as rows: "rows" (only the rows whose moments may not be zero
+// take the whole update; the others weight decay alone: LazyTableAdamW) or "dense" (every row, block by block).
+const char* TableAdamW();
+
 class Optimizer {
  public:
   explicit Optimizer(const OptimizerOptions& options);
@@ -38,6 +42,8 @@ class Optimizer {
     at::Tensor buffer, ids;
   };
   std::map<std::string, DenseRows> dense_rows_;
+  // Per table updated by rows (fused AdamW), which rows' moments may not be zero (optimizer.cc's LazyTableAdamW).
+  std::map<std::string, std::vector<uint8_t>> moment_rows_;
 };
 
 }  // namespace bert

@@ -161,6 +161,48 @@ __attribute__((target("avx2,fma"))) void GeluLoop(const float* a, const float* x
   std::memcpy(out + i, to, n);
 }
 
+// torch.optim.AdamW(fused=True) over the rows of a table (AdamWRows): libtorch's fused CPU kernel's vector path, op
+// for op (ATen/native/cpu/FusedAdamKernel.cpp, ADAMW; every float op here is one IEEE operation, as its Vectorized
+// ones are at AVX2 and AVX-512, with fmadd fused): decay, lerp of the first moment, second moment, denominator, step.
+// The kernel's constants, each rounded to float as its Vec(scalar_t(...)) does.
+struct AdamWConstants {
+  float coeff, decay, beta2, c2, bias2_sqrt, eps, minus_step, scale;
+  bool small, scaled, decays;
+  explicit AdamWConstants(const AdamWRowArgs& a) {
+    const double bias1 = 1 - std::pow(a.beta1, static_cast<double>(a.step)), bias2 = 1 - std::pow(a.beta2, static_cast<double>(a.step));
+    const float w = static_cast<float>(1 - a.beta1);
+    small = std::fabs(w) < 0.5f;  // lerp's two forms, as the kernel picks them
+    coeff = small ? w : w - 1.0f;
+    decay = static_cast<float>(1 - a.lr * a.weight_decay);
+    beta2 = static_cast<float>(a.beta2);
+    c2 = static_cast<float>(1 - a.beta2);
+    bias2_sqrt = static_cast<float>(std::sqrt(bias2));
+    eps = static_cast<float>(a.eps);
+    minus_step = static_cast<float>(-(a.lr / bias1));
+    scaled = a.grad_scale != nullptr;
+    scale = scaled ? *a.grad_scale : 1.0f;
+    decays = a.weight_decay != 0;
+  }
+};
+
+__attribute__((target("avx2,fma"))) void AdamWRowAvx2(float* p, float* m, float* v, const float* g, int64_t dim, const AdamWConstants& c) {
+  const __m256 coeff = _mm256_set1_ps(c.coeff), decay = _mm256_set1_ps(c.decay), beta2 = _mm256_set1_ps(c.beta2), c2 = _mm256_set1_ps(c.c2);
+  const __m256 bias2_sqrt = _mm256_set1_ps(c.bias2_sqrt), eps = _mm256_set1_ps(c.eps), minus_step = _mm256_set1_ps(c.minus_step);
+  const __m256 scale = _mm256_set1_ps(c.scale);
+  for (int64_t d = 0; d < dim; d += 8) {
+    __m256 pv = _mm256_loadu_ps(p + d), gv = _mm256_loadu_ps(g + d);
+    if (c.scaled) gv = _mm256_div_ps(gv, scale);
+    if (c.decays) pv = _mm256_mul_ps(pv, decay);
+    __m256 mv = _mm256_loadu_ps(m + d);
+    mv = _mm256_fmadd_ps(coeff, _mm256_sub_ps(gv, mv), c.small ? mv : gv);
+    const __m256 vv = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(v + d), beta2), _mm256_mul_ps(_mm256_mul_ps(c2, gv), gv));
+    _mm256_storeu_ps(m + d, mv);
+    _mm256_storeu_ps(v + d, vv);
+    const __m256 denom = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vv), bias2_sqrt), eps);
+    _mm256_storeu_ps(p + d, _mm256_add_ps(pv, _mm256_div_ps(_mm256_mul_ps(minus_step, mv), denom)));
+  }
+}
+
 // Softmax of `rows` rows of n in place, 8 lanes at a time (the row's max subtracted, so ExpNonPositive256's domain);
 // the last partial vector is masked (-inf in: ~0 to the sum; not stored).
 __attribute__((target("avx2,fma"))) void SoftmaxRowsAvx2(float* p, int64_t rows, int64_t n) {
@@ -369,7 +411,9 @@ bool PanelFuses(PanelAct act) {
 #endif
 }
 
-bool GeluErfKernels() { return VectorIsa() != Isa::kNone; }  // the AVX2 loops, which AVX-512 CPUs run too
+bool VectorLoops() { return VectorIsa() != Isa::kNone; }  // the AVX2 loops, which AVX-512 CPUs run too
+
+bool GeluErfKernels() { return VectorLoops(); }
 
 void SoftmaxRows(float* p, int64_t rows, int64_t n) {
 #ifdef BERT_PANELS_X86
@@ -382,6 +426,22 @@ void SoftmaxRows(float* p, int64_t rows, int64_t n) {
     const float inv = 1.0f / sum;
     for (int64_t j = 0; j < n; ++j) p[j] *= inv;
   }
+}
+
+void AdamWRows(float* param, float* exp_avg, float* exp_avg_sq, int64_t dim, const int64_t* rows, const float* const* grads, int64_t n,
+               const AdamWRowArgs& a) {
+  TORCH_CHECK(VectorIsa() != Isa::kNone && dim % 8 == 0, "AdamWRows: no kernel for this CPU or row size");
+#ifdef BERT_PANELS_X86
+  const AdamWConstants c(a);
+  at::parallel_for(0, n, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t o = rows[i] * dim;
+      AdamWRowAvx2(param + o, exp_avg + o, exp_avg_sq + o, grads[i], dim, c);
+    }
+  });
+#else
+  (void)param, (void)exp_avg, (void)exp_avg_sq, (void)rows, (void)grads, (void)n, (void)a;
+#endif
 }
 
 at::Tensor GeluErf(const at::Tensor& x) {

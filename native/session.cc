@@ -46,6 +46,7 @@ RuntimeInfo Runtime() {
   r.int8_reduce_range = Int8ReduceRange();
   r.panel_products = PanelProductsKernel();
   r.training_products = TrainOnOneDnn() ? "onednn" : TrainOnPanels() ? "panels" : "libtorch";
+  r.table_adamw = TableAdamW();
   return r;
 }
 

@@ -210,7 +210,8 @@ struct RuntimeInfo {
   bool packed_bf16 = false;    // bf16 evaluation on oneDNN's prepacked weights (else autocast's plain products)
   bool int8_reduce_range = true;  // int8 quantization's inputs in 7 bits (no VNNI) or 8 (Int8ReduceRange)
   std::string panel_products;     // inference's fp32 product kernels: avx512, avx2, or none (oneDNN's then)
-  std::string training_products;  // CPU fp32 training's forward and input-gradient products: onednn, panels (AVX2), libtorch
+  std::string training_products;  // CPU fp32 training's products: onednn (forward, input gradient), panels (AVX2: all three), libtorch
+  std::string table_adamw;        // fused AdamW over an embedding table's row gradients: rows (lazy) or dense (optimizer.h)
 };
 RuntimeInfo Runtime();
 // GFLOP/s of the panel products as a training pass runs them (TrainOnPanels: x [m, k] times a weight [n, k] packed in

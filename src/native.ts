@@ -52,7 +52,9 @@ export interface Addon {
   panelProductRates(shapes: Array<[number, number, number]>, threads: number, repeats: number): Promise<number[]>;
   runtime(): { torchVersion: string; cudaAvailable: boolean; cudaDeviceCount: number; numThreads: number; v8ExternalMemory: number; activations: string[]; distributedBackends: string[];
     /** ATen's kernel level for this CPU (AVX512, AVX2, DEFAULT) and whether bf16 uses oneDNN's prepacked weights here. */
-    cpuCapability: string; packedBf16: boolean; int8ReduceRange: boolean; panelProducts: string; trainingProducts: string };
+    cpuCapability: string; packedBf16: boolean; int8ReduceRange: boolean; panelProducts: string; trainingProducts: string;
+    /** Fused AdamW over an embedding table's row gradients: 'rows' (rows with moments only; the same numbers) or 'dense'. */
+    tableAdamW: string };
 }
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');

@@ -2,9 +2,14 @@
 // arguments (its optimizer class, kwargs and decay groups; its LabelSmoother), 5 steps on one batch.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { BertForSequenceClassification, OPTIMIZERS, type Optimizer } from '../src/model.js';
 import { readSafetensors } from '../src/safetensors.js';
+import { addon } from '../src/native.js';
 import { adamRoundingAllowance, batchJson, hfRef, tempDir, tinyBatch, TINY } from './helpers.js';
 
 const f32 = (d: Uint8Array) => new Float32Array(d.buffer.slice(d.byteOffset, d.byteOffset + d.byteLength));
@@ -60,6 +65,61 @@ test(`${c.optim}${c.optimArgs ? ` (${c.optimArgs})` : ''}${c.labelSmoothing ? ` 
     losses.forEach((l, i) => assert.ok(Math.abs(l - ref.losses[i]) <= 1e-5 * Math.max(1, Math.abs(l)), `loss ${i}: ${l} vs ${ref.losses[i]}`));
     norms.forEach((n, i) => assert.ok(Math.abs(n - ref.gradNorms[i]) <= 1e-4 * Math.max(1, n), `grad norm ${i}: ${n} vs ${ref.gradNorms[i]}`));
     await model.dispose();
+  } finally {
+    cleanup();
+  }
+});
+
+// Trains a 3,000-row vocabulary with fused AdamW (weight decay argv[3], clipping at 0.05 so the gradients are scaled):
+// 3 steps whose batches reach new rows and leave earlier ones, a save and a resume of the weights and optimizer
+// state, 2 steps more (one back on the first batch's rows); prints { tableAdamW, hashes } (weights after each part).
+const LAZY_CHILD = `
+const { BertForSequenceClassification, parseConfig, nativeAddon } = await import(process.argv[1]);
+const { createHash } = await import('node:crypto');
+const [dir, wd] = [process.argv[2], Number(process.argv[3])];
+const config = parseConfig({ vocab_size: 3000, hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 4, intermediate_size: 37,
+  max_position_embeddings: 64, num_labels: 2, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 }, 'lazy config');
+const batch = (first) => ({ shape: [4, 16], inputIds: Int32Array.from({ length: 64 }, (_, j) => (first + j * 7) % 3000),
+  attentionMask: new Int32Array(64).fill(1), labels: Int32Array.from([0, 1, 1, 0]) });
+const settings = { optim: 'adamw_torch_fused', weightDecay: wd, maxGradNorm: 0.05 };
+const hash = async (m) => { const h = createHash('sha256'); for (const t of await m.stateDict()) h.update(t.name).update(t.data); return h.digest('hex'); };
+let m = await BertForSequenceClassification.fromConfig(config, { device: 'cpu', seed: 3, threads: 2 });
+await m.setOptimizer(settings);
+for (const first of [1, 500, 1200]) { await m.trainStep(batch(first)); await m.optimizerStep({ lr: 1e-2 }); }
+const hashes = [await hash(m)];
+await m.save(dir + '/model');
+await m.saveOptimizerState(dir + '/optimizer.safetensors');
+await m.dispose();
+m = await BertForSequenceClassification.fromPretrained(dir + '/model', { device: 'cpu', threads: 2 });
+await m.setOptimizer(settings);
+await m.loadOptimizerState(dir + '/optimizer.safetensors');
+for (const first of [1, 2000]) { await m.trainStep(batch(first)); await m.optimizerStep({ lr: 1e-2 }); }
+hashes.push(await hash(m));
+await m.dispose();
+console.log(JSON.stringify({ tableAdamW: nativeAddon().runtime().tableAdamW, hashes }));
+`;
+
+// Fused AdamW over an embedding table's row gradients updates only the rows whose moments are set (optimizer.cc's
+// LazyTableAdamW, where the CPU runs the AVX2 loops); every other row moves by weight decay alone. Bit for bit the
+// dense update (BERT_TRAINER_DENSE_TABLE_ADAMW=1: every row, the path the 20,000-row case above checks against
+// PyTorch), with and without weight decay, across a resume (the rows with moments found again in the loaded state).
+test("fused AdamW's row-by-row table update gives the dense update's weights bit for bit", async () => {
+  const index = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'src', 'index.js');
+  const { dir, cleanup } = tempDir();
+  try {
+    for (const wd of [0.01, 0]) {
+      const run = async (env: Record<string, string>, name: string) => {
+        const out = path.join(dir, `${name}-${wd}`);
+        mkdirSync(out);
+        const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', LAZY_CHILD, index, out, String(wd)], { env: { ...process.env, ...env } });
+        return JSON.parse(stdout.trim().split('\n').pop()!) as { tableAdamW: string; hashes: string[] };
+      };
+      const rows = await run({}, 'rows'), dense = await run({ BERT_TRAINER_DENSE_TABLE_ADAMW: '1' }, 'dense');
+      assert.equal(rows.tableAdamW, addon().runtime().tableAdamW);
+      assert.equal(dense.tableAdamW, 'dense');
+      assert.deepEqual(rows.hashes, dense.hashes, `weight decay ${wd}: weights after 3 steps, and after a resume and 2 more`);
+      assert.notEqual(rows.hashes[0], rows.hashes[1]);
+    }
   } finally {
     cleanup();
   }

@@ -40,24 +40,26 @@ SummedRows SumRows(const RowGradient& r) {
   return {unique, at::zeros({unique.size(0), rows.size(1)}, rows.options()).index_add_(0, inverse, rows)};
 }
 
-// torch.optim.AdamW(fused=True), the Trainer's default (adamw_torch_fused): one kernel per group, amsgrad off.
-// `grad_scale` (clipping's 1 / coefficient, or undefined): the kernel divides each gradient by it as it reads it and
-// stores the result back, so the gradients end clipped as clip_grad_norm_ leaves them, one pass over them fewer.
-// A table in `row_sums` takes the same kernel a block of rows at a time, with a block's gradient that is zero but
-// for its rows among the ids: element by element the dense update (every row's moments decay, every row moves),
-// from a 1.5 MB block instead of a dense gradient read and written back whole.
+// Whether fused AdamW updates a table's rows with moments only (TableAdamW); BERT_TRAINER_DENSE_TABLE_ADAMW=1 updates
+// every row (block by block): for comparisons.
+bool TableRows() {
+  static const bool rows = VectorLoops() && !std::getenv("BERT_TRAINER_DENSE_TABLE_ADAMW");
+  return rows;
+}
+
 // A table's rows whose moments may not be zero: the rows with a gradient since the state was made or loaded. Every
 // other row has zero moments and, its gradient zero, the fused update keeps them zero and moves the row by weight
 // decay alone (its step is -lr / bias1 * 0 / eps), so only these rows take the whole update: in place, with
-// AdamWRows (libtorch's kernel's arithmetic), where the CPU runs its vector loops and a row is whole vectors.
+// AdamWRows (libtorch's kernel's arithmetic), where the CPU runs its vector loops and a row is whole vectors of 16.
 // MiniLM's optimizer step (step-micro, AVX2-only EPYC, 2/3 of the table's rows with moments): 35.4 -> 22.3 ms.
 bool LazyTableAdamW(const Slot& s, const SummedRows& rows, const OptimizerOptions& o, double lr, double weight_decay, int64_t step,
                     const at::Tensor& grad_scale, std::vector<uint8_t>& moment_rows) {
   const at::Tensor& table = s.p->value;
   const int64_t n = table.size(0), dim = table.size(1);
   const float* scale = grad_scale.defined() ? grad_scale.const_data_ptr<float>() : nullptr;
-  // A NaN norm makes a NaN scale, and 0 / NaN every row's gradient: the dense update then, as PyTorch's.
-  if (std::string(TableAdamW()) != "rows" || !table.is_cpu() || table.scalar_type() != at::kFloat || !table.is_contiguous() || dim % 8 != 0 || (scale && std::isnan(*scale)))
+  // A NaN norm makes a NaN scale, and 0 / NaN every row's gradient: the dense update then, as PyTorch's. Rows of 16s:
+  // the table then has no elements in libtorch's scalar tail (its vectors are 8 or 16 floats), only its vector path.
+  if (!TableRows() || !table.is_cpu() || table.scalar_type() != at::kFloat || !table.is_contiguous() || dim % 16 != 0 || (scale && std::isnan(*scale)))
     return false;
   at::Tensor& exp_avg = StateOf(s, "exp_avg");
   at::Tensor& exp_avg_sq = StateOf(s, "exp_avg_sq");
@@ -96,6 +98,12 @@ bool LazyTableAdamW(const Slot& s, const SummedRows& rows, const OptimizerOption
   return true;
 }
 
+// torch.optim.AdamW(fused=True), the Trainer's default (adamw_torch_fused): one kernel per group, amsgrad off.
+// `grad_scale` (clipping's 1 / coefficient, or undefined): the kernel divides each gradient by it as it reads it and
+// stores the result back, so the gradients end clipped as clip_grad_norm_ leaves them, one pass over them fewer.
+// A table in `row_sums` takes LazyTableAdamW where it can; else the same kernel a block of rows at a time, with a
+// block's gradient that is zero but for its rows among the ids: element by element the dense update (every row's
+// moments decay, every row moves), from a 1.5 MB block instead of a dense gradient read and written back whole.
 void FusedAdamW(const std::vector<Slot>& group, const OptimizerOptions& o, double lr, double weight_decay, int64_t step, const at::Tensor& grad_scale,
                 const RowSums& row_sums, std::map<std::string, std::vector<uint8_t>>& moment_rows) {
   std::vector<at::Tensor> w, g, m, v, steps;
@@ -216,11 +224,7 @@ std::string StateFamily(const std::string& optim) {
 
 }  // namespace
 
-const char* TableAdamW() {
-  // BERT_TRAINER_DENSE_TABLE_ADAMW=1 updates every row (block by block): for comparisons.
-  static const bool rows = VectorLoops() && !std::getenv("BERT_TRAINER_DENSE_TABLE_ADAMW");
-  return rows ? "rows" : "dense";
-}
+const char* TableAdamW() { return TableRows() ? "rows" : "dense"; }
 
 Optimizer::Optimizer(const OptimizerOptions& options) : o_(options) { StateFamily(o_.optim); }
 

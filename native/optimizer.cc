@@ -264,7 +264,11 @@ at::Tensor Optimizer::Step(std::vector<Param>& params, double lr, const RowGradi
   // A table's gradient given as rows has the norm of its summed rows (every other row is zero).
   std::vector<at::Tensor> grads;
   for (Param* p : with_grad) grads.push_back(row_sums.count(p) ? row_sums.at(p).sum : p->value.grad());
-  at::Tensor total = at::linalg_vector_norm(at::stack(at::_foreach_norm(grads, 2)), 2);
+  const bool cpu_fp32 = std::all_of(grads.begin(), grads.end(), [](const at::Tensor& g) {
+    return g.is_cpu() && g.scalar_type() == at::kFloat && g.is_contiguous();
+  });
+  at::Tensor total = cpu_fp32 ? at::scalar_tensor(TotalNorm(grads), at::kFloat)  // in parallel (libtorch's: one thread)
+                              : at::linalg_vector_norm(at::stack(at::_foreach_norm(grads, 2)), 2);
   // The fused AdamW applies the clipping as it reads the gradients (its grad_scale divides: by 1 / coefficient, the
   // same gradients to within one rounding); the other optimizers get them multiplied first, as clip_grad_norm_ does.
   at::Tensor unscale;

@@ -159,13 +159,14 @@ class Held {
     p_ = std::move(p);
   }
   // Frees the object on the torch thread, after the jobs queued before this call.
-  Napi::Value Release(const Napi::CallbackInfo& info) {
+  // `after` runs there too, once this reference is dropped.
+  Napi::Value Release(const Napi::CallbackInfo& info, void (*after)() = nullptr) {
     std::shared_ptr<T> p;
     {
       std::lock_guard<std::mutex> lock(mu_);
       p.swap(p_);
     }
-    return Job::Run(info.Env(), [p]() mutable { p.reset(); }, nullptr, {info.This()});
+    return Job::Run(info.Env(), [p, after]() mutable { p.reset(); if (after) after(); }, nullptr, {info.This()});
   }
 
  private:
@@ -754,7 +755,7 @@ class Model : public Napi::ObjectWrap<Model> {
   // Drops this handle's reference; the session is freed once the last queued job holding it has finished.
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
     Account(info.Env(), -accounted_);
-    return session_.Release(info);
+    return session_.Release(info, &bert::ReleaseKeptMemory);  // the blocks its tensors left in the CPU allocator too
   }
 
   int64_t param_bytes_ = 0, accounted_ = 0;
@@ -800,6 +801,7 @@ class Addon : public Napi::Addon<Addon> {
     o.Set("panelProducts", r.panel_products);
     o.Set("trainingProducts", r.training_products);
     o.Set("tableAdamW", r.table_adamw);
+    o.Set("cpuAllocator", r.cpu_allocator);
     // What V8 counts as external memory (adjusted by 0: a read); models add their native size to it.
     o.Set("v8ExternalMemory", Napi::Number::New(env, static_cast<double>(Napi::MemoryManagement::AdjustExternalMemory(env, 0))));
     return o;

@@ -121,6 +121,11 @@ bool TrainOnOneDnn();
 // Training's fp32 products on the CPU elsewhere, where the AVX2 panel kernels run (PanelProducts): forward and
 // input gradient on them, the weight gradient on MKL.
 bool TrainOnPanels();
+// libtorch's CPU tensors through an allocator that keeps freed blocks for reuse (native/cpu_allocator.cc), unless
+// BERT_TRAINER_CPU_ALLOCATOR=default; its kept blocks back to glibc; "keeping" or "default".
+void InstallCpuAllocator();
+void DropKeptCpuBlocks();
+const char* CpuAllocatorName();
 
 // The rows of an embedding table a training pass gathers: with `sparse` set, a leaf tensor of the rows (its
 // gradient is scattered into the table's gradient after backward by ScatterRowGradients) instead of

@@ -211,9 +211,13 @@ struct RuntimeInfo {
   bool int8_reduce_range = true;  // int8 quantization's inputs in 7 bits (no VNNI) or 8 (Int8ReduceRange)
   std::string panel_products;     // inference's fp32 product kernels: avx512, avx2, or none (oneDNN's then)
   std::string training_products;  // CPU fp32 training's products: onednn (forward, input gradient), panels (AVX2: all three), libtorch
+  std::string cpu_allocator;      // "keeping" (freed blocks kept for reuse: native/cpu_allocator.cc) or "default" (libtorch's)
   std::string table_adamw;        // fused AdamW over an embedding table's row gradients: rows (lazy) or dense (optimizer.h)
 };
 RuntimeInfo Runtime();
+// The CPU allocator's kept free blocks back to the system (native/cpu_allocator.cc), after a model is disposed.
+void ReleaseKeptMemory();
+
 // GFLOP/s of the panel products as a training pass runs them (TrainOnPanels: x [m, k] times a weight [n, k] packed in
 // the same call), the best of `repeats`, on `threads` threads, per {m, k, n}; empty where the CPU has no panel kernel.
 // The roofline workload's peak counts them beside libtorch's matmul: its rate at the step's shapes alone would be

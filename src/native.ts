@@ -54,7 +54,9 @@ export interface Addon {
     /** ATen's kernel level for this CPU (AVX512, AVX2, DEFAULT) and whether bf16 uses oneDNN's prepacked weights here. */
     cpuCapability: string; packedBf16: boolean; int8ReduceRange: boolean; panelProducts: string; trainingProducts: string;
     /** Fused AdamW over an embedding table's row gradients: 'rows' (rows with moments only; the same numbers) or 'dense'. */
-    tableAdamW: string };
+    tableAdamW: string;
+    /** libtorch's CPU allocator here: 'keeping' (freed blocks of 64 KB-32 MB kept for reuse) or 'default' (BERT_TRAINER_CPU_ALLOCATOR=default). */
+    cpuAllocator: string };
 }
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');

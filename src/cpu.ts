@@ -20,6 +20,8 @@ export interface CpuInfo {
   panelProducts: string;
   /** CPU fp32 training's forward and input-gradient products: onednn (AVX-512), panels (the AVX2 kernels), or libtorch (MKL). */
   trainingProducts: string;
+  /** libtorch's CPU allocator: keeping (freed blocks kept for reuse, native/cpu_allocator.cc) or default. */
+  cpuAllocator: string;
 }
 
 export function cpuInfo(): CpuInfo {
@@ -29,5 +31,5 @@ export function cpuInfo(): CpuInfo {
     flags = new Set((line?.split(':')[1] ?? '').trim().split(/\s+/));
   } catch { /* not Linux: the runtime's answers below still say which kernels run */ }
   const rt = addon().runtime();
-  return { model: os.cpus()[0]?.model, features: FEATURES.filter((f) => flags.has(f)), atenCapability: rt.cpuCapability, packedBf16: rt.packedBf16, int8ReduceRange: rt.int8ReduceRange, panelProducts: rt.panelProducts, trainingProducts: rt.trainingProducts };
+  return { model: os.cpus()[0]?.model, features: FEATURES.filter((f) => flags.has(f)), atenCapability: rt.cpuCapability, packedBf16: rt.packedBf16, int8ReduceRange: rt.int8ReduceRange, panelProducts: rt.panelProducts, trainingProducts: rt.trainingProducts, cpuAllocator: rt.cpuAllocator };
 }

@@ -2,15 +2,15 @@
 // freed blocks of 64 KB to 32 MB kept, up to 160 MB in all, and handed to a later request of their size or up to
 // half of it. Why: a training step allocates its activations in the forward and frees them in the backward;
 // glibc gives those pages back (its heaps trim, its mapped blocks unmap) and the next step faults every one in
-// again, zeroed by the kernel: on the AVX2-only EPYC, a MiniLM step at MRPC's shapes took ~3,400-5,700 page faults
-// and 8-12 ms of system time; with the blocks kept, ~1,000 and 2-4 ms, and the step 2-4% faster in alternating
-// runs. (PyTorch's guides suggest preloading jemalloc or tcmalloc for this; an addon cannot preload.)
+// again, zeroed by the kernel: on the AVX2-only EPYC, 3,400-5,900 page faults and 6-16 ms of system time per MiniLM
+// step at one shape; with the blocks kept ~20 and ~1 ms. MRPC-like batches of varying lengths, alternating runs:
+// steps 457-530 ms against 483-555, peak RSS 597-601 MB against 602-618. (PyTorch's guides suggest preloading
+// jemalloc or tcmalloc for this; an addon cannot preload.)
 // BERT_TRAINER_CPU_ALLOCATOR=default keeps libtorch's allocator (runtime().cpuAllocator says which runs).
 #include "modeling_bert.h"
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
 #include <cstdlib>
-#include <cstring>
 #include <iterator>
 #include <map>
 #include <mutex>
@@ -100,7 +100,6 @@ class KeepingCpuAllocator final : public c10::Allocator {
   std::map<size_t, std::vector<void*>> kept_;  // capacity -> blocks
   size_t kept_bytes_ = 0;
 
-  friend void KeepOrFree(void* block);
 };
 
 KeepingCpuAllocator& Instance() {

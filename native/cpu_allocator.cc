@@ -99,7 +99,6 @@ class KeepingCpuAllocator final : public c10::Allocator {
   std::mutex mutex_;
   std::map<size_t, std::vector<void*>> kept_;  // capacity -> blocks
   size_t kept_bytes_ = 0;
-
 };
 
 KeepingCpuAllocator& Instance() {

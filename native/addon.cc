@@ -802,6 +802,10 @@ class Addon : public Napi::Addon<Addon> {
     o.Set("trainingProducts", r.training_products);
     o.Set("tableAdamW", r.table_adamw);
     o.Set("cpuAllocator", r.cpu_allocator);
+    Napi::Object counts = Napi::Object::New(env);
+    counts.Set("reused", Napi::Number::New(env, static_cast<double>(r.cpu_allocator_counts[0])));
+    counts.Set("fresh", Napi::Number::New(env, static_cast<double>(r.cpu_allocator_counts[1])));
+    o.Set("cpuAllocatorCounts", counts);
     // What V8 counts as external memory (adjusted by 0: a read); models add their native size to it.
     o.Set("v8ExternalMemory", Napi::Number::New(env, static_cast<double>(Napi::MemoryManagement::AdjustExternalMemory(env, 0))));
     return o;

@@ -126,6 +126,8 @@ bool TrainOnPanels();
 void InstallCpuAllocator();
 void DropKeptCpuBlocks();
 const char* CpuAllocatorName();
+// The keeping allocator's requests of a keepable size (64 KB-32 MB) so far: {served from kept blocks, from glibc}.
+std::array<int64_t, 2> CpuAllocatorCounts();
 
 // The rows of an embedding table a training pass gathers: with `sparse` set, a leaf tensor of the rows (its
 // gradient is scattered into the table's gradient after backward by ScatterRowGradients) instead of

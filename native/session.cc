@@ -48,6 +48,7 @@ RuntimeInfo Runtime() {
   r.training_products = TrainOnOneDnn() ? "onednn" : TrainOnPanels() ? "panels" : "libtorch";
   r.table_adamw = TableAdamW();
   r.cpu_allocator = CpuAllocatorName();
+  r.cpu_allocator_counts = CpuAllocatorCounts();
   return r;
 }
 

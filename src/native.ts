@@ -56,7 +56,9 @@ export interface Addon {
     /** Fused AdamW over an embedding table's row gradients: 'rows' (rows with moments only; the same numbers) or 'dense'. */
     tableAdamW: string;
     /** libtorch's CPU allocator here: 'keeping' (freed blocks of 64 KB-32 MB kept for reuse) or 'default' (BERT_TRAINER_CPU_ALLOCATOR=default). */
-    cpuAllocator: string };
+    cpuAllocator: string;
+    /** The keeping allocator's requests of 64 KB-32 MB so far: served from kept blocks, and from glibc (0 and 0 under 'default'). */
+    cpuAllocatorCounts: { reused: number; fresh: number } };
 }
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');

@@ -1,6 +1,7 @@
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import readline from 'node:readline';
-import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -18,63 +19,83 @@ export function chromium(): string | undefined {
 }
 
 /**
- * Runs a command of test/python/hf_ref.py; resolves with its JSON result. One Python process per test file serves
- * every call in turn (importing torch and transformers takes ~5 s; the suite makes dozens of calls); it is
- * unreferenced while idle, so it never keeps a test file from ending, and exits when this process does.
+ * Runs a command of test/python/hf_ref.py; resolves with its JSON result. One Python process serves every test file
+ * of a `node --test` run (importing torch and transformers takes 5-8 s; a dozen files ask): the first call starts it
+ * on a Unix socket named after the test runner's pid (each test file is the runner's child), later files connect to
+ * it. The connection is unreferenced while idle, so it never keeps a test file from ending; the server exits when the
+ * runner has gone, or after 5 minutes without a connection.
  */
 export function hfRef(command: string, args: object): Promise<any> {
-  const s = (refServer ??= startRefServer());
-  const id = ++s.seq;
+  const c = (refClient ??= connectRefServer());
+  const id = ++c.seq;
+  const line = JSON.stringify({ id, command, args }) + '\n';
   return new Promise((resolve, reject) => {
-    s.pending.set(id, { resolve, reject, command });
-    s.child.ref();
-    s.child.stdin!.write(JSON.stringify({ id, command, args }) + '\n');
-  });
-}
-
-interface RefServer {
-  child: ChildProcess;
-  seq: number;
-  pending: Map<number, { resolve: (v: any) => void; reject: (e: Error) => void; command: string }>;
-}
-let refServer: RefServer | undefined;
-
-function startRefServer(): RefServer {
-  const child = spawn(pythonForTests(), [path.join(root, 'test', 'python', 'hf_ref.py'), '--serve'],
-    { cwd: os.tmpdir(), stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, TRANSFORMERS_VERBOSITY: 'error', HF_HUB_OFFLINE: '1' } });
-  const s: RefServer = { child, seq: 0, pending: new Map() };
-  let stderr = '';
-  child.stderr!.on('data', (d) => { stderr = (stderr + d).slice(-20_000); });
-  readline.createInterface({ input: child.stdout! }).on('line', (line) => {
-    let answer: { id: number; result?: unknown; error?: string };
-    try {
-      answer = JSON.parse(line);
-    } catch {
-      // Not an answer: every pending request fails with it rather than waiting forever.
-      for (const p of s.pending.values()) p.reject(new Error(`hf_ref.py ${p.command}: unexpected output on stdout: ${line.slice(0, 300)}`));
-      s.pending.clear();
-      return;
+    c.pending.set(id, { resolve, reject, command, line });
+    if (c.socket) {
+      c.socket.ref();
+      c.socket.write(line);
     }
-    const p = s.pending.get(answer.id);
-    if (!p) return;
-    s.pending.delete(answer.id);
-    if (answer.error !== undefined) p.reject(new Error(`hf_ref.py ${p.command} failed: ${answer.error}`));
-    else p.resolve(answer.result);
-    if (!s.pending.size) idle(s);
   });
-  child.once('exit', (code, signal) => {
-    for (const p of s.pending.values()) p.reject(new Error(`hf_ref.py ${p.command} failed: the Python process exited (${code ?? signal}): ${stderr}`));
-    s.pending.clear();
-    if (refServer === s) refServer = undefined;
-  });
-  idle(s);
-  return s;
 }
 
-/** Nothing pending: the server must not keep the event loop (and so the test file) alive. */
-function idle(s: RefServer) {
-  s.child.unref();
-  for (const stream of [s.child.stdin, s.child.stdout, s.child.stderr]) (stream as unknown as { unref?: () => void })?.unref?.();
+interface RefClient {
+  socket?: net.Socket;  // once connected
+  seq: number;
+  pending: Map<number, { resolve: (v: any) => void; reject: (e: Error) => void; command: string; line: string }>;
+}
+let refClient: RefClient | undefined;
+
+function connectRefServer(): RefClient {
+  const sock = path.join(os.tmpdir(), `bert-trainer-hf-ref-${process.ppid}.sock`), log = `${sock}.log`;
+  const c: RefClient = { seq: 0, pending: new Map() };
+  const logTail = () => { try { return readFileSync(log, 'utf8').slice(-20_000); } catch { return '(no log)'; } };
+  const failAll = (why: string) => {
+    for (const p of c.pending.values()) p.reject(new Error(`hf_ref.py ${p.command} failed: ${why}`));
+    c.pending.clear();
+    if (refClient === c) refClient = undefined;
+  };
+  const deadline = Date.now() + 180_000;
+  let server: ChildProcess | undefined, serverExit: string | undefined;
+  const attempt = () => {
+    const socket = net.createConnection(sock);
+    socket.once('connect', () => {
+      c.socket = socket;
+      readline.createInterface({ input: socket }).on('line', (line) => {
+        let answer: { id: number; result?: unknown; error?: string };
+        try {
+          answer = JSON.parse(line);
+        } catch {
+          return failAll(`unexpected output from the server: ${line.slice(0, 300)}`);  // rather than waiting forever
+        }
+        const p = c.pending.get(answer.id);
+        if (!p) return;
+        c.pending.delete(answer.id);
+        if (answer.error !== undefined) p.reject(new Error(`hf_ref.py ${p.command} failed: ${answer.error}`));
+        else p.resolve(answer.result);
+        if (!c.pending.size) socket.unref();
+      });
+      socket.on('close', () => failAll(`the Python server closed the connection: ${logTail()}`));
+      for (const p of c.pending.values()) socket.write(p.line);
+      if (!c.pending.size) socket.unref();
+    });
+    socket.once('error', (err: NodeJS.ErrnoException) => {
+      if (c.socket === socket) return;  // 'close' follows and reports it
+      if (!server && (err.code === 'ENOENT' || err.code === 'ECONNREFUSED')) {
+        const fd = openSync(log, 'a');
+        server = spawn(pythonForTests(), [path.join(root, 'test', 'python', 'hf_ref.py'), '--serve', sock, String(process.ppid), '300'],
+          { cwd: os.tmpdir(), detached: true, stdio: ['ignore', fd, fd], env: { ...process.env, TRANSFORMERS_VERBOSITY: 'error', HF_HUB_OFFLINE: '1' } });
+        closeSync(fd);
+        // Exit 0 before we connect: another file's server won the socket; anything else is a failure to report.
+        server.once('exit', (code, signal) => { if (code !== 0) serverExit = `the Python server exited (${code ?? signal}): ${logTail()}`; });
+        server.unref();
+      }
+      if (serverExit) failAll(serverExit);
+      else if (Date.now() > deadline) failAll(`no server on ${sock} after 180 s: ${logTail()}`);
+      else setTimeout(attempt, 100);
+    });
+  };
+  attempt();
+  return c;
 }
 
 /** `node train.js args` with `env` added to this process's: exit code and output (the tests' CLI runs). */

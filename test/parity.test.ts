@@ -162,8 +162,8 @@ test('dropout: the training-mode loss over 1,500 draws has the mean and spread o
       classifier: { hidden_dropout_prob: 0, attention_probs_dropout_prob: 0, classifier_dropout: 0.3 },
     };
     const lines: string[] = [];
-    // The models first; then transformers' draws (one Python process, in order) run on one core while ours run on
-    // the other.
+    // The models first; then transformers' draws (the Python process, 50 draws a forward, in order) run on one core
+    // while ours run on the other.
     const dirs = Object.keys(sites).map((site) => path.join(dir, site.replace(' ', '-')));
     for (const [i, dropout] of Object.values(sites).entries())
       await hfRef('make-model', { dir: dirs[i], seed: 9, config: { ...TINY, ...dropout, initializer_range: 0.3 } });

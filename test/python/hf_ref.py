@@ -1,8 +1,9 @@
 """Reference computations with PyTorch + Hugging Face transformers, driven by the Node tests.
 
-Usage: python hf_ref.py <command> <json-args>: prints one JSON object. python hf_ref.py --serve: one request a line
-on stdin ({"id", "command", "args"}), one answer a line on stdout ({"id", "result"} or {"id", "error"}), so that a
-test file pays for importing torch and transformers (~5 s) once, not once a call."""
+Usage: python hf_ref.py <command> <json-args>: prints one JSON object. python hf_ref.py --serve SOCKET PID IDLE_S: one
+request a line ({"id", "command", "args"}) on each connection to the Unix socket, one answer a line ({"id", "result"} or
+{"id", "error"}), so that the test suite pays for importing torch and transformers (5-8 s) once, not once a call or a
+file (test/helpers.ts starts it)."""
 import contextlib
 import json
 import os
@@ -82,8 +83,15 @@ def dropout_draws(a):
     m = BertForSequenceClassification.from_pretrained(a["dir"])
     m.train()
     inputs, labels = batch_tensors(a["batch"])
+    # Copies of the batch in one forward: every element draws its own mask, so each copy's mean cross-entropy (the
+    # loss of a forward of the batch alone) is an independent draw; 50 a forward instead of one, for time.
+    rows, copies, losses = labels.shape[0], 50, []
     with torch.no_grad():
-        return {"losses": [m(**inputs, labels=labels).loss.item() for _ in range(a["draws"])]}
+        while len(losses) < a["draws"]:
+            logits = m(**{k: v.repeat(copies, 1) for k, v in inputs.items()}).logits
+            per_row = torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), labels.repeat(copies), reduction="none")
+            losses += per_row.view(copies, rows).mean(1).tolist()
+    return {"losses": losses[:a["draws"]]}
 
 
 def optim_reference(a):
@@ -555,27 +563,82 @@ COMMANDS = {"make-tokenizer": make_tokenizer, "tokenize-pairs": tokenize_pairs, 
             "optim-reference": optim_reference, "dropout-draws": dropout_draws}
 
 
-def serve():
+def answer(req):
+    """One request's answer line: {"id", "result"}, or {"id", "error"} with the traceback for the test that asked."""
     import traceback
-    # Answers go to a copy of stdout; file descriptor 1 itself goes to stderr, so that native code writing there
-    # (the tokenizers trainers' progress bars) cannot break the one-answer-a-line protocol.
-    sys.stdout.flush()
-    out = os.fdopen(os.dup(1), "w")
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # print() in a command cannot break the protocol
+            return json.dumps({"id": req["id"], "result": COMMANDS[req["command"]](req["args"])})
+    except Exception:  # noqa: BLE001
+        return json.dumps({"id": req["id"], "error": traceback.format_exc()})
+
+
+def serve(path, watch_pid, idle_exit_s):
+    """Answers requests, one a line, on the Unix socket `path`, for every test file of one `node --test` run, so that
+    the suite imports torch and transformers once rather than once a file. One server a path: the first to hold
+    `path`.lock binds, another exits at once. It exits when process `watch_pid` (the test runner) has gone, or after
+    `idle_exit_s` seconds without a connection."""
+    import fcntl
+    import socket
+    import threading
+    import time
+    lock = open(path + ".lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return  # another server holds the path
+    # Native code writing to file descriptor 1 (the tokenizers trainers' progress bars) goes to the log with stderr.
     os.dup2(2, 1)
-    for line in sys.stdin:
-        req = json.loads(line)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # a dead server's socket
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(16)
+    busy = threading.Lock()  # one command at a time: torch's thread count and seeds are process-wide
+    count = threading.Lock()
+    state = {"connections": 0, "last": time.monotonic()}
+
+    def client(conn):
         try:
-            with contextlib.redirect_stdout(sys.stderr):  # only answers go to stdout
-                line = json.dumps({"id": req["id"], "result": COMMANDS[req["command"]](req["args"])})
-        except Exception:  # noqa: BLE001 - the test that asked gets the traceback
-            line = json.dumps({"id": req["id"], "error": traceback.format_exc()})
-        out.write(line + "\n")
-        out.flush()
+            with conn, conn.makefile("rwb") as f:
+                for line in f:
+                    with busy:
+                        f.write((answer(json.loads(line)) + "\n").encode())
+                    f.flush()
+        except OSError:
+            pass  # the test file ended mid-answer
+        finally:
+            with count:
+                state["connections"] -= 1
+                state["last"] = time.monotonic()
+
+    def watch():
+        while True:
+            time.sleep(0.5)
+            try:
+                os.kill(watch_pid, 0)
+                alive = True
+            except ProcessLookupError:
+                alive = False
+            except PermissionError:
+                alive = True
+            if not alive or (state["connections"] == 0 and time.monotonic() - state["last"] > idle_exit_s):
+                for leftover in (path, path + ".lock", path + ".log"):  # the log is kept only where it crashed
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(leftover)
+                os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+    while True:
+        conn, _ = server.accept()
+        with count:
+            state["connections"] += 1
+        threading.Thread(target=client, args=(conn,), daemon=True).start()
 
 
 def main():
     if sys.argv[1] == "--serve":
-        return serve()
+        return serve(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
     cmd, args = sys.argv[1], json.loads(sys.argv[2])
     print(json.dumps(COMMANDS[cmd](args)))
 

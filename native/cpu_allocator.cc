@@ -10,7 +10,6 @@
 #include "modeling_bert.h"
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
-#include <atomic>
 #include <cstdlib>
 #include <iterator>
 #include <map>
@@ -30,18 +29,19 @@ class KeepingCpuAllocator final : public c10::Allocator {
  public:
   c10::DataPtr allocate(size_t n) override {
     if (n == 0) return {nullptr, nullptr, &Release, c10::Device(c10::DeviceType::CPU)};
-    const bool keepable = n >= kMinKept && n <= kMaxKept;
-    void* data = keepable ? Take(n) : nullptr;
-    if (keepable) (data ? reused_ : fresh_).fetch_add(1, std::memory_order_relaxed);
+    void* data = n >= kMinKept && n <= kMaxKept ? Take(n) : nullptr;
     if (!data) data = Fresh(n);
     return {data, data, &Release, c10::Device(c10::DeviceType::CPU)};
   }
   c10::DeleterFnPtr raw_deleter() const override { return &Release; }
   void copy_data(void* dest, const void* src, std::size_t count) const override { default_copy_data(dest, src, count); }
 
-  // Requests of a keepable size served from a kept block, and from glibc (runtime(): test/cpu-allocator.test.ts
-  // checks a step's reuse with these; page faults also count glibc's own trimming, which varies run to run).
-  std::atomic<int64_t> reused_{0}, fresh_{0};
+  // Take's hits and misses so far, {reused, fresh} (runtime(): test/cpu-allocator.test.ts checks a step's reuse with
+  // them; page faults also count glibc's own trimming, which varies run to run).
+  std::array<int64_t, 2> Counts() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return {reused_, fresh_};
+  }
 
   // Every kept block back to glibc (a session's end).
   void Drop() {
@@ -82,8 +82,10 @@ class KeepingCpuAllocator final : public c10::Allocator {
         it->second.pop_back();
         kept_bytes_ -= it->first;
         if (it->second.empty()) kept_.erase(it);
+        ++reused_;
         return static_cast<char*>(block) + kHeader;
       }
+      ++fresh_;
       size_t freed = 0;
       auto drop = [&](std::map<size_t, std::vector<void*>>::iterator at) {
         while (!at->second.empty() && freed < n) {
@@ -106,6 +108,7 @@ class KeepingCpuAllocator final : public c10::Allocator {
   std::mutex mutex_;
   std::map<size_t, std::vector<void*>> kept_;  // capacity -> blocks
   size_t kept_bytes_ = 0;
+  int64_t reused_ = 0, fresh_ = 0;  // Take's hits and misses (under mutex_)
 };
 
 KeepingCpuAllocator& Instance() {
@@ -150,8 +153,7 @@ void DropKeptCpuBlocks() {
 const char* CpuAllocatorName() { return Requested() ? "keeping" : "default"; }
 
 std::array<int64_t, 2> CpuAllocatorCounts() {
-  if (!Requested()) return {0, 0};
-  return {Instance().reused_.load(), Instance().fresh_.load()};
+  return Requested() ? Instance().Counts() : std::array<int64_t, 2>{0, 0};
 }
 
 }  // namespace bert

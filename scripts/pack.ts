@@ -17,11 +17,12 @@ import { platformPackage } from '../src/native.js';
 import { root } from './paths.js';
 
 const argv = process.argv.slice(2);
-const out = path.resolve(argv.includes('--out') ? argv[argv.indexOf('--out') + 1] : path.join(root, 'build-pack'));
+const option = (name: string) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : undefined);
+const out = path.resolve(option('--out') ?? path.join(root, 'build-pack'));
 const staging = path.join(out, 'staging');
-const gzipLevel = argv.includes('--gzip-level') ? Number(argv[argv.indexOf('--gzip-level') + 1]) : 6;
+const gzipLevel = Number(option('--gzip-level') ?? 6);
 if (!Number.isInteger(gzipLevel) || gzipLevel < 0 || gzipLevel > 9) {
-  console.error(`npm run pack: --gzip-level must be an integer from 0 to 9, got ${argv[argv.indexOf('--gzip-level') + 1]}`);
+  console.error(`npm run pack: --gzip-level must be an integer from 0 to 9, got ${option('--gzip-level')}`);
   process.exit(2);
 }
 rmSync(staging, { recursive: true, force: true });

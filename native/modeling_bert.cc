@@ -617,8 +617,33 @@ at::Tensor Attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   return at::scaled_dot_product_attention(q, k, v, mask, pass.attention_dropout, false);
 }
 
+// The context of each sequence's first token over the sequence's rows x (runs of `lengths`, in order) without the
+// keys and values of every row: per head h, q_h . k_j = (Wk_h^T q_h) . x_j + q_h . bk_h, the last term the same for
+// every key (softmax drops it), and sum_j p_j v_j = Wv_h (sum_j p_j x_j) + bv_h, the p_j summing to 1. Two [heads,
+// hidden] matrix-vector products a sequence against the [rows, 2 hidden] key-value product: bert-base's last layer at
+// batch 1 then costs what one row's does. `q` is [batch, hidden], the first tokens' queries with their bias.
+static at::Tensor FirstTokenContext(const at::Tensor& x, const at::Tensor& q, const Linear& key, const Linear& value,
+                                    const std::vector<int64_t>& lengths, int64_t nh) {
+  const int64_t B = q.size(0), H = q.size(1), d = H / nh;
+  // u[h, b] = Wk_h^T q_{b,h} / sqrt(d): the scores' scale (SDPA's default) on the query side, as SDPA's math path puts it
+  const at::Tensor u = at::bmm(q.view({B, nh, d}).transpose(0, 1) * (1.0 / std::sqrt(static_cast<double>(d))), key.weight.view({nh, d, H}));
+  std::vector<at::Tensor> sums;
+  int64_t row = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    const at::Tensor xb = x.narrow(0, row, lengths[static_cast<size_t>(b)]);
+    row += lengths[static_cast<size_t>(b)];
+    sums.push_back(at::mm(at::softmax(at::mm(u.select(1, b), xb.t()), -1), xb));  // [heads, hidden]: sum_j p_j x_j
+  }
+  const at::Tensor context = at::bmm(at::stack(sums, 1), value.weight.view({nh, d, H}).transpose(1, 2));  // [heads, batch, d]
+  const at::Tensor out = context.transpose(0, 1).reshape({B, H});
+  return value.bias.defined() ? out + value.bias : out;
+}
+
 at::Tensor BertSelfAttention::forward(const at::Tensor& x, const Pass& pass, const at::Tensor* first_tokens) {
   const int64_t B = pass.batch, S = pass.seq, H = query.weight.size(0), nh = num_attention_heads, d = H / nh;
+  if (first_tokens && !pass.train && !at::GradMode::is_enabled() && x.device().is_cpu() && pass.autocast == at::ScalarType::Undefined &&
+      x.scalar_type() == at::kFloat && (pass.unpadded() || !pass.mask))
+    return FirstTokenContext(x, query.forward(*first_tokens, pass), key, value, pass.unpadded() ? pass.lengths : std::vector<int64_t>(static_cast<size_t>(B), S), nh);
   // Projections of the token rows: query, key and value, or with first_tokens key and value (the queries: theirs).
   const int64_t n = first_tokens ? 2 : 3;
   const at::Tensor rows = first_tokens ? kv_.forward(x, pass, {&key, &value}) : qkv_.forward(x, pass, {&query, &key, &value});

@@ -641,15 +641,16 @@ static at::Tensor FirstTokenContext(const at::Tensor& x, const at::Tensor& q, co
 
 at::Tensor BertSelfAttention::forward(const at::Tensor& x, const Pass& pass, const at::Tensor* first_tokens) {
   const int64_t B = pass.batch, S = pass.seq, H = query.weight.size(0), nh = num_attention_heads, d = H / nh;
-  if (first_tokens && !pass.train && !at::GradMode::is_enabled() && x.device().is_cpu() && pass.autocast == at::ScalarType::Undefined &&
-      x.scalar_type() == at::kFloat && (pass.unpadded() || !pass.mask))
-    return FirstTokenContext(x, query.forward(*first_tokens, pass), key, value, pass.unpadded() ? pass.lengths : std::vector<int64_t>(static_cast<size_t>(B), S), nh);
+  const bool cpu_fp32 = x.device().is_cpu() && pass.autocast == at::ScalarType::Undefined;
+  // Each sequence's rows among the token rows: unpadded runs, or `batch` runs of `seq` rows where there is no padding.
+  const auto runs = [&] { return pass.unpadded() ? pass.lengths : std::vector<int64_t>(static_cast<size_t>(B), S); };
+  if (first_tokens && cpu_fp32 && !pass.train && !at::GradMode::is_enabled() && (pass.unpadded() || !pass.mask))
+    return FirstTokenContext(x, query.forward(*first_tokens, pass), key, value, runs(), nh);
   // Projections of the token rows: query, key and value, or with first_tokens key and value (the queries: theirs).
   const int64_t n = first_tokens ? 2 : 3;
   const at::Tensor rows = first_tokens ? kv_.forward(x, pass, {&key, &value}) : qkv_.forward(x, pass, {&query, &key, &value});
   const at::Tensor first_rows = first_tokens ? query.forward(*first_tokens, pass) : at::Tensor();  // [batch, hidden]
   const at::Tensor first_q = first_tokens ? first_rows.view({B, 1, nh, d}).transpose(1, 2) : at::Tensor();
-  const bool cpu_fp32 = x.device().is_cpu() && pass.autocast == at::ScalarType::Undefined;
   // Each sequence attends over its own rows (contiguous among the token rows): no padded positions computed, no mask,
   // no copies into and out of the [batch, seq] layout; half the time of the padded form on MRPC's batches. Where
   // libtorch has MKL one node does this for every sequence (CPU fp32): for unpadded rows, and for an evaluation batch
@@ -659,8 +660,7 @@ at::Tensor BertSelfAttention::forward(const at::Tensor& x, const Pass& pass, con
   // per sequence.)
   const bool evaluation_without_padding = !pass.unpadded() && !pass.mask && !pass.train;
   if (cpu_fp32 && (pass.unpadded() || evaluation_without_padding) && pass.attention_dropout < 1 && SequenceAttentionAvailable())
-    return SequenceAttention(rows, first_rows, pass.unpadded() ? pass.lengths : std::vector<int64_t>(static_cast<size_t>(B), S), B, nh,
-                             pass.attention_dropout);
+    return SequenceAttention(rows, first_rows, runs(), B, nh, pass.attention_dropout);
   // split and unbind, not slices: a slice's backward fills a zero tensor of the whole per slice, these concatenate once.
   if (pass.unpadded() && cpu_fp32) {
     // Without MKL, the operators per sequence. fp32 only: under autocast each sequence's length would be a new shape

@@ -131,8 +131,11 @@ void DropInto(float* out, const std::vector<at::Tensor>& probs, const Layout& la
 // Evaluation's attention (no gradient, no dropout): each thread takes whole (sequence, head) pairs and runs their
 // scores, softmax and context back to back, MKL's products serial inside the one parallel region, instead of three
 // regions (the two batched products and softmax's) whose fixed costs weigh at batch 1. Batch-1 forwards on an
-// AVX2-only EPYC's 2 cores, alternating runs: MiniLM 54.4 -> 55.5 sequences/s, bert-base 7.96 -> 7.99-8.16. (A
-// register-tiled AVX2 loop for the products instead of MKL's was slower: 52.9 and even.)
+// AVX2-only EPYC's 2 cores, alternating runs: MiniLM 54.4 -> 55.5 sequences/s, bert-base 7.96 -> 7.99-8.16.
+// On AVX2-only CPUs each pair runs AttentionPair instead (panel_gemm.cc: k transposed once, then 6 x 16 register
+// tiles for both products, softmax between, no MKL call): MKL's products took ~3 ms of a ~100 ms bert-base forward
+// there (~29 GFLOP/s: its fixed costs at 50 x 50 x 64). Alternating processes, 4-5 pairs of 80 sequences: MiniLM
+// +2.8%, bert-base +1.1%. (An earlier register-tiled loop, over k's rows in place, was slower than MKL.)
 at::Tensor EvaluationAttention(const at::Tensor& qkv_in, const at::Tensor& first_q_in, const std::vector<int64_t>& lengths, int64_t batch,
                                int64_t heads) {
   RECORD_FUNCTION("bert::evaluation_attention", std::vector<c10::IValue>());
@@ -146,6 +149,17 @@ at::Tensor EvaluationAttention(const at::Tensor& qkv_in, const at::Tensor& first
   at::Tensor out = at::empty({rows, hidden}, qkv.options());
   if (!first && rows > lay.key_rows) out.narrow(0, lay.key_rows, rows - lay.key_rows).zero_();
   float* y = out.data_ptr<float>();
+  if (AttentionKernels()) {
+    at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> scratch;
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t b = t / heads, h = t % heads;
+        AttentionPair(o.q + lay.q_off[b] * o.ldq + h * d, o.ldq, o.k + lay.k_off[b] * o.ldkv + h * d, o.v + lay.k_off[b] * o.ldkv + h * d, o.ldkv,
+                      lay.q_len[b], lay.k_len[b], d, scale, y + lay.q_off[b] * hidden + h * d, hidden, scratch);
+      }
+    });
+    return out;
+  }
   at::Tensor scores = at::empty({lay.probs}, qkv.options());
   float* s = scores.data_ptr<float>();
   at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {

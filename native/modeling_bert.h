@@ -45,6 +45,12 @@ at::Tensor GeluErfBackward(const at::Tensor& grad, const at::Tensor& x);
 // Softmax of `rows` rows of n floats in place, as libtorch's computes it (minus the row's max, exp, times 1 / sum),
 // with the AVX2 loop where ATen's kernel level is AVX2 or above (evaluation's attention).
 void SoftmaxRows(float* p, int64_t rows, int64_t n);
+// Evaluation's attention for one (sequence, head) pair where AttentionKernels (AVX2-only CPUs): softmax(scale q k^T) v
+// of lq queries over lk keys and values of d columns, rows ldq and ldkv apart, into out (rows ldo apart); scratch
+// holds k^T and the scores.
+bool AttentionKernels();
+void AttentionPair(const float* q, int64_t ldq, const float* k, const float* v, int64_t ldkv, int64_t lq, int64_t lk, int64_t d, float scale,
+                   float* out, int64_t ldo, std::vector<float>& scratch);
 at::Tensor PackPanels(const at::Tensor& weight);  // [out, in] -> [ceil(out / 64), in, 64], zero-padded
 at::Tensor PackPanelsTransposed(const at::Tensor& weight);  // the panels of weight^T ([in, out]: x W's), without the transpose
 // x^T of a [M, N] matrix, contiguous [N, M]; with `column_sums`, x.sum(0) from the same pass (training's bias gradient).

@@ -219,6 +219,48 @@ __attribute__((target("avx2,fma"))) void AdamWRowAvx2(float* p, float* m, float*
   }
 }
 
+// ---- Attention's products in evaluation (AttentionPair): tiles of R rows x 16 columns with any row strides ----
+// c = alpha a b over k_len, b's rows ldb apart; kMask: only the lanes of m0, m1 of b are read and of c written (a
+// head's last columns where its size is not a multiple of 16).
+template <int R, bool kMask>
+__attribute__((target("avx2,fma"))) void SmallTile256(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t k_len, float* c, int64_t ldc,
+                                                      float alpha, __m256i m0, __m256i m1) {
+  __m256 acc[R][2];
+#pragma GCC unroll 6
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < k_len; ++k) {
+    const float* bk = b + k * ldb;
+    const __m256 b0 = kMask ? _mm256_maskload_ps(bk, m0) : _mm256_loadu_ps(bk), b1 = kMask ? _mm256_maskload_ps(bk + 8, m1) : _mm256_loadu_ps(bk + 8);
+#pragma GCC unroll 6
+    for (int r = 0; r < R; ++r) {
+      const __m256 x = _mm256_broadcast_ss(a + r * lda + k);
+      acc[r][0] = _mm256_fmadd_ps(x, b0, acc[r][0]);
+      acc[r][1] = _mm256_fmadd_ps(x, b1, acc[r][1]);
+    }
+  }
+  const __m256 s = _mm256_set1_ps(alpha);
+#pragma GCC unroll 6
+  for (int r = 0; r < R; ++r) {
+    const __m256 v0 = _mm256_mul_ps(acc[r][0], s), v1 = _mm256_mul_ps(acc[r][1], s);
+    if (kMask) {
+      _mm256_maskstore_ps(c + r * ldc, m0, v0);
+      _mm256_maskstore_ps(c + r * ldc + 8, m1, v1);
+    } else {
+      _mm256_storeu_ps(c + r * ldc, v0);
+      _mm256_storeu_ps(c + r * ldc + 8, v1);
+    }
+  }
+}
+
+using SmallTileFn = void (*)(const float*, int64_t, const float*, int64_t, int64_t, float*, int64_t, float, __m256i, __m256i);
+SmallTileFn SmallTileFor(int rows, bool mask) {
+  static constexpr SmallTileFn full[] = {nullptr, SmallTile256<1, false>, SmallTile256<2, false>, SmallTile256<3, false>,
+                                         SmallTile256<4, false>, SmallTile256<5, false>, SmallTile256<6, false>};
+  static constexpr SmallTileFn masked[] = {nullptr, SmallTile256<1, true>, SmallTile256<2, true>, SmallTile256<3, true>,
+                                           SmallTile256<4, true>, SmallTile256<5, true>, SmallTile256<6, true>};
+  return mask ? masked[rows] : full[rows];
+}
+
 // Softmax of `rows` rows of n in place, 8 lanes at a time (the row's max subtracted, so ExpNonPositive256's domain);
 // the last partial vector is masked (-inf in: ~0 to the sum; not stored).
 __attribute__((target("avx2,fma"))) void SoftmaxRowsAvx2(float* p, int64_t rows, int64_t n) {
@@ -649,6 +691,52 @@ at::Tensor TransposeRows(const at::Tensor& x, at::Tensor* column_sums) {
     }
   });
   return out;
+}
+
+#ifdef BERT_PANELS_X86
+namespace {
+__attribute__((target("avx2,fma"))) void AttentionPairAvx2(const float* q, int64_t ldq, const float* k, const float* v, int64_t ldkv, int64_t lq,
+                                                           int64_t lk, int64_t d, float scale, float* out, int64_t ldo, std::vector<float>& scratch) {
+  const int64_t lk16 = (lk + 15) / 16 * 16;
+  scratch.resize(static_cast<size_t>((d + lq) * lk16));
+  float* kt = scratch.data();  // K^T, [d, lk16], zero past lk: the scores' 16-column groups read it as rows
+  float* p = kt + d * lk16;    // the scores, then the probabilities: [lq, lk16]
+  int64_t j = 0;
+  if (d % 8 == 0)
+    for (; j + 8 <= lk; j += 8)
+      for (int64_t c = 0; c < d; c += 8) Transpose8x8(k + j * ldkv + c, ldkv, kt + c * lk16 + j, lk16);
+  for (int64_t c = 0; c < d; ++c) {
+    for (int64_t i = j; i < lk; ++i) kt[c * lk16 + i] = k[i * ldkv + c];
+    std::fill(kt + c * lk16 + lk, kt + (c + 1) * lk16, 0.0f);
+  }
+  const __m256i all = _mm256_set1_epi32(-1), lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int64_t r = 0, block = 0; r < lq; r += BlockRows(lq, block), ++block) {
+    const int n = BlockRows(lq, block);
+    for (int64_t g = 0; g < lk16; g += 16) SmallTileFor(n, false)(q + r * ldq, ldq, kt + g, lk16, d, p + r * lk16 + g, lk16, scale, all, all);
+  }
+  for (int64_t r = 0; r < lq; ++r) SoftmaxRowsAvx2(p + r * lk16, 1, lk);
+  for (int64_t r = 0, block = 0; r < lq; r += BlockRows(lq, block), ++block) {
+    const int n = BlockRows(lq, block);
+    for (int64_t g = 0; g < d; g += 16) {
+      const int cols = static_cast<int>(std::min<int64_t>(16, d - g));
+      const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), lane), m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols - 8), lane);
+      SmallTileFor(n, cols < 16)(p + r * lk16, lk16, v + g, ldkv, lk, out + r * ldo + g, ldo, 1.0f, m0, m1);
+    }
+  }
+}
+}  // namespace
+#endif
+
+bool AttentionKernels() { return CpuIsa() == Isa::kAvx2; }
+
+void AttentionPair(const float* q, int64_t ldq, const float* k, const float* v, int64_t ldkv, int64_t lq, int64_t lk, int64_t d, float scale,
+                   float* out, int64_t ldo, std::vector<float>& scratch) {
+  TORCH_CHECK(AttentionKernels(), "AttentionPair: no kernel for this CPU");
+#ifdef BERT_PANELS_X86
+  AttentionPairAvx2(q, ldq, k, v, ldkv, lq, lk, d, scale, out, ldo, scratch);
+#else
+  (void)q, (void)ldq, (void)k, (void)v, (void)ldkv, (void)lq, (void)lk, (void)d, (void)scale, (void)out, (void)ldo, (void)scratch;
+#endif
 }
 
 at::Tensor PanelLinear(const at::Tensor& x, const at::Tensor& panels, int64_t out_features, const at::Tensor& bias, PanelAct act,

@@ -1,4 +1,5 @@
-// Inference's fp32 products (native/panel_gemm.cc) and attention (native/attention.cc's EvaluationAttention) against
+// Inference's fp32 products (native/panel_gemm.cc) and attention (native/attention.cc's EvaluationAttention; on AVX2-only
+// CPUs panel_gemm.cc's AttentionPair, here with heads of 24 and 20 columns and lengths not multiples of 8) against
 // libtorch's: the same model and batches evaluated in child processes with the AVX-512 kernels (where the CPU has
 // them), the AVX2 ones (ATEN_CPU_CAPABILITY=avx2 caps them as it caps libtorch), the scalar softmax
 // (ATEN_CPU_CAPABILITY=default, oneDNN's products) and none (BERT_TRAINER_NO_PANELS=1: oneDNN's prepacked products,

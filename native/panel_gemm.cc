@@ -709,7 +709,10 @@ __attribute__((target("avx2,fma"))) void AttentionPairAvx2(const float* q, int64
     for (int64_t i = j; i < lk; ++i) kt[c * lk16 + i] = k[i * ldkv + c];
     std::fill(kt + c * lk16 + lk, kt + (c + 1) * lk16, 0.0f);
   }
+  // Lanes of a head's last 16-column group (all of them where d is a multiple of 16).
+  const int last = static_cast<int>(d - (d - 1) / 16 * 16);
   const __m256i all = _mm256_set1_epi32(-1), lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(last), lane), m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(last - 8), lane);
   for (int64_t r = 0, block = 0; r < lq; r += BlockRows(lq, block), ++block) {
     const int n = BlockRows(lq, block);
     for (int64_t g = 0; g < lk16; g += 16) SmallTileFor(n, false)(q + r * ldq, ldq, kt + g, lk16, d, p + r * lk16 + g, lk16, scale, all, all);
@@ -718,9 +721,8 @@ __attribute__((target("avx2,fma"))) void AttentionPairAvx2(const float* q, int64
   for (int64_t r = 0, block = 0; r < lq; r += BlockRows(lq, block), ++block) {
     const int n = BlockRows(lq, block);
     for (int64_t g = 0; g < d; g += 16) {
-      const int cols = static_cast<int>(std::min<int64_t>(16, d - g));
-      const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), lane), m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols - 8), lane);
-      SmallTileFor(n, cols < 16)(p + r * lk16, lk16, v + g, ldkv, lk, out + r * ldo + g, ldo, 1.0f, m0, m1);
+      const bool partial = g + 16 > d;
+      SmallTileFor(n, partial)(p + r * lk16, lk16, v + g, ldkv, lk, out + r * ldo + g, ldo, 1.0f, partial ? m0 : all, partial ? m1 : all);
     }
   }
 }

@@ -1,8 +1,9 @@
-// Inference's fp32 products (native/panel_gemm.cc) and attention (native/attention.cc's EvaluationAttention; on AVX2-only
-// CPUs panel_gemm.cc's AttentionPair, here with heads of 24 and 20 columns and lengths not multiples of 8) against
+// Inference's fp32 products (native/panel_gemm.cc) and attention (native/attention.cc's EvaluationAttention; where the
+// AVX2 kernels run, panel_gemm.cc's AttentionPair, here with heads of 24 and 20 columns and lengths not multiples of 8) against
 // libtorch's: the same model and batches evaluated in child processes with the AVX-512 kernels (where the CPU has
 // them), the AVX2 ones (ATEN_CPU_CAPABILITY=avx2 caps them as it caps libtorch), the scalar softmax
-// (ATEN_CPU_CAPABILITY=default, oneDNN's products) and none (BERT_TRAINER_NO_PANELS=1: oneDNN's prepacked products,
+// (ATEN_CPU_CAPABILITY=default, oneDNN's products; there attention takes MKL's batched products, the AVX-512 CPUs'
+// default) and none (BERT_TRAINER_NO_PANELS=1: oneDNN's prepacked products,
 // with BERT_TRAINER_UNFUSED_ATTENTION=1: libtorch's attention operators). The
 // configurations reach every branch: panels cut short (hidden 40 and 96: N not a multiple of 64), K in two slices
 // (intermediate 600 > 512), row tiles of 1 to 6 rows, GELU and ReLU fused, the residual added, the last layer on

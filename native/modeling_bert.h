@@ -51,6 +51,12 @@ void SoftmaxRows(float* p, int64_t rows, int64_t n);
 bool AttentionKernels();
 void AttentionPair(const float* q, int64_t ldq, const float* k, const float* v, int64_t ldkv, int64_t lq, int64_t lk, int64_t d, float scale,
                    float* out, int64_t ldo, std::vector<float>& scratch);
+// Sequence classification's last layer, one sequence and head (FirstTokenContext), where FirstTokenKernels (AVX2 and
+// up, unless BERT_TRAINER_UNFUSED_ATTENTION=1): u = Wk_h^T (scale q), p = softmax_t(u . x_t), out = Wv_h sum_t p_t x_t
+// + bv. wk, wv: the head's d rows of the key and value weights ([d, H]); x: the sequence's [len, H] rows.
+bool FirstTokenKernels();
+void FirstTokenHead(const float* q, const float* wk, const float* wv, const float* bv, const float* x, int64_t len, int64_t H, int64_t d,
+                    float scale, float* out, std::vector<float>& scratch);
 at::Tensor PackPanels(const at::Tensor& weight);  // [out, in] -> [ceil(out / 64), in, 64], zero-padded
 at::Tensor PackPanelsTransposed(const at::Tensor& weight);  // the panels of weight^T ([in, out]: x W's), without the transpose
 // x^T of a [M, N] matrix, contiguous [N, M]; with `column_sums`, x.sum(0) from the same pass (training's bias gradient).

@@ -729,6 +729,69 @@ __attribute__((target("avx2,fma"))) void AttentionPairAvx2(const float* q, int64
 }  // namespace
 #endif
 
+#ifdef BERT_PANELS_X86
+namespace {
+// a . b over n floats: four 8-lane accumulators, the tail one at a time.
+__attribute__((target("avx2,fma"))) float DotAvx2(const float* a, const float* b, int64_t n) {
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32)
+    for (int j = 0; j < 4; ++j) acc[j] = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8 * j), _mm256_loadu_ps(b + i + 8 * j), acc[j]);
+  for (; i + 8 <= n; i += 8) acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc[0]);
+  float lanes[8];
+  _mm256_storeu_ps(lanes, _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+  float sum = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+  for (; i < n; ++i) sum += a[i] * b[i];
+  return sum;
+}
+
+// y += sum over the `rows` rows r of w (ld apart) of a[r] w_r, four rows a pass (y stays in L1; w streams).
+__attribute__((target("avx2,fma"))) void WeightedRowsAvx2(const float* a, const float* w, int64_t ld, int64_t rows, int64_t n, float* y) {
+  int64_t r = 0;
+  for (; r + 4 <= rows; r += 4) {
+    const float* w0 = w + r * ld;
+    const __m256 a0 = _mm256_set1_ps(a[r]), a1 = _mm256_set1_ps(a[r + 1]), a2 = _mm256_set1_ps(a[r + 2]), a3 = _mm256_set1_ps(a[r + 3]);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      __m256 v = _mm256_loadu_ps(y + i);
+      v = _mm256_fmadd_ps(a0, _mm256_loadu_ps(w0 + i), v);
+      v = _mm256_fmadd_ps(a1, _mm256_loadu_ps(w0 + ld + i), v);
+      v = _mm256_fmadd_ps(a2, _mm256_loadu_ps(w0 + 2 * ld + i), v);
+      v = _mm256_fmadd_ps(a3, _mm256_loadu_ps(w0 + 3 * ld + i), v);
+      _mm256_storeu_ps(y + i, v);
+    }
+    for (; i < n; ++i) y[i] += a[r] * w0[i] + a[r + 1] * w0[ld + i] + a[r + 2] * w0[2 * ld + i] + a[r + 3] * w0[3 * ld + i];
+  }
+  for (; r < rows; ++r) {
+    const float* wr = w + r * ld;
+    const __m256 ar = _mm256_set1_ps(a[r]);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(ar, _mm256_loadu_ps(wr + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; ++i) y[i] += a[r] * wr[i];
+  }
+}
+}  // namespace
+#endif
+
+bool FirstTokenKernels() { return VectorLoops() && !std::getenv("BERT_TRAINER_UNFUSED_ATTENTION"); }
+
+void FirstTokenHead(const float* q, const float* wk, const float* wv, const float* bv, const float* x, int64_t len, int64_t H, int64_t d,
+                    float scale, float* out, std::vector<float>& scratch) {
+  TORCH_CHECK(FirstTokenKernels(), "FirstTokenHead: no kernel for this CPU");
+#ifdef BERT_PANELS_X86
+  scratch.assign(static_cast<size_t>(2 * H + d + len), 0.0f);
+  float *u = scratch.data(), *s = u + H, *qs = s + H, *p = qs + d;
+  for (int64_t c = 0; c < d; ++c) qs[c] = q[c] * scale;  // the scale on the query side, as the operators' form takes it
+  WeightedRowsAvx2(qs, wk, H, d, H, u);                   // u = Wk_h^T (scale q_h)
+  for (int64_t t = 0; t < len; ++t) p[t] = DotAvx2(u, x + t * H, H);
+  SoftmaxRowsAvx2(p, 1, len);
+  WeightedRowsAvx2(p, x, H, len, H, s);  // s = sum_t p_t x_t
+  for (int64_t c = 0; c < d; ++c) out[c] = DotAvx2(wv + c * H, s, H) + (bv ? bv[c] : 0.0f);
+#else
+  (void)q, (void)wk, (void)wv, (void)bv, (void)x, (void)len, (void)H, (void)d, (void)scale, (void)out, (void)scratch;
+#endif
+}
+
 bool AttentionKernels() { return CpuIsa() == Isa::kAvx2; }
 
 void AttentionPair(const float* q, int64_t ldq, const float* k, const float* v, int64_t ldkv, int64_t lq, int64_t lk, int64_t d, float scale,

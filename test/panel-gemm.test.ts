@@ -18,6 +18,7 @@ import { BertForSequenceClassification } from '../src/model.js';
 import { parseConfig } from '../src/config.js';
 import { addon } from '../src/native.js';
 import { tempDir } from './helpers.js';
+import { readSafetensors, writeSafetensors } from '../src/safetensors.js';
 
 const work = tempDir('panel-test-');
 after(() => work.cleanup());
@@ -64,6 +65,21 @@ function batch(lengths: number[], seed: number) {
 }
 const BATCHES = [batch([1], 1), batch([7], 2), batch([53], 3), batch([12, 5, 9], 4), batch([6, 6], 5)];
 
+// A fresh model's biases are zeros (BERT's initialization): give every fp32 bias small values so that each kernel's bias
+// path (the products' epilogue, the first-token context's value bias) shows in the outputs.
+async function nonzeroBiases(dir: string) {
+  const file = path.join(dir, 'model.safetensors');
+  const { tensors } = await readSafetensors(file);
+  let s = 11;
+  for (const t of tensors)
+    if (t.name.endsWith('.bias') && t.dtype === 'F32') {
+      const v = new Float32Array(t.data.byteLength / 4);
+      for (let i = 0; i < v.length; i++) v[i] = ((s = (s * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff - 0.5) * 0.2;
+      t.data = new Uint8Array(v.buffer);
+    }
+  await writeSafetensors(file, tensors, { format: 'pt' });
+}
+
 async function train(dir: string, env: Record<string, string>) {
   const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', TRAIN_CHILD, index, dir, JSON.stringify(BATCHES)],
     { env: { ...process.env, ...env }, maxBuffer: 1 << 26 });
@@ -86,6 +102,7 @@ test(`panel products (AVX-512, AVX2) give libtorch's products' outputs: ${name}`
   const m = await BertForSequenceClassification.fromConfig(config, { device: 'cpu', seed: 3 });
   await m.save(dir);
   await m.dispose();
+  await nonzeroBiases(dir);
   const reference = await evaluate(dir, { BERT_TRAINER_NO_PANELS: '1', BERT_TRAINER_UNFUSED_ATTENTION: '1' });
   assert.equal(reference.kernel, 'none');
   const runs = [await evaluate(dir, {}), await evaluate(dir, { ATEN_CPU_CAPABILITY: 'avx2' }), await evaluate(dir, { ATEN_CPU_CAPABILITY: 'default' })];

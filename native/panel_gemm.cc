@@ -261,16 +261,20 @@ SmallTileFn SmallTileFor(int rows, bool mask) {
   return mask ? masked[rows] : full[rows];
 }
 
-// Softmax of `rows` rows of n in place, 8 lanes at a time (the row's max subtracted, so ExpNonPositive256's domain);
-// the last partial vector is masked (-inf in: ~0 to the sum; not stored).
-__attribute__((target("avx2,fma"))) void SoftmaxRowsAvx2(float* p, int64_t rows, int64_t n) {
+// Softmax of `rows` rows of n, `ld` apart, in place, 8 lanes at a time (the row's max subtracted, so
+// ExpNonPositive256's domain). The last partial vector's lanes past n enter as -inf (~0 to the sum, then exactly 0):
+// where the rows have room for a whole last vector (ld past n / 8 * 8 + 8: AttentionPair's padded score rows) it is
+// read and written whole, and those lanes come out 0; otherwise through masked loads and stores, which on Zen 1 cost
+// ~40% of a 52-key row's softmax.
+__attribute__((target("avx2,fma"))) void SoftmaxRowsAvx2(float* p, int64_t rows, int64_t n, int64_t ld) {
   const int64_t full = n / 8 * 8, tail = n - full;
+  const bool room = ld >= full + 8;
   alignas(32) int32_t lanes[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
   const __m256i mask = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lanes + 8 - tail));
-  const __m256 minus_inf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
-  for (int64_t r = 0; r < rows; ++r, p += n) {
-    const __m256 last = _mm256_blendv_ps(minus_inf, _mm256_maskload_ps(p + full, mask), _mm256_castsi256_ps(mask));
-    __m256 mx = tail ? last : minus_inf;
+  const __m256 keep = _mm256_castsi256_ps(mask), minus_inf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  for (int64_t r = 0; r < rows; ++r, p += ld) {
+    const __m256 last = tail ? _mm256_blendv_ps(minus_inf, room ? _mm256_loadu_ps(p + full) : _mm256_maskload_ps(p + full, mask), keep) : minus_inf;
+    __m256 mx = last;
     for (int64_t j = 0; j < full; j += 8) mx = _mm256_max_ps(mx, _mm256_loadu_ps(p + j));
     __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
     m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
@@ -282,17 +286,20 @@ __attribute__((target("avx2,fma"))) void SoftmaxRowsAvx2(float* p, int64_t rows,
       _mm256_storeu_ps(p + j, e);
       sum = _mm256_add_ps(sum, e);
     }
+    __m256 e_last = _mm256_setzero_ps();
     if (tail) {
-      const __m256 e = _mm256_and_ps(ExpNonPositive256(_mm256_sub_ps(last, m)), _mm256_castsi256_ps(mask));
-      _mm256_maskstore_ps(p + full, mask, e);
-      sum = _mm256_add_ps(sum, e);
+      e_last = _mm256_and_ps(ExpNonPositive256(_mm256_sub_ps(last, m)), keep);
+      sum = _mm256_add_ps(sum, e_last);
     }
     __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
     s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
     s4 = _mm_add_ss(s4, _mm_shuffle_ps(s4, s4, 1));
     const __m256 inv = _mm256_set1_ps(1.0f / _mm_cvtss_f32(s4));
     for (int64_t j = 0; j < full; j += 8) _mm256_storeu_ps(p + j, _mm256_mul_ps(_mm256_loadu_ps(p + j), inv));
-    if (tail) _mm256_maskstore_ps(p + full, mask, _mm256_mul_ps(_mm256_maskload_ps(p + full, mask), inv));
+    if (tail) {
+      if (room) _mm256_storeu_ps(p + full, _mm256_mul_ps(e_last, inv));
+      else _mm256_maskstore_ps(p + full, mask, _mm256_mul_ps(e_last, inv));
+    }
   }
 }
 
@@ -473,7 +480,7 @@ bool GeluErfKernels() { return VectorLoops(); }
 
 void SoftmaxRows(float* p, int64_t rows, int64_t n) {
 #ifdef BERT_PANELS_X86
-  if (VectorIsa() != Isa::kNone) return SoftmaxRowsAvx2(p, rows, n);
+  if (VectorIsa() != Isa::kNone) return SoftmaxRowsAvx2(p, rows, n, n);
 #endif
   for (int64_t r = 0; r < rows; ++r, p += n) {
     float mx = -std::numeric_limits<float>::infinity(), sum = 0;
@@ -717,7 +724,7 @@ __attribute__((target("avx2,fma"))) void AttentionPairAvx2(const float* q, int64
     const int n = BlockRows(lq, block);
     for (int64_t g = 0; g < lk16; g += 16) SmallTileFor(n, false)(q + r * ldq, ldq, kt + g, lk16, d, p + r * lk16 + g, lk16, scale, all, all);
   }
-  for (int64_t r = 0; r < lq; ++r) SoftmaxRowsAvx2(p + r * lk16, 1, lk);
+  SoftmaxRowsAvx2(p, lq, lk, lk16);
   for (int64_t r = 0, block = 0; r < lq; r += BlockRows(lq, block), ++block) {
     const int n = BlockRows(lq, block);
     for (int64_t g = 0; g < d; g += 16) {
@@ -784,7 +791,7 @@ void FirstTokenHead(const float* q, const float* wk, const float* wv, const floa
   for (int64_t c = 0; c < d; ++c) qs[c] = q[c] * scale;  // the scale on the query side, as the operators' form takes it
   WeightedRowsAvx2(qs, wk, H, d, H, u);                   // u = Wk_h^T (scale q_h)
   for (int64_t t = 0; t < len; ++t) p[t] = DotAvx2(u, x + t * H, H);
-  SoftmaxRowsAvx2(p, 1, len);
+  SoftmaxRowsAvx2(p, 1, len, len);
   WeightedRowsAvx2(p, x, H, len, H, s);  // s = sum_t p_t x_t
   for (int64_t c = 0; c < d; ++c) out[c] = DotAvx2(wv + c * H, s, H) + (bv ? bv[c] : 0.0f);
 #else

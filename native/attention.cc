@@ -298,10 +298,10 @@ struct SequenceAttentionFunction : public torch::autograd::Function<SequenceAtte
 
 }  // namespace
 
-bool SequenceAttentionAvailable() {
-  // BERT_TRAINER_UNFUSED_ATTENTION=1: the per-sequence operators (for comparisons).
-  return cblas_sgemm_batch != nullptr && !std::getenv("BERT_TRAINER_UNFUSED_ATTENTION");
-}
+// Read on every call: test/model.test.ts sets and clears it within one process.
+bool UnfusedAttention() { return std::getenv("BERT_TRAINER_UNFUSED_ATTENTION") != nullptr; }
+
+bool SequenceAttentionAvailable() { return cblas_sgemm_batch != nullptr && !UnfusedAttention(); }
 
 at::Tensor SequenceAttention(const at::Tensor& qkv, const at::Tensor& first_q, const std::vector<int64_t>& lengths, int64_t batch,
                              int64_t heads, double attention_dropout) {

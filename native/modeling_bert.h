@@ -217,6 +217,9 @@ at::Tensor Attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
 // each sequence's one query) [tokens, 2 * hidden] (key | value). CPU fp32, where libtorch has MKL
 // (SequenceAttentionAvailable).
 bool SequenceAttentionAvailable();
+// BERT_TRAINER_UNFUSED_ATTENTION=1: libtorch's attention operators instead of SequenceAttention and the first-token
+// kernels (FirstTokenKernels), the reference the tests compare them to.
+bool UnfusedAttention();
 at::Tensor SequenceAttention(const at::Tensor& qkv, const at::Tensor& first_q, const std::vector<int64_t>& lengths, int64_t batch,
                              int64_t heads, double attention_dropout);
 

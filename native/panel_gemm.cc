@@ -780,7 +780,7 @@ __attribute__((target("avx2,fma"))) void WeightedRowsAvx2(const float* a, const 
 }  // namespace
 #endif
 
-bool FirstTokenKernels() { return VectorLoops() && !std::getenv("BERT_TRAINER_UNFUSED_ATTENTION"); }
+bool FirstTokenKernels() { return VectorLoops() && !UnfusedAttention(); }
 
 void FirstTokenHead(const float* q, const float* wk, const float* wv, const float* bv, const float* x, int64_t len, int64_t H, int64_t d,
                     float scale, float* out, std::vector<float>& scratch) {

@@ -9,6 +9,9 @@ const FEATURES = ['avx2', 'fma', 'avx_vnni', 'avx512f', 'avx512bw', 'avx512vl', 
 
 export interface CpuInfo {
   model: string | undefined;
+  /** Vendor, family and model numbers ("AuthenticAMD family 25 model 1"): a VM's model name can be as bare as "AMD
+   * EPYC", and one name covers core generations whose FMA rate differs 2x (Zen 1 against Zen 3). */
+  microarchitecture: string | undefined;
   /** Which of the deciding instruction-set flags this CPU reports. */
   features: string[];
   /** ATen's kernel level (AVX512, AVX2, DEFAULT) and whether bf16 evaluation runs on oneDNN's prepacked weights. */
@@ -26,10 +29,14 @@ export interface CpuInfo {
 
 export function cpuInfo(): CpuInfo {
   let flags = new Set<string>();
+  let microarchitecture: string | undefined;
   try {
-    const line = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('flags'));
-    flags = new Set((line?.split(':')[1] ?? '').trim().split(/\s+/));
+    const lines = readFileSync('/proc/cpuinfo', 'utf8').split('\n');
+    const field = (name: string) => lines.find((l) => l.split(':')[0].trim() === name)?.split(':')[1]?.trim();
+    flags = new Set((field('flags') ?? '').split(/\s+/));
+    const [vendor, family, model] = [field('vendor_id'), field('cpu family'), field('model')];
+    if (vendor && family && model) microarchitecture = `${vendor} family ${family} model ${model}`;
   } catch { /* not Linux: the runtime's answers below still say which kernels run */ }
   const rt = addon().runtime();
-  return { model: os.cpus()[0]?.model, features: FEATURES.filter((f) => flags.has(f)), atenCapability: rt.cpuCapability, packedBf16: rt.packedBf16, int8ReduceRange: rt.int8ReduceRange, panelProducts: rt.panelProducts, trainingProducts: rt.trainingProducts, cpuAllocator: rt.cpuAllocator };
+  return { model: os.cpus()[0]?.model, microarchitecture, features: FEATURES.filter((f) => flags.has(f)), atenCapability: rt.cpuCapability, packedBf16: rt.packedBf16, int8ReduceRange: rt.int8ReduceRange, panelProducts: rt.panelProducts, trainingProducts: rt.trainingProducts, cpuAllocator: rt.cpuAllocator };
 }

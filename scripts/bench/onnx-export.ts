@@ -97,7 +97,7 @@ try {
     'onnx/model_quantized.onnx': mb(path.join(onnxDir, 'onnx', 'model_quantized.onnx')) };
   const summary = Object.fromEntries(Object.entries(figs).map(([k, v]) => [k, { seq_per_s_b1: median(v.map((x) => x.seq_per_s)), accuracy: v[0].accuracy, f1: v[0].f1 }]));
   const cpu = cpuInfo();
-  const machine = { cpu: os.cpus()[0]?.model, cpu_microarchitecture: cpu.microarchitecture, cpu_features: cpu.features, aten_cpu_capability: cpu.atenCapability, int8_reduce_range: cpu.int8ReduceRange, panel_products: cpu.panelProducts, cores: os.cpus().length, node: process.version, threads,
+  const machine = { cpu: cpu.model, cpu_microarchitecture: cpu.microarchitecture, cpu_features: cpu.features, aten_cpu_capability: cpu.atenCapability, int8_reduce_range: cpu.int8ReduceRange, panel_products: cpu.panelProducts, cores: os.cpus().length, node: process.version, threads,
     onnxruntime_node: '1.30.0' };
   const result = { workload: 'onnx-export', machine, model: 'all-MiniLM-L6-v2 fine-tuned on MRPC by node train.js', epochs: Number(epochs), rounds, export_seconds: exportSeconds,
     sizes_mb: sizes, summary, rounds_detail: figs };

@@ -1,16 +1,18 @@
-// `npm run bench -- [--workload quick|full|shape|ddp|roofline|replay|ner|qa|mlm] [--rounds N] [--steps N] [--threads N] [--device cpu|cuda] [--bf16]
+// `npm run bench -- [--workload quick|full|shape|batch1|ddp|roofline|replay|ner|qa|mlm] [--rounds N] [--steps N] [--threads N] [--device cpu|cuda] [--bf16]
 // [--model-type roberta|xlm-roberta|electra|distilbert|modernbert|deberta-v2] (shape: that family's base-size config;
 // deberta-v2: DeBERTa-v3-base's)
 // [--py-torch-compile] [--seeds 42,1,2]` (--py-torch-compile: the Python Trainer with torch_compile=True in quick/full;
 // --seeds: one round per seed, both sides trained with it, so accuracy is compared over seeds, not one draw;
-// replay: [--seeds N] [--steps N] [--draws N] [--full], see replayWorkload)
+// replay: [--seeds N] [--steps N] [--draws N] [--full], see replayWorkload; batch1: [--config bert-base-uncased|
+// all-MiniLM-L6-v2] [--chunk N], see batch1Workload)
 // Runs the Python Trainer (scripts/bench/reference_trainer.py, the notebook's code) and this product on the same
 // model files, data, hyperparameters, precision, thread count and machine, alternating, several times; reports
 // median and spread, the ratio ours/PyTorch, a JSON file and an SVG chart under bench/results/.
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { createInterface } from 'node:readline';
 import { projectPython, root } from '../paths.js';
 import { cpuInfo } from '../../src/cpu.js';
 
@@ -18,7 +20,7 @@ const argv = process.argv.slice(2);
 const opt = (n: string, d: string) => { const i = argv.indexOf(`--${n}`); return i >= 0 ? argv[i + 1] : d; };
 const workload = opt('workload', 'quick');
 const TASKS = ['ner', 'qa', 'mlm'];
-if (!['quick', 'full', 'shape', 'ddp', 'roofline', 'replay', ...TASKS].includes(workload)) { console.error(`--workload must be quick, full, shape, ddp, roofline, replay, ner, qa or mlm, got ${workload}`); process.exit(2); }
+if (!['quick', 'full', 'shape', 'batch1', 'ddp', 'roofline', 'replay', ...TASKS].includes(workload)) { console.error(`--workload must be quick, full, shape, batch1, ddp, roofline, replay, ner, qa or mlm, got ${workload}`); process.exit(2); }
 const device = opt('device', 'cpu');
 const threads = Number(opt('threads', String(os.cpus().length)));
 // A fine-tuning run's accuracy depends on its seed (row order, new weights, dropout masks) by about ±0.02 on MRPC:
@@ -28,7 +30,8 @@ if (seeds.some((x) => !Number.isInteger(x) || x < 0)) { console.error(`--seeds m
 if (seeds.length > (workload === 'replay' ? 1 : Infinity) || (seeds.length && !['quick', 'full', 'replay', ...TASKS].includes(workload))) {
   console.error('--seeds: several for the quick, full, ner, qa and mlm workloads, one for replay'); process.exit(2);
 }
-const rounds = seeds.length || Number(opt('rounds', workload === 'full' ? '1' : '3'));
+const rounds = seeds.length || Number(opt('rounds', workload === 'full' ? '1' : workload === 'batch1' ? '40' : '3'));
+if (!Number.isInteger(rounds) || rounds < 1) { console.error(`--rounds must be a positive integer, got ${opt('rounds', '')}`); process.exit(2); }
 const steps = Number(opt('steps', '100'));
 const model = opt('model', 'sentence-transformers/all-MiniLM-L6-v2');
 const bf16 = process.argv.includes('--bf16');  // both sides: TrainingArguments(bf16=True) and our --bf16
@@ -250,14 +253,14 @@ function fromRaw([oursFile, pyFile]: string[]): { ours: Fig[]; py: Fig[]; curves
  * onnxruntime-node (installed on demand into .cache/bench-ort, as it is a benchmark peer, not a dependency)
  * running the `shape` model's weights exported by torch.onnx.export (scripts/bench/onnx_export.py).
  */
-async function onnxSetup(): Promise<{ onnx: string; ortDir: string }> {
+async function onnxSetup(config?: Record<string, unknown>): Promise<{ onnx: string; ortDir: string }> {
   const ortDir = path.join(root, '.cache', 'bench-ort');
   if (!existsSync(path.join(ortDir, 'node_modules', 'onnxruntime-node')))
     execFileSync('npm', ['install', '--no-save', '--no-audit', '--no-fund', '--prefix', ortDir, 'onnxruntime-node@1.30.0'],
       { env: { ...process.env, ONNXRUNTIME_NODE_INSTALL: 'skip' }, stdio: ['ignore', 'ignore', 'inherit'] });  // CPU binaries ship in the package
   const { BertForSequenceClassification } = await import('../../src/model.js');
   const { BERT_BASE_UNCASED, parseConfig } = await import('../../src/config.js');
-  const model = await BertForSequenceClassification.fromConfig(parseConfig({ ...BERT_BASE_UNCASED }, 'bert-base-uncased config'), { device: 'cpu', seed: 0 });
+  const model = await BertForSequenceClassification.fromConfig(parseConfig(config ?? { ...BERT_BASE_UNCASED }, 'onnx model config'), { device: 'cpu', seed: 0 });
   const dir = path.join(tmp, 'onnx-model');
   await model.save(dir);
   await model.dispose();
@@ -321,6 +324,71 @@ async function shapeWorkload(): Promise<{ ours: Fig[]; py: Fig[]; ort?: Fig[] }>
     }
   }
   return { ours, py, ...(onnx ? { ort } : {}) };
+}
+
+// all-MiniLM-L6-v2's config (sentence-transformers/all-MiniLM-L6-v2's config.json), for batch1 --config.
+const MINILM_CONFIG = { hidden_size: 384, num_hidden_layers: 6, num_attention_heads: 12, intermediate_size: 1536 };
+
+/**
+ * Batch 1 against onnxruntime-node, side by side: each side one process that keeps its model (ours: shape.js,
+ * onnxruntime-node: ort.js, both `serve`), the parent handing both the same chunk of `chunk` sequences in turn, the
+ * order alternating, `rounds` chunks. A busy minute on a shared host then slows both sides' chunks alike: the `shape`
+ * workload, a process per side and round, saw its rounds swing ±20% on such a host (ratios 0.79-1.57 in one run).
+ * Lengths as the shape workload's (MRPC-like, 25-80 tokens), random weights of the chosen config.
+ */
+async function batch1Workload() {
+  const configName = opt('config', 'bert-base-uncased'), chunk = Number(opt('chunk', '10'));
+  if (!['bert-base-uncased', 'all-MiniLM-L6-v2'].includes(configName)) { console.error(`--config must be bert-base-uncased or all-MiniLM-L6-v2, got ${configName}`); process.exit(2); }
+  if (!Number.isInteger(chunk) || chunk < 1) { console.error(`--chunk must be a positive integer, got ${opt('chunk', '')}`); process.exit(2); }
+  if (device !== 'cpu') { console.error('--workload batch1 runs on the CPU (onnxruntime-node\'s CPU provider)'); process.exit(2); }
+  const { BERT_BASE_UNCASED } = await import('../../src/config.js');
+  const config = configName === 'bert-base-uncased' ? { ...BERT_BASE_UNCASED } : { ...BERT_BASE_UNCASED, ...MINILM_CONFIG };
+  const onnx = await onnxSetup(config);
+  let s = 7;
+  const rnd = () => ((s = (s * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+  const lengths = (n: number) => Array.from({ length: n }, () => [Math.round(25 + 55 * rnd())]);
+  /** A side's process: ask(batches) writes them as a line and resolves with the milliseconds it answers. */
+  const side = (script: string, spec: Record<string, unknown>) => {
+    const child = spawn(process.execPath, [path.join(root, 'dist', 'scripts', 'bench', script), JSON.stringify({ ...spec, serve: true })], { cwd: tmp, stdio: ['pipe', 'pipe', 'inherit'] });
+    const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
+    return {
+      async ask(batches: number[][]): Promise<number> {
+        child.stdin!.write(JSON.stringify(batches) + '\n');
+        for (;;) {
+          const r = await lines.next();
+          if (r.done) throw new Error(`${script} ended before answering (its error is above)`);
+          if (r.value.startsWith('{')) return lastJson(r.value).ms as number;
+        }
+      },
+      close: () => child.stdin!.end(),
+    };
+  };
+  const sides = {
+    ours: side('shape.js', { config, threads, device, warmup: 0, inferLengths: {}, trainLengths: [] }),
+    ort: side('ort.js', { ...onnx, threads, warmup: 0, inferLengths: {} }),
+  };
+  try {
+    const warm = lengths(5);  // first calls pay one-off costs (weights packed, kernels chosen)
+    await sides.ours.ask(warm);
+    await sides.ort.ask(warm);
+    const ours: number[] = [], ort: number[] = [];
+    for (let r = 0; r < rounds; r++) {
+      const batches = lengths(chunk);
+      for (const name of r % 2 === 0 ? ['ours', 'ort'] as const : ['ort', 'ours'] as const) (name === 'ours' ? ours : ort).push(await sides[name].ask(batches));
+      if ((r + 1) % 10 === 0) process.stderr.write(`${r + 1}/${rounds} chunks\n`);
+    }
+    const sum = (a: number[]) => a.reduce((x, y) => x + y, 0);
+    const perRound = ours.map((t, i) => ort[i] / t);  // ours' seq/s over onnxruntime's, chunk by chunk
+    const summary = {
+      ours_seq_per_s: (rounds * chunk) / (sum(ours) / 1000), onnxruntime_seq_per_s: (rounds * chunk) / (sum(ort) / 1000),
+      ratio: sum(ort) / sum(ours), ratio_median_chunk: median(perRound), ratio_p10_chunk: pct(perRound, 0.1), ratio_p90_chunk: pct(perRound, 0.9),
+      chunks_at_or_over_1_2: perRound.filter((x) => x >= 1.2).length,
+    };
+    return { config: configName, chunk, summary, ours_ms: ours, onnxruntime_ms: ort };
+  } finally {
+    sides.ours.close();
+    sides.ort.close();
+  }
 }
 
 /**
@@ -576,7 +644,7 @@ function svg(curves: Curves, title: string): string {
 
 try {
   const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
-  const name = `${workload}${workload === 'shape' && modelType !== 'bert' ? `-${modelType}` : ''}-${device}${bf16 ? '-bf16' : ''}${pyCompile ? '-py-compile' : ''}-${stamp}`;
+  const name = `${workload}${workload === 'shape' && modelType !== 'bert' ? `-${modelType}` : ''}${workload === 'batch1' && opt('config', '') === 'all-MiniLM-L6-v2' ? '-minilm' : ''}-${device}${bf16 ? '-bf16' : ''}${pyCompile ? '-py-compile' : ''}-${stamp}`;
   mkdirSync(outDir, { recursive: true });
   let result;
   if (workload === 'replay') {
@@ -591,6 +659,13 @@ try {
     const d = await ddpWorkload();
     result = { workload, machine, model, steps, rounds, ...d };
     console.log(`\n### ddp: ${model} on MRPC, ${steps} steps, global batch 16, ${threads} cores, ${rounds} rounds\n\n${d.md}`);
+  } else if (workload === 'batch1') {
+    const b = await batch1Workload();
+    const f = b.summary;
+    result = { workload, machine, weights: 'random', rounds, ...b };
+    console.log(`\n### batch1: ${b.config} config, random weights, batch 1 against onnxruntime-node 1.30.0, cpu, ${threads} threads, ${rounds} chunks of ${b.chunk} sequences (sides alternating)\n`);
+    console.log('| ours seq/s | onnxruntime-node seq/s | ratio (totals) | per chunk: median | p10–p90 | chunks ≥ 1.2 |\n|---|---|---|---|---|---|');
+    console.log(`| ${f.ours_seq_per_s.toFixed(2)} | ${f.onnxruntime_seq_per_s.toFixed(2)} | ${f.ratio.toFixed(3)} | ${f.ratio_median_chunk.toFixed(3)} | ${f.ratio_p10_chunk.toFixed(3)}–${f.ratio_p90_chunk.toFixed(3)} | ${f.chunks_at_or_over_1_2} of ${rounds} |`);
   } else if (TASKS.includes(workload)) {
     const { ours, py, setup } = await tasksWorkload();
     const t = table(ours, py);

@@ -287,12 +287,19 @@ const SHAPE_CONFIGS: Record<string, Record<string, unknown>> = {
 };
 const modelType = opt('model-type', 'bert');
 if (modelType !== 'bert' && !SHAPE_CONFIGS[modelType]) { console.error(`--model-type must be bert, ${Object.keys(SHAPE_CONFIGS).join(', ')}, got ${modelType}`); process.exit(2); }
+// all-MiniLM-L6-v2's config (sentence-transformers/all-MiniLM-L6-v2's config.json): roofline's model, batch1 --config's.
+const MINILM_CONFIG = { hidden_size: 384, num_hidden_layers: 6, num_attention_heads: 12, intermediate_size: 1536 };
+const batch1Config = opt('config', 'bert-base-uncased');
+if (workload === 'batch1' && !['bert-base-uncased', 'all-MiniLM-L6-v2'].includes(batch1Config)) { console.error(`--config must be bert-base-uncased or all-MiniLM-L6-v2, got ${batch1Config}`); process.exit(2); }
+
+/** MRPC-like sequence lengths (bert-base-uncased tokens of MRPC pairs are 20-100, mean ~53), 25-80, from a fixed seed. */
+function mrpcLengths(seed: number): () => number {
+  let s = seed;
+  return () => Math.round(25 + 55 * ((s = (s * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff));
+}
 
 async function shapeWorkload(): Promise<{ ours: Fig[]; py: Fig[]; ort?: Fig[] }> {
-  // MRPC-like padded lengths (bert-base-uncased tokens of MRPC pairs are 20-100, mean ~53), fixed for both sides.
-  let s = 7;
-  const rnd = () => ((s = (s * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
-  const len = () => Math.round(25 + 55 * rnd());
+  const len = mrpcLengths(7);  // fixed for both sides
   const warmup = 2;
   const mk = (bs: number, n: number) => Array.from({ length: n }, () => Array.from({ length: bs }, len));
   const small = device === 'cpu';
@@ -326,9 +333,6 @@ async function shapeWorkload(): Promise<{ ours: Fig[]; py: Fig[]; ort?: Fig[] }>
   return { ours, py, ...(onnx ? { ort } : {}) };
 }
 
-// all-MiniLM-L6-v2's config (sentence-transformers/all-MiniLM-L6-v2's config.json), for batch1 --config.
-const MINILM_CONFIG = { hidden_size: 384, num_hidden_layers: 6, num_attention_heads: 12, intermediate_size: 1536 };
-
 /**
  * Batch 1 against onnxruntime-node, side by side: each side one process that keeps its model (ours: shape.js,
  * onnxruntime-node: ort.js, both `serve`), the parent handing both the same chunk of `chunk` sequences in turn, the
@@ -337,16 +341,14 @@ const MINILM_CONFIG = { hidden_size: 384, num_hidden_layers: 6, num_attention_he
  * Lengths as the shape workload's (MRPC-like, 25-80 tokens), random weights of the chosen config.
  */
 async function batch1Workload() {
-  const configName = opt('config', 'bert-base-uncased'), chunk = Number(opt('chunk', '10'));
-  if (!['bert-base-uncased', 'all-MiniLM-L6-v2'].includes(configName)) { console.error(`--config must be bert-base-uncased or all-MiniLM-L6-v2, got ${configName}`); process.exit(2); }
+  const chunk = Number(opt('chunk', '10'));
   if (!Number.isInteger(chunk) || chunk < 1) { console.error(`--chunk must be a positive integer, got ${opt('chunk', '')}`); process.exit(2); }
   if (device !== 'cpu') { console.error('--workload batch1 runs on the CPU (onnxruntime-node\'s CPU provider)'); process.exit(2); }
   const { BERT_BASE_UNCASED } = await import('../../src/config.js');
-  const config = configName === 'bert-base-uncased' ? { ...BERT_BASE_UNCASED } : { ...BERT_BASE_UNCASED, ...MINILM_CONFIG };
+  const config = batch1Config === 'bert-base-uncased' ? { ...BERT_BASE_UNCASED } : { ...BERT_BASE_UNCASED, ...MINILM_CONFIG };
   const onnx = await onnxSetup(config);
-  let s = 7;
-  const rnd = () => ((s = (s * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
-  const lengths = (n: number) => Array.from({ length: n }, () => [Math.round(25 + 55 * rnd())]);
+  const len = mrpcLengths(7);
+  const lengths = (n: number) => Array.from({ length: n }, () => [len()]);
   /** A side's process: ask(batches) writes them as a line and resolves with the milliseconds it answers. */
   const side = (script: string, spec: Record<string, unknown>) => {
     const child = spawn(process.execPath, [path.join(root, 'dist', 'scripts', 'bench', script), JSON.stringify({ ...spec, serve: true })], { cwd: tmp, stdio: ['pipe', 'pipe', 'inherit'] });
@@ -384,7 +386,7 @@ async function batch1Workload() {
       ratio: sum(ort) / sum(ours), ratio_median_chunk: median(perRound), ratio_p10_chunk: pct(perRound, 0.1), ratio_p90_chunk: pct(perRound, 0.9),
       chunks_at_or_over_1_2: perRound.filter((x) => x >= 1.2).length,
     };
-    return { config: configName, chunk, summary, ours_ms: ours, onnxruntime_ms: ort };
+    return { config: batch1Config, chunk, summary, ours_ms: ours, onnxruntime_ms: ort };
   } finally {
     sides.ours.close();
     sides.ort.close();
@@ -450,10 +452,9 @@ async function ddpWorkload() {
  * in GB/s against a large copy's bandwidth (AdamW reads weights, gradients and both moments and writes three).
  */
 async function rooflineWorkload() {
-  const config = { hidden_size: 384, num_hidden_layers: 6, num_attention_heads: 12, intermediate_size: 1536, vocab_size: 30522, num_labels: 2 };
-  let seed = 11;
-  const rnd = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
-  const warmup = 5, lengths = Array.from({ length: warmup + steps }, () => Array.from({ length: 8 }, () => Math.round(25 + 55 * rnd())));
+  const config = { ...MINILM_CONFIG, vocab_size: 30522, num_labels: 2 };
+  const len = mrpcLengths(11);
+  const warmup = 5, lengths = Array.from({ length: warmup + steps }, () => Array.from({ length: 8 }, len));
   const H = config.hidden_size, I = config.intermediate_size, L = config.num_hidden_layers;
   const measured = lengths.slice(warmup);
   // Matrix-product FLOPs of one forward (backward: twice that), per batch: what the logits need (real tokens; in the
@@ -644,7 +645,7 @@ function svg(curves: Curves, title: string): string {
 
 try {
   const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
-  const name = `${workload}${workload === 'shape' && modelType !== 'bert' ? `-${modelType}` : ''}${workload === 'batch1' && opt('config', '') === 'all-MiniLM-L6-v2' ? '-minilm' : ''}-${device}${bf16 ? '-bf16' : ''}${pyCompile ? '-py-compile' : ''}-${stamp}`;
+  const name = `${workload}${workload === 'shape' && modelType !== 'bert' ? `-${modelType}` : ''}${workload === 'batch1' && batch1Config === 'all-MiniLM-L6-v2' ? '-minilm' : ''}-${device}${bf16 ? '-bf16' : ''}${pyCompile ? '-py-compile' : ''}-${stamp}`;
   mkdirSync(outDir, { recursive: true });
   let result;
   if (workload === 'replay') {

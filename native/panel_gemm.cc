@@ -745,6 +745,105 @@ __attribute__((target("avx2,fma"))) void AttentionPairAvx2(const float* q, int64
     }
   }
 }
+
+// dst[c * ldd + r] = src[r * lds + c] for rows x cols: 8 x 8 blocks in registers, the edges one at a time.
+void TransposeSmall(const float* src, int64_t rows, int64_t cols, int64_t lds, float* dst, int64_t ldd) {
+  const int64_t r8 = rows / 8 * 8, c8 = cols / 8 * 8;
+  for (int64_t r = 0; r < r8; r += 8)
+    for (int64_t c = 0; c < c8; c += 8) Transpose8x8(src + r * lds + c, lds, dst + c * ldd + r, ldd);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = r < r8 ? c8 : 0; c < cols; ++c) dst[c * ldd + r] = src[r * lds + c];
+}
+
+// c (rows x d, ldc) = alpha a b over k_len: a row-major (lda), b's rows ldb apart (d columns): SmallTile256's
+// blocks of up to 6 rows, 16 columns a tile, the last masked where d is not a multiple of 16.
+__attribute__((target("avx2,fma"))) void SmallProduct(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t k_len, float* c, int64_t ldc,
+                                                      int64_t rows, int64_t d, float alpha) {
+  const int last = static_cast<int>(d - (d - 1) / 16 * 16);
+  const __m256i all = _mm256_set1_epi32(-1), lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(last), lane), m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(last - 8), lane);
+  for (int64_t r = 0, block = 0; r < rows; r += BlockRows(rows, block), ++block) {
+    const int n = BlockRows(rows, block);
+    for (int64_t g = 0; g < d; g += 16) {
+      const bool partial = g + 16 > d;
+      SmallTileFor(n, partial)(a + r * lda, lda, b + g, ldb, k_len, c + r * ldc + g, ldc, alpha, partial ? m0 : all, partial ? m1 : all);
+    }
+  }
+}
+
+// x^T of a head's [len, d] rows (ld apart) into [d, len16], zero past len: the 16-column groups of scores-like
+// products (q k^T, dO v^T) read it as rows.
+void HeadTransposed(const float* x, int64_t ld, int64_t len, int64_t d, float* xt, int64_t len16) {
+  TransposeSmall(x, len, d, ld, xt, len16);
+  for (int64_t c = 0; c < d; ++c) std::fill(xt + c * len16 + len, xt + (c + 1) * len16, 0.0f);
+}
+
+// Training's forward for one (sequence, head) pair: AttentionPairAvx2's scores and softmax, the probabilities P kept
+// ([lq, lk] at probs), dropout's P' (element first_index + i * lk + j of the sequence's mask; at dropped, when there
+// is dropout), then P' v.
+__attribute__((target("avx2,fma"))) void AttentionPairTrainAvx2(const float* q, int64_t ldq, const float* k, const float* v, int64_t ldkv, int64_t lq,
+                                                                int64_t lk, int64_t d, float scale, float* probs, float* dropped, uint64_t seed,
+                                                                int64_t first_index, uint64_t keep_from, float drop_scale, float* out, int64_t ldo,
+                                                                std::vector<float>& scratch) {
+  const int64_t lk16 = (lk + 15) / 16 * 16;
+  scratch.resize(static_cast<size_t>((d + lq) * lk16));
+  float* kt = scratch.data();
+  float* p = kt + d * lk16;
+  HeadTransposed(k, ldkv, lk, d, kt, lk16);
+  for (int64_t r = 0, block = 0; r < lq; r += BlockRows(lq, block), ++block) {
+    const int n = BlockRows(lq, block);
+    const __m256i all = _mm256_set1_epi32(-1);
+    for (int64_t g = 0; g < lk16; g += 16) SmallTileFor(n, false)(q + r * ldq, ldq, kt + g, lk16, d, p + r * lk16 + g, lk16, scale, all, all);
+  }
+  SoftmaxRowsAvx2(p, lq, lk, lk16);
+  for (int64_t i = 0; i < lq; ++i) {
+    float* row = p + i * lk16;
+    std::memcpy(probs + i * lk, row, static_cast<size_t>(lk) * sizeof(float));
+    if (dropped) {
+      const int64_t base = first_index + i * lk;
+      for (int64_t j = 0; j < lk; ++j) row[j] = row[j] * (DropoutKeeps(seed, base + j, keep_from) ? drop_scale : 0.0f);
+      std::memcpy(dropped + i * lk, row, static_cast<size_t>(lk) * sizeof(float));
+    }
+  }
+  SmallProduct(p, lk16, v, ldkv, lk, out, ldo, lq, d, 1.0f);
+}
+
+// Its backward: dP' = dO v^T; dS = P' dP' - P rowsum(P' dP') (softmax's backward through dropout); dq = scale dS k,
+// dk = scale dS^T q, dv = P'^T dO. dq's rows are ldq apart, dk's and dv's ldkv (the layout of q, k and v).
+__attribute__((target("avx2,fma"))) void AttentionPairBackwardAvx2(const float* q, int64_t ldq, const float* k, const float* v, int64_t ldkv,
+                                                                   int64_t lq, int64_t lk, int64_t d, float scale, const float* probs,
+                                                                   const float* dropped, const float* dout, int64_t ldg, float* dq, float* dk,
+                                                                   float* dv, std::vector<float>& scratch) {
+  const int64_t lk16 = (lk + 15) / 16 * 16;
+  scratch.resize(static_cast<size_t>(d * lk16 + lq * lk16 + lk * lq));
+  float* vt = scratch.data();
+  float* ds = vt + d * lk16;  // dP', then dS: [lq, lk16]
+  float* t = ds + lq * lk16;  // P'^T, then dS^T: [lk, lq]
+  const float* pd = dropped ? dropped : probs;
+  HeadTransposed(v, ldkv, lk, d, vt, lk16);
+  for (int64_t r = 0, block = 0; r < lq; r += BlockRows(lq, block), ++block) {
+    const int n = BlockRows(lq, block);
+    const __m256i all = _mm256_set1_epi32(-1);
+    for (int64_t g = 0; g < lk16; g += 16) SmallTileFor(n, false)(dout + r * ldg, ldg, vt + g, lk16, d, ds + r * lk16 + g, lk16, 1.0f, all, all);
+  }
+  TransposeSmall(pd, lq, lk, lk, t, lq);
+  SmallProduct(t, lq, dout, ldg, lq, dv, ldkv, lk, d, 1.0f);
+  for (int64_t i = 0; i < lq; ++i) {
+    float* r = ds + i * lk16;
+    const float *a = pd + i * lk, *pr = probs + i * lk;
+    __m256 acc = _mm256_setzero_ps();
+    int64_t j = 0;
+    for (; j + 8 <= lk; j += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(r + j), acc);
+    float lanes[8];
+    _mm256_storeu_ps(lanes, acc);
+    float sum = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+    for (; j < lk; ++j) sum += a[j] * r[j];
+    for (j = 0; j < lk; ++j) r[j] = a[j] * r[j] - pr[j] * sum;
+  }
+  SmallProduct(ds, lk16, k, ldkv, lk, dq, ldq, lq, d, scale);
+  TransposeSmall(ds, lq, lk, lk16, t, lq);
+  SmallProduct(t, lq, q, ldq, lq, dk, ldkv, lk, d, scale);
+}
 }  // namespace
 #endif
 
@@ -820,6 +919,31 @@ void AttentionPair(const float* q, int64_t ldq, const float* k, const float* v, 
   AttentionPairAvx2(q, ldq, k, v, ldkv, lq, lk, d, scale, out, ldo, scratch);
 #else
   (void)q, (void)ldq, (void)k, (void)v, (void)ldkv, (void)lq, (void)lk, (void)d, (void)scale, (void)out, (void)ldo, (void)scratch;
+#endif
+}
+
+void AttentionPairTrain(const float* q, int64_t ldq, const float* k, const float* v, int64_t ldkv, int64_t lq, int64_t lk, int64_t d, float scale,
+                        float* probs, float* dropped, uint64_t seed, int64_t first_index, double p, float* out, int64_t ldo,
+                        std::vector<float>& scratch) {
+  TORCH_CHECK(AttentionKernels(), "AttentionPairTrain: no kernel for this CPU");
+#ifdef BERT_PANELS_X86
+  AttentionPairTrainAvx2(q, ldq, k, v, ldkv, lq, lk, d, scale, probs, dropped, seed, first_index, DropoutKeepFrom(p), static_cast<float>(1.0 / (1.0 - p)),
+                         out, ldo, scratch);
+#else
+  (void)q, (void)ldq, (void)k, (void)v, (void)ldkv, (void)lq, (void)lk, (void)d, (void)scale, (void)probs, (void)dropped, (void)seed,
+      (void)first_index, (void)p, (void)out, (void)ldo, (void)scratch;
+#endif
+}
+
+void AttentionPairBackward(const float* q, int64_t ldq, const float* k, const float* v, int64_t ldkv, int64_t lq, int64_t lk, int64_t d, float scale,
+                           const float* probs, const float* dropped, const float* dout, int64_t ldg, float* dq, float* dk, float* dv,
+                           std::vector<float>& scratch) {
+  TORCH_CHECK(AttentionKernels(), "AttentionPairBackward: no kernel for this CPU");
+#ifdef BERT_PANELS_X86
+  AttentionPairBackwardAvx2(q, ldq, k, v, ldkv, lq, lk, d, scale, probs, dropped, dout, ldg, dq, dk, dv, scratch);
+#else
+  (void)q, (void)ldq, (void)k, (void)v, (void)ldkv, (void)lq, (void)lk, (void)d, (void)scale, (void)probs, (void)dropped, (void)dout, (void)ldg,
+      (void)dq, (void)dk, (void)dv, (void)scratch;
 #endif
 }
 

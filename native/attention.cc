@@ -225,22 +225,23 @@ struct SequenceAttentionFunction : public torch::autograd::Function<SequenceAtte
     ctx->saved_data["heads"] = heads;
     ctx->saved_data["p"] = p;
     if (AttentionKernels()) {
-      // AVX2-only CPUs: each (sequence, head) pair start to end in one task (panel_gemm.cc's register tiles), P and P'
-      // kept for the backward (no second pass drawing the mask). MKL's batched products ran at ~45 GFLOP/s on these
-      // shapes, with passes zeroing each output and packing each operand: ~6% of a MiniLM step's samples, ~4% this
-      // way. Zen 3 EPYC, MiniLM, MRPC-like batches of 8, 2 threads, alternating processes (24 chunks of 3 steps):
+      // AVX2-only CPUs: each (sequence, head) pair start to end in one task (panel_gemm.cc's register tiles), P and
+      // dropout's mask (a byte an element: no second pass drawing it) kept for the backward. MKL's batched products ran
+      // at ~45 GFLOP/s on these shapes, with passes zeroing each output and packing each operand: ~6% of a MiniLM
+      // step's samples, ~4% this way. Zen 3 EPYC, MiniLM, MRPC-like batches of 8, 2 threads, alternating processes (24 chunks of 3 steps):
       // steps 0.966x and 0.974x the time; bert-base's 0.994x (10 chunks of 2).
-      at::Tensor probs = at::empty({lay.probs}, qkv.options()), dropped = p > 0 ? at::empty({lay.probs}, qkv.options()) : at::Tensor();
+      at::Tensor probs = at::empty({lay.probs}, qkv.options()), mask = at::empty({p > 0 ? lay.probs : 0}, qkv.options().dtype(at::kByte));
       at::Tensor out = at::empty({rows, hidden}, qkv.options());
       if (!first && rows > lay.key_rows) out.narrow(0, lay.key_rows, rows - lay.key_rows).zero_();
-      float *pp = probs.data_ptr<float>(), *dp = p > 0 ? dropped.data_ptr<float>() : nullptr, *y = out.data_ptr<float>();
+      float *pp = probs.data_ptr<float>(), *y = out.data_ptr<float>();
+      uint8_t* mp = p > 0 ? mask.data_ptr<uint8_t>() : nullptr;
       ForEachPair(lay, [&](int64_t t, std::vector<float>& scratch) {
         const int64_t b = t / heads, h = t % heads, Lq = lay.q_len[b], Lk = lay.k_len[b], at_pair = lay.p_off[b] + h * Lq * Lk;
         AttentionPairTrain(o.q + lay.q_off[b] * o.ldq + h * d, o.ldq, o.k + lay.k_off[b] * o.ldkv + h * d, o.v + lay.k_off[b] * o.ldkv + h * d, o.ldkv,
-                           Lq, Lk, d, scale, pp + at_pair, dp ? dp + at_pair : nullptr, p > 0 ? static_cast<uint64_t>(seeds[static_cast<size_t>(b)]) : 0,
+                           Lq, Lk, d, scale, pp + at_pair, mp ? mp + at_pair : nullptr, p > 0 ? static_cast<uint64_t>(seeds[static_cast<size_t>(b)]) : 0,
                            h * Lq * Lk, p, y + lay.q_off[b] * hidden + h * d, hidden, scratch);
       });
-      ctx->save_for_backward({qkv, first_q, probs, p > 0 ? dropped : probs});
+      ctx->save_for_backward({qkv, first_q, probs, mask});
       ctx->saved_data["kernels"] = true;
       return out;
     }
@@ -299,11 +300,11 @@ struct SequenceAttentionFunction : public torch::autograd::Function<SequenceAtte
     const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
     if (ctx->saved_data["kernels"].toBool()) {
       const float* pp = saved[2].const_data_ptr<float>();
-      const float* dp = p > 0 ? saved[3].const_data_ptr<float>() : nullptr;
+      const uint8_t* mp = p > 0 ? saved[3].const_data_ptr<uint8_t>() : nullptr;
       ForEachPair(lay, [&](int64_t t, std::vector<float>& scratch) {
         const int64_t b = t / heads, h = t % heads, Lq = lay.q_len[b], Lk = lay.k_len[b], at_pair = lay.p_off[b] + h * Lq * Lk;
         const int64_t kv = lay.k_off[b] * o.ldkv + h * d, q = lay.q_off[b] * o.ldq + h * d;
-        AttentionPairBackward(o.q + q, o.ldq, o.k + kv, o.v + kv, o.ldkv, Lq, Lk, d, scale, pp + at_pair, dp ? dp + at_pair : nullptr,
+        AttentionPairBackward(o.q + q, o.ldq, o.k + kv, o.v + kv, o.ldkv, Lq, Lk, d, scale, pp + at_pair, mp ? mp + at_pair : nullptr, p,
                               g + lay.q_off[b] * hidden + h * d, hidden, dq + q, dk + kv, dv + kv, scratch);
       });
       return {dqkv, dfirst_q, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};

@@ -52,14 +52,14 @@ bool AttentionKernels();
 void AttentionPair(const float* q, int64_t ldq, const float* k, const float* v, int64_t ldkv, int64_t lq, int64_t lk, int64_t d, float scale,
                    float* out, int64_t ldo, std::vector<float>& scratch);
 // Training's attention for one pair where AttentionKernels: the same product, the probabilities kept at probs ([lq, lk])
-// and, with dropout p > 0, P' (dropped: the mask's element first_index + i * lk + j, DropoutKeeps of seed) multiplied
-// into v; and its backward from dout (rows ldg apart) into dq (rows ldq apart), dk and dv (ldkv), dropped null
-// where there was no dropout.
+// and, with dropout p > 0 (mask not null), dropout's mask at mask (a byte per element: the sequence's element
+// first_index + i * lk + j, DropoutKeeps of seed) and P' multiplied into v; and its backward from dout (rows ldg
+// apart) into dq (rows ldq apart), dk and dv (ldkv), mask null where there was no dropout.
 void AttentionPairTrain(const float* q, int64_t ldq, const float* k, const float* v, int64_t ldkv, int64_t lq, int64_t lk, int64_t d, float scale,
-                        float* probs, float* dropped, uint64_t seed, int64_t first_index, double p, float* out, int64_t ldo,
+                        float* probs, uint8_t* mask, uint64_t seed, int64_t first_index, double p, float* out, int64_t ldo,
                         std::vector<float>& scratch);
 void AttentionPairBackward(const float* q, int64_t ldq, const float* k, const float* v, int64_t ldkv, int64_t lq, int64_t lk, int64_t d, float scale,
-                           const float* probs, const float* dropped, const float* dout, int64_t ldg, float* dq, float* dk, float* dv,
+                           const float* probs, const uint8_t* mask, double p, const float* dout, int64_t ldg, float* dq, float* dk, float* dv,
                            std::vector<float>& scratch);
 // Sequence classification's last layer, one sequence and head (FirstTokenContext), where FirstTokenKernels (AVX2 and
 // up, unless BERT_TRAINER_UNFUSED_ATTENTION=1): u = Wk_h^T (scale q), p = softmax_t(u . x_t), out = Wv_h sum_t p_t x_t

@@ -779,10 +779,10 @@ void HeadTransposed(const float* x, int64_t ld, int64_t len, int64_t d, float* x
 }
 
 // Training's forward for one (sequence, head) pair: AttentionPairAvx2's scores and softmax, the probabilities P kept
-// ([lq, lk] at probs), dropout's P' (element first_index + i * lk + j of the sequence's mask; at dropped, when there
-// is dropout), then P' v.
+// ([lq, lk] at probs), with dropout its mask kept (element first_index + i * lk + j of the sequence's, a byte each at
+// mask: a quarter of P' in memory) and P' = P mask / (1 - p), then P' v.
 __attribute__((target("avx2,fma"))) void AttentionPairTrainAvx2(const float* q, int64_t ldq, const float* k, const float* v, int64_t ldkv, int64_t lq,
-                                                                int64_t lk, int64_t d, float scale, float* probs, float* dropped, uint64_t seed,
+                                                                int64_t lk, int64_t d, float scale, float* probs, uint8_t* mask, uint64_t seed,
                                                                 int64_t first_index, uint64_t keep_from, float drop_scale, float* out, int64_t ldo,
                                                                 std::vector<float>& scratch) {
   const int64_t lk16 = (lk + 15) / 16 * 16;
@@ -799,27 +799,31 @@ __attribute__((target("avx2,fma"))) void AttentionPairTrainAvx2(const float* q, 
   for (int64_t i = 0; i < lq; ++i) {
     float* row = p + i * lk16;
     std::memcpy(probs + i * lk, row, static_cast<size_t>(lk) * sizeof(float));
-    if (dropped) {
+    if (mask) {
       const int64_t base = first_index + i * lk;
-      for (int64_t j = 0; j < lk; ++j) row[j] = row[j] * (DropoutKeeps(seed, base + j, keep_from) ? drop_scale : 0.0f);
-      std::memcpy(dropped + i * lk, row, static_cast<size_t>(lk) * sizeof(float));
+      uint8_t* keep = mask + i * lk;
+      for (int64_t j = 0; j < lk; ++j) row[j] = row[j] * ((keep[j] = DropoutKeeps(seed, base + j, keep_from)) ? drop_scale : 0.0f);
     }
   }
   SmallProduct(p, lk16, v, ldkv, lk, out, ldo, lq, d, 1.0f);
 }
 
-// Its backward: dP' = dO v^T; dS = P' dP' - P rowsum(P' dP') (softmax's backward through dropout); dq = scale dS k,
-// dk = scale dS^T q, dv = P'^T dO. dq's rows are ldq apart, dk's and dv's ldkv (the layout of q, k and v).
+// Its backward: P' again from P and the mask (the forward's operations), dP' = dO v^T; dS = P' dP' - P rowsum(P' dP')
+// (softmax's backward through dropout); dq = scale dS k, dk = scale dS^T q, dv = P'^T dO. dq's rows are ldq apart,
+// dk's and dv's ldkv (the layout of q, k and v).
 __attribute__((target("avx2,fma"))) void AttentionPairBackwardAvx2(const float* q, int64_t ldq, const float* k, const float* v, int64_t ldkv,
                                                                    int64_t lq, int64_t lk, int64_t d, float scale, const float* probs,
-                                                                   const float* dropped, const float* dout, int64_t ldg, float* dq, float* dk,
-                                                                   float* dv, std::vector<float>& scratch) {
+                                                                   const uint8_t* mask, float drop_scale, const float* dout, int64_t ldg,
+                                                                   float* dq, float* dk, float* dv, std::vector<float>& scratch) {
   const int64_t lk16 = (lk + 15) / 16 * 16;
-  scratch.resize(static_cast<size_t>(d * lk16 + lq * lk16 + lk * lq));
+  scratch.resize(static_cast<size_t>(d * lk16 + lq * lk16 + lk * lq + (mask ? lq * lk : 0)));
   float* vt = scratch.data();
   float* ds = vt + d * lk16;  // dP', then dS: [lq, lk16]
   float* t = ds + lq * lk16;  // P'^T, then dS^T: [lk, lq]
-  const float* pd = dropped ? dropped : probs;
+  float* dropped = t + lk * lq;
+  if (mask)
+    for (int64_t i = 0; i < lq * lk; ++i) dropped[i] = probs[i] * (mask[i] ? drop_scale : 0.0f);
+  const float* pd = mask ? dropped : probs;
   HeadTransposed(v, ldkv, lk, d, vt, lk16);
   for (int64_t r = 0, block = 0; r < lq; r += BlockRows(lq, block), ++block) {
     const int n = BlockRows(lq, block);
@@ -923,26 +927,26 @@ void AttentionPair(const float* q, int64_t ldq, const float* k, const float* v, 
 }
 
 void AttentionPairTrain(const float* q, int64_t ldq, const float* k, const float* v, int64_t ldkv, int64_t lq, int64_t lk, int64_t d, float scale,
-                        float* probs, float* dropped, uint64_t seed, int64_t first_index, double p, float* out, int64_t ldo,
+                        float* probs, uint8_t* mask, uint64_t seed, int64_t first_index, double p, float* out, int64_t ldo,
                         std::vector<float>& scratch) {
   TORCH_CHECK(AttentionKernels(), "AttentionPairTrain: no kernel for this CPU");
 #ifdef BERT_PANELS_X86
-  AttentionPairTrainAvx2(q, ldq, k, v, ldkv, lq, lk, d, scale, probs, dropped, seed, first_index, DropoutKeepFrom(p), static_cast<float>(1.0 / (1.0 - p)),
+  AttentionPairTrainAvx2(q, ldq, k, v, ldkv, lq, lk, d, scale, probs, mask, seed, first_index, DropoutKeepFrom(p), static_cast<float>(1.0 / (1.0 - p)),
                          out, ldo, scratch);
 #else
-  (void)q, (void)ldq, (void)k, (void)v, (void)ldkv, (void)lq, (void)lk, (void)d, (void)scale, (void)probs, (void)dropped, (void)seed,
+  (void)q, (void)ldq, (void)k, (void)v, (void)ldkv, (void)lq, (void)lk, (void)d, (void)scale, (void)probs, (void)mask, (void)seed,
       (void)first_index, (void)p, (void)out, (void)ldo, (void)scratch;
 #endif
 }
 
 void AttentionPairBackward(const float* q, int64_t ldq, const float* k, const float* v, int64_t ldkv, int64_t lq, int64_t lk, int64_t d, float scale,
-                           const float* probs, const float* dropped, const float* dout, int64_t ldg, float* dq, float* dk, float* dv,
+                           const float* probs, const uint8_t* mask, double p, const float* dout, int64_t ldg, float* dq, float* dk, float* dv,
                            std::vector<float>& scratch) {
   TORCH_CHECK(AttentionKernels(), "AttentionPairBackward: no kernel for this CPU");
 #ifdef BERT_PANELS_X86
-  AttentionPairBackwardAvx2(q, ldq, k, v, ldkv, lq, lk, d, scale, probs, dropped, dout, ldg, dq, dk, dv, scratch);
+  AttentionPairBackwardAvx2(q, ldq, k, v, ldkv, lq, lk, d, scale, probs, mask, static_cast<float>(1.0 / (1.0 - p)), dout, ldg, dq, dk, dv, scratch);
 #else
-  (void)q, (void)ldq, (void)k, (void)v, (void)ldkv, (void)lq, (void)lk, (void)d, (void)scale, (void)probs, (void)dropped, (void)dout, (void)ldg,
+  (void)q, (void)ldq, (void)k, (void)v, (void)ldkv, (void)lq, (void)lk, (void)d, (void)scale, (void)probs, (void)mask, (void)p, (void)dout, (void)ldg,
       (void)dq, (void)dk, (void)dv, (void)scratch;
 #endif
 }

@@ -74,10 +74,12 @@ test('a training model evaluates padded batches as a predicting copy does (its p
 // BERT_TRAINER_UNFUSED_ATTENTION=1 runs the per-sequence libtorch operators it replaces. Both draw attention
 // dropout's mask alike (a seed per sequence from the same generator), so with dropout on, over steps, losses and the
 // weights they lead to agree to float rounding: the forward, the backward and the mask all enter. (SGD: Adam's
-// normalised update would magnify rounding in near-zero gradients step by step.)
-for (const Head of [BertForSequenceClassification, BertForTokenClassification])
-test(`${Head.name}: fused training attention (with dropout) matches the per-sequence operators`, async () => {
-  const dir = await makeTinyModel(path.join(work.dir, `m-att-${Head.name}`), 7, { attention_probs_dropout_prob: 0.3, hidden_dropout_prob: 0.1 });
+// normalised update would magnify rounding in near-zero gradients step by step.) Heads 8 wide (the tiny config) and
+// 40 wide: on AVX2-only CPUs the per-pair tile kernels' masked last column group alone, and whole groups beside one.
+for (const [Head, heads] of [[BertForSequenceClassification, {}], [BertForTokenClassification, {}], [BertForSequenceClassification, { hidden_size: 80, num_attention_heads: 2 }]] as const)
+test(`${Head.name}: fused training attention (with dropout) matches the per-sequence operators${'hidden_size' in heads ? ', 40-wide heads' : ''}`, async () => {
+  const tag = `${Head.name}${'hidden_size' in heads ? '-40' : ''}`;
+  const dir = await makeTinyModel(path.join(work.dir, `m-att-${tag}`), 7, { attention_probs_dropout_prob: 0.3, hidden_dropout_prob: 0.1, ...heads });
   const lengths = [[3, 17, 9], [40, 2, 31, 7], [1, 5]];
   const batches = lengths.map((ls) => {
     const S = Math.max(...ls), B = ls.length;
@@ -108,7 +110,7 @@ test(`${Head.name}: fused training attention (with dropout) matches the per-sequ
   assert.ok(diff < 1e-5, `logits after training differ by ${diff}`);
   // Dropout really is on: the same steps without it give other losses.
   assert.notDeepEqual(fused.losses.map((l) => l.toFixed(5)), (await (async () => {
-    const d2 = await makeTinyModel(path.join(work.dir, `m-att0-${Head.name}`), 7, { attention_probs_dropout_prob: 0, hidden_dropout_prob: 0.1 });
+    const d2 = await makeTinyModel(path.join(work.dir, `m-att0-${tag}`), 7, { attention_probs_dropout_prob: 0, hidden_dropout_prob: 0.1, ...heads });
     const m = await Head.fromPretrained(d2, { device: 'cpu', threads: 2, seed: 3 });
     await m.setOptimizer({ optim: 'sgd' });
     try { const l: number[] = []; for (const b of [...batches, ...batches]) { l.push(await m.trainStep(b)); await m.optimizerStep({ lr: 0.5 }); } return l; } finally { await m.dispose(); }

@@ -30,6 +30,22 @@ extern "C" void cblas_sgemm_batch(int layout, const int* transa, const int* tran
     __attribute__((weak));
 
 namespace bert {
+
+// Softmax's backward through dropout (modeling_bert.h), the row's sum in 16 partial sums.
+BERT_VECTOR_CLONES void SoftmaxDropoutBackward(float* r, const float* pd, const float* pr, int64_t rows, int64_t n) {
+  constexpr int64_t kLanes = 16;  // partial sums the compiler keeps in vector registers
+  for (int64_t i = 0; i < rows; ++i, pd += n, pr += n, r += n) {
+    float part[kLanes] = {};
+    int64_t j = 0;
+    for (; j + kLanes <= n; j += kLanes)
+      for (int64_t l = 0; l < kLanes; ++l) part[l] += pd[j + l] * r[j + l];
+    float sum = 0;
+    for (; j < n; ++j) sum += pd[j] * r[j];
+    for (int64_t l = 0; l < kLanes; ++l) sum += part[l];
+    for (j = 0; j < n; ++j) r[j] = pd[j] * r[j] - pr[j] * sum;
+  }
+}
+
 namespace {
 
 // Row-major products C = alpha op(A) op(B), in groups of equal shapes (a sequence's heads), for one
@@ -115,21 +131,6 @@ Operands OperandsOf(const at::Tensor& qkv, const at::Tensor& first_q, int64_t hi
 
 BERT_VECTOR_CLONES void DropRange(float* o, const float* in, int64_t n, uint64_t seed, uint64_t keep_from, float scale) {
   for (int64_t i = 0; i < n; ++i) o[i] = in[i] * (DropoutKeeps(seed, i, keep_from) ? scale : 0.0f);
-}
-
-// Softmax's backward through dropout, row by row: dP' in, dS = P' * dP' - P * rowsum(P' * dP') out.
-BERT_VECTOR_CLONES void SoftmaxDropoutBackward(float* r, const float* pd, const float* pr, int64_t rows, int64_t n) {
-  constexpr int64_t kLanes = 16;  // partial sums the compiler keeps in vector registers
-  for (int64_t i = 0; i < rows; ++i, pd += n, pr += n, r += n) {
-    float part[kLanes] = {};
-    int64_t j = 0;
-    for (; j + kLanes <= n; j += kLanes)
-      for (int64_t l = 0; l < kLanes; ++l) part[l] += pd[j + l] * r[j + l];
-    float sum = 0;
-    for (; j < n; ++j) sum += pd[j] * r[j];
-    for (int64_t l = 0; l < kLanes; ++l) sum += part[l];
-    for (j = 0; j < n; ++j) r[j] = pd[j] * r[j] - pr[j] * sum;
-  }
 }
 
 // P' = P * keep / (1 - p) for every pair at once: `probs` and `out` in Layout's flat order; element e of sequence b

@@ -474,6 +474,10 @@ uint64_t DropoutSeed() {
   return gen.get<at::CPUGeneratorImpl>()->random64();
 }
 
+BERT_VECTOR_CLONES void ReadMask(const float* x, float* y, const uint8_t* mask, int64_t begin, int64_t end, float kept) {
+  for (int64_t i = begin; i < end; ++i) y[i] = x[i] * (mask[i] ? kept : 0.0f);
+}
+
 namespace {
 BERT_VECTOR_CLONES void DrawMask(const float* x, float* y, uint8_t* mask, int64_t begin, int64_t end, float kept, uint64_t seed, uint64_t keep_from) {
   for (int64_t i = begin; i < end; ++i) {
@@ -481,9 +485,6 @@ BERT_VECTOR_CLONES void DrawMask(const float* x, float* y, uint8_t* mask, int64_
     mask[i] = k;
     y[i] = x[i] * (k ? kept : 0.0f);
   }
-}
-BERT_VECTOR_CLONES void ReadMask(const float* x, float* y, const uint8_t* mask, int64_t begin, int64_t end, float kept) {
-  for (int64_t i = begin; i < end; ++i) y[i] = x[i] * (mask[i] ? kept : 0.0f);
 }
 
 // out = in * (keep ? scale : 0), elementwise, with `keep` either drawn (and stored into mask) or read from mask.

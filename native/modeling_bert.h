@@ -468,6 +468,11 @@ inline bool DropoutKeeps(uint64_t seed, int64_t i, uint64_t keep_from) {
   z ^= z >> 31;
   return (z >> 40) >= keep_from;  // keep when a 24-bit uniform >= p
 }
+// y = x * (mask ? kept : 0) over [begin, end): dropout's backward, and P' again from P in attention's backward.
+void ReadMask(const float* x, float* y, const uint8_t* mask, int64_t begin, int64_t end, float kept);
+// Softmax's backward through dropout, `rows` rows of n: dP' in r, dS = P' * dP' - P * rowsum(P' * dP') out (pd: P',
+// pr: P).
+void SoftmaxDropoutBackward(float* r, const float* pd, const float* pr, int64_t rows, int64_t n);
 at::Tensor IntLabels(const Batch& in, std::vector<int64_t> shape, const at::Device& device);  // int32 host labels, int64 on device
 at::Tensor Repad(const at::Tensor& rows, const Pass& pass);  // token rows back to [batch * seq] (zeros at padding)
 at::Tensor CrossEntropy(const at::Tensor& logits, const at::Tensor& labels, const Pass& pass);  // ignore -100, label smoothing

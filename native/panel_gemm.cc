@@ -714,38 +714,6 @@ at::Tensor TransposeRows(const at::Tensor& x, at::Tensor* column_sums) {
 
 #ifdef BERT_PANELS_X86
 namespace {
-__attribute__((target("avx2,fma"))) void AttentionPairAvx2(const float* q, int64_t ldq, const float* k, const float* v, int64_t ldkv, int64_t lq,
-                                                           int64_t lk, int64_t d, float scale, float* out, int64_t ldo, std::vector<float>& scratch) {
-  const int64_t lk16 = (lk + 15) / 16 * 16;
-  scratch.resize(static_cast<size_t>((d + lq) * lk16));
-  float* kt = scratch.data();  // K^T, [d, lk16], zero past lk: the scores' 16-column groups read it as rows
-  float* p = kt + d * lk16;    // the scores, then the probabilities: [lq, lk16]
-  int64_t j = 0;
-  if (d % 8 == 0)
-    for (; j + 8 <= lk; j += 8)
-      for (int64_t c = 0; c < d; c += 8) Transpose8x8(k + j * ldkv + c, ldkv, kt + c * lk16 + j, lk16);
-  for (int64_t c = 0; c < d; ++c) {
-    for (int64_t i = j; i < lk; ++i) kt[c * lk16 + i] = k[i * ldkv + c];
-    std::fill(kt + c * lk16 + lk, kt + (c + 1) * lk16, 0.0f);
-  }
-  // Lanes of a head's last 16-column group (all of them where d is a multiple of 16).
-  const int last = static_cast<int>(d - (d - 1) / 16 * 16);
-  const __m256i all = _mm256_set1_epi32(-1), lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(last), lane), m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(last - 8), lane);
-  for (int64_t r = 0, block = 0; r < lq; r += BlockRows(lq, block), ++block) {
-    const int n = BlockRows(lq, block);
-    for (int64_t g = 0; g < lk16; g += 16) SmallTileFor(n, false)(q + r * ldq, ldq, kt + g, lk16, d, p + r * lk16 + g, lk16, scale, all, all);
-  }
-  SoftmaxRowsAvx2(p, lq, lk, lk16);
-  for (int64_t r = 0, block = 0; r < lq; r += BlockRows(lq, block), ++block) {
-    const int n = BlockRows(lq, block);
-    for (int64_t g = 0; g < d; g += 16) {
-      const bool partial = g + 16 > d;
-      SmallTileFor(n, partial)(p + r * lk16, lk16, v + g, ldkv, lk, out + r * ldo + g, ldo, 1.0f, partial ? m0 : all, partial ? m1 : all);
-    }
-  }
-}
-
 // dst[c * ldd + r] = src[r * lds + c] for rows x cols: 8 x 8 blocks in registers, the edges one at a time.
 void TransposeSmall(const float* src, int64_t rows, int64_t cols, int64_t lds, float* dst, int64_t ldd) {
   const int64_t r8 = rows / 8 * 8, c8 = cols / 8 * 8;
@@ -778,7 +746,37 @@ void HeadTransposed(const float* x, int64_t ld, int64_t len, int64_t d, float* x
   for (int64_t c = 0; c < d; ++c) std::fill(xt + c * len16 + len, xt + (c + 1) * len16, 0.0f);
 }
 
-// Training's forward for one (sequence, head) pair: AttentionPairAvx2's scores and softmax, the probabilities P kept
+// c (rows x len16, rows len16 apart) = alpha a xt over d: a row-major (lda), xt a head transposed (HeadTransposed):
+// every 16-column group whole (xt is zero past len). Scores-like products: q k^T, dO v^T.
+__attribute__((target("avx2,fma"))) void ByTransposedHead(const float* a, int64_t lda, const float* xt, int64_t len16, int64_t d, float* c, int64_t rows,
+                                                          float alpha) {
+  const __m256i all = _mm256_set1_epi32(-1);
+  for (int64_t r = 0, block = 0; r < rows; r += BlockRows(rows, block), ++block) {
+    const int n = BlockRows(rows, block);
+    for (int64_t g = 0; g < len16; g += 16) SmallTileFor(n, false)(a + r * lda, lda, xt + g, len16, d, c + r * len16 + g, len16, alpha, all, all);
+  }
+}
+
+// softmax(scale q k^T) of one pair into scratch: [lq, lk16] rows (returned), after k^T ([d, lk16]).
+__attribute__((target("avx2,fma"))) float* PairProbabilities(const float* q, int64_t ldq, const float* k, int64_t ldkv, int64_t lq, int64_t lk, int64_t d,
+                                                             float scale, std::vector<float>& scratch) {
+  const int64_t lk16 = (lk + 15) / 16 * 16;
+  scratch.resize(static_cast<size_t>((d + lq) * lk16));
+  float* kt = scratch.data();
+  float* p = kt + d * lk16;
+  HeadTransposed(k, ldkv, lk, d, kt, lk16);
+  ByTransposedHead(q, ldq, kt, lk16, d, p, lq, scale);
+  SoftmaxRowsAvx2(p, lq, lk, lk16);
+  return p;
+}
+
+__attribute__((target("avx2,fma"))) void AttentionPairAvx2(const float* q, int64_t ldq, const float* k, const float* v, int64_t ldkv, int64_t lq,
+                                                           int64_t lk, int64_t d, float scale, float* out, int64_t ldo, std::vector<float>& scratch) {
+  const float* p = PairProbabilities(q, ldq, k, ldkv, lq, lk, d, scale, scratch);
+  SmallProduct(p, (lk + 15) / 16 * 16, v, ldkv, lk, out, ldo, lq, d, 1.0f);
+}
+
+// Training's forward for one (sequence, head) pair: AttentionPairAvx2's probabilities, P kept
 // ([lq, lk] at probs), with dropout its mask kept (element first_index + i * lk + j of the sequence's, a byte each at
 // mask: a quarter of P' in memory) and P' = P mask / (1 - p), then P' v.
 __attribute__((target("avx2,fma"))) void AttentionPairTrainAvx2(const float* q, int64_t ldq, const float* k, const float* v, int64_t ldkv, int64_t lq,
@@ -786,16 +784,7 @@ __attribute__((target("avx2,fma"))) void AttentionPairTrainAvx2(const float* q, 
                                                                 int64_t first_index, uint64_t keep_from, float drop_scale, float* out, int64_t ldo,
                                                                 std::vector<float>& scratch) {
   const int64_t lk16 = (lk + 15) / 16 * 16;
-  scratch.resize(static_cast<size_t>((d + lq) * lk16));
-  float* kt = scratch.data();
-  float* p = kt + d * lk16;
-  HeadTransposed(k, ldkv, lk, d, kt, lk16);
-  for (int64_t r = 0, block = 0; r < lq; r += BlockRows(lq, block), ++block) {
-    const int n = BlockRows(lq, block);
-    const __m256i all = _mm256_set1_epi32(-1);
-    for (int64_t g = 0; g < lk16; g += 16) SmallTileFor(n, false)(q + r * ldq, ldq, kt + g, lk16, d, p + r * lk16 + g, lk16, scale, all, all);
-  }
-  SoftmaxRowsAvx2(p, lq, lk, lk16);
+  float* p = PairProbabilities(q, ldq, k, ldkv, lq, lk, d, scale, scratch);
   for (int64_t i = 0; i < lq; ++i) {
     float* row = p + i * lk16;
     std::memcpy(probs + i * lk, row, static_cast<size_t>(lk) * sizeof(float));
@@ -821,29 +810,13 @@ __attribute__((target("avx2,fma"))) void AttentionPairBackwardAvx2(const float* 
   float* ds = vt + d * lk16;  // dP', then dS: [lq, lk16]
   float* t = ds + lq * lk16;  // P'^T, then dS^T: [lk, lq]
   float* dropped = t + lk * lq;
-  if (mask)
-    for (int64_t i = 0; i < lq * lk; ++i) dropped[i] = probs[i] * (mask[i] ? drop_scale : 0.0f);
+  if (mask) ReadMask(probs, dropped, mask, 0, lq * lk, drop_scale);
   const float* pd = mask ? dropped : probs;
   HeadTransposed(v, ldkv, lk, d, vt, lk16);
-  for (int64_t r = 0, block = 0; r < lq; r += BlockRows(lq, block), ++block) {
-    const int n = BlockRows(lq, block);
-    const __m256i all = _mm256_set1_epi32(-1);
-    for (int64_t g = 0; g < lk16; g += 16) SmallTileFor(n, false)(dout + r * ldg, ldg, vt + g, lk16, d, ds + r * lk16 + g, lk16, 1.0f, all, all);
-  }
+  ByTransposedHead(dout, ldg, vt, lk16, d, ds, lq, 1.0f);
   TransposeSmall(pd, lq, lk, lk, t, lq);
   SmallProduct(t, lq, dout, ldg, lq, dv, ldkv, lk, d, 1.0f);
-  for (int64_t i = 0; i < lq; ++i) {
-    float* r = ds + i * lk16;
-    const float *a = pd + i * lk, *pr = probs + i * lk;
-    __m256 acc = _mm256_setzero_ps();
-    int64_t j = 0;
-    for (; j + 8 <= lk; j += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(r + j), acc);
-    float lanes[8];
-    _mm256_storeu_ps(lanes, acc);
-    float sum = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
-    for (; j < lk; ++j) sum += a[j] * r[j];
-    for (j = 0; j < lk; ++j) r[j] = a[j] * r[j] - pr[j] * sum;
-  }
+  for (int64_t i = 0; i < lq; ++i) SoftmaxDropoutBackward(ds + i * lk16, pd + i * lk, probs + i * lk, 1, lk);
   SmallProduct(ds, lk16, k, ldkv, lk, dq, ldq, lq, d, scale);
   TransposeSmall(ds, lq, lk, lk16, t, lq);
   SmallProduct(t, lq, q, ldq, lq, dk, ldkv, lk, d, scale);

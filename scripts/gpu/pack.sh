@@ -13,6 +13,9 @@ stage=$(mktemp -d)
 cp package.json package-lock.json "$stage/"
 (cd "$stage" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund >/dev/null)
 mv "$stage/node_modules" .gpu/node_modules
+# Not loaded at run time, and over the device call's 64 MiB: protobufjs's own command-line tool and browser bundles,
+# type declarations.
+rm -rf .gpu/node_modules/onnx-proto/node_modules/protobufjs/{cli,dist} .gpu/node_modules/@types
 rm -rf "$stage"
 home=$(node dist/scripts/prepare-minilm.js | tail -1)
 mkdir -p .gpu/hf-home/hub

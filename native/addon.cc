@@ -800,6 +800,7 @@ class Addon : public Napi::Addon<Addon> {
     o.Set("int8ReduceRange", r.int8_reduce_range);
     o.Set("panelProducts", r.panel_products);
     o.Set("trainingProducts", r.training_products);
+    o.Set("bf16Products", r.bf16_products);
     o.Set("tableAdamW", r.table_adamw);
     o.Set("cpuAllocator", r.cpu_allocator);
     Napi::Object counts = Napi::Object::New(env);

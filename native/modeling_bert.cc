@@ -99,11 +99,12 @@ at::Tensor PackedLinearAdd(const at::Tensor& x, const at::Tensor& packed, const 
   return Call(*Ops().linear_binary, {x.contiguous(), residual.contiguous(), packed, Optional(bias), std::string("add")});
 }
 
-const at::Tensor& WeightCache::Keep(Map& map, const at::Tensor& w, at::ScalarType dtype, bool pack) {
+const at::Tensor& WeightCache::Keep(Map& map, const at::Tensor& w, at::ScalarType dtype, Form form) {
   auto it = map.find(w.unsafeGetTensorImpl());
   if (it == map.end() || it->second.version != w._version() || it->second.dtype != dtype) {
     at::Tensor v = w.to(dtype);
-    if (pack && reorder_) v = panels(dtype) ? PackPanels(v) : Call(*Ops().reorder, {v, c10::IValue()});
+    if (form == Form::kBf16Panels) v = PackPanels(v.to(at::kFloat));
+    else if (form == Form::kPacked && reorder_) v = panels(dtype) ? PackPanels(v) : Call(*Ops().reorder, {v, c10::IValue()});
     it = map.insert_or_assign(w.unsafeGetTensorImpl(), Kept{v, w._version(), dtype}).first;
   }
   return it->second.value;
@@ -177,8 +178,9 @@ const c10::IValue& WeightCache::quantized(const at::Tensor& w, const at::Tensor&
   return it->second.packed;
 }
 
-const at::Tensor& WeightCache::cast(const at::Tensor& w, at::ScalarType dtype) { return Keep(casts_, w, dtype, false); }
-const at::Tensor& WeightCache::packed(const at::Tensor& w, at::ScalarType dtype) { return Keep(packs_, w, dtype, true); }
+const at::Tensor& WeightCache::cast(const at::Tensor& w, at::ScalarType dtype) { return Keep(casts_, w, dtype, Form::kCast); }
+const at::Tensor& WeightCache::packed(const at::Tensor& w, at::ScalarType dtype) { return Keep(packs_, w, dtype, Form::kPacked); }
+const at::Tensor& WeightCache::bf16_panels(const at::Tensor& w) { return Keep(bf16_panels_, w, at::kBFloat16, Form::kBf16Panels); }
 
 std::array<at::Tensor, 3> Unpad(const Batch& in, const at::Device& device, Pass& pass) {
   const int64_t B = in.batch, S = in.seq;
@@ -316,6 +318,38 @@ struct PanelProducts {
   }
 };
 
+// bf16 autocast's products where oneDNN has no bf16 kernels for the CPU (Bf16OnPanels: AVX2-only CPUs, where
+// libtorch's bf16 matmul falls back to a scalar loop: a MiniLM training step took 5.8 s against fp32's 0.19 s on a
+// Zen 3 EPYC, 75% of it in cpublas_gemm_impl): the fp32 panel products over operands rounded to bf16. A product of
+// two bf16 values is exact in fp32, and libtorch's bf16 products sum in fp32 and round the sum to bf16 as these do,
+// so only the order of the sums differs. The gradients are those of autocast's graph (cast, bf16 product, cast
+// back): dx = dy W rounded to bf16, dW = dy^T x rounded, the bias gradient dy's column sums rounded, each handed
+// back in its input's dtype by the casts' backward (autograd casts dx to x's dtype).
+struct Bf16PanelProducts {
+  static at::Tensor Round(const at::Tensor& t) { return t.defined() ? t.to(at::kBFloat16).to(at::kFloat) : t; }
+  static at::Tensor Output(const at::Tensor& rows, const at::Tensor& weight, const at::Tensor& bias) {
+    return PanelLinear(Round(rows), PackPanels(Round(weight)), weight.size(0), Round(bias), PanelAct::kNone).to(at::kBFloat16);
+  }
+  static at::Tensor InputGrad(const at::Tensor& dy, const at::Tensor& weight) {
+    return PanelLinear(dy.to(at::kFloat), PackPanelsTransposed(Round(weight)), weight.size(1), at::Tensor(), PanelAct::kNone).to(at::kBFloat16);
+  }
+  static at::Tensor WeightGrad(const at::Tensor& dy, const at::Tensor& rows, at::Tensor* bias_grad) {
+    at::Tensor dw = Round(PanelLinear(TransposeRows(dy, bias_grad), PackPanelsTransposed(Round(rows)), rows.size(1), at::Tensor(), PanelAct::kNone));
+    if (bias_grad) *bias_grad = Round(*bias_grad);
+    return dw;
+  }
+};
+
+bool Bf16OnPanels() {
+  static const bool ok = !CpuHasPackedBf16() && std::string(PanelProductsKernel()) == "avx2";
+  return ok;
+}
+
+// Without autograd: `panels` those of the weight rounded to bf16 (WeightCache::bf16_panels), N its rows.
+static at::Tensor Bf16PanelLinear(const at::Tensor& x, const at::Tensor& panels, int64_t N, const at::Tensor& bias) {
+  return PanelLinear(Bf16PanelProducts::Round(x), panels, N, Bf16PanelProducts::Round(bias), PanelAct::kNone).to(at::kBFloat16);
+}
+
 bool TrainOnPanels() {
   // Where training's products are not oneDNN's (TrainOnOneDnn: AVX-512) and the CPU has the AVX2 panel kernels;
   // BERT_TRAINER_NO_PANELS=1 turns them off with inference's.
@@ -329,6 +363,10 @@ at::Tensor TrainingLinear(const at::Tensor& x, const at::Tensor& weight, const a
       return bias.defined() ? KernelLinear<OneDnnProducts, true>::apply(x, weight, bias) : KernelLinear<OneDnnProducts, false>::apply(x, weight);
     if (TrainOnPanels())
       return bias.defined() ? KernelLinear<PanelProducts, true>::apply(x, weight, bias) : KernelLinear<PanelProducts, false>::apply(x, weight);
+  }
+  if (pass.autocast == at::kBFloat16 && x.device().is_cpu() && weight.scalar_type() == at::kFloat && Bf16OnPanels()) {
+    if (!at::GradMode::is_enabled()) return Bf16PanelLinear(x, PackPanels(Bf16PanelProducts::Round(weight)), weight.size(0), bias);
+    return bias.defined() ? KernelLinear<Bf16PanelProducts, true>::apply(x, weight, bias) : KernelLinear<Bf16PanelProducts, false>::apply(x, weight);
   }
   return at::linear(x, weight, bias);
 }
@@ -356,6 +394,8 @@ at::Tensor Linear::forward(const at::Tensor& x, const Pass& pass, Activation act
     y = PackedLinear(x.to(pass.dtype()), pass.weights->packed(weight, pass.dtype()), CastOf(*pass.weights, bias, pass.dtype()),
                      post_op ? post_op->attr : "none", post_op ? post_op->algorithm : "");
     if (post_op) return y;  // the activation is fused
+  } else if (pass.weights && pass.autocast == at::kBFloat16 && x.device().is_cpu() && Bf16OnPanels()) {
+    y = Bf16PanelLinear(x, pass.weights->bf16_panels(weight), weight.size(0), bias);
   } else if (pass.weights && pass.autocast != at::ScalarType::Undefined) {
     // Under autocast in evaluation, a weight's kept cast replaces the cast autocast would make (same values).
     y = at::linear(x, pass.weights->cast(weight, pass.autocast), CastOf(*pass.weights, bias, pass.autocast));
@@ -392,16 +432,19 @@ at::Tensor StackedLinear::forward(const at::Tensor& x, const Pass& pass, std::in
     }
     return QuantizedLinear(x, quantized_);
   }
-  const bool panels = pass.panels(), reorder = pass.packed() && pass.weights->reorders() && !panels;
-  if (!weight_.defined() || versions != versions_ || bias_.scalar_type() != pass.dtype() || reordered_ != reorder || panels_ != panels) {
+  const bool bf16_panels = pass.autocast == at::kBFloat16 && x.device().is_cpu() && Bf16OnPanels();
+  const bool panels = pass.panels() || bf16_panels, reorder = pass.packed() && pass.weights->reorders() && !panels;
+  if (!weight_.defined() || versions != versions_ || dtype_ != pass.dtype() || reordered_ != reorder || panels_ != panels) {
     weight_ = cat(&Linear::weight).to(pass.dtype());  // autocast would cast it to this dtype on each call
     bias_ = cat(&Linear::bias).to(pass.dtype());
     if (reorder) weight_ = Call(*Ops().reorder, {weight_, c10::IValue()});
-    if (panels) weight_ = PackPanels(weight_);
+    if (panels) weight_ = PackPanels(weight_.to(at::kFloat));  // bf16: the rounded weight's panels (Bf16PanelLinear)
     versions_ = versions;
+    dtype_ = pass.dtype();
     reordered_ = reorder;
     panels_ = panels;
   }
+  if (bf16_panels) return Bf16PanelLinear(x, weight_, bias_.size(0), bias_);
   if (panels) return PanelLinear(x, weight_, bias_.size(0), bias_, PanelAct::kNone);  // the panels pad the rows to 64s
   return pass.packed() ? PackedLinear(x.to(pass.dtype()), weight_, bias_) : at::linear(x, weight_, bias_);
 }
@@ -610,8 +653,20 @@ BertSelfAttention::BertSelfAttention(const Path& p, const Config& c, const Layer
 
 at::Tensor Attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const std::optional<at::Tensor>& mask, const Pass& pass) {
   if (pass.train && pass.attention_dropout > 0 && q.device().is_cpu()) {
+    const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+    if (pass.autocast == at::kBFloat16 && Bf16OnPanels()) {
+      // The same under bf16 autocast where its bf16 products are libtorch's scalar loop (Bf16OnPanels; MiniLM's
+      // step spent a third of its time in them here): the operators in fp32, autocast held off, each result rounded
+      // to bf16 where the bf16 operator rounds it (a bf16 product sums in fp32 and rounds the sum, as these do). The
+      // casts' backward rounds the gradients where the bf16 graph's operators do.
+      c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
+      const auto f = [](const at::Tensor& t) { return t.to(at::kBFloat16).to(at::kFloat); };
+      at::Tensor scores = f(at::matmul(f(q.to(at::kFloat) * scale), k.to(at::kFloat).transpose(-2, -1)));
+      if (mask) scores = scores.masked_fill(mask->logical_not(), -std::numeric_limits<double>::infinity());
+      return f(at::matmul(f(Dropout(f(at::softmax(scores, -1)), pass.attention_dropout, true)), v.to(at::kFloat))).to(at::kBFloat16);
+    }
     // SDPA's math path, written out so its dropout is Dropout's (the same computation, a faster mask).
-    at::Tensor scores = at::matmul(q * (1.0 / std::sqrt(static_cast<double>(q.size(-1)))), k.transpose(-2, -1));
+    at::Tensor scores = at::matmul(q * scale, k.transpose(-2, -1));
     if (mask) scores = scores.masked_fill(mask->logical_not(), -std::numeric_limits<double>::infinity());
     return at::matmul(Dropout(at::softmax(scores, -1), pass.attention_dropout, true), v);
   }

@@ -96,17 +96,20 @@ class WeightCache {
   bool reorders() const { return reorder_; }
   // Whether packed() packs `dtype` for PanelLinear (fp32 where the CPU has its kernels) instead of oneDNN's layout.
   bool panels(at::ScalarType dtype) const { return pack_ && reorder_ && dtype == at::kFloat && PanelProductsAvailable(); }
+  // Panels of a weight rounded to bf16, for bf16 evaluation on the panel products where Bf16OnPanels.
+  const at::Tensor& bf16_panels(const at::Tensor& w);
   // A Linear's weight quantized to int8 and prepacked with its bias for QuantizedLinear.
   const c10::IValue& quantized(const at::Tensor& w, const at::Tensor& bias);
   bool packs() const { return pack_; }
-  void clear() { casts_.clear(); packs_.clear(); quantized_.clear(); }
+  void clear() { casts_.clear(); packs_.clear(); bf16_panels_.clear(); quantized_.clear(); }
 
  private:
   struct Kept { at::Tensor value; int64_t version; at::ScalarType dtype; };
   using Map = std::unordered_map<const c10::TensorImpl*, Kept>;
-  const at::Tensor& Keep(Map& map, const at::Tensor& w, at::ScalarType dtype, bool pack);
+  enum class Form { kCast, kPacked, kBf16Panels };
+  const at::Tensor& Keep(Map& map, const at::Tensor& w, at::ScalarType dtype, Form form);
   bool pack_, reorder_ = true;
-  Map casts_, packs_;
+  Map casts_, packs_, bf16_panels_;
   struct Quantized { c10::IValue packed; int64_t version; };
   std::unordered_map<const c10::TensorImpl*, Quantized> quantized_;
 };
@@ -143,6 +146,9 @@ bool TrainOnOneDnn();
 // Training's fp32 products on the CPU elsewhere, where the AVX2 panel kernels run (PanelProducts): forward and
 // input gradient on them, the weight gradient on MKL.
 bool TrainOnPanels();
+// bf16 autocast's products on the fp32 panel kernels over operands rounded to bf16, where oneDNN has no bf16
+// kernels for the CPU (AVX2-only; libtorch's bf16 products are a scalar loop there): training and evaluation.
+bool Bf16OnPanels();
 // libtorch's CPU tensors through an allocator that keeps freed blocks for reuse (native/cpu_allocator.cc), unless
 // BERT_TRAINER_CPU_ALLOCATOR=default; its kept blocks back to glibc; "keeping" or "default".
 void InstallCpuAllocator();
@@ -266,7 +272,8 @@ class StackedLinear {
   at::Tensor weight_, bias_;
   std::vector<int64_t> versions_;
   bool reordered_ = false;  // weight_ in oneDNN's blocked layout (else the plain concatenation, for either product)
-  bool panels_ = false;     // weight_ packed for PanelLinear (WeightCache::panels)
+  bool panels_ = false;     // weight_ packed for PanelLinear (WeightCache::panels; bf16: Bf16OnPanels)
+  at::ScalarType dtype_ = at::ScalarType::Undefined;  // the pass's product dtype weight_ was made for
   c10::IValue quantized_;  // the parts quantized and stacked (QuantizeLinear), while quantized_versions_ hold
   std::vector<int64_t> quantized_versions_;
 };

@@ -46,6 +46,7 @@ RuntimeInfo Runtime() {
   r.int8_reduce_range = Int8ReduceRange();
   r.panel_products = PanelProductsKernel();
   r.training_products = TrainOnOneDnn() ? "onednn" : TrainOnPanels() ? "panels" : "libtorch";
+  r.bf16_products = CpuHasPackedBf16() ? "onednn" : Bf16OnPanels() ? "panels" : "libtorch";
   r.table_adamw = TableAdamW();
   r.cpu_allocator = CpuAllocatorName();
   r.cpu_allocator_counts = CpuAllocatorCounts();

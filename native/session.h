@@ -211,6 +211,7 @@ struct RuntimeInfo {
   bool int8_reduce_range = true;  // int8 quantization's inputs in 7 bits (no VNNI) or 8 (Int8ReduceRange)
   std::string panel_products;     // inference's fp32 product kernels: avx512, avx2, or none (oneDNN's then)
   std::string training_products;  // CPU fp32 training's products: onednn (forward, input gradient), panels (AVX2: all three), libtorch
+  std::string bf16_products;      // CPU bf16 autocast's products: onednn, panels (Bf16OnPanels: rounded operands), libtorch
   std::string cpu_allocator;      // "keeping" (freed blocks kept for reuse: native/cpu_allocator.cc) or "default" (libtorch's)
   std::array<int64_t, 2> cpu_allocator_counts{};  // keeping: keepable requests so far, {reused, fresh}
   std::string table_adamw;        // fused AdamW over an embedding table's row gradients: rows (lazy) or dense (optimizer.h)

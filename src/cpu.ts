@@ -23,6 +23,8 @@ export interface CpuInfo {
   panelProducts: string;
   /** CPU fp32 training's forward and input-gradient products: onednn (AVX-512), panels (the AVX2 kernels), or libtorch (MKL). */
   trainingProducts: string;
+  /** CPU bf16 autocast's products: onednn (oneDNN's bf16 kernels), panels (the AVX2 kernels on rounded operands), or libtorch. */
+  bf16Products: string;
   /** libtorch's CPU allocator: keeping (freed blocks kept for reuse, native/cpu_allocator.cc) or default. */
   cpuAllocator: string;
 }
@@ -38,5 +40,5 @@ export function cpuInfo(): CpuInfo {
     if (vendor && family && model) microarchitecture = `${vendor} family ${family} model ${model}`;
   } catch { /* not Linux: the runtime's answers below still say which kernels run */ }
   const rt = addon().runtime();
-  return { model: os.cpus()[0]?.model, microarchitecture, features: FEATURES.filter((f) => flags.has(f)), atenCapability: rt.cpuCapability, packedBf16: rt.packedBf16, int8ReduceRange: rt.int8ReduceRange, panelProducts: rt.panelProducts, trainingProducts: rt.trainingProducts, cpuAllocator: rt.cpuAllocator };
+  return { model: os.cpus()[0]?.model, microarchitecture, features: FEATURES.filter((f) => flags.has(f)), atenCapability: rt.cpuCapability, packedBf16: rt.packedBf16, int8ReduceRange: rt.int8ReduceRange, panelProducts: rt.panelProducts, trainingProducts: rt.trainingProducts, bf16Products: rt.bf16Products, cpuAllocator: rt.cpuAllocator };
 }

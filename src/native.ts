@@ -52,7 +52,7 @@ export interface Addon {
   panelProductRates(shapes: Array<[number, number, number]>, threads: number, repeats: number): Promise<number[]>;
   runtime(): { torchVersion: string; cudaAvailable: boolean; cudaDeviceCount: number; numThreads: number; v8ExternalMemory: number; activations: string[]; distributedBackends: string[];
     /** ATen's kernel level for this CPU (AVX512, AVX2, DEFAULT) and whether bf16 uses oneDNN's prepacked weights here. */
-    cpuCapability: string; packedBf16: boolean; int8ReduceRange: boolean; panelProducts: string; trainingProducts: string;
+    cpuCapability: string; packedBf16: boolean; int8ReduceRange: boolean; panelProducts: string; trainingProducts: string; bf16Products: string;
     /** Fused AdamW over an embedding table's row gradients: 'rows' (rows with moments only; the same numbers) or 'dense'. */
     tableAdamW: string;
     /** libtorch's CPU allocator here: 'keeping' (freed blocks of 64 KB-32 MB kept for reuse) or 'default' (BERT_TRAINER_CPU_ALLOCATOR=default). */

@@ -42,11 +42,13 @@ console.log(JSON.stringify({ kernel: nativeAddon().runtime().panelProducts, outp
 `;
 
 // Trains a sequence-classification model from the saved one: 3 steps (dropout on) over padded batches, then evaluates;
-// prints { training: runtime().trainingProducts (onednn, panels or libtorch), losses, outputs }.
+// prints { training: runtime().trainingProducts (onednn, panels or libtorch), bf16: runtime().bf16Products, losses, outputs };
+// in bf16 autocast with TEST_BF16=1.
 const TRAIN_CHILD = `
 const { BertForSequenceClassification, nativeAddon } = await import(process.argv[1]);
 const [dir, batchesJson] = process.argv.slice(2);
 const m = await BertForSequenceClassification.fromPretrained(dir, { device: 'cpu', threads: 2, seed: 5 });
+if (process.env.TEST_BF16) await m.setMixedPrecision('bf16');
 const batches = JSON.parse(batchesJson).map((b) => ({ shape: b.shape, inputIds: Int32Array.from(b.ids), attentionMask: Int32Array.from(b.mask),
   labels: Int32Array.from({ length: b.shape[0] }, (_, i) => i % 2) }));
 const losses = [];
@@ -54,7 +56,7 @@ for (const b of batches.slice(2)) { losses.push(await m.trainStep(b)); await m.o
 const outputs = [];
 for (const b of batches) outputs.push(...(await m.forward({ ...b, labels: undefined })).logits);
 await m.dispose();
-console.log(JSON.stringify({ training: nativeAddon().runtime().trainingProducts, losses, outputs }));
+console.log(JSON.stringify({ training: nativeAddon().runtime().trainingProducts, bf16: nativeAddon().runtime().bf16Products, losses, outputs }));
 `;
 
 function batch(lengths: number[], seed: number) {
@@ -83,7 +85,7 @@ async function nonzeroBiases(dir: string) {
 async function train(dir: string, env: Record<string, string>) {
   const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', TRAIN_CHILD, index, dir, JSON.stringify(BATCHES)],
     { env: { ...process.env, ...env }, maxBuffer: 1 << 26 });
-  return JSON.parse(stdout.trim().split('\n').pop()!) as { training: string; losses: number[]; outputs: number[] };
+  return JSON.parse(stdout.trim().split('\n').pop()!) as { training: string; bf16: string; losses: number[]; outputs: number[] };
 }
 
 async function evaluate(dir: string, env: Record<string, string>) {
@@ -118,16 +120,22 @@ test(`panel products (AVX-512, AVX2) give libtorch's products' outputs: ${name}`
   }
 });
 
-// Training's forward and input-gradient products on the AVX2 panel kernels (modeling_bert.cc PanelProducts: wherever training's
-// products are not oneDNN's, which ATEN_CPU_CAPABILITY=avx2 makes of any machine) against libtorch's (MKL): the
-// losses of 3 steps and the trained model's logits. Bias and no bias, K in two slices, panels cut short.
-test("training's panel products give libtorch's losses and trained weights", async () => {
-  const dir = path.join(work.dir, 'train');
+/** The training tests' model (bias and no bias, K in two slices, panels cut short), saved under `name`. */
+async function trainingModel(name: string): Promise<string> {
+  const dir = path.join(work.dir, name);
   const config = parseConfig({ vocab_size: 40, num_hidden_layers: 2, max_position_embeddings: 64, num_labels: 2, hidden_size: 96,
     num_attention_heads: 4, intermediate_size: 600 }, 'panel config');
   const m = await BertForSequenceClassification.fromConfig(config, { device: 'cpu', seed: 3 });
   await m.save(dir);
   await m.dispose();
+  return dir;
+}
+
+// Training's forward and input-gradient products on the AVX2 panel kernels (modeling_bert.cc PanelProducts: wherever training's
+// products are not oneDNN's, which ATEN_CPU_CAPABILITY=avx2 makes of any machine) against libtorch's (MKL): the
+// losses of 3 steps and the trained model's logits. Bias and no bias, K in two slices, panels cut short.
+test("training's panel products give libtorch's losses and trained weights", async () => {
+  const dir = await trainingModel('train');
   const reference = await train(dir, { ATEN_CPU_CAPABILITY: 'avx2', BERT_TRAINER_NO_PANELS: '1' });
   const panels = await train(dir, { ATEN_CPU_CAPABILITY: 'avx2' });
   assert.equal(reference.training, 'libtorch');
@@ -135,6 +143,29 @@ test("training's panel products give libtorch's losses and trained weights", asy
   panels.losses.forEach((v, i) => assert.ok(Math.abs(v - reference.losses[i]) <= 1e-5 * Math.max(1, Math.abs(reference.losses[i])), `loss ${i}: ${v} against ${reference.losses[i]}`));
   assert.equal(panels.outputs.length, reference.outputs.length);
   panels.outputs.forEach((v, i) => assert.ok(Math.abs(v - reference.outputs[i]) <= 1e-5 * Math.max(1, Math.abs(reference.outputs[i])), `logit ${i}: ${v} against ${reference.outputs[i]}`));
+});
+
+// bf16 autocast where oneDNN has no bf16 kernels for the CPU (ONEDNN_MAX_CPU_ISA=AVX2 makes any machine one): the
+// products on the fp32 panel kernels over operands rounded to bf16 and training's attention as fp32 operators with
+// bf16's roundings (modeling_bert.cc Bf16PanelProducts, Attend) against libtorch's bf16 operators
+// (BERT_TRAINER_NO_PANELS=1), dropout on (the same masks both ways): 3 steps' losses and the trained model's logits.
+// Only the order of fp32 sums differs, which moves a bf16 rounding now and then (here one bf16 step of a value, 9.8e-4);
+// fp32 training is 30x further off (3.1e-2), so products left unrounded fail. (A single intermediate rounding of
+// attention left out moves less than those order effects: 3 steps cannot show it.)
+test("bf16 autocast on the panel kernels gives libtorch's bf16 losses and trained weights", async () => {
+  const dir = await trainingModel('train-bf16');
+  const avx2 = { ONEDNN_MAX_CPU_ISA: 'AVX2', ATEN_CPU_CAPABILITY: 'avx2' };
+  const reference = await train(dir, { ...avx2, TEST_BF16: '1', BERT_TRAINER_NO_PANELS: '1' });
+  const panels = await train(dir, { ...avx2, TEST_BF16: '1' });
+  const fp32 = await train(dir, avx2);
+  assert.equal(reference.bf16, 'libtorch');
+  if (addon().runtime().panelProducts !== 'none') assert.equal(panels.bf16, 'panels');
+  const worst = (r: { losses: number[]; outputs: number[] }) => Math.max(...[...r.losses.map((v, i) => [v, reference.losses[i]]), ...r.outputs.map((v, i) => [v, reference.outputs[i]])]
+    .map(([a, b]) => Math.abs(a - b) / Math.max(1, Math.abs(b))));
+  console.log(`bf16 on the panel kernels against libtorch's bf16: ${worst(panels).toExponential(2)}; fp32 against it: ${worst(fp32).toExponential(2)}`);
+  assert.equal(panels.outputs.length, reference.outputs.length);
+  assert.ok(worst(panels) <= 4e-3, `bf16 on the panel kernels is ${worst(panels)} from libtorch's bf16`);
+  assert.ok(worst(fp32) > 5 * worst(panels), 'fp32 training is as close to bf16 as the panel kernels: the comparison cannot tell them apart');
 });
 
 // The roofline workload's peak reads these rates beside libtorch's matmul (scripts/bench/bench.ts).

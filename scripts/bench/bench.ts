@@ -60,7 +60,7 @@ type Fig = Record<string, number>;
 const raw = opt('from-raw', '');
 const cpu = cpuInfo();
 const machine = raw ? { ...JSON.parse(readFileSync(opt('machine', ''), 'utf8')).machine, precision: bf16 ? 'bf16 autocast' : 'fp32', from_raw: raw.split(',').map((f) => path.basename(f)) } : {
-  cpu: cpu.model, cpu_microarchitecture: cpu.microarchitecture, cpu_features: cpu.features, aten_cpu_capability: cpu.atenCapability, packed_bf16: cpu.packedBf16, int8_reduce_range: cpu.int8ReduceRange, panel_products: cpu.panelProducts, training_products: cpu.trainingProducts, cpu_allocator: cpu.cpuAllocator, cores: os.cpus().length, memory_gb: Math.round(os.totalmem() / 2 ** 30), platform: `${os.platform()} ${os.arch()}`,
+  cpu: cpu.model, cpu_microarchitecture: cpu.microarchitecture, cpu_features: cpu.features, aten_cpu_capability: cpu.atenCapability, packed_bf16: cpu.packedBf16, int8_reduce_range: cpu.int8ReduceRange, panel_products: cpu.panelProducts, training_products: cpu.trainingProducts, bf16_products: cpu.bf16Products, cpu_allocator: cpu.cpuAllocator, cores: os.cpus().length, memory_gb: Math.round(os.totalmem() / 2 ** 30), platform: `${os.platform()} ${os.arch()}`,
   node: process.version, torch: execFileSync(python, ['-c', 'import torch;print(torch.__version__)'], { cwd: os.tmpdir() }).toString().trim(),
   transformers: execFileSync(python, ['-c', 'import transformers;print(transformers.__version__)'], { cwd: os.tmpdir() }).toString().trim(),
   device, threads, precision: bf16 ? 'bf16 autocast' : 'fp32', ...(pyCompile ? { python_side: 'Trainer with torch_compile=True (inductor)' } : {}),

@@ -373,6 +373,11 @@ at::Tensor TrainingLinear(const at::Tensor& x, const at::Tensor& weight, const a
 
 at::Tensor DecoderLinear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, const Pass& pass) {
   if (pass.quantized) return QuantizedLinear(x, pass.weights->quantized(weight, bias));
+  // bf16 where libtorch's bf16 product is its scalar loop: the vocabulary product on the panel kernels (Bf16OnPanels).
+  if (pass.autocast == at::kBFloat16 && x.device().is_cpu() && Bf16OnPanels()) {
+    if (pass.weights && !at::GradMode::is_enabled()) return Bf16PanelLinear(x, pass.weights->bf16_panels(weight), weight.size(0), bias);
+    return TrainingLinear(x, weight, bias, pass);
+  }
   return at::linear(x, weight, bias);
 }
 

@@ -345,6 +345,9 @@ bool Bf16OnPanels() {
   return ok;
 }
 
+// Whether this pass's bf16 products on x's device run on the panel kernels.
+static bool Bf16Panels(const at::Tensor& x, const Pass& pass) { return pass.autocast == at::kBFloat16 && x.device().is_cpu() && Bf16OnPanels(); }
+
 // Without autograd: `panels` those of the weight rounded to bf16 (WeightCache::bf16_panels), N its rows.
 static at::Tensor Bf16PanelLinear(const at::Tensor& x, const at::Tensor& panels, int64_t N, const at::Tensor& bias) {
   return PanelLinear(Bf16PanelProducts::Round(x), panels, N, Bf16PanelProducts::Round(bias), PanelAct::kNone).to(at::kBFloat16);
@@ -364,7 +367,7 @@ at::Tensor TrainingLinear(const at::Tensor& x, const at::Tensor& weight, const a
     if (TrainOnPanels())
       return bias.defined() ? KernelLinear<PanelProducts, true>::apply(x, weight, bias) : KernelLinear<PanelProducts, false>::apply(x, weight);
   }
-  if (pass.autocast == at::kBFloat16 && x.device().is_cpu() && weight.scalar_type() == at::kFloat && Bf16OnPanels()) {
+  if (Bf16Panels(x, pass) && weight.scalar_type() == at::kFloat) {
     if (!at::GradMode::is_enabled()) return Bf16PanelLinear(x, PackPanels(Bf16PanelProducts::Round(weight)), weight.size(0), bias);
     return bias.defined() ? KernelLinear<Bf16PanelProducts, true>::apply(x, weight, bias) : KernelLinear<Bf16PanelProducts, false>::apply(x, weight);
   }
@@ -374,7 +377,7 @@ at::Tensor TrainingLinear(const at::Tensor& x, const at::Tensor& weight, const a
 at::Tensor DecoderLinear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, const Pass& pass) {
   if (pass.quantized) return QuantizedLinear(x, pass.weights->quantized(weight, bias));
   // bf16 where libtorch's bf16 product is its scalar loop: the vocabulary product on the panel kernels (Bf16OnPanels).
-  if (pass.autocast == at::kBFloat16 && x.device().is_cpu() && Bf16OnPanels()) {
+  if (Bf16Panels(x, pass)) {
     if (pass.weights && !at::GradMode::is_enabled()) return Bf16PanelLinear(x, pass.weights->bf16_panels(weight), weight.size(0), bias);
     return TrainingLinear(x, weight, bias, pass);
   }
@@ -399,7 +402,7 @@ at::Tensor Linear::forward(const at::Tensor& x, const Pass& pass, Activation act
     y = PackedLinear(x.to(pass.dtype()), pass.weights->packed(weight, pass.dtype()), CastOf(*pass.weights, bias, pass.dtype()),
                      post_op ? post_op->attr : "none", post_op ? post_op->algorithm : "");
     if (post_op) return y;  // the activation is fused
-  } else if (pass.weights && pass.autocast == at::kBFloat16 && x.device().is_cpu() && Bf16OnPanels()) {
+  } else if (pass.weights && Bf16Panels(x, pass)) {
     y = Bf16PanelLinear(x, pass.weights->bf16_panels(weight), weight.size(0), bias);
   } else if (pass.weights && pass.autocast != at::ScalarType::Undefined) {
     // Under autocast in evaluation, a weight's kept cast replaces the cast autocast would make (same values).
@@ -437,7 +440,7 @@ at::Tensor StackedLinear::forward(const at::Tensor& x, const Pass& pass, std::in
     }
     return QuantizedLinear(x, quantized_);
   }
-  const bool bf16_panels = pass.autocast == at::kBFloat16 && x.device().is_cpu() && Bf16OnPanels();
+  const bool bf16_panels = Bf16Panels(x, pass);
   const bool panels = pass.panels() || bf16_panels, reorder = pass.packed() && pass.weights->reorders() && !panels;
   if (!weight_.defined() || versions != versions_ || dtype_ != pass.dtype() || reordered_ != reorder || panels_ != panels) {
     weight_ = cat(&Linear::weight).to(pass.dtype());  // autocast would cast it to this dtype on each call
@@ -659,7 +662,7 @@ BertSelfAttention::BertSelfAttention(const Path& p, const Config& c, const Layer
 at::Tensor Attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const std::optional<at::Tensor>& mask, const Pass& pass) {
   if (pass.train && pass.attention_dropout > 0 && q.device().is_cpu()) {
     const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-    if (pass.autocast == at::kBFloat16 && Bf16OnPanels()) {
+    if (Bf16Panels(q, pass)) {
       // The same under bf16 autocast where its bf16 products are libtorch's scalar loop (Bf16OnPanels; MiniLM's
       // step spent a third of its time in them here): the operators in fp32, autocast held off, each result rounded
       // to bf16 where the bf16 operator rounds it (a bf16 product sums in fp32 and rounds the sum, as these do). The

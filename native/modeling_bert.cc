@@ -318,6 +318,14 @@ struct PanelProducts {
   }
 };
 
+// t rounded to bf16's precision, kept in fp32 (two casts: under autograd their backward rounds the gradient too).
+static at::Tensor RoundBf16(const at::Tensor& t) { return t.defined() ? t.to(at::kBFloat16).to(at::kFloat) : t; }
+
+// x W^T + b on the panels of W rounded to bf16 (`panels`, N its rows), x and b rounded, the result rounded to bf16.
+static at::Tensor Bf16PanelLinear(const at::Tensor& x, const at::Tensor& panels, int64_t N, const at::Tensor& bias) {
+  return PanelLinear(RoundBf16(x), panels, N, RoundBf16(bias), PanelAct::kNone).to(at::kBFloat16);
+}
+
 // bf16 autocast's products where oneDNN has no bf16 kernels for the CPU (Bf16OnPanels: AVX2-only CPUs, where
 // libtorch's bf16 matmul falls back to a scalar loop: a MiniLM training step took 5.8 s against fp32's 0.19 s on a
 // Zen 3 EPYC, 75% of it in cpublas_gemm_impl): the fp32 panel products over operands rounded to bf16. A product of
@@ -326,16 +334,15 @@ struct PanelProducts {
 // back): dx = dy W rounded to bf16, dW = dy^T x rounded, the bias gradient dy's column sums rounded, each handed
 // back in its input's dtype by the casts' backward (autograd casts dx to x's dtype).
 struct Bf16PanelProducts {
-  static at::Tensor Round(const at::Tensor& t) { return t.defined() ? t.to(at::kBFloat16).to(at::kFloat) : t; }
   static at::Tensor Output(const at::Tensor& rows, const at::Tensor& weight, const at::Tensor& bias) {
-    return PanelLinear(Round(rows), PackPanels(Round(weight)), weight.size(0), Round(bias), PanelAct::kNone).to(at::kBFloat16);
+    return Bf16PanelLinear(rows, PackPanels(RoundBf16(weight)), weight.size(0), bias);
   }
   static at::Tensor InputGrad(const at::Tensor& dy, const at::Tensor& weight) {
-    return PanelLinear(dy.to(at::kFloat), PackPanelsTransposed(Round(weight)), weight.size(1), at::Tensor(), PanelAct::kNone).to(at::kBFloat16);
+    return PanelLinear(dy.to(at::kFloat), PackPanelsTransposed(RoundBf16(weight)), weight.size(1), at::Tensor(), PanelAct::kNone).to(at::kBFloat16);
   }
   static at::Tensor WeightGrad(const at::Tensor& dy, const at::Tensor& rows, at::Tensor* bias_grad) {
-    at::Tensor dw = Round(PanelLinear(TransposeRows(dy, bias_grad), PackPanelsTransposed(Round(rows)), rows.size(1), at::Tensor(), PanelAct::kNone));
-    if (bias_grad) *bias_grad = Round(*bias_grad);
+    at::Tensor dw = RoundBf16(PanelLinear(TransposeRows(dy, bias_grad), PackPanelsTransposed(RoundBf16(rows)), rows.size(1), at::Tensor(), PanelAct::kNone));
+    if (bias_grad) *bias_grad = RoundBf16(*bias_grad);
     return dw;
   }
 };
@@ -347,11 +354,6 @@ bool Bf16OnPanels() {
 
 // Whether this pass's bf16 products on x's device run on the panel kernels.
 static bool Bf16Panels(const at::Tensor& x, const Pass& pass) { return pass.autocast == at::kBFloat16 && x.device().is_cpu() && Bf16OnPanels(); }
-
-// Without autograd: `panels` those of the weight rounded to bf16 (WeightCache::bf16_panels), N its rows.
-static at::Tensor Bf16PanelLinear(const at::Tensor& x, const at::Tensor& panels, int64_t N, const at::Tensor& bias) {
-  return PanelLinear(Bf16PanelProducts::Round(x), panels, N, Bf16PanelProducts::Round(bias), PanelAct::kNone).to(at::kBFloat16);
-}
 
 bool TrainOnPanels() {
   // Where training's products are not oneDNN's (TrainOnOneDnn: AVX-512) and the CPU has the AVX2 panel kernels;
@@ -368,7 +370,7 @@ at::Tensor TrainingLinear(const at::Tensor& x, const at::Tensor& weight, const a
       return bias.defined() ? KernelLinear<PanelProducts, true>::apply(x, weight, bias) : KernelLinear<PanelProducts, false>::apply(x, weight);
   }
   if (Bf16Panels(x, pass) && weight.scalar_type() == at::kFloat) {
-    if (!at::GradMode::is_enabled()) return Bf16PanelLinear(x, PackPanels(Bf16PanelProducts::Round(weight)), weight.size(0), bias);
+    if (!at::GradMode::is_enabled()) return Bf16PanelProducts::Output(x, weight, bias);
     return bias.defined() ? KernelLinear<Bf16PanelProducts, true>::apply(x, weight, bias) : KernelLinear<Bf16PanelProducts, false>::apply(x, weight);
   }
   return at::linear(x, weight, bias);
@@ -668,10 +670,9 @@ at::Tensor Attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
       // to bf16 where the bf16 operator rounds it (a bf16 product sums in fp32 and rounds the sum, as these do). The
       // casts' backward rounds the gradients where the bf16 graph's operators do.
       c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
-      const auto f = [](const at::Tensor& t) { return t.to(at::kBFloat16).to(at::kFloat); };
-      at::Tensor scores = f(at::matmul(f(q.to(at::kFloat) * scale), k.to(at::kFloat).transpose(-2, -1)));
+      at::Tensor scores = RoundBf16(at::matmul(RoundBf16(q.to(at::kFloat) * scale), k.to(at::kFloat).transpose(-2, -1)));
       if (mask) scores = scores.masked_fill(mask->logical_not(), -std::numeric_limits<double>::infinity());
-      return f(at::matmul(f(Dropout(f(at::softmax(scores, -1)), pass.attention_dropout, true)), v.to(at::kFloat))).to(at::kBFloat16);
+      return RoundBf16(at::matmul(RoundBf16(Dropout(RoundBf16(at::softmax(scores, -1)), pass.attention_dropout, true)), v.to(at::kFloat))).to(at::kBFloat16);
     }
     // SDPA's math path, written out so its dropout is Dropout's (the same computation, a faster mask).
     at::Tensor scores = at::matmul(q * scale, k.transpose(-2, -1));
